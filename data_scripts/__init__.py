@@ -1,0 +1,1 @@
+"""Raw recommendation data (MovieLens, Amazon Reviews 2023) -> GeniusRec processed-dataset folders."""

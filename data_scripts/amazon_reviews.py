@@ -1,0 +1,169 @@
+"""Amazon Reviews 2023 (`<Category>.jsonl.gz` + `meta_<Category>.jsonl.gz`) -> a GeniusRec processed-dataset folder.
+
+    python -m data_scripts.amazon_reviews --reviews Books.jsonl.gz --meta meta_Books.jsonl.gz --out data/books
+
+Streams both files line by line (gzip or plain): memory grows with the kept users, items and interactions
+(16 bytes per review plus the interned ids), never with the file. Reviews: `user_id`, `parent_asin`, `rating`,
+`timestamp` (milliseconds, stored as seconds). Items are keyed by `parent_asin`; their text is "Title: ...;
+Features: ...; Description: ...; Categories: a > b" cut to `--max-text-chars`; `image` is the first large image
+URL. Defaults: 5-core (users and items), duplicates collapsed, no rating threshold. Malformed lines are counted
+with their line numbers; items without metadata get the fallback text "Item <parent_asin>" and are counted.
+
+Measured on the synthetic generator (data_scripts.make_synthetic_amazon): see BENCHMARKS.md.
+"""
+
+import argparse
+import gzip
+import os
+import time
+
+try:
+    import orjson
+
+    loads = orjson.loads
+    JSONError = orjson.JSONDecodeError
+except ImportError:  # pragma: no cover - orjson is a dependency, json is the fallback
+    import json
+
+    loads = json.loads
+    JSONError = json.JSONDecodeError
+
+from tqdm.auto import tqdm
+
+from .common import InteractionLog, MalformedRows, print_stats, process_log, write_processed
+
+
+def open_lines(path: str):
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path!r} not found: expected an Amazon Reviews 2023 file such as Books.jsonl.gz (reviews) or "
+            "meta_Books.jsonl.gz (metadata) from https://amazon-reviews-2023.github.io/"
+        )
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=None, progress=True) -> None:
+    with open_lines(path) as f:
+        for number, line in enumerate(tqdm(f, desc="reviews", unit=" rows", disable=not progress, mininterval=2), start=1):
+            if not line.strip():
+                continue
+            bad.total += 1
+            try:
+                row = loads(line)
+                user, item, timestamp = row["user_id"], row["parent_asin"], int(row["timestamp"]) // 1000
+                if min_rating is not None and float(row["rating"]) < min_rating:
+                    continue
+            except (JSONError, KeyError, TypeError, ValueError) as err:
+                bad.add(number, f"{err.__class__.__name__}: {line[:60]!r}")
+                continue
+            log.add(user, item, timestamp)
+
+
+def join_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value if v)
+    return str(value)
+
+
+def item_row(meta: dict, max_chars: int) -> dict:
+    title = join_text(meta.get("title")).strip()
+    parts = [f"Title: {title}"] if title else []
+    for key, label in (("features", "Features"), ("description", "Description")):
+        text = join_text(meta.get(key)).strip()
+        if text:
+            parts.append(f"{label}: {text}")
+    categories = meta.get("categories") or []
+    if categories:
+        parts.append("Categories: " + " > ".join(str(c) for c in categories))
+    images = meta.get("images") or []
+    image = next((img.get("large") or img.get("hi_res") or img.get("thumb") for img in images if isinstance(img, dict)), None)
+    return {
+        "title": title,
+        "text": "; ".join(parts)[:max_chars],
+        "image": image,
+        "categories": [str(c) for c in categories],
+        "main_category": join_text(meta.get("main_category")),
+        "store": join_text(meta.get("store")),
+    }
+
+
+def read_meta(path: str, wanted: set, max_chars: int, bad: MalformedRows, progress=True) -> dict:
+    """Metadata rows of the kept items only (`parent_asin` -> item row)."""
+    found = {}
+    with open_lines(path) as f:
+        for number, line in enumerate(tqdm(f, desc="metadata", unit=" rows", disable=not progress, mininterval=2), start=1):
+            if not line.strip():
+                continue
+            bad.total += 1
+            try:
+                meta = loads(line)
+                asin = meta["parent_asin"]
+            except (JSONError, KeyError, TypeError) as err:
+                bad.add(number, f"{err.__class__.__name__}: {line[:60]!r}")
+                continue
+            if asin in wanted and asin not in found:
+                found[asin] = item_row(meta, max_chars)
+    return found
+
+
+def build(args) -> dict:
+    start = time.time()
+    log = InteractionLog()
+    bad_reviews = MalformedRows(args.reviews, args.max_malformed_fraction)
+    read_reviews(args.reviews, log, bad_reviews, args.min_rating, progress=not args.quiet)
+    bad_reviews.check()
+    read_seconds = time.time() - start
+    processed = process_log(log, user_k=args.user_k, item_k=args.item_k, keep_duplicates=args.keep_duplicates)
+    del log
+    meta, bad_meta = {}, None
+    if args.meta:
+        bad_meta = MalformedRows(args.meta, args.max_malformed_fraction)
+        meta = read_meta(args.meta, set(processed.item_raw_ids), args.max_text_chars, bad_meta, progress=not args.quiet)
+        bad_meta.check()
+    rows, missing = [], 0
+    for token_id, asin in enumerate(processed.item_raw_ids, start=4):
+        info = meta.get(asin)
+        if info is None:
+            missing += 1
+            info = {"title": "", "text": f"Item {asin}", "image": None, "categories": [], "main_category": "", "store": ""}
+        rows.append({"id": token_id, "raw_id": asin, **info})
+    parameters = {k: v for k, v in vars(args).items() if k not in ("out", "quiet")}
+    extra = {
+        "source": os.path.basename(args.reviews),
+        "items_without_metadata": missing,
+        **bad_reviews.summary(),
+        "metadata_malformed_rows": bad_meta.count if bad_meta else 0,
+        "seconds_reading_reviews": round(read_seconds, 1),
+    }
+    stats = write_processed(args.out, processed, rows, parameters, extra)
+    stats["seconds"] = round(time.time() - start, 1)
+    print_stats(stats, args.out)
+    if missing:
+        print(f"  {missing:,} items had no metadata and got the fallback text 'Item <parent_asin>'")
+    return stats
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reviews", required=True, help="reviews file, e.g. Books.jsonl.gz (gzip or plain JSON lines)")
+    p.add_argument("--meta", default=None, help="metadata file, e.g. meta_Books.jsonl.gz (optional: fallback texts without it)")
+    p.add_argument("--out", required=True, help="output folder, written atomically (replaced only when complete)")
+    p.add_argument("--min-rating", type=float, default=None, help="keep reviews with rating >= this (default: all)")
+    p.add_argument("--user-k", type=int, default=5, help="iterative k-core: minimum reviews per user (default 5)")
+    p.add_argument("--item-k", type=int, default=5, help="iterative k-core: minimum reviews per item (default 5)")
+    p.add_argument("--keep-duplicates", action="store_true", help="keep repeated (user, item) reviews instead of the earliest only")
+    p.add_argument("--max-text-chars", type=int, default=1000, help="cut item texts to this many characters (default 1000)")
+    p.add_argument("--max-malformed-fraction", type=float, default=0.01,
+                   help="fail when more than this fraction of lines is malformed; below it they are skipped and counted (default 0.01)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv=None):
+    return build(parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

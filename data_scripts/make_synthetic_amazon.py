@@ -1,0 +1,60 @@
+"""Writes a synthetic Amazon Reviews 2023 pair of files (reviews + metadata) for scale tests.
+
+    python -m data_scripts.make_synthetic_amazon --rows 5000000 --out /tmp/synthetic
+
+Users and items follow Zipf-like popularity so that a 5-core keeps a realistic share; lines carry the same
+fields as the real files (including review text), so parsing cost is comparable.
+"""
+
+import argparse
+import gzip
+import json
+import os
+
+import numpy as np
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=5_000_000, help="number of reviews (default 5,000,000)")
+    p.add_argument("--users", type=int, default=None, help="distinct users (default rows / 8)")
+    p.add_argument("--items", type=int, default=None, help="distinct items (default rows / 20)")
+    p.add_argument("--out", required=True, help="folder for Synthetic.jsonl.gz and meta_Synthetic.jsonl.gz")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--malformed-every", type=int, default=0, help="write a broken line every N rows (0: none)")
+    args = p.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    num_users, num_items = args.users or max(args.rows // 8, 1), args.items or max(args.rows // 20, 1)
+    os.makedirs(args.out, exist_ok=True)
+    chunk = 500_000
+    with gzip.open(os.path.join(args.out, "Synthetic.jsonl.gz"), "wt", compresslevel=1) as f:
+        for lo in range(0, args.rows, chunk):
+            n = min(chunk, args.rows - lo)
+            users = (rng.zipf(1.3, n) - 1) % num_users
+            items = (rng.zipf(1.2, n) - 1) % num_items
+            ratings = rng.integers(1, 6, n)
+            times = 1_500_000_000_000 + rng.integers(0, 200_000_000_000, n)
+            lines = []
+            for k in range(n):
+                if args.malformed_every and (lo + k) % args.malformed_every == 0:
+                    lines.append('{"user_id": "broken", \n')
+                    continue
+                lines.append(
+                    f'{{"rating": {ratings[k]}.0, "title": "Review title", "text": "A synthetic review text of typical '
+                    f'length that mentions the product and how it was used.", "images": [], "asin": "B{items[k]:09d}", '
+                    f'"parent_asin": "P{items[k]:09d}", "user_id": "U{users[k]:012d}", "timestamp": {times[k]}, '
+                    f'"helpful_vote": 0, "verified_purchase": true}}\n'
+                )
+            f.write("".join(lines))
+    with gzip.open(os.path.join(args.out, "meta_Synthetic.jsonl.gz"), "wt", compresslevel=1) as f:
+        for item in range(num_items):
+            f.write(json.dumps({
+                "main_category": "Books", "title": f"Synthetic book {item}", "features": ["Paperback"],
+                "description": [f"Description of book {item}."], "categories": ["Books", f"Genre {item % 17}"],
+                "images": [{"large": f"https://example.invalid/{item}.jpg"}], "parent_asin": f"P{item:09d}",
+            }) + "\n")
+    print(f"wrote {args.rows:,} reviews ({num_users:,} users, {num_items:,} items) to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""GeniusRec: a generative sequential recommender native to the Hugging Face stack.
+
+Importing the package registers its configs, models and tokenizer with the Auto classes.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+from .configuration_common import NUM_SPECIAL_TOKENS, SequentialRecConfig
+from .configuration_hstu import HSTUConfig
+from .configuration_sasrec import SASRecConfig
+from .modeling_common import NextItemPredictionOutput, SequentialRecOutput
+from .modeling_hstu import HSTUForNextItemPrediction, HSTUModel, HSTUPreTrainedModel
+from .modeling_sasrec import SASRecForNextItemPrediction, SASRecModel, SASRecPreTrainedModel
+from .tokenization_items import ItemTokenizer, escape_item_id, unescape_item_id
+
+__version__ = "0.1.0"
+
+AutoConfig.register("hstu", HSTUConfig, exist_ok=True)
+AutoModel.register(HSTUConfig, HSTUModel, exist_ok=True)
+AutoModelForCausalLM.register(HSTUConfig, HSTUForNextItemPrediction, exist_ok=True)
+AutoTokenizer.register(HSTUConfig, fast_tokenizer_class=ItemTokenizer, exist_ok=True)
+AutoConfig.register("sasrec", SASRecConfig, exist_ok=True)
+AutoModel.register(SASRecConfig, SASRecModel, exist_ok=True)
+AutoModelForCausalLM.register(SASRecConfig, SASRecForNextItemPrediction, exist_ok=True)
+AutoTokenizer.register(SASRecConfig, fast_tokenizer_class=ItemTokenizer, exist_ok=True)
+
+__all__ = [
+    "NUM_SPECIAL_TOKENS",
+    "SequentialRecConfig",
+    "HSTUConfig",
+    "HSTUPreTrainedModel",
+    "HSTUModel",
+    "HSTUForNextItemPrediction",
+    "SASRecConfig",
+    "SASRecPreTrainedModel",
+    "SASRecModel",
+    "SASRecForNextItemPrediction",
+    "NextItemPredictionOutput",
+    "SequentialRecOutput",
+    "ItemTokenizer",
+    "escape_item_id",
+    "unescape_item_id",
+]

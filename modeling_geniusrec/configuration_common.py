@@ -1,0 +1,112 @@
+"""Fields shared by the sequential next-item recommenders (HSTU, SASRec).
+
+Both models read a chronological history of item tokens and predict the next item at every position; they share
+the item vocabulary layout of the processed-dataset contract (special tokens first, then one token per item), the
+cosine scoring and the losses. Model-specific fields live in their own configs.
+"""
+
+from transformers import PretrainedConfig
+
+NUM_SPECIAL_TOKENS = 4  # [PAD], [SEP], [EOS], [UNK]; items start at this id
+
+
+class SequentialRecConfig(PretrainedConfig):
+    r"""
+    Base configuration of a next-item recommender over an item vocabulary.
+
+    Args:
+        vocab_size (`int`, *optional*, defaults to 104):
+            Number of tokens: the special tokens (pad, separator, eos, unk) followed by one token per item.
+        hidden_size (`int`, *optional*, defaults to 50):
+            Dimension D of the item embeddings and of the hidden states.
+        num_hidden_layers (`int`, *optional*, defaults to 2):
+            Number of blocks.
+        num_attention_heads (`int`, *optional*, defaults to 1):
+            Number of attention heads per block.
+        max_position_embeddings (`int`, *optional*, defaults to 200):
+            Longest history the model accepts; longer histories must be cut (keep the most recent items).
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.2):
+            Dropout on the input embeddings and inside the blocks.
+        attention_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout on the attention weights.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of the layer norms.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of weights and embeddings.
+        loss_type (`str`, *optional*, defaults to `"sampled_softmax"`):
+            `"sampled_softmax"` (the positive against `num_negatives` uniformly drawn items, accidental hits masked)
+            or `"full_softmax"` (cross-entropy over every item of the catalog).
+        num_negatives (`int`, *optional*, defaults to 128):
+            Negatives per supervised position for the sampled softmax.
+        negatives_sharing (`str`, *optional*, defaults to `"position"`):
+            `"position"`: fresh negatives for every supervised position, as the HSTU reference code;
+            `"batch"`: one set of negatives shared by the whole batch (one matmul instead of a gather, much faster on CPU).
+        softmax_temperature (`float`, *optional*, defaults to 0.05):
+            Scores are `cos(user, item) / softmax_temperature`.
+        filter_special_tokens (`bool`, *optional*, defaults to `True`):
+            Special tokens never receive a score when ranking items.
+        pad_token_id, sep_token_id, eos_token_id, unk_token_id (`int`, *optional*, defaults to 0, 1, 2, 3):
+            Ids of the special tokens; item ids start at `num_special_tokens`.
+        num_special_tokens (`int`, *optional*, defaults to 4):
+            Number of special tokens at the start of the vocabulary.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 104,
+        hidden_size: int = 50,
+        num_hidden_layers: int = 2,
+        num_attention_heads: int = 1,
+        max_position_embeddings: int = 200,
+        hidden_dropout_prob: float = 0.2,
+        attention_dropout_prob: float = 0.0,
+        layer_norm_eps: float = 1e-6,
+        initializer_range: float = 0.02,
+        loss_type: str = "sampled_softmax",
+        num_negatives: int = 128,
+        negatives_sharing: str = "position",
+        softmax_temperature: float = 0.05,
+        filter_special_tokens: bool = True,
+        pad_token_id: int = 0,
+        sep_token_id: int = 1,
+        eos_token_id: int = 2,
+        unk_token_id: int = 3,
+        num_special_tokens: int = NUM_SPECIAL_TOKENS,
+        **kwargs,
+    ):
+        if loss_type not in ("sampled_softmax", "full_softmax"):
+            raise ValueError(f"loss_type must be 'sampled_softmax' or 'full_softmax', got {loss_type!r}")
+        if negatives_sharing not in ("position", "batch"):
+            raise ValueError(f"negatives_sharing must be 'position' or 'batch', got {negatives_sharing!r}")
+        if vocab_size <= num_special_tokens:
+            raise ValueError(
+                f"vocab_size={vocab_size} leaves no item after the {num_special_tokens} special tokens; "
+                "set vocab_size to len(tokenizer)"
+            )
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.max_position_embeddings = max_position_embeddings
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_dropout_prob = attention_dropout_prob
+        self.layer_norm_eps = layer_norm_eps
+        self.initializer_range = initializer_range
+        self.loss_type = loss_type
+        self.num_negatives = num_negatives
+        self.negatives_sharing = negatives_sharing
+        self.softmax_temperature = softmax_temperature
+        self.filter_special_tokens = filter_special_tokens
+        self.sep_token_id = sep_token_id
+        self.unk_token_id = unk_token_id
+        self.num_special_tokens = num_special_tokens
+        kwargs.setdefault("tie_word_embeddings", True)
+        super().__init__(pad_token_id=pad_token_id, eos_token_id=eos_token_id, **kwargs)
+
+    @property
+    def num_items(self) -> int:
+        """Number of real items (the vocabulary minus the special tokens)."""
+        return self.vocab_size - self.num_special_tokens
+
+
+__all__ = ["SequentialRecConfig", "NUM_SPECIAL_TOKENS"]

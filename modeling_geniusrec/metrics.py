@@ -1,0 +1,78 @@
+"""Full-ranking next-item metrics: HR@K, NDCG@K and MRR, computed in chunks over users and over the catalog.
+
+Rank convention (0-based, pessimistic): the number of candidate items whose score is >= the target's score, other
+than the target itself, so a constant model ranks every target last among its ties rather than first. Candidates
+are all items, minus the user's history when `filter_history` (the target itself is never removed), minus the
+special tokens. With one target per user: HR@K = 1[rank < K], NDCG@K = 1[rank < K] / log2(rank + 2),
+MRR = 1 / (rank + 1); each averaged over users.
+"""
+
+import numpy as np
+import torch
+
+DEFAULT_KS = (10, 50, 200)
+
+
+@torch.no_grad()
+def target_ranks(
+    model,
+    user_embeddings: torch.Tensor,
+    targets: torch.Tensor,
+    histories: torch.Tensor | None = None,
+    user_chunk_size: int = 1024,
+    item_chunk_size: int = 65536,
+) -> torch.Tensor:
+    """Ranks of each target among all items.
+
+    Args:
+        model: a next-item model with `iter_item_scores` (e.g. [`HSTUForNextItemPrediction`]).
+        user_embeddings: `(M, D)`.
+        targets: `(M,)` target token ids.
+        histories: `(M, L)` token ids to filter per user (pad / negative values ignored), or None for no filtering.
+    Returns:
+        `(M,)` long tensor of 0-based ranks.
+    """
+    num_special = model.config.num_special_tokens
+    ranks = []
+    for lo in range(0, user_embeddings.shape[0], user_chunk_size):
+        users = user_embeddings[lo : lo + user_chunk_size]
+        tgt = targets[lo : lo + user_chunk_size].to(users.device)
+        hist = None if histories is None else histories[lo : lo + user_chunk_size].to(users.device)
+        # two passes over the catalog (scores recomputed, never stored whole): the first reads the target's own
+        # score from the same matmul that scores the other items, so ties compare bit-identical numbers
+        target_scores = torch.full(tgt.shape, float("nan"), dtype=users.dtype, device=users.device)
+        for start, scores in model.iter_item_scores(users, item_chunk_size):
+            rows = ((tgt >= start) & (tgt < start + scores.shape[1])).nonzero().flatten()
+            target_scores[rows] = scores[rows, tgt[rows] - start]
+        if bool(target_scores.isnan().any()):
+            raise ValueError("some targets are not item token ids of this model's vocabulary")
+        better = torch.zeros(users.shape[0], dtype=torch.long, device=users.device)
+        for start, scores in model.iter_item_scores(users, item_chunk_size):
+            ge = scores >= target_scores.unsqueeze(1)
+            ids = torch.arange(start, start + scores.shape[1], device=scores.device)
+            ge &= ids.unsqueeze(0) != tgt.unsqueeze(1)
+            if hist is not None:
+                local = hist - start
+                ok = (local >= 0) & (local < scores.shape[1]) & (hist >= num_special) & (hist != tgt.unsqueeze(1))
+                rows = torch.arange(hist.shape[0], device=hist.device).unsqueeze(1).expand_as(hist)
+                ge[rows[ok], local[ok]] = False
+            better += ge.sum(dim=1)
+        ranks.append(better)
+    return torch.cat(ranks)
+
+
+def ranking_metrics(ranks, ks=DEFAULT_KS) -> dict:
+    """`(M,)` 0-based ranks -> `{"hr@k", "ndcg@k" for k in ks, "mrr"}` averaged over users (floats)."""
+    ranks = np.asarray(ranks.cpu() if isinstance(ranks, torch.Tensor) else ranks, dtype=np.float64)
+    if ranks.size == 0:
+        raise ValueError("no users to evaluate: the split view is empty")
+    out = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"hr@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+    out["mrr"] = float((1.0 / (ranks + 1.0)).mean())
+    return out
+
+
+__all__ = ["target_ranks", "ranking_metrics", "DEFAULT_KS"]

@@ -1,0 +1,281 @@
+"""Pieces shared by the next-item recommenders: input checks, embeddings, cosine scoring, losses, outputs.
+
+Scores are `cos(user_state, item_embedding) / temperature` over the item rows of the (input) embedding table, so
+the output side is tied to the input side as in the HSTU reference code.
+"""
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_common import SequentialRecConfig
+
+
+@dataclass
+class SequentialRecOutput(ModelOutput):
+    """
+    Output of a base sequential encoder.
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            Unit-normalised user state at every position (zero at padding).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            The input embeddings and each block's output, each `(batch_size, sequence_length, hidden_size)`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class NextItemPredictionOutput(ModelOutput):
+    """
+    Output of a next-item prediction model.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Mean next-item loss over the supervised positions (labels != -100).
+        user_embeddings (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            Unit-normalised state at each row's last real position: the query that ranks the next item.
+        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`, *optional*):
+            Scores of every token at every position; only with `return_logits=True` (small catalogs, tests).
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            Unit-normalised state at every position.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Per-block states, with `output_hidden_states=True`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    user_embeddings: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def check_inputs(
+    config: SequentialRecConfig,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    timestamps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Validates a batch of histories and returns its boolean attention mask `(batch_size, sequence_length)`.
+
+    Raises `ValueError` naming the problem and the fix for: a tensor that is not 2-D, an empty sequence axis, a
+    history longer than `max_position_embeddings`, ids outside the vocabulary, rows with no item at all, and
+    `attention_mask`/`timestamps` whose shape differs from `input_ids`.
+    """
+    if input_ids is None or input_ids.dim() != 2:
+        shape = None if input_ids is None else tuple(input_ids.shape)
+        raise ValueError(f"input_ids must be a (batch_size, sequence_length) tensor of item token ids, got shape {shape}")
+    batch_size, length = input_ids.shape
+    if length == 0 or batch_size == 0:
+        raise ValueError(
+            f"input_ids has shape {tuple(input_ids.shape)}: every row needs at least one history item "
+            "(users with an empty history cannot be scored; drop them or use a popularity fallback)"
+        )
+    if length > config.max_position_embeddings:
+        raise ValueError(
+            f"history length {length} exceeds max_position_embeddings={config.max_position_embeddings}; "
+            f"keep the most recent items (seq[-{config.max_position_embeddings}:])"
+        )
+    bad = (input_ids < 0) | (input_ids >= config.vocab_size)
+    if bool(bad.any()):
+        examples = sorted(set(input_ids[bad].tolist()))[:5]
+        raise ValueError(
+            f"input_ids contains ids outside the item vocabulary [0, {config.vocab_size}): {examples}; "
+            "map raw item ids with the checkpoint's tokenizer (unknown items -> unk_token_id or drop them)"
+        )
+    if attention_mask is None:
+        attention_mask = input_ids != config.pad_token_id
+    elif attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}"
+        )
+    attention_mask = attention_mask.bool()
+    empty = (~attention_mask.any(dim=1)).nonzero().flatten()
+    if empty.numel():
+        raise ValueError(
+            f"rows {empty[:5].tolist()} of the batch have an empty history (no item under attention_mask); "
+            "remove those users or give them at least one item"
+        )
+    if timestamps is not None and timestamps.shape != input_ids.shape:
+        raise ValueError(
+            f"timestamps has shape {tuple(timestamps.shape)} but input_ids has {tuple(input_ids.shape)}: "
+            "give one timestamp (seconds) per history item"
+        )
+    return attention_mask
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """`(batch_size, sequence_length)` bool -> position of each item within its row's history, left or right padded."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+class ItemInputEmbeddings(nn.Module):
+    """`x0 = Dropout(E[id] * sqrt(D) + P[pos])`, zero at padding (the HSTU reference input preprocessor)."""
+
+    def __init__(self, config: SequentialRecConfig):
+        super().__init__()
+        self.item_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.scale = config.hidden_size**0.5
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`(B, N)` ids, positions and bool mask -> `(B, N, D)`."""
+        x = self.item_embeddings(input_ids) * self.scale + self.position_embeddings(position_ids)
+        return self.dropout(x) * mask.unsqueeze(-1)
+
+
+class SequentialRecPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and common plumbing of the next-item recommenders."""
+
+    config_class = SequentialRecConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+        elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        for name, param in module.named_parameters(recurse=False):
+            if name.endswith("bias_weight"):  # relative position / time-bucket biases
+                init.normal_(param, mean=0.0, std=std)
+
+
+class NextItemPredictionMixin:
+    """Scoring and losses over the tied item embedding table; the host has `self.model` (a base encoder)."""
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embeddings.item_embeddings
+
+    def get_output_embeddings(self) -> nn.Embedding:
+        return self.model.embeddings.item_embeddings
+
+    def item_vectors(self, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """Unit-normalised item embeddings of token ids `[start, end)`: `(end - start, hidden_size)`."""
+        return F.normalize(self.get_output_embeddings().weight[start:end], dim=-1)
+
+    def iter_item_scores(self, user_embeddings: torch.Tensor, chunk_size: int = 65536) -> Iterator[tuple[int, torch.Tensor]]:
+        """Scores every item in chunks, so a 1,000,000-item catalog never builds a `(B, N, V)` tensor.
+
+        Args:
+            user_embeddings: `(M, D)` unit-normalised user states (e.g. `outputs.user_embeddings`).
+        Yields:
+            `(first_token_id, scores)` with scores `(M, chunk)` = `cos / temperature` for token ids
+            `first_token_id .. first_token_id + chunk - 1`; special tokens are skipped.
+        """
+        start = self.config.num_special_tokens if self.config.filter_special_tokens else 0
+        for lo in range(start, self.config.vocab_size, chunk_size):
+            hi = min(lo + chunk_size, self.config.vocab_size)
+            yield lo, user_embeddings @ self.item_vectors(lo, hi).T / self.config.softmax_temperature
+
+    @torch.no_grad()
+    def top_k_items(
+        self, user_embeddings: torch.Tensor, k: int, exclude: torch.Tensor | None = None, chunk_size: int = 65536
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k items per user with a running top-k over catalog chunks.
+
+        Args:
+            user_embeddings: `(M, D)`.
+            k: number of items to return.
+            exclude: `(M, L)` token ids to leave out per row (e.g. the history); pad ids are ignored.
+        Returns:
+            `(scores, token_ids)`, each `(M, k)`, best first.
+        """
+        best_scores = user_embeddings.new_full((user_embeddings.shape[0], 0), float("-inf"))
+        best_ids = torch.zeros((user_embeddings.shape[0], 0), dtype=torch.long, device=user_embeddings.device)
+        for lo, scores in self.iter_item_scores(user_embeddings, chunk_size):
+            if exclude is not None:
+                local = exclude - lo
+                ok = (local >= 0) & (local < scores.shape[1]) & (exclude >= self.config.num_special_tokens)
+                rows = torch.arange(scores.shape[0], device=scores.device).unsqueeze(1).expand_as(local)
+                scores = scores.clone()
+                scores[rows[ok], local[ok]] = float("-inf")
+            ids = torch.arange(lo, lo + scores.shape[1], device=scores.device).expand_as(scores)
+            all_scores = torch.cat([best_scores, scores], dim=1)
+            all_ids = torch.cat([best_ids, ids], dim=1)
+            best_scores, idx = all_scores.topk(min(k, all_scores.shape[1]), dim=1)
+            best_ids = all_ids.gather(1, idx)
+        return best_scores, best_ids
+
+    def next_item_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss of predicting `labels` from the states `hidden`.
+
+        Args:
+            hidden: `(B, N, D)` unit-normalised states.
+            labels: `(B, N)` target item token ids, -100 where nothing is supervised.
+        """
+        config = self.config
+        supervised = labels != -100
+        targets = labels[supervised]  # (P,)
+        if targets.numel() == 0:
+            return hidden.sum() * 0.0
+        if bool(((targets < config.num_special_tokens) | (targets >= config.vocab_size)).any()):
+            raise ValueError(
+                f"labels must be item token ids in [{config.num_special_tokens}, {config.vocab_size}) or -100"
+            )
+        h = hidden[supervised]  # (P, D)
+        if config.loss_type == "full_softmax":
+            logits = h @ self.item_vectors(config.num_special_tokens).T / config.softmax_temperature  # (P, num_items)
+            return F.cross_entropy(logits, targets - config.num_special_tokens)
+        pos_logits = (h * self.item_vectors()[targets]).sum(-1, keepdim=True) / config.softmax_temperature  # (P, 1)
+        table = self.get_output_embeddings().weight
+        if config.negatives_sharing == "batch":
+            negatives = torch.randint(config.num_special_tokens, config.vocab_size, (config.num_negatives,), device=h.device)
+            neg_logits = h @ F.normalize(table[negatives], dim=-1).T / config.softmax_temperature  # (P, K)
+            hits = negatives.unsqueeze(0) == targets.unsqueeze(1)
+        else:
+            negatives = torch.randint(
+                config.num_special_tokens, config.vocab_size, (h.shape[0], config.num_negatives), device=h.device
+            )
+            neg_vecs = F.normalize(table[negatives], dim=-1)  # (P, K, D)
+            neg_logits = torch.einsum("pd,pkd->pk", h, neg_vecs) / config.softmax_temperature
+            hits = negatives == targets.unsqueeze(1)
+        neg_logits = neg_logits.masked_fill(hits, float("-inf"))  # accidental hits are not negatives
+        logits = torch.cat([pos_logits, neg_logits], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(targets))
+
+    def _next_item_forward(
+        self, input_ids, attention_mask, labels, return_logits, encoder_kwargs
+    ) -> NextItemPredictionOutput:
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, **encoder_kwargs)
+        hidden = outputs.last_hidden_state
+        mask = (input_ids != self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
+        last = mask.shape[1] - 1 - mask.flip(1).long().argmax(dim=1)  # index of each row's last real item
+        user_embeddings = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        loss = self.next_item_loss(hidden, labels) if labels is not None else None
+        logits = hidden @ self.item_vectors().T / self.config.softmax_temperature if return_logits else None
+        return NextItemPredictionOutput(
+            loss=loss,
+            user_embeddings=user_embeddings,
+            logits=logits,
+            last_hidden_state=hidden,
+            hidden_states=outputs.hidden_states,
+        )
+
+
+__all__ = [
+    "SequentialRecOutput",
+    "NextItemPredictionOutput",
+    "SequentialRecPreTrainedModel",
+    "NextItemPredictionMixin",
+    "ItemInputEmbeddings",
+    "check_inputs",
+    "position_ids_from_mask",
+]

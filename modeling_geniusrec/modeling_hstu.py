@@ -1,0 +1,259 @@
+"""HSTU encoder, faithful to Zhai et al., "Actions Speak Louder than Words" (ICML 2024) and its reference code.
+
+Block (pre-norm, residual)::
+
+    n = LayerNorm(x)                                   # no affine
+    U, V, Q, K = split(SiLU(n W_uvqk))
+    A = SiLU(Q K^T + b_pos(j - i) + b_time(bucket(t_query_i - t_j))) / N    # causal + padding mask, no softmax
+    x = x + W_o Dropout(U * LayerNorm(A V))
+
+with `bucket(d) = clamp(floor(ln(max(|d|, 1)) / 0.301), 0, num_buckets)`. The attention math lives in one plain
+function, `hstu_attention_forward`; the tests compare it with a loop-based computation of the formula.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from .configuration_hstu import HSTUConfig
+from .modeling_common import (
+    ItemInputEmbeddings,
+    NextItemPredictionMixin,
+    NextItemPredictionOutput,
+    SequentialRecOutput,
+    SequentialRecPreTrainedModel,
+    check_inputs,
+    position_ids_from_mask,
+)
+
+
+def time_buckets(query_times: torch.Tensor, key_times: torch.Tensor, num_buckets: int, scale: float) -> torch.Tensor:
+    """`(B, N)` query times, `(B, N)` key times (seconds) -> `(B, N, N)` bucket ids in `[0, num_buckets]`."""
+    delta = (query_times.unsqueeze(2) - key_times.unsqueeze(1)).abs().clamp(min=1)
+    return (torch.log(delta.double()) / scale).floor().clamp(0, num_buckets).long()
+
+
+def hstu_attention_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    mask: torch.Tensor,
+    divisor: torch.Tensor | float,
+    dropout: float = 0.0,
+    training: bool = False,
+) -> torch.Tensor:
+    """Pointwise SiLU attention.
+
+    Args:
+        q, k: `(B, H, N, d_qk)`; v: `(B, H, N, d_v)`.
+        bias: `(B or 1, N, N)` relative position + time bias, or None.
+        mask: `(B, N, N)` bool, True where query i may read key j (causal, both real items).
+        divisor: scalar or tensor broadcastable to `(B, H, N, N)`: the N of `SiLU(.) / N`.
+    Returns:
+        `(B, N, H * d_v)`.
+    """
+    scores = q @ k.transpose(-1, -2)  # (B, H, N, N)
+    if bias is not None:
+        scores = scores + bias.unsqueeze(1)
+    attn = F.silu(scores) / divisor * mask.unsqueeze(1)
+    attn = F.dropout(attn, p=dropout, training=training)
+    out = attn @ v  # (B, H, N, d_v)
+    batch, heads, length, d_v = out.shape
+    return out.transpose(1, 2).reshape(batch, length, heads * d_v)
+
+
+class HSTURelativeBias(nn.Module):
+    """Learned relative position bias `b_pos(j - i)` and time-bucket bias, one pair per block (as the reference).
+
+    Uses `index_select` rather than `w[idx]`: the latter's backward sorts a `(B, N, N)` index over few, heavily
+    repeated values and made a GPU epoch about 20x slower.
+    """
+
+    def __init__(self, config: HSTUConfig):
+        super().__init__()
+        self.config = config
+        self.position_bias_weight = nn.Parameter(torch.zeros(2 * config.max_position_embeddings - 1))
+        self.time_bias_weight = nn.Parameter(torch.zeros(config.num_time_buckets + 1))
+
+    def forward(self, relative_positions: torch.Tensor | None, buckets: torch.Tensor | None) -> torch.Tensor | None:
+        """`(B or 1, N, N)` index tensors (or None) -> `(B or 1, N, N)` bias (or None)."""
+        bias = None
+        if relative_positions is not None:
+            bias = self.position_bias_weight.index_select(0, relative_positions.reshape(-1)).view(relative_positions.shape)
+        if buckets is not None:
+            time_bias = self.time_bias_weight.index_select(0, buckets.reshape(-1)).view(buckets.shape)
+            bias = time_bias if bias is None else bias + time_bias
+        return bias
+
+
+class HSTULayer(GradientCheckpointingLayer):
+    """One HSTU block: fused UVQK projection with SiLU, pointwise attention, U gating, output projection, residual."""
+
+    def __init__(self, config: HSTUConfig):
+        super().__init__()
+        self.config = config
+        heads, d_qk, d_v = config.num_attention_heads, config.qk_head_dim, config.v_head_dim
+        self.split_sizes = [heads * d_v, heads * d_v, heads * d_qk, heads * d_qk]
+        self.uvqk = nn.Linear(config.hidden_size, sum(self.split_sizes), bias=False)
+        self.output = nn.Linear(heads * d_v, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.relative_bias = HSTURelativeBias(config) if (config.use_position_bias or config.use_time_bias) else None
+
+    def forward(self, hidden_states, mask, divisor, relative_positions=None, buckets=None):
+        """`(B, N, D)` -> `(B, N, D)`; `mask` `(B, N, N)`; index tensors as [`HSTURelativeBias`]."""
+        config = self.config
+        batch, length, _ = hidden_states.shape
+        normed = F.layer_norm(hidden_states, (config.hidden_size,), eps=config.layer_norm_eps)
+        u, v, q, k = torch.split(F.silu(self.uvqk(normed)), self.split_sizes, dim=-1)
+        heads = config.num_attention_heads
+        q = q.view(batch, length, heads, config.qk_head_dim).transpose(1, 2)  # (B, H, N, d_qk)
+        k = k.view(batch, length, heads, config.qk_head_dim).transpose(1, 2)
+        v = v.view(batch, length, heads, config.v_head_dim).transpose(1, 2)  # (B, H, N, d_v)
+        bias = self.relative_bias(relative_positions, buckets) if self.relative_bias is not None else None
+        attn = hstu_attention_forward(
+            q, k, v, bias, mask, divisor, dropout=config.attention_dropout_prob, training=self.training
+        )
+        gated = u * F.layer_norm(attn, (heads * config.v_head_dim,), eps=config.layer_norm_eps)
+        return hidden_states + self.output(self.dropout(gated))
+
+
+class HSTUPreTrainedModel(SequentialRecPreTrainedModel):
+    config_class = HSTUConfig
+    _no_split_modules = ["HSTULayer"]
+
+
+class HSTUModel(HSTUPreTrainedModel):
+    """The HSTU encoder: item histories (with timestamps) -> unit-normalised user states at every position."""
+
+    def __init__(self, config: HSTUConfig):
+        super().__init__(config)
+        self.embeddings = ItemInputEmbeddings(config)
+        self.layers = nn.ModuleList([HSTULayer(config) for _ in range(config.num_hidden_layers)])
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.item_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.item_embeddings = value
+
+    def _query_times(self, timestamps, mask, next_timestamps):
+        """Time of each query: the next event's time `t_{i+1}`; at the last item `next_timestamps` if given."""
+        if not self.config.use_next_event_time:
+            return timestamps
+        following = torch.cat([timestamps[:, 1:], timestamps[:, -1:]], dim=1)
+        has_next = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+        fallback = timestamps if next_timestamps is None else next_timestamps.view(-1, 1).expand_as(timestamps)
+        return torch.where(has_next, following, fallback)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        timestamps: torch.LongTensor | None = None,
+        next_timestamps: torch.LongTensor | None = None,
+        output_hidden_states: bool = False,
+        **kwargs,
+    ) -> SequentialRecOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Item token ids in chronological order, padded on either side with `pad_token_id`.
+            attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+                1 for real items, 0 for padding; defaults to `input_ids != pad_token_id`.
+            timestamps (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Event times in seconds; required when `config.use_time_bias`.
+            next_timestamps (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Time of the request (the event to predict after each row's last item).
+        Returns:
+            [`SequentialRecOutput`] with `last_hidden_state` `(batch_size, sequence_length, hidden_size)`.
+        """
+        config = self.config
+        mask = check_inputs(config, input_ids, attention_mask, timestamps)
+        if config.use_time_bias and timestamps is None:
+            raise ValueError("this HSTU model uses time-bucket biases (use_time_bias=True): pass `timestamps`")
+        if next_timestamps is not None and next_timestamps.shape != (input_ids.shape[0],):
+            raise ValueError(f"next_timestamps must have shape ({input_ids.shape[0]},), got {tuple(next_timestamps.shape)}")
+        batch, length = input_ids.shape
+        right_aligned = bool(mask[:, 0].all())  # no left padding: positions are arange(N) in every row
+        if right_aligned:
+            position_ids = torch.arange(length, device=input_ids.device).expand(batch, length)
+        else:
+            position_ids = position_ids_from_mask(mask)
+        causal = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
+        attn_mask = causal.unsqueeze(0) & mask.unsqueeze(1) & mask.unsqueeze(2)  # (B, N, N)
+
+        if config.attention_normalization == "padded":
+            divisor = float(config.max_position_embeddings)
+        elif config.attention_normalization == "length":
+            divisor = mask.sum(dim=1).view(batch, 1, 1, 1).float()
+        else:  # "causal": number of keys the query sees
+            divisor = (position_ids + 1).view(batch, 1, length, 1).float()
+
+        relative_positions = buckets = None
+        if config.use_position_bias:
+            pos = position_ids[:1] if right_aligned else position_ids
+            relative_positions = (pos.unsqueeze(1) - pos.unsqueeze(2) + config.max_position_embeddings - 1).clamp(
+                0, 2 * config.max_position_embeddings - 2
+            )  # (B or 1, N, N): index of j - i
+        if config.use_time_bias:
+            query_times = self._query_times(timestamps, mask, next_timestamps)
+            buckets = time_buckets(query_times, timestamps, config.num_time_buckets, config.time_bucket_scale)
+
+        hidden = self.embeddings(input_ids, position_ids, mask)
+        all_hidden = [hidden] if output_hidden_states else None
+        keep = mask.unsqueeze(-1)
+        for layer in self.layers:
+            hidden = layer(hidden, attn_mask, divisor, relative_positions, buckets) * keep
+            if output_hidden_states:
+                all_hidden.append(hidden)
+        hidden = F.normalize(hidden, dim=-1, eps=1e-6) * keep
+        return SequentialRecOutput(last_hidden_state=hidden, hidden_states=tuple(all_hidden) if all_hidden else None)
+
+
+class HSTUForNextItemPrediction(NextItemPredictionMixin, HSTUPreTrainedModel):
+    """HSTU with the next-item head: tied cosine scores, sampled or full softmax, chunked full-catalog scoring."""
+
+    def __init__(self, config: HSTUConfig):
+        super().__init__(config)
+        self.model = HSTUModel(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        timestamps: torch.LongTensor | None = None,
+        next_timestamps: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        return_logits: bool = False,
+        output_hidden_states: bool = False,
+        **kwargs,
+    ) -> NextItemPredictionOutput:
+        r"""
+        Args:
+            input_ids, attention_mask, timestamps, next_timestamps: as [`HSTUModel.forward`].
+            labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                The item to predict from each position (usually `input_ids` shifted left), -100 where unsupervised.
+            return_logits (`bool`, *optional*): also return `(B, N, vocab_size)` scores (small catalogs only).
+        Returns:
+            [`NextItemPredictionOutput`].
+        """
+        encoder_kwargs = dict(timestamps=timestamps, next_timestamps=next_timestamps, output_hidden_states=output_hidden_states)
+        return self._next_item_forward(input_ids, attention_mask, labels, return_logits, encoder_kwargs)
+
+
+HSTUConfig.register_for_auto_class()
+HSTUModel.register_for_auto_class("AutoModel")
+HSTUForNextItemPrediction.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = [
+    "HSTUPreTrainedModel",
+    "HSTUModel",
+    "HSTUForNextItemPrediction",
+    "HSTULayer",
+    "hstu_attention_forward",
+    "time_buckets",
+]

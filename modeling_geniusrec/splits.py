@@ -1,0 +1,102 @@
+"""The split views of a processed dataset: the one place where train / validation / test are defined.
+
+A processed dataset stores one row per user with the full chronological history; splits are views of it:
+
+=====================  ==========================  ==================================  ===========================
+protocol               train                       validation (history -> target)      test (history -> target)
+=====================  ==========================  ==================================  ===========================
+``leave-one-out``      ``seq[:-2]``                ``seq[:-2] -> seq[-2]``             ``seq[:-1] -> seq[-1]``
+``hstu-reference``     ``seq[:-1]``                none (the reference scores test)    ``seq[:-1] -> seq[-1]``
+``sessions`` (k)       ``seq[:-2k]``               ``seq[:-2k] -> seq[-2k:-k]``        ``seq[:-k] -> seq[-k:]``
+=====================  ==========================  ==================================  ===========================
+
+Edges: a training row needs at least 2 items (one supervised pair); an evaluation row needs at least one history
+item. Under ``sessions``, users with fewer than ``2k + 3`` items are training-only (their whole sequence is train
+data) so that no item of a target session was ever seen in training.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PROTOCOLS = ("leave-one-out", "hstu-reference", "sessions")
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class SequenceStore:
+    """All users' histories as flat arrays (memory = kept interactions): row u is `values[offsets[u]:offsets[u+1]]`."""
+
+    user_ids: list
+    offsets: np.ndarray  # (num_users + 1,) int64
+    item_ids: np.ndarray  # (num_interactions,) int32 token ids
+    timestamps: np.ndarray  # (num_interactions,) int64 seconds
+
+    @classmethod
+    def from_dataset(cls, dataset) -> "SequenceStore":
+        """Reads a `datasets.Dataset` with `user_id`, `item_ids`, `timestamps` columns without Python loops."""
+        table = dataset.with_format("arrow")[:]
+        items = table.column("item_ids").combine_chunks()
+        times = table.column("timestamps").combine_chunks()
+        offsets = np.asarray(items.offsets, dtype=np.int64)
+        if not np.array_equal(offsets, np.asarray(times.offsets, dtype=np.int64)):
+            raise ValueError("item_ids and timestamps differ in length for some user: the dataset is corrupt")
+        return cls(
+            user_ids=table.column("user_id").to_pylist(),
+            offsets=offsets,
+            item_ids=np.asarray(items.values, dtype=np.int32),
+            timestamps=np.asarray(times.values, dtype=np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def row(self, user: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.offsets[user], self.offsets[user + 1]
+        return self.item_ids[lo:hi], self.timestamps[lo:hi]
+
+
+def split_bounds(length: int, split: str, protocol: str = "leave-one-out", session_length: int = 10):
+    """Where a user's sequence of `length` items is cut for a split.
+
+    Returns:
+        `(history_end, target_end)`: the history is `seq[:history_end]` and the target `seq[history_end:target_end]`
+        (for `train`, `target_end == history_end` and the history is the training sequence), or `None` when the user
+        has no row in this split.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if protocol == "sessions":
+        k = session_length
+        if length < 2 * k + 3:  # too short to hold out two sessions: training-only
+            return (length, length) if split == "train" and length >= 2 else None
+        bounds = {"train": (length - 2 * k, length - 2 * k), "validation": (length - 2 * k, length - k), "test": (length - k, length)}
+        return bounds[split]
+    if protocol == "hstu-reference":
+        if split == "validation":
+            return None
+        bounds = {"train": (length - 1, length - 1), "test": (length - 1, length)}[split]
+    else:
+        bounds = {"train": (length - 2, length - 2), "validation": (length - 2, length - 1), "test": (length - 1, length)}[split]
+    history_end, target_end = bounds
+    needed = 2 if split == "train" else 1
+    return bounds if history_end >= needed else None
+
+
+def split_users(store: SequenceStore, split: str, protocol: str = "leave-one-out", session_length: int = 10):
+    """Users (row indices) that have a row in `split`, with their `(history_end, target_end)` bounds: `(U,)`, `(U, 2)`."""
+    users, bounds = [], []
+    for user, length in enumerate(store.lengths()):
+        cut = split_bounds(int(length), split, protocol, session_length)
+        if cut is not None:
+            users.append(user)
+            bounds.append(cut)
+    return np.asarray(users, dtype=np.int64), np.asarray(bounds, dtype=np.int64).reshape(-1, 2)
+
+
+__all__ = ["SequenceStore", "split_bounds", "split_users", "PROTOCOLS", "SPLITS"]

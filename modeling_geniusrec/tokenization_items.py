@@ -1,0 +1,113 @@
+"""The item vocabulary as a Hugging Face tokenizer.
+
+Layout: the special tokens `[PAD]` (0), `[SEP]` (1, also the decoder start), `[EOS]` (2), `[UNK]` (3), then one
+token per item in the order given. A raw item id may contain any character (MovieLens-1M's ids are titles with
+spaces); its token string is a canonical, whitespace-free escape of it (`%` and whitespace / non-printable
+characters become `%XX` UTF-8 escapes, everything else is kept), so that a space-joined string of item tokens
+tokenizes back to exactly those ids, which is how TRL's DPOTrainer feeds text to the model.
+
+>>> tok = ItemTokenizer.from_raw_ids(["Toy Story (1995)", "Heat (1995)"])
+>>> tok.encode_items(["Heat (1995)"])
+[5]
+>>> tok.decode_items([4, 5])
+['Toy Story (1995)', 'Heat (1995)']
+"""
+
+from typing import Iterable, Sequence
+from urllib.parse import unquote
+
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = {"pad_token": "[PAD]", "sep_token": "[SEP]", "eos_token": "[EOS]", "unk_token": "[UNK]"}
+
+
+def escape_item_id(raw_id: str) -> str:
+    """Canonical whitespace-free token string of a raw item id (inverse: [`unescape_item_id`])."""
+    raw_id = str(raw_id)
+    if raw_id == "":
+        raise ValueError("an item id cannot be the empty string")
+    out = []
+    for char in raw_id:
+        if char == "%" or char.isspace() or not char.isprintable():
+            out.append("".join(f"%{byte:02X}" for byte in char.encode("utf-8")))
+        else:
+            out.append(char)
+    token = "".join(out)
+    if token in SPECIAL_TOKENS.values():  # a raw id spelled like a special token must not collide with it
+        token = "%5B" + token[1:]
+    return token
+
+
+def unescape_item_id(token: str) -> str:
+    """Inverse of [`escape_item_id`]."""
+    return unquote(token, errors="strict")
+
+
+class ItemTokenizer(PreTrainedTokenizerFast):
+    """Word-level tokenizer over item tokens; adds `encode_items` / `decode_items` for raw item ids."""
+
+    model_input_names = ["input_ids", "attention_mask"]
+
+    @classmethod
+    def from_raw_ids(cls, raw_ids: Iterable[str], **kwargs) -> "ItemTokenizer":
+        """Builds the vocabulary: special tokens, then one token per raw id, in the given order (duplicates are an error)."""
+        vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS.values())}
+        for raw_id in raw_ids:
+            token = escape_item_id(raw_id)
+            if token in vocab:
+                raise ValueError(f"duplicate item id {raw_id!r}: every item must appear once in the vocabulary")
+            vocab[token] = len(vocab)
+        backend = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
+        backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        return cls(tokenizer_object=backend, **SPECIAL_TOKENS, **kwargs)
+
+    @property
+    def num_special_tokens(self) -> int:
+        return len(SPECIAL_TOKENS)
+
+    def encode_items(self, raw_ids: Sequence[str], unknown: str = "error") -> list[int]:
+        """Raw item ids -> token ids.
+
+        Args:
+            raw_ids: raw item ids (e.g. MovieLens titles or Amazon `parent_asin`s).
+            unknown: `"error"` raises `KeyError` naming the unknown ids; `"unk"` maps them to `unk_token_id`;
+                `"drop"` leaves them out.
+        """
+        if unknown not in ("error", "unk", "drop"):
+            raise ValueError(f"unknown must be 'error', 'unk' or 'drop', got {unknown!r}")
+        vocab = self.get_vocab()
+        ids, missing = [], []
+        for raw_id in raw_ids:
+            token_id = vocab.get(escape_item_id(raw_id))
+            if token_id is None or token_id < self.num_special_tokens:
+                missing.append(raw_id)
+                if unknown == "unk":
+                    ids.append(self.unk_token_id)
+            else:
+                ids.append(token_id)
+        if missing and unknown == "error":
+            raise KeyError(
+                f"{len(missing)} item id(s) not in the vocabulary, e.g. {missing[:3]}; "
+                "pass unknown='unk' or unknown='drop' to map or skip them"
+            )
+        return ids
+
+    def decode_items(self, token_ids: Iterable[int], skip_special_tokens: bool = True) -> list[str]:
+        """Token ids -> raw item ids (special tokens are skipped, or kept as their token strings)."""
+        tokens = self.convert_ids_to_tokens([int(i) for i in token_ids])
+        out = []
+        for token_id, token in zip(token_ids, tokens):
+            if token is None:
+                raise ValueError(f"token id {int(token_id)} is outside the vocabulary of size {len(self)}")
+            if int(token_id) < self.num_special_tokens:
+                if not skip_special_tokens:
+                    out.append(token)
+                continue
+            out.append(unescape_item_id(token))
+        return out
+
+
+ItemTokenizer.register_for_auto_class("AutoTokenizer")
+
+__all__ = ["ItemTokenizer", "escape_item_id", "unescape_item_id", "SPECIAL_TOKENS"]

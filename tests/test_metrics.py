@@ -1,0 +1,62 @@
+"""Ranking metrics against hand-computed values and a brute-force implementation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_geniusrec.metrics import ranking_metrics, target_ranks
+
+
+class FixedScores:
+    """A stand-in model whose item scores are a fixed (users, vocab) matrix."""
+
+    class config:
+        num_special_tokens = 4
+        filter_special_tokens = True
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def iter_item_scores(self, users, chunk_size):
+        rows = users.long().flatten()
+        for lo in range(4, self.scores.shape[1], chunk_size):
+            yield lo, self.scores[rows, lo : lo + chunk_size]
+
+
+def test_hand_computed_values():
+    m = ranking_metrics(torch.tensor([0, 3, 10, 60]), ks=(10, 50))
+    assert m["hr@10"] == pytest.approx(2 / 4)
+    assert m["ndcg@10"] == pytest.approx((1 + 1 / math.log2(5)) / 4)
+    assert m["hr@50"] == pytest.approx(3 / 4)
+    assert m["ndcg@50"] == pytest.approx((1 + 1 / math.log2(5) + 1 / math.log2(12)) / 4)
+    assert m["mrr"] == pytest.approx((1 + 1 / 4 + 1 / 11 + 1 / 61) / 4)
+
+
+def test_ties_history_filter_and_large_k():
+    # vocab: 4 specials + items 4..9
+    scores = torch.tensor([[0, 0, 0, 0, 0.9, 0.5, 0.5, 0.1, 0.5, 0.2]])
+    model = FixedScores(scores)
+    users = torch.tensor([[0.0]])
+    # target 5 ties with items 6 and 8 and is beaten by 4: pessimistic rank = 1 + 2 = 3
+    assert target_ranks(model, users, torch.tensor([5])).tolist() == [3]
+    # filtering history items 4 and 6 (pad 0 ignored) leaves only 8 tied: rank 1
+    assert target_ranks(model, users, torch.tensor([5]), torch.tensor([[0, 4, 6]])).tolist() == [1]
+    # the target itself is never filtered even if it is in the history
+    assert target_ranks(model, users, torch.tensor([5]), torch.tensor([[5, 4]])).tolist() == [2]
+    m = ranking_metrics(target_ranks(model, users, torch.tensor([7])), ks=(10, 1000))
+    assert m["hr@10"] == 1.0 and m["hr@1000"] == 1.0  # K larger than the 6-item catalog
+
+
+def test_matches_brute_force_on_random_scores():
+    rng = np.random.default_rng(0)
+    scores = torch.tensor(rng.integers(0, 5, size=(50, 30)).astype(np.float32))  # many ties
+    targets = torch.tensor(rng.integers(4, 30, size=50))
+    histories = torch.tensor(rng.integers(0, 30, size=(50, 6)))
+    got = target_ranks(FixedScores(scores), torch.arange(50.0).view(-1, 1), targets, histories, user_chunk_size=7, item_chunk_size=5)
+    for u in range(50):
+        t = int(targets[u])
+        candidates = [i for i in range(4, 30) if i != t and not (i in histories[u].tolist())]
+        expected = sum(scores[u, i] >= scores[u, t] for i in candidates)
+        assert got[u] == expected

@@ -1,0 +1,1 @@
+"""Training, evaluation and recommendation entry points (`python -m train.<name> --help`)."""

@@ -1,0 +1,47 @@
+"""`geniusrec` console command: one subcommand per job, each the same as its `python -m` module.
+
+    geniusrec prepare-movielens --variant ml-1m --out data/ml-1m
+    geniusrec prepare-amazon --reviews Books.jsonl.gz --meta meta_Books.jsonl.gz --out data/books
+    geniusrec pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --output_dir runs/hstu
+    geniusrec evaluate --model runs/hstu --dataset data/ml-1m
+    geniusrec recommend --model runs/hstu --dataset data/ml-1m --users 1 2 3
+
+`geniusrec <subcommand> --help` explains every flag of that job.
+"""
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "prepare-movielens": ("data_scripts.movielens", "MovieLens to a processed dataset folder"),
+    "prepare-amazon": ("data_scripts.amazon_reviews", "Amazon Reviews 2023 to a processed dataset folder"),
+    "make-synthetic-amazon": ("data_scripts.make_synthetic_amazon", "write synthetic Amazon-format files for scale tests"),
+    "pretrain": ("train.pretrain", "stage 1: train HSTU / SASRec next-item models"),
+    "evaluate": ("train.evaluate", "full-ranking metrics of a checkpoint or a baseline"),
+    "recommend": ("train.recommend", "print recommendations for users"),
+}
+
+
+def usage() -> str:
+    lines = [__doc__.strip(), "", "subcommands:"]
+    lines += [f"  {name:<22} {help_text}  (python -m {module})" for name, (module, help_text) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"geniusrec: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    sys.argv = [f"geniusrec {name}", *rest]
+    module.main(rest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Helpers shared by the training scripts: JSON configs under flags, model building, results files."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+
+import torch
+
+import modeling_geniusrec  # noqa: F401  (registers the Auto classes)
+from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction, SASRecConfig, SASRecForNextItemPrediction
+
+MODELS = {"hstu": (HSTUConfig, HSTUForNextItemPrediction), "sasrec": (SASRecConfig, SASRecForNextItemPrediction)}
+
+
+def parse_with_config(parser, argv=None):
+    """Parses dataclasses from the command line; `--config file.json` supplies defaults that flags override."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" in argv:
+        at = argv.index("--config")
+        path = argv[at + 1]
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"config file {path!r} not found (frozen configs live in train/configs/)")
+        with open(path) as f:
+            defaults = json.load(f)
+        del argv[at : at + 2]
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(defaults) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}; see --help for the accepted flags")
+        parser.set_defaults(**defaults)
+    outputs = parser.parse_args_into_dataclasses(args=argv)
+    return tuple(o for o in outputs if not isinstance(o, argparse.Namespace))  # drop the namespace holding --config
+
+
+def machine_description() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def write_json_atomic(path: str, payload: dict) -> None:
+    """Writes JSON to a temp file beside `path`, then renames it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
+
+
+def today() -> str:
+    return datetime.date.today().isoformat()

@@ -1,0 +1,109 @@
+"""Evaluate a next-item checkpoint (or the popularity baseline) on a split view: full ranking, HR@K, NDCG@K, MRR.
+
+    python -m train.evaluate --model runs/ml-1m-hstu --dataset data/ml-1m                 # test view, leave-one-out
+    python -m train.evaluate --model runs/ml-1m-hstu --dataset data/ml-1m --split validation --output metrics.json
+    python -m train.evaluate --baseline popularity --dataset data/ml-1m
+
+Uses the same split module, collator and metrics as training, so it reproduces what `train.pretrain` reported.
+"""
+
+import argparse
+import json
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed
+from modeling_geniusrec.metrics import DEFAULT_KS, ranking_metrics, target_ranks
+from modeling_geniusrec.splits import SequenceStore
+
+from .common import machine_description, today, write_json_atomic
+
+
+@torch.no_grad()
+def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, filter_history: bool = True, ks=DEFAULT_KS, progress=True) -> dict:
+    """Full-ranking metrics of `model` on a split view (one target per user)."""
+    model.eval()
+    device = next(model.parameters()).device
+    collator = NextItemCollator(model.config.pad_token_id)
+    ranks = []
+    for lo in tqdm(range(0, len(dataset), batch_size), desc=f"evaluating {dataset.split}", disable=not progress):
+        batch = collator([dataset[i] for i in range(lo, min(lo + batch_size, len(dataset)))])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        targets = batch.pop("labels").max(dim=1).values
+        users = model(**batch).user_embeddings
+        ranks.append(target_ranks(model, users, targets, batch["input_ids"] if filter_history else None))
+    return ranking_metrics(torch.cat(ranks), ks)
+
+
+def popularity_metrics(store: SequenceStore, dataset: NextItemDataset, vocab_size: int, num_special: int = 4,
+                       filter_history: bool = True, ks=DEFAULT_KS) -> dict:
+    """The popularity baseline: items ranked by their number of training interactions (same rank convention)."""
+    train = NextItemDataset(store, "train", max_length=10**9, protocol=dataset.protocol, session_length=dataset.session_length)
+    counts = np.zeros(vocab_size, dtype=np.float64)
+    for i in range(len(train)):
+        ex = train[i]
+        np.add.at(counts, np.concatenate([ex["input_ids"][:1], ex["labels"]]), 1)
+    scores = torch.as_tensor(counts, dtype=torch.float32)
+    scores[:num_special] = float("-inf")
+    ranks = []
+    for i in range(len(dataset)):
+        ex = dataset[i]
+        s = scores.clone()
+        if filter_history:
+            hist = torch.as_tensor(np.asarray(ex["input_ids"], dtype=np.int64))
+            hist = hist[hist != int(ex["target"])]
+            s[hist] = float("-inf")
+        target_score = s[int(ex["target"])]
+        ranks.append(int((s >= target_score).sum()) - 1)
+    return ranking_metrics(ranks, ks)
+
+
+def print_table(name: str, metrics: dict) -> None:
+    keys = [k for k in ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr") if k in metrics]
+    print(f"{'model':<24}" + "".join(f"{k:>10}" for k in keys))
+    print(f"{name:<24}" + "".join(f"{metrics[k]:>10.4f}" for k in keys))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="checkpoint folder (train.pretrain output)")
+    p.add_argument("--baseline", default=None, choices=["popularity"], help="evaluate a baseline instead of a checkpoint")
+    p.add_argument("--dataset", required=True, help="processed dataset folder")
+    p.add_argument("--split", default="test", choices=["validation", "test"], help="which view to score (default test)")
+    p.add_argument("--protocol", default="leave-one-out", choices=["leave-one-out", "hstu-reference", "sessions"],
+                   help="split protocol (see modeling_geniusrec.splits)")
+    p.add_argument("--session-length", type=int, default=10, help="k of the sessions protocol")
+    p.add_argument("--max-length", type=int, default=None, help="history length (default: the model's max_position_embeddings)")
+    p.add_argument("--batch-size", type=int, default=256, help="users per forward pass")
+    p.add_argument("--no-filter-history", action="store_true", help="do not remove the user's history from the ranking")
+    p.add_argument("--output", default=None, help="write the metrics JSON here")
+    args = p.parse_args(argv)
+    if bool(args.model) == bool(args.baseline):
+        p.error("give exactly one of --model and --baseline")
+    sequences, items, tokenizer, stats = load_processed(args.dataset)
+    store = SequenceStore.from_dataset(sequences)
+    if args.model:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(args.model)
+        max_length = args.max_length or model.config.max_position_embeddings
+    else:
+        max_length = args.max_length or 200
+    dataset = NextItemDataset(store, args.split, max_length, args.protocol, args.session_length)
+    if args.model:
+        metrics = evaluate_next_item(model, dataset, args.batch_size, not args.no_filter_history)
+    else:
+        metrics = popularity_metrics(store, dataset, len(tokenizer), filter_history=not args.no_filter_history)
+    print_table(args.model or args.baseline, metrics)
+    if args.output:
+        write_json_atomic(args.output, {
+            "metrics": {args.split: metrics}, "protocol": args.protocol, "model": args.model or args.baseline,
+            "dataset": args.dataset, "users": len(dataset), "machine": machine_description(), "date": today(),
+        })
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Stage 1: train an HSTU (or SASRec) next-item model with `transformers.Trainer` on a processed dataset.
+
+Evaluates full-ranking HR/NDCG/MRR on the validation view every epoch, keeps the best checkpoint by validation
+NDCG@10 (early stopping), scores the test view once and writes a results JSON.
+
+    python -m train.pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --output_dir runs/hstu
+    python -m train.pretrain --dataset data/ml-1m --output_dir runs/quick --num_train_epochs 3 --max_length 50
+    accelerate launch -m train.pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --output_dir runs/hstu
+    # the HSTU reference protocol (train on seq[:-1], test scored every epoch, no validation), labelled as such:
+    python -m train.pretrain --config train/configs/ml-1m-hstu.json --protocol hstu-reference ...
+"""
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
+
+from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed
+from modeling_geniusrec.metrics import DEFAULT_KS, ranking_metrics, target_ranks
+from modeling_geniusrec.splits import SequenceStore
+
+from .common import MODELS, machine_description, parse_with_config, today, write_json_atomic
+
+
+@dataclass
+class ModelArguments:
+    model_type: str = field(default="hstu", metadata={"help": "hstu or sasrec"})
+    hidden_size: int = field(default=50, metadata={"help": "embedding / hidden dimension D"})
+    num_hidden_layers: int = field(default=2, metadata={"help": "number of blocks"})
+    num_attention_heads: int = field(default=1, metadata={"help": "attention heads per block"})
+    qk_head_dim: int = field(default=50, metadata={"help": "HSTU: query/key dimension per head"})
+    v_head_dim: int = field(default=50, metadata={"help": "HSTU: value/gate dimension per head"})
+    intermediate_size: int = field(default=50, metadata={"help": "SASRec: feed-forward hidden size"})
+    dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings and inside blocks"})
+    attention_normalization: str = field(default="padded", metadata={"help": "HSTU divisor N: padded, length or causal"})
+    loss_type: str = field(default="sampled_softmax", metadata={"help": "sampled_softmax or full_softmax"})
+    num_negatives: int = field(default=128, metadata={"help": "negatives per position for the sampled softmax"})
+    negatives_sharing: str = field(default="position", metadata={"help": "position (reference) or batch (shared, faster on CPU)"})
+    softmax_temperature: float = field(default=0.05, metadata={"help": "scores are cos / temperature"})
+    init_from: str = field(default=None, metadata={"help": "start from this checkpoint folder instead of random weights"})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default=None, metadata={"help": "processed dataset folder (data_scripts.movielens / amazon_reviews)"})
+    max_length: int = field(default=200, metadata={"help": "longest history fed to the model (most recent items)"})
+    protocol: str = field(default="leave-one-out", metadata={"help": "leave-one-out, hstu-reference or sessions"})
+    session_length: int = field(default=10, metadata={"help": "k of the sessions protocol"})
+    filter_history: bool = field(default=True, metadata={"help": "remove the user's history from the ranked items"})
+    early_stopping_patience: int = field(default=10, metadata={"help": "epochs without validation NDCG@10 gain before stopping"})
+    results_file: str = field(default=None, metadata={"help": "results JSON (default: <output_dir>/results.json)"})
+    show_recommendations: int = field(default=0, metadata={"help": "print top-10 titles for this many test users"})
+
+
+def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size: int):
+    config_class, model_class = MODELS[model_args.model_type]
+    if model_args.init_from:
+        return model_class.from_pretrained(model_args.init_from)
+    common = dict(
+        vocab_size=vocab_size, hidden_size=model_args.hidden_size, num_hidden_layers=model_args.num_hidden_layers,
+        num_attention_heads=model_args.num_attention_heads, max_position_embeddings=data_args.max_length,
+        hidden_dropout_prob=model_args.dropout, loss_type=model_args.loss_type, num_negatives=model_args.num_negatives,
+        negatives_sharing=model_args.negatives_sharing, softmax_temperature=model_args.softmax_temperature,
+    )
+    if model_args.model_type == "hstu":
+        config = config_class(qk_head_dim=model_args.qk_head_dim, v_head_dim=model_args.v_head_dim,
+                              attention_normalization=model_args.attention_normalization, **common)
+    else:
+        config = config_class(intermediate_size=model_args.intermediate_size, **common)
+    return model_class(config)
+
+
+def keep_user_embeddings(logits, labels):
+    """Trainer hook: keep only the `(B, D)` user states, never `(B, N, V)` scores."""
+    return logits[0] if isinstance(logits, (tuple, list)) else logits
+
+
+def make_compute_metrics(model_ref, filter_history: bool, ks=DEFAULT_KS):
+    """`compute_metrics` for the Trainer: ranks each target among all items from the gathered user states."""
+
+    def compute_metrics(eval_pred):
+        model = model_ref()
+        device = next(model.parameters()).device
+        users = torch.as_tensor(np.asarray(eval_pred.predictions), device=device)
+        labels = torch.as_tensor(np.asarray(eval_pred.label_ids))
+        targets = labels.max(dim=1).values  # one target per row, -100 elsewhere
+        histories = torch.as_tensor(np.asarray(eval_pred.inputs)) if filter_history else None
+        return ranking_metrics(target_ranks(model, users, targets, histories), ks)
+
+    return compute_metrics
+
+
+def main(argv=None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser.set_defaults(
+        output_dir="runs/pretrain", num_train_epochs=100, per_device_train_batch_size=128, per_device_eval_batch_size=256,
+        learning_rate=1e-3, weight_decay=0.0, adam_beta2=0.98, lr_scheduler_type="constant", eval_strategy="epoch",
+        save_strategy="epoch", logging_strategy="epoch", save_total_limit=2, load_best_model_at_end=True,
+        metric_for_best_model="ndcg@10", greater_is_better=True, report_to="none", remove_unused_columns=False,
+        include_for_metrics=["inputs"], dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), seed=42,
+    )
+    parser.add_argument("--config", default=None, help="JSON file of defaults (train/configs/*.json); flags override it")
+    model_args, data_args, training_args = parse_with_config(parser, argv)
+    if not data_args.dataset:
+        parser.error("--dataset is required (a processed folder, e.g. data/ml-1m)")
+    set_seed(training_args.seed)
+    sequences, items, tokenizer, stats = load_processed(data_args.dataset)
+    store = SequenceStore.from_dataset(sequences)
+    reference = data_args.protocol == "hstu-reference"
+    eval_split = "test" if reference else "validation"
+    split_kwargs = dict(max_length=data_args.max_length, protocol=data_args.protocol, session_length=data_args.session_length)
+    train_set = NextItemDataset(store, "train", **split_kwargs)
+    eval_set = NextItemDataset(store, eval_split, **split_kwargs)
+    test_set = NextItemDataset(store, "test", **split_kwargs)
+    if reference:  # no model selection on the test view
+        training_args.load_best_model_at_end = False
+        training_args.save_strategy = "no"
+
+    model = build_model(model_args, data_args, len(tokenizer))
+    callbacks = [] if reference else [EarlyStoppingCallback(data_args.early_stopping_patience)]
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
+        data_collator=NextItemCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+        preprocess_logits_for_metrics=keep_user_embeddings, callbacks=callbacks,
+    )
+    trainer.compute_metrics = make_compute_metrics(lambda: trainer.accelerator.unwrap_model(trainer.model), data_args.filter_history)
+    start = time.time()
+    trainer.train()
+    wall = time.time() - start
+    trainer.remove_callback(EarlyStoppingCallback)  # the final evaluations below are not model selection
+    validation = {} if reference else trainer.evaluate(eval_set, metric_key_prefix="validation")
+    test = trainer.evaluate(test_set, metric_key_prefix="test")
+    trainer.save_model(training_args.output_dir)
+    strip = lambda metrics, prefix: {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}  # noqa: E731
+    results = {
+        "metrics": {"validation": strip(validation, "validation"), "test": strip(test, "test")},
+        "protocol": data_args.protocol,
+        "model": model_args.model_type,
+        "command": "python -m train.pretrain " + " ".join(sys.argv[1:] if argv is None else argv),
+        "config": {**asdict(model_args), **asdict(data_args), "model_config": trainer.model.config.to_dict()},
+        "dataset": {k: stats[k] for k in ("users", "items", "interactions")},
+        "seed": training_args.seed,
+        "epochs": trainer.state.epoch,
+        "best_epoch": _best_epoch(trainer.state),
+        "wall_time_s": round(wall, 1),
+        "seconds_per_epoch": round(wall / max(trainer.state.epoch or 1, 1e-9), 2),
+        "machine": machine_description(),
+        "date": today(),
+        "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
+    }
+    if trainer.is_world_process_zero():
+        write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
+        _print_table(results)
+        if data_args.show_recommendations:
+            from .recommend import print_next_item_recommendations
+
+            print_next_item_recommendations(trainer.model, store, tokenizer, items, test_set, data_args.show_recommendations)
+    return results
+
+
+def _best_epoch(state):
+    if state.best_metric is None:
+        return None
+    for entry in state.log_history:
+        if entry.get("eval_ndcg@10") == state.best_metric:
+            return entry.get("epoch")
+    return None
+
+
+def _print_table(results):
+    label = "HSTU reference protocol" if results["protocol"] == "hstu-reference" else results["protocol"]
+    print(f"\n{results['model']} on {results['dataset']} ({label}), {results['epochs']:.0f} epochs, {results['wall_time_s']} s")
+    for split in ("validation", "test"):
+        metrics = results["metrics"][split]
+        if metrics:
+            print(f"  {split:<10} " + "  ".join(f"{k} {metrics[k]:.4f}" for k in ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr")))
+
+
+if __name__ == "__main__":
+    main()
