@@ -3,12 +3,20 @@
 Importing the package registers its configs, models and tokenizer with the Auto classes.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from .configuration_common import NUM_SPECIAL_TOKENS, SequentialRecConfig
+from .configuration_geniusrec import GeniusRecConfig
 from .configuration_hstu import HSTUConfig
 from .configuration_sasrec import SASRecConfig
 from .modeling_common import NextItemPredictionOutput, SequentialRecOutput
+from .modeling_geniusrec import (
+    BanItemsLogitsProcessor,
+    GeniusRecForSessionGeneration,
+    GeniusRecModel,
+    GeniusRecOutput,
+    GeniusRecPreTrainedModel,
+)
 from .modeling_hstu import HSTUForNextItemPrediction, HSTUModel, HSTUPreTrainedModel
 from .modeling_sasrec import SASRecForNextItemPrediction, SASRecModel, SASRecPreTrainedModel
 from .tokenization_items import ItemTokenizer, escape_item_id, unescape_item_id
@@ -23,8 +31,19 @@ AutoConfig.register("sasrec", SASRecConfig, exist_ok=True)
 AutoModel.register(SASRecConfig, SASRecModel, exist_ok=True)
 AutoModelForCausalLM.register(SASRecConfig, SASRecForNextItemPrediction, exist_ok=True)
 AutoTokenizer.register(SASRecConfig, fast_tokenizer_class=ItemTokenizer, exist_ok=True)
+AutoConfig.register("geniusrec", GeniusRecConfig, exist_ok=True)
+AutoModel.register(GeniusRecConfig, GeniusRecModel, exist_ok=True)
+AutoModelForSeq2SeqLM.register(GeniusRecConfig, GeniusRecForSessionGeneration, exist_ok=True)
+AutoModelForCausalLM.register(GeniusRecConfig, GeniusRecForSessionGeneration, exist_ok=True)
+AutoTokenizer.register(GeniusRecConfig, fast_tokenizer_class=ItemTokenizer, exist_ok=True)
 
 __all__ = [
+    "GeniusRecConfig",
+    "GeniusRecPreTrainedModel",
+    "GeniusRecModel",
+    "GeniusRecForSessionGeneration",
+    "GeniusRecOutput",
+    "BanItemsLogitsProcessor",
     "NUM_SPECIAL_TOKENS",
     "SequentialRecConfig",
     "HSTUConfig",

@@ -1,0 +1,130 @@
+"""Configuration of GeniusRec: an HSTU encoder over the history and a mixture-of-experts Transformer decoder that
+generates the next session of items."""
+
+from transformers import PretrainedConfig
+
+from .configuration_hstu import HSTUConfig
+
+
+class GeniusRecConfig(PretrainedConfig):
+    r"""
+    Configuration of [`GeniusRecModel`] and [`GeniusRecForSessionGeneration`].
+
+    Args:
+        encoder_config (`HSTUConfig` or `dict`, *optional*):
+            The HSTU encoder (a stage-1 model's config). Its `vocab_size` and `hidden_size` are the model's.
+        num_hidden_layers (`int`, *optional*, defaults to 2):
+            Decoder layers (pre-LN: causal self-attention, cross-attention to the encoder states, feed-forward).
+        num_attention_heads (`int`, *optional*, defaults to 2):
+            Heads of the decoder attentions and of the content/image experts; must divide `hidden_size`.
+        intermediate_size (`int`, *optional*, defaults to 200):
+            Feed-forward size of the decoder layers and of the behaviour expert.
+        max_session_length (`int`, *optional*, defaults to 20):
+            Longest generated session (items, without the start token; the EOS is one more step).
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.1):
+            Dropout in the decoder and the experts.
+        attention_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout on attention weights.
+        text_embedding_dim (`int`, *optional*, defaults to 0):
+            Width of the item text embeddings (`embeddings/text.safetensors`); 0 builds no content expert.
+        image_embedding_dim (`int`, *optional*, defaults to 0):
+            Width of the item image embeddings (`embeddings/image.safetensors`); 0 builds no image expert.
+        content_output (`bool`, *optional*, defaults to `True`):
+            Item output vectors add the projected text/image embeddings to the ID embedding, so that items with few
+            interactions still get meaningful scores.
+        router_aux_loss_coef (`float`, *optional*, defaults to 0.01):
+            Weight of the load-balancing loss of the expert gate.
+        logit_scale (`float`, *optional*, defaults to 20.0):
+            Inverse temperature: logits are `logit_scale * cos(state, item)`.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-6), initializer_range (`float`, *optional*, defaults to 0.02).
+
+    Example:
+
+    ```python
+    >>> from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
+    >>> config = GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=3710), text_embedding_dim=576)
+    >>> model = GeniusRecForSessionGeneration(config)
+    ```
+    """
+
+    model_type = "geniusrec"
+    sub_configs = {"encoder_config": HSTUConfig}
+    keys_to_ignore_at_inference = ["cache", "encoder_last_hidden_state", "logits", "gate_weights", "aux_loss"]
+
+    def __init__(
+        self,
+        encoder_config=None,
+        num_hidden_layers: int = 2,
+        num_attention_heads: int = 2,
+        intermediate_size: int = 200,
+        max_session_length: int = 20,
+        hidden_dropout_prob: float = 0.1,
+        attention_dropout_prob: float = 0.0,
+        text_embedding_dim: int = 0,
+        image_embedding_dim: int = 0,
+        content_output: bool = True,
+        router_aux_loss_coef: float = 0.01,
+        logit_scale: float = 20.0,
+        layer_norm_eps: float = 1e-6,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        if encoder_config is None:
+            encoder_config = HSTUConfig()
+        elif isinstance(encoder_config, dict):
+            encoder_config = HSTUConfig(**{k: v for k, v in encoder_config.items() if k != "model_type"})
+        self.encoder_config = encoder_config
+        self.vocab_size = encoder_config.vocab_size
+        self.hidden_size = encoder_config.hidden_size
+        if self.hidden_size % num_attention_heads:
+            raise ValueError(f"num_attention_heads={num_attention_heads} must divide hidden_size={self.hidden_size}")
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.max_session_length = max_session_length
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_dropout_prob = attention_dropout_prob
+        self.text_embedding_dim = text_embedding_dim
+        self.image_embedding_dim = image_embedding_dim
+        self.content_output = content_output
+        self.router_aux_loss_coef = router_aux_loss_coef
+        self.logit_scale = logit_scale
+        self.layer_norm_eps = layer_norm_eps
+        self.initializer_range = initializer_range
+        self.num_special_tokens = encoder_config.num_special_tokens
+        self.sep_token_id = encoder_config.sep_token_id
+        self.unk_token_id = encoder_config.unk_token_id
+        kwargs.setdefault("pad_token_id", encoder_config.pad_token_id)
+        kwargs.setdefault("eos_token_id", encoder_config.eos_token_id)
+        kwargs.setdefault("decoder_start_token_id", encoder_config.sep_token_id)
+        kwargs.setdefault("is_encoder_decoder", True)
+        kwargs.setdefault("tie_word_embeddings", True)
+        kwargs.setdefault(
+            "auto_map",
+            {
+                "AutoConfig": "configuration_geniusrec.GeniusRecConfig",
+                "AutoModel": "modeling_geniusrec.GeniusRecModel",
+                "AutoModelForSeq2SeqLM": "modeling_geniusrec.GeniusRecForSessionGeneration",
+                "AutoModelForCausalLM": "modeling_geniusrec.GeniusRecForSessionGeneration",
+            },
+        )
+        super().__init__(**kwargs)
+
+    @property
+    def expert_names(self) -> list[str]:
+        """Experts in gate order: always `behaviour`, then `text` and `image` where their embeddings exist."""
+        names = ["behaviour"]
+        if self.text_embedding_dim:
+            names.append("text")
+        if self.image_embedding_dim:
+            names.append("image")
+        return names
+
+    def to_dict(self):
+        out = super().to_dict()
+        if isinstance(out.get("encoder_config"), PretrainedConfig):
+            out["encoder_config"] = out["encoder_config"].to_dict()
+        return out
+
+
+__all__ = ["GeniusRecConfig"]

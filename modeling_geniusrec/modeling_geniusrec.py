@@ -1,0 +1,543 @@
+"""GeniusRec: HSTU encoder over the history + a mixture-of-experts Transformer decoder that generates the next session.
+
+Causality: the decoder state at session position t reads the history (encoder states and the history's item
+text/image embeddings) and the session inputs `[SEP, s_1, ..., s_{t-1}]` only; its self-attention and the experts'
+attention over session items are causally masked, so the target `s_t` (its ID, text and image rows) never reaches
+the state that predicts it.
+
+Item text / image embeddings are frozen, non-trainable buffers. They are saved inside the checkpoint once (a
+`V x d` float tensor in `model.safetensors`), so a checkpoint folder alone generates; they are excluded from the
+optimizer (no moments) and are not tied to any trainable weight, so nothing else duplicates them.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.generation import LogitsProcessor, LogitsProcessorList
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_geniusrec import GeniusRecConfig
+from .modeling_hstu import HSTUModel
+
+
+@dataclass
+class GeniusRecEncoderOutput(ModelOutput):
+    """
+    Args:
+        last_hidden_state (`(batch_size, history_length, hidden_size)`): encoder states projected for cross-attention.
+        history_ids (`(batch_size, history_length)`): the history's item token ids (the experts read their embeddings).
+        history_mask (`(batch_size, history_length)`): 1 for real history items.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    history_ids: torch.LongTensor | None = None
+    history_mask: torch.Tensor | None = None
+
+
+@dataclass
+class GeniusRecOutput(ModelOutput):
+    """
+    Args:
+        loss (`()`, *optional*): cross-entropy over the session tokens (+ `router_aux_loss_coef` x load balancing).
+        logits (`(batch_size, target_length, vocab_size)`): next-token scores, `logit_scale * cos(state, item)`.
+        last_hidden_state (`(batch_size, target_length, hidden_size)`): unit-normalised, expert-mixed decoder states.
+        gate_weights (`(batch_size, target_length, num_experts)`): softmax gate per position (order: `config.expert_names`).
+        aux_loss (`()`): the load-balancing loss.
+        cache (`EncoderDecoderCache`, *optional*): key/value cache of the decoder.
+        encoder_last_hidden_state (`(batch_size, history_length, hidden_size)`).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    gate_weights: torch.FloatTensor | None = None
+    aux_loss: torch.FloatTensor | None = None
+    cache: Cache | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+
+
+def eager_attention_forward(q, k, v, mask, dropout: float = 0.0, training: bool = False):
+    """Softmax attention. q `(B, H, Tq, d)`, k/v `(B, H, Tk, d)`, mask bool broadcastable to `(B, H, Tq, Tk)`."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout if training else 0.0)
+
+
+class GeniusRecAttention(nn.Module):
+    """Multi-head attention with an optional key/value cache (self- or cross-attention), as in BART."""
+
+    def __init__(self, config: GeniusRecConfig, layer_idx: int, is_cross_attention: bool = False):
+        super().__init__()
+        self.config, self.layer_idx, self.is_cross_attention = config, layer_idx, is_cross_attention
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // self.num_heads
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def _heads(self, x):
+        return x.view(*x.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
+
+    def forward(self, hidden_states, mask, key_value_states=None, cache=None):
+        q = self._heads(self.q_proj(hidden_states))
+        layer_cache, is_updated = cache, False
+        if isinstance(cache, EncoderDecoderCache):
+            is_updated = bool(cache.is_updated.get(self.layer_idx))
+            layer_cache = cache.cross_attention_cache if self.is_cross_attention else cache.self_attention_cache
+        if self.is_cross_attention and is_updated:
+            k, v = layer_cache.layers[self.layer_idx].keys, layer_cache.layers[self.layer_idx].values
+        else:
+            source = key_value_states if self.is_cross_attention else hidden_states
+            k, v = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
+            if layer_cache is not None:
+                k, v = layer_cache.update(k, v, self.layer_idx)
+                if self.is_cross_attention and isinstance(cache, EncoderDecoderCache):
+                    cache.is_updated[self.layer_idx] = True
+        out = eager_attention_forward(q, k, v, mask, self.config.attention_dropout_prob, self.training)
+        return self.o_proj(out.transpose(1, 2).reshape(*hidden_states.shape[:2], -1))
+
+
+class GeniusRecDecoderLayer(GradientCheckpointingLayer):
+    """Pre-LN decoder layer: causal self-attention, cross-attention to the encoder states, feed-forward."""
+
+    def __init__(self, config: GeniusRecConfig, layer_idx: int):
+        super().__init__()
+        eps = config.layer_norm_eps
+        self.self_attn_norm = nn.LayerNorm(config.hidden_size, eps=eps)
+        self.self_attn = GeniusRecAttention(config, layer_idx)
+        self.cross_attn_norm = nn.LayerNorm(config.hidden_size, eps=eps)
+        self.cross_attn = GeniusRecAttention(config, layer_idx, is_cross_attention=True)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=eps)
+        self.ffn = nn.Sequential(nn.Linear(config.hidden_size, config.intermediate_size), nn.GELU(),
+                                 nn.Linear(config.intermediate_size, config.hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, self_mask, encoder_states, cross_mask, cache=None):
+        h = hidden_states + self.dropout(self.self_attn(self.self_attn_norm(hidden_states), self_mask, cache=cache))
+        h = h + self.dropout(self.cross_attn(self.cross_attn_norm(h), cross_mask, key_value_states=encoder_states, cache=cache))
+        return h + self.dropout(self.ffn(self.ffn_norm(h)))
+
+
+class BehaviourExpert(nn.Module):
+    """Works on the ID/behaviour decoder state alone."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(config.hidden_size, config.intermediate_size), nn.GELU(),
+                                 nn.Dropout(config.hidden_dropout_prob), nn.Linear(config.intermediate_size, config.hidden_size))
+
+    def forward(self, state, **kwargs):
+        return self.net(state)
+
+
+class EmbeddingExpert(nn.Module):
+    """Attends from the decoder state over one kind of item embedding (text or image) of the history and of the
+    session inputs so far (`[SEP, s_1, .., s_{t-1}]` for position t, causally masked)."""
+
+    def __init__(self, config, embedding_dim: int):
+        super().__init__()
+        self.num_heads, self.head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
+        self.projection = nn.Sequential(nn.Linear(embedding_dim, config.hidden_size), nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps))
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = config.attention_dropout_prob
+
+    def forward(self, state, table, history_ids, history_mask, session_ids, query_offset):
+        """state `(B, Tq, D)` at session positions `query_offset .. query_offset + Tq - 1`; session_ids `(B, Ts)`
+        are the decoder inputs up to the last query. Returns `(B, Tq, D)`."""
+        batch, t_q, _ = state.shape
+        keys = self.projection(table[torch.cat([history_ids, session_ids], dim=1)])  # (B, N + Ts, D)
+        positions = torch.arange(t_q, device=state.device) + query_offset
+        session_visible = torch.arange(session_ids.shape[1], device=state.device).unsqueeze(0) <= positions.unsqueeze(1)
+        mask = torch.cat([history_mask.bool().unsqueeze(1).expand(batch, t_q, -1),
+                          session_visible.unsqueeze(0).expand(batch, -1, -1)], dim=2)  # (B, Tq, N + Ts)
+        split = lambda x: x.view(batch, x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        out = eager_attention_forward(split(self.q_proj(state)), split(keys), split(keys), mask.unsqueeze(1), self.dropout, self.training)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, t_q, -1))
+
+
+class ItemOutputEmbeddings(nn.Module):
+    """The output item matrix `normalize(E_id + P_text(text) + P_image(image))`, recomputed from the current weights
+    on every access of `.weight`, so that `hidden @ weight.T * logit_scale` (TRL's fused head) equals the model's."""
+
+    def __init__(self, model: "GeniusRecModel"):
+        super().__init__()
+        object.__setattr__(self, "_model", model)  # a reference, not a submodule: no duplicated parameters
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._model.item_output_matrix()
+
+
+class GeniusRecPreTrainedModel(PreTrainedModel):
+    config_class = GeniusRecConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GeniusRecDecoderLayer", "HSTULayer"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+        elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        for name, param in module.named_parameters(recurse=False):
+            if name.endswith("bias_weight"):
+                init.normal_(param, mean=0.0, std=std)
+        for name, buffer in module.named_buffers(recurse=False):
+            if name in ("text_embeddings", "image_embeddings"):
+                init.zeros_(buffer)
+
+
+class _EncoderView:
+    """What `generate()` calls as the encoder: runs HSTU once over the history (not an nn.Module, so no weights
+    are registered twice)."""
+
+    def __init__(self, model: "GeniusRecModel"):
+        self.model = model
+        self.main_input_name = "input_ids"
+
+    def forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None, **kwargs):
+        return self.model.encode(input_ids, attention_mask, timestamps, next_timestamps)
+
+    __call__ = forward
+
+
+class GeniusRecModel(GeniusRecPreTrainedModel):
+    """Encoder-decoder with a gated mixture of experts; returns unit-normalised, expert-mixed decoder states."""
+
+    def __init__(self, config: GeniusRecConfig):
+        super().__init__(config)
+        d = config.hidden_size
+        self.encoder = HSTUModel(config.encoder_config)
+        self.memory_projection = nn.Sequential(nn.Linear(d, d), nn.LayerNorm(d, eps=config.layer_norm_eps))
+        self.decoder_positions = nn.Embedding(config.max_session_length + 1, d)
+        self.decoder_layers = nn.ModuleList([GeniusRecDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.decoder_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.experts = nn.ModuleDict({"behaviour": BehaviourExpert(config)})
+        if config.text_embedding_dim:
+            self.register_buffer("text_embeddings", torch.zeros(config.vocab_size, config.text_embedding_dim))
+            self.experts["text"] = EmbeddingExpert(config, config.text_embedding_dim)
+        if config.image_embedding_dim:
+            self.register_buffer("image_embeddings", torch.zeros(config.vocab_size, config.image_embedding_dim))
+            self.experts["image"] = EmbeddingExpert(config, config.image_embedding_dim)
+        self.gate = nn.Linear(d, len(self.experts))
+        self.output_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.output_embeddings = ItemOutputEmbeddings(self)
+        self.post_init()
+
+    # -- embeddings ------------------------------------------------------------------------------------------------
+    def get_input_embeddings(self):
+        return self.encoder.embeddings.item_embeddings
+
+    def set_input_embeddings(self, value):
+        self.encoder.embeddings.item_embeddings = value
+
+    def get_encoder(self):
+        return _EncoderView(self)
+
+    def set_item_embeddings(self, kind: str, table: torch.Tensor) -> None:
+        """Loads frozen item embeddings (`kind` = "text" or "image") of shape `(vocab_size, dim)`, rows aligned to token ids."""
+        name = f"{kind}_embeddings"
+        if not hasattr(self, name):
+            raise ValueError(f"this config has no {kind} expert ({kind}_embedding_dim=0); build the model with "
+                             f"{kind}_embedding_dim={table.shape[-1]}")
+        expected = tuple(getattr(self, name).shape)
+        if tuple(table.shape) != expected:
+            raise ValueError(f"{kind} embeddings have shape {tuple(table.shape)}, expected {expected} "
+                             "(vocab_size rows aligned to token ids, special tokens included)")
+        getattr(self, name).copy_(table.to(getattr(self, name).dtype))
+
+    def item_output_matrix(self, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """Unit-normalised item vectors of token ids `[start, end)`: `(end - start, hidden_size)`."""
+        vectors = self.get_input_embeddings().weight[start:end]
+        if self.config.content_output:
+            for kind in ("text", "image"):
+                if kind in self.experts:
+                    vectors = vectors + self.experts[kind].projection(getattr(self, f"{kind}_embeddings")[start:end])
+        return F.normalize(vectors, dim=-1)
+
+    # -- encoder ---------------------------------------------------------------------------------------------------
+    def encode(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None) -> GeniusRecEncoderOutput:
+        """History `(B, N)` (+ timestamps) -> [`GeniusRecEncoderOutput`].
+
+        Without `timestamps` (the packed view: TRL rows carry no times) every event gets time 0, so the time-bucket
+        bias is one constant; train and evaluate a model the same way (both with or both without times)."""
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_token_id
+        if timestamps is None and self.config.encoder_config.use_time_bias:
+            timestamps = torch.zeros_like(input_ids)
+        states = self.encoder(input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps).last_hidden_state
+        return GeniusRecEncoderOutput(last_hidden_state=self.memory_projection(states), history_ids=input_ids, history_mask=attention_mask.long())
+
+    # -- decoder ---------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        timestamps: torch.LongTensor | None = None,
+        next_timestamps: torch.LongTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        encoder_outputs: GeniusRecEncoderOutput | None = None,
+        session_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> GeniusRecOutput:
+        r"""
+        Args:
+            input_ids (`(batch_size, history_length)`): the history (with `attention_mask`, `timestamps`,
+                `next_timestamps` as [`HSTUModel`]). Without `decoder_input_ids` and with `[SEP]` in every row, the
+                packed causal view: see [`GeniusRecForSessionGeneration.forward`].
+            decoder_input_ids (`(batch_size, target_length)`): `[SEP, s_1, ..., s_{T-1}]`.
+            encoder_outputs: reuse an encoding (generation).
+            session_ids (`(batch_size, t)`): all decoder inputs so far, when `decoder_input_ids` holds only the newest
+                (cached generation); defaults to `decoder_input_ids`.
+        Returns:
+            [`GeniusRecOutput`] with `last_hidden_state` `(batch_size, target_length, hidden_size)` unit-normalised.
+        """
+        config = self.config
+        if decoder_input_ids is None:
+            raise ValueError("decoder_input_ids is required (or use GeniusRecForSessionGeneration's packed view)")
+        if encoder_outputs is None:
+            encoder_outputs = self.encode(input_ids, attention_mask, timestamps, next_timestamps)
+        bad = (decoder_input_ids < 0) | (decoder_input_ids >= config.vocab_size)
+        if bool(bad.any()):
+            raise ValueError(f"decoder_input_ids contains ids outside [0, {config.vocab_size}): {decoder_input_ids[bad][:5].tolist()}")
+        memory, history_ids, history_mask = encoder_outputs.last_hidden_state, encoder_outputs.history_ids, encoder_outputs.history_mask
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        past = cache.get_seq_length() if cache is not None else 0
+        batch, length = decoder_input_ids.shape
+        if past + length > config.max_session_length + 1:
+            raise ValueError(f"session longer than max_session_length={config.max_session_length}")
+        session_ids = decoder_input_ids if session_ids is None else session_ids
+        positions = torch.arange(past, past + length, device=decoder_input_ids.device)
+        hidden = self.get_input_embeddings()(decoder_input_ids) * config.hidden_size**0.5 + self.decoder_positions(positions)
+        hidden = self.dropout(hidden)
+        key_positions = torch.arange(past + length, device=hidden.device)
+        self_mask = (key_positions.unsqueeze(0) <= positions.unsqueeze(1)).view(1, 1, length, past + length)
+        cross_mask = history_mask.bool().view(batch, 1, 1, -1)
+        for layer in self.decoder_layers:
+            hidden = layer(hidden, self_mask, memory, cross_mask, cache)
+        state = self.decoder_norm(hidden)
+
+        gate_weights = torch.softmax(self.gate(state), dim=-1)  # (B, T, E)
+        mixed = state
+        for index, (name, expert) in enumerate(self.experts.items()):
+            if name == "behaviour":
+                out = expert(state)
+            else:
+                out = expert(state, getattr(self, f"{name}_embeddings"), history_ids, history_mask, session_ids, past)
+            mixed = mixed + gate_weights[..., index : index + 1] * out
+        final = F.normalize(self.output_norm(mixed), dim=-1)
+        return GeniusRecOutput(
+            last_hidden_state=final,
+            gate_weights=gate_weights,
+            aux_loss=load_balancing_loss(gate_weights),
+            cache=cache,
+            encoder_last_hidden_state=memory,
+        )
+
+
+def load_balancing_loss(gate_weights: torch.Tensor) -> torch.Tensor:
+    """Switch-style balance: `E * sum_e f_e * p_e` with f_e the share of positions whose top expert is e and p_e the
+    mean gate weight of e; 1.0 when balanced, E when one expert takes everything."""
+    num_experts = gate_weights.shape[-1]
+    flat = gate_weights.reshape(-1, num_experts)
+    share = F.one_hot(flat.argmax(-1), num_experts).float().mean(0)
+    return num_experts * (share * flat.mean(0)).sum()
+
+
+class BanItemsLogitsProcessor(LogitsProcessor):
+    """Bans, per row: special tokens (all but EOS), the user's history (expanded over beams / returned sequences),
+    and items already generated in the session."""
+
+    def __init__(self, config, history_ids: torch.LongTensor | None = None, ban_history: bool = True, ban_repeats: bool = True):
+        self.config, self.ban_history, self.ban_repeats = config, ban_history, ban_repeats
+        self.history = history_ids
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.clone()
+        specials = [i for i in range(self.config.num_special_tokens) if i != self.config.eos_token_id]
+        scores[:, specials] = float("-inf")
+        if self.ban_history and self.history is not None:
+            factor = scores.shape[0] // self.history.shape[0]
+            history = self.history.to(scores.device).repeat_interleave(factor, dim=0)
+            scores.scatter_(1, history, float("-inf"))  # pad ids land on the (already banned) pad column
+        if self.ban_repeats:
+            scores.scatter_(1, input_ids, float("-inf"))
+        return scores
+
+
+class GeniusRecForSessionGeneration(GeniusRecPreTrainedModel, GenerationMixin):
+    """GeniusRec with the tied cosine output head, the session loss, `generate()` and the packed causal view."""
+
+    _tied_weights_keys = {}
+
+    def __init__(self, config: GeniusRecConfig):
+        super().__init__(config)
+        self.model = GeniusRecModel(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.model.output_embeddings
+
+    def get_encoder(self):
+        return self.model.get_encoder()
+
+    @property
+    def base_model(self):
+        return self.model
+
+    @classmethod
+    def from_encoder_pretrained(cls, encoder_path: str, **config_kwargs) -> "GeniusRecForSessionGeneration":
+        """Builds GeniusRec around a stage-1 HSTU checkpoint (its config and weights; `config_kwargs` set the rest)."""
+        from .modeling_hstu import HSTUForNextItemPrediction
+
+        stage1 = HSTUForNextItemPrediction.from_pretrained(encoder_path)
+        model = cls(GeniusRecConfig(encoder_config=stage1.config, **config_kwargs))
+        model.model.encoder.load_state_dict(stage1.model.state_dict())
+        return model
+
+    def iter_item_scores(self, user_embeddings, chunk_size: int = 65536):
+        """Scores of every item for `(M, D)` decoder states, in catalog chunks: yields `(first_token_id, (M, chunk))`."""
+        for lo in range(self.config.num_special_tokens, self.config.vocab_size, chunk_size):
+            hi = min(lo + chunk_size, self.config.vocab_size)
+            yield lo, user_embeddings @ self.model.item_output_matrix(lo, hi).T * self.config.logit_scale
+
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        inputs["session_ids"] = input_ids  # the experts read every session item so far, the cache holds only attention
+        return inputs
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        timestamps: torch.LongTensor | None = None,
+        next_timestamps: torch.LongTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        encoder_outputs: GeniusRecEncoderOutput | None = None,
+        session_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> GeniusRecOutput:
+        r"""
+        Args:
+            input_ids (`(batch_size, history_length)`): the history; or, with no `decoder_input_ids`/`labels`/
+                `encoder_outputs`, the packed row `[history..., SEP, session..., EOS]` (see [`packed_forward`]).
+            labels (`(batch_size, target_length)`): `[s_1, ..., s_T, EOS]`, -100 at padding; `decoder_input_ids`
+                default to labels shifted right behind `[SEP]`.
+        Returns:
+            [`GeniusRecOutput`] with `logits` `(batch_size, target_length, vocab_size)`.
+        """
+        if decoder_input_ids is None and labels is None and encoder_outputs is None:
+            return self.packed_forward(input_ids, attention_mask)
+        if decoder_input_ids is None:
+            decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps,
+                         decoder_input_ids=decoder_input_ids, encoder_outputs=encoder_outputs, session_ids=session_ids,
+                         cache=cache, use_cache=use_cache)
+        out.logits = out.last_hidden_state @ self.model.item_output_matrix().T * self.config.logit_scale
+        if labels is not None:
+            ce = F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+            out.loss = ce + self.config.router_aux_loss_coef * out.aux_loss
+        return out
+
+    def packed_forward(self, input_ids, attention_mask=None) -> GeniusRecOutput:
+        """Causal-LM view of `[history..., SEP, session..., EOS, pad...]` rows (what TRL's DPOTrainer trains).
+
+        Each row is split at its first `[SEP]`: the left part is encoded (no timestamps), the right part decoded.
+        `logits[:, p]` predicts token `p + 1` of the packed row, as for a causal LM; positions before `[SEP]` get
+        zero states. Returns [`GeniusRecOutput`] with `last_hidden_state`/`logits` aligned to the packed row.
+        """
+        sep = self.config.sep_token_id
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_token_id
+        is_sep = (input_ids == sep) & attention_mask.bool()
+        if not bool(is_sep.any(1).all()):
+            raise ValueError("packed rows need a [SEP] between history and session; pass decoder_input_ids or labels for the seq2seq view")
+        sep_at = is_sep.long().argmax(1)  # first SEP per row
+        batch, length = input_ids.shape
+        cols = torch.arange(length, device=input_ids.device).unsqueeze(0)
+        real = attention_mask.bool()
+        hist_mask = real & (cols < sep_at.unsqueeze(1))
+        dec_mask = real & (cols >= sep_at.unsqueeze(1))
+        hist_len, dec_len = int(hist_mask.sum(1).max()), int(dec_mask.sum(1).max())
+        if hist_len == 0:
+            raise ValueError("a packed row has an empty history before [SEP]")
+        history = _left_align(input_ids, hist_mask, hist_len, self.config.pad_token_id)
+        decoder = _left_align(input_ids, dec_mask, dec_len, self.config.pad_token_id)
+        out = self.model(input_ids=history, attention_mask=history != self.config.pad_token_id, decoder_input_ids=decoder)
+        # scatter decoder states back to their packed positions
+        hidden = out.last_hidden_state.new_zeros(batch, length, out.last_hidden_state.shape[-1])
+        rank = (dec_mask.long().cumsum(1) - 1).clamp(min=0)
+        take = out.last_hidden_state.gather(1, rank.clamp(max=dec_len - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        hidden = torch.where(dec_mask.unsqueeze(-1), take, hidden)
+        gates = out.gate_weights.gather(1, rank.clamp(max=dec_len - 1).unsqueeze(-1).expand(-1, -1, out.gate_weights.shape[-1]))
+        logits = hidden @ self.model.item_output_matrix().T * self.config.logit_scale
+        return GeniusRecOutput(logits=logits, last_hidden_state=hidden, gate_weights=gates * dec_mask.unsqueeze(-1), aux_loss=out.aux_loss)
+
+    @torch.no_grad()
+    def generate(self, input_ids=None, attention_mask=None, logits_processor=None, ban_history: bool = True, ban_repeats: bool = True, **kwargs):
+        """`generate()` with GeniusRec's bans added: special tokens (but EOS), the row's history (`ban_history`), items
+        already in the session (`ban_repeats`). Takes `timestamps`/`next_timestamps` for the encoder; returns
+        `(batch * num_return_sequences, 1 + length)` token ids starting with `[SEP]`."""
+        processors = LogitsProcessorList(logits_processor or [])
+        processors.append(BanItemsLogitsProcessor(self.config, input_ids, ban_history, ban_repeats))
+        kwargs.setdefault("max_new_tokens", self.config.max_session_length)
+        return super().generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors, **kwargs)
+
+
+def shift_right(labels: torch.LongTensor, start_token_id: int, pad_token_id: int) -> torch.LongTensor:
+    """`[s_1, .., s_T]` -> `[start, s_1, .., s_{T-1}]`, -100 replaced by pad."""
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def _left_align(ids, mask, width, pad):
+    """Gathers the masked entries of each row to the left of a `(B, width)` tensor, padded with `pad`."""
+    rank = mask.long().cumsum(1) - 1
+    out = ids.new_full((ids.shape[0], width + 1), pad)
+    target = torch.where(mask, rank, torch.full_like(rank, width))
+    out.scatter_(1, target, torch.where(mask, ids, torch.full_like(ids, pad)))
+    return out[:, :width]
+
+
+GeniusRecConfig.register_for_auto_class()
+GeniusRecModel.register_for_auto_class("AutoModel")
+GeniusRecForSessionGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+
+__all__ = [
+    "GeniusRecPreTrainedModel",
+    "GeniusRecModel",
+    "GeniusRecForSessionGeneration",
+    "GeniusRecOutput",
+    "GeniusRecEncoderOutput",
+    "BanItemsLogitsProcessor",
+    "load_balancing_loss",
+]

@@ -1,0 +1,194 @@
+"""GeniusRec: causality with every expert on, cached == uncached beams, valid generations, gates, packed view,
+save/load and remote-code generation, optional experts, bad input."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM
+
+from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig, HSTUForNextItemPrediction
+
+VOCAB = 40
+
+
+def tiny(text=12, image=6, **overrides):
+    enc = HSTUConfig(vocab_size=VOCAB, hidden_size=16, qk_head_dim=8, v_head_dim=8, num_attention_heads=2,
+                     max_position_embeddings=12, hidden_dropout_prob=0.0)
+    cfg = GeniusRecConfig(encoder_config=enc, text_embedding_dim=text, image_embedding_dim=image, hidden_dropout_prob=0.0,
+                          max_session_length=8, intermediate_size=32, **overrides)
+    torch.manual_seed(0)
+    model = GeniusRecForSessionGeneration(cfg).eval()
+    if text:
+        model.model.set_item_embeddings("text", torch.randn(VOCAB, text))
+    if image:
+        model.model.set_item_embeddings("image", torch.randn(VOCAB, image))
+    return model
+
+
+def batch():
+    g = torch.Generator().manual_seed(2)
+    hist = torch.randint(4, 24, (3, 8), generator=g)
+    ts = 1000 + torch.randint(0, 500, (3, 8), generator=g).cumsum(1)
+    session = torch.tensor([[30, 31, 32, 33, 34], [35, 36, 37, 38, 39], [26, 27, 28, 29, 25]])  # never in the history
+    labels = torch.cat([session, torch.full((3, 1), 2)], dim=1)
+    return hist, ts, labels
+
+
+def test_gate_weights_sum_to_one_and_experts_follow_the_config():
+    model = tiny()
+    hist, ts, labels = batch()
+    out = model(input_ids=hist, timestamps=ts, labels=labels)
+    assert out.gate_weights.shape == (3, 6, 3) and model.config.expert_names == ["behaviour", "text", "image"]
+    torch.testing.assert_close(out.gate_weights.sum(-1), torch.ones(3, 6))
+    no_image = tiny(image=0)
+    assert set(no_image.model.experts) == {"behaviour", "text"} and not hasattr(no_image.model, "image_embeddings")
+    assert not any("image" in name for name, _ in no_image.named_parameters())
+
+
+@pytest.mark.parametrize("t", [0, 2, 4])
+def test_target_never_reaches_the_state_that_predicts_it(t):
+    model = tiny()
+    hist, ts, labels = batch()
+    base = model(input_ids=hist, timestamps=ts, labels=labels)
+    target = labels[:, t]
+    # 1) another item in the target's place: every logit up to position t is unchanged (positions after change)
+    swapped = labels.clone()
+    swapped[:, t] = torch.tensor([20, 21, 22])
+    out = model(input_ids=hist, timestamps=ts, labels=swapped)
+    torch.testing.assert_close(out.logits[:, : t + 1], base.logits[:, : t + 1], rtol=0, atol=0)
+    if t + 1 < labels.shape[1]:
+        assert not torch.allclose(out.logits[:, t + 1], base.logits[:, t + 1])
+    # 2) perturb the target's own ID, text and image rows: the states up to t are unchanged, and so is every logit
+    #    except the target's own column (its item vector is what changed)
+    with torch.no_grad():
+        model.model.get_input_embeddings().weight[target] += 1.0
+        model.model.text_embeddings[target] += 3.0
+        model.model.image_embeddings[target] += 3.0
+    out = model(input_ids=hist, timestamps=ts, labels=labels)
+    torch.testing.assert_close(out.last_hidden_state[:, : t + 1], base.last_hidden_state[:, : t + 1], rtol=0, atol=1e-6)
+    others = torch.ones(VOCAB, dtype=torch.bool)
+    others[target] = False
+    torch.testing.assert_close(out.logits[:, : t + 1, others], base.logits[:, : t + 1, others], rtol=0, atol=1e-5)
+    if t + 1 < labels.shape[1]:
+        assert not torch.allclose(out.last_hidden_state[:, t + 1], base.last_hidden_state[:, t + 1])
+
+
+def test_experts_read_the_history():
+    model = tiny()
+    hist, ts, labels = batch()
+    base = model(input_ids=hist, timestamps=ts, labels=labels)
+    with torch.no_grad():
+        model.model.text_embeddings[hist[0, 0]] += 5.0
+    out = model(input_ids=hist, timestamps=ts, labels=labels)
+    assert not torch.allclose(out.last_hidden_state[0, 0], base.last_hidden_state[0, 0])
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=5, num_return_sequences=3), dict(num_beams=1), dict(do_sample=True, top_k=10, num_return_sequences=2)])
+def test_cached_generation_equals_uncached(kwargs):
+    model = tiny()
+    hist, ts, _ = batch()
+    torch.manual_seed(5)
+    cached = model.generate(input_ids=hist, timestamps=ts, max_new_tokens=6, **kwargs)
+    torch.manual_seed(5)
+    uncached = model.generate(input_ids=hist, timestamps=ts, max_new_tokens=6, use_cache=False, **kwargs)
+    assert torch.equal(cached, uncached)
+
+
+def test_generated_items_are_valid_new_and_unique():
+    model = tiny()
+    hist, ts, _ = batch()
+    out = model.generate(input_ids=hist, timestamps=ts, num_beams=6, num_return_sequences=3, max_new_tokens=8, min_new_tokens=8)
+    assert out.shape == (9, 9) and (out[:, 0] == model.config.sep_token_id).all()
+    for row, seq in enumerate(out[:, 1:]):
+        items = seq.tolist()
+        assert all(4 <= i < VOCAB for i in items), items
+        assert len(set(items)) == len(items)
+        assert not set(items) & set(hist[row // 3].tolist())
+
+
+def test_packed_view_equals_seq2seq_log_probs():
+    model = tiny()
+    hist, _, labels = batch()
+    s2s = model(input_ids=hist, labels=labels)  # no timestamps: the packed view has none
+    logp = torch.log_softmax(s2s.logits, -1).gather(2, labels.unsqueeze(-1)).squeeze(-1)
+    # pack with ragged lengths and right padding: row 1 has a shorter history
+    rows = [torch.cat([hist[0], torch.tensor([1]), labels[0]]), torch.cat([hist[1, 3:], torch.tensor([1]), labels[1]]),
+            torch.cat([hist[2], torch.tensor([1]), labels[2]])]
+    width = max(len(r) for r in rows)
+    packed = torch.zeros(3, width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        packed[i, : len(r)] = r
+    out = model(input_ids=packed, attention_mask=packed != 0)
+    packed_logp = torch.log_softmax(out.logits, -1)
+    for i in (0, 2):
+        sep = int((packed[i] == 1).nonzero()[0])
+        got = packed_logp[i, sep : sep + labels.shape[1]].gather(1, labels[i].unsqueeze(-1)).squeeze(-1)
+        torch.testing.assert_close(got, logp[i], atol=1e-5, rtol=1e-5)
+    # TRL's fused head: base_model(...).last_hidden_state @ get_output_embeddings().weight.T * logit_scale
+    fused = model.base_model(input_ids=hist, decoder_input_ids=torch.cat([torch.ones(3, 1, dtype=torch.long), labels[:, :-1]], 1)).last_hidden_state
+    fused_logits = fused @ model.get_output_embeddings().weight.T * model.config.logit_scale
+    torch.testing.assert_close(fused_logits, s2s.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_save_load_and_remote_code_generate_identically(tmp_path):
+    model = tiny()
+    hist, ts, _ = batch()
+    expected = model.generate(input_ids=hist, timestamps=ts, num_beams=4, max_new_tokens=5)
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "ckpt").eval()
+    assert torch.equal(loaded.generate(input_ids=hist, timestamps=ts, num_beams=4, max_new_tokens=5), expected)
+    torch.save({"hist": hist, "ts": ts}, tmp_path / "inputs.pt")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["modeling_geniusrec"] = None
+        import torch
+        from transformers import AutoModelForSeq2SeqLM
+        model = AutoModelForSeq2SeqLM.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True).eval()
+        inputs = torch.load({str(tmp_path / 'inputs.pt')!r})
+        torch.save(model.generate(input_ids=inputs["hist"], timestamps=inputs["ts"], num_beams=4, max_new_tokens=5), {str(tmp_path / 'out.pt')!r})
+    """)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
+
+
+def test_from_encoder_pretrained_copies_stage1(tmp_path):
+    stage1 = HSTUForNextItemPrediction(tiny().config.encoder_config)
+    stage1.save_pretrained(tmp_path)
+    model = GeniusRecForSessionGeneration.from_encoder_pretrained(str(tmp_path), num_hidden_layers=1)
+    for name, param in stage1.model.state_dict().items():
+        assert torch.equal(model.model.encoder.state_dict()[name], param)
+
+
+def test_training_lowers_the_session_loss():
+    model = tiny().train()
+    hist, ts, labels = batch()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    text_before = model.model.text_embeddings.clone()
+    losses = []
+    for _ in range(25):
+        loss = model(input_ids=hist, timestamps=ts, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert torch.equal(model.model.text_embeddings, text_before)  # frozen buffers
+
+
+def test_bad_input_is_a_clear_error():
+    model = tiny()
+    hist, ts, labels = batch()
+    with pytest.raises(ValueError, match="outside the item vocabulary"):
+        model(input_ids=hist + 100, timestamps=ts, labels=labels)
+    with pytest.raises(ValueError, match=r"text embeddings have shape \(40, 5\), expected \(40, 12\)"):
+        model.model.set_item_embeddings("text", torch.zeros(VOCAB, 5))
+    with pytest.raises(ValueError, match="no image expert"):
+        tiny(image=0).model.set_item_embeddings("image", torch.zeros(VOCAB, 6))
+    with pytest.raises(ValueError, match=r"need a \[SEP\]"):
+        model(input_ids=hist)
