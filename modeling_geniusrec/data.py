@@ -75,6 +75,74 @@ class NextItemCollator:
         }
 
 
+class SessionTrainingDataset(torch.utils.data.Dataset):
+    """Stage-2 examples drawn from a split's train view: for each user, a random split point `s` in the training
+    sequence; source = the `max_length` items before `s` (with times), target = the next up-to-`session_length`
+    items + EOS. A new split point is drawn every time the example is read (numpy's global RNG, seeded by Trainer);
+    `samples_per_user` examples per user and epoch.
+    """
+
+    def __init__(self, store: SequenceStore, max_length: int, session_length: int = 10, protocol: str = "leave-one-out",
+                 eos_token_id: int = 2, holdout_session_length: int = 10, samples_per_user: int = 1):
+        self.store, self.max_length, self.session_length, self.eos_token_id = store, max_length, session_length, eos_token_id
+        self.samples_per_user = samples_per_user
+        self.users, self.bounds = split_users(store, "train", protocol, holdout_session_length)
+        self.split = "train"
+
+    def __len__(self) -> int:
+        return len(self.users) * self.samples_per_user
+
+    def __getitem__(self, index: int) -> dict:
+        index = index % len(self.users)
+        items, times = self.store.row(int(self.users[index]))
+        end = int(self.bounds[index][0])
+        split = int(np.random.randint(1, end))  # at least one history item and one target item
+        lo = max(0, split - self.max_length)
+        target = items[split : split + self.session_length]
+        return {
+            "input_ids": items[lo:split],
+            "timestamps": times[lo:split],
+            "next_timestamp": times[split],
+            "session_labels": np.concatenate([target, [self.eos_token_id]]),
+        }
+
+
+class SessionCollator(NextItemCollator):
+    """Pads stage-2 examples: the history as [`NextItemCollator`] and `labels` `(B, T)` = the target session + EOS
+    (-100 at padding). Evaluation examples ([`NextItemDataset`]) get their target session (+ EOS when
+    `append_eos`) as labels, so the first label is the next item."""
+
+    def __init__(self, pad_token_id: int = 0, eos_token_id: int = 2, append_eos: bool = True):
+        super().__init__(pad_token_id)
+        self.eos_token_id, self.append_eos = eos_token_id, append_eos
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = super().__call__([{k: v for k, v in e.items() if k in ("input_ids", "timestamps", "next_timestamp")} | {"target": 0} for e in examples])
+        targets = []
+        for e in examples:
+            if "session_labels" in e:
+                targets.append(np.asarray(e["session_labels"]))
+            else:
+                session = np.asarray(e["target_session"])
+                targets.append(np.concatenate([session, [self.eos_token_id]]) if self.append_eos else session)
+        labels = torch.full((len(examples), max(len(t) for t in targets)), -100, dtype=torch.long)
+        for row, t in enumerate(targets):
+            labels[row, : len(t)] = torch.tensor(t, dtype=torch.long)
+        batch["labels"] = labels
+        return batch
+
+
+def load_item_embeddings(dataset_dir: str, kind: str = "text"):
+    """`embeddings/<kind>.safetensors` of a processed dataset: `(tensor (vocab_size, dim), metadata dict)`."""
+    from safetensors import safe_open
+
+    path = os.path.join(dataset_dir, "embeddings", f"{kind}.safetensors")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: compute it with `python -m data_scripts.embed --dataset {dataset_dir}`")
+    with safe_open(path, framework="pt") as f:
+        return f.get_tensor("embeddings"), dict(f.metadata() or {})
+
+
 def load_processed(dataset_dir: str):
     """Opens a processed-dataset folder: `(sequences Dataset, items Dataset, tokenizer, stats dict)`.
 
@@ -99,4 +167,4 @@ def load_processed(dataset_dir: str):
     return sequences, items, tokenizer, stats
 
 
-__all__ = ["NextItemDataset", "NextItemCollator", "load_processed"]
+__all__ = ["NextItemDataset", "NextItemCollator", "SessionTrainingDataset", "SessionCollator", "load_item_embeddings", "load_processed"]

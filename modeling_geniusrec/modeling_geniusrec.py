@@ -33,11 +33,13 @@ class GeniusRecEncoderOutput(ModelOutput):
         last_hidden_state (`(batch_size, history_length, hidden_size)`): encoder states projected for cross-attention.
         history_ids (`(batch_size, history_length)`): the history's item token ids (the experts read their embeddings).
         history_mask (`(batch_size, history_length)`): 1 for real history items.
+        user_embedding (`(batch_size, hidden_size)`): the HSTU state at the last history item (stage 1's next-item query).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     history_ids: torch.LongTensor | None = None
     history_mask: torch.Tensor | None = None
+    user_embedding: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -184,7 +186,11 @@ class GeniusRecPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
+        if getattr(module, "zero_init", False):  # residual branches that start as "no change" to stage 1
+            init.zeros_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -215,27 +221,42 @@ class _EncoderView:
     __call__ = forward
 
 
+def zero_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features, bias=bias)
+    layer.zero_init = True
+    return layer
+
+
 class GeniusRecModel(GeniusRecPreTrainedModel):
-    """Encoder-decoder with a gated mixture of experts; returns unit-normalised, expert-mixed decoder states."""
+    """Encoder-decoder with a gated mixture of experts; returns unit-normalised, expert-mixed decoder states.
+
+    The final state is `normalize(u + W_out LN(mixed))`, with `u` the encoder's state at the last history item
+    (stage 1's next-item query) and `W_out` zero-initialised; item vectors are `normalize(E_id + W_text text +
+    W_image image)` with zero-initialised `W_*`. So a model built from a stage-1 checkpoint starts out ranking the
+    next item exactly as stage 1 does, and fine-tuning learns what the session and the content add.
+    """
 
     def __init__(self, config: GeniusRecConfig):
         super().__init__(config)
         d = config.hidden_size
         self.encoder = HSTUModel(config.encoder_config)
         self.memory_projection = nn.Sequential(nn.Linear(d, d), nn.LayerNorm(d, eps=config.layer_norm_eps))
+        self.query_projection = nn.Linear(d, d)
         self.decoder_positions = nn.Embedding(config.max_session_length + 1, d)
         self.decoder_layers = nn.ModuleList([GeniusRecDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
         self.decoder_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.experts = nn.ModuleDict({"behaviour": BehaviourExpert(config)})
-        if config.text_embedding_dim:
-            self.register_buffer("text_embeddings", torch.zeros(config.vocab_size, config.text_embedding_dim))
-            self.experts["text"] = EmbeddingExpert(config, config.text_embedding_dim)
-        if config.image_embedding_dim:
-            self.register_buffer("image_embeddings", torch.zeros(config.vocab_size, config.image_embedding_dim))
-            self.experts["image"] = EmbeddingExpert(config, config.image_embedding_dim)
+        self.content_output = nn.ModuleDict()
+        for kind, dim in (("text", config.text_embedding_dim), ("image", config.image_embedding_dim)):
+            if dim:
+                self.register_buffer(f"{kind}_embeddings", torch.zeros(config.vocab_size, dim))
+                self.experts[kind] = EmbeddingExpert(config, dim)
+                if config.content_output:
+                    self.content_output[kind] = zero_linear(dim, d, bias=False)
         self.gate = nn.Linear(d, len(self.experts))
         self.output_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.output_projection = zero_linear(d, d)
         self.output_embeddings = ItemOutputEmbeddings(self)
         self.post_init()
 
@@ -264,10 +285,8 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
     def item_output_matrix(self, start: int = 0, end: int | None = None) -> torch.Tensor:
         """Unit-normalised item vectors of token ids `[start, end)`: `(end - start, hidden_size)`."""
         vectors = self.get_input_embeddings().weight[start:end]
-        if self.config.content_output:
-            for kind in ("text", "image"):
-                if kind in self.experts:
-                    vectors = vectors + self.experts[kind].projection(getattr(self, f"{kind}_embeddings")[start:end])
+        for kind, projection in self.content_output.items():
+            vectors = vectors + projection(getattr(self, f"{kind}_embeddings")[start:end])
         return F.normalize(vectors, dim=-1)
 
     # -- encoder ---------------------------------------------------------------------------------------------------
@@ -281,7 +300,11 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         if timestamps is None and self.config.encoder_config.use_time_bias:
             timestamps = torch.zeros_like(input_ids)
         states = self.encoder(input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps).last_hidden_state
-        return GeniusRecEncoderOutput(last_hidden_state=self.memory_projection(states), history_ids=input_ids, history_mask=attention_mask.long())
+        mask = attention_mask.bool()
+        last = mask.shape[1] - 1 - mask.flip(1).long().argmax(dim=1)
+        user = states[torch.arange(states.shape[0], device=states.device), last]
+        return GeniusRecEncoderOutput(last_hidden_state=self.memory_projection(states), history_ids=input_ids,
+                                      history_mask=attention_mask.long(), user_embedding=user)
 
     # -- decoder ---------------------------------------------------------------------------------------------------
     def forward(
@@ -326,8 +349,9 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             raise ValueError(f"session longer than max_session_length={config.max_session_length}")
         session_ids = decoder_input_ids if session_ids is None else session_ids
         positions = torch.arange(past, past + length, device=decoder_input_ids.device)
+        user = encoder_outputs.user_embedding  # (B, D)
         hidden = self.get_input_embeddings()(decoder_input_ids) * config.hidden_size**0.5 + self.decoder_positions(positions)
-        hidden = self.dropout(hidden)
+        hidden = self.dropout(hidden + self.query_projection(user).unsqueeze(1))
         key_positions = torch.arange(past + length, device=hidden.device)
         self_mask = (key_positions.unsqueeze(0) <= positions.unsqueeze(1)).view(1, 1, length, past + length)
         cross_mask = history_mask.bool().view(batch, 1, 1, -1)
@@ -343,7 +367,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             else:
                 out = expert(state, getattr(self, f"{name}_embeddings"), history_ids, history_mask, session_ids, past)
             mixed = mixed + gate_weights[..., index : index + 1] * out
-        final = F.normalize(self.output_norm(mixed), dim=-1)
+        final = F.normalize(user.unsqueeze(1) + self.output_projection(self.output_norm(mixed)), dim=-1)
         return GeniusRecOutput(
             last_hidden_state=final,
             gate_weights=gate_weights,

@@ -22,6 +22,10 @@ def tiny(text=12, image=6, **overrides):
                           max_session_length=8, intermediate_size=32, **overrides)
     torch.manual_seed(0)
     model = GeniusRecForSessionGeneration(cfg).eval()
+    with torch.no_grad():  # zero-initialised residual branches would hide the decoder and content paths
+        for module in model.modules():
+            if getattr(module, "zero_init", False):
+                module.weight.normal_(0, 0.3)
     if text:
         model.model.set_item_embeddings("text", torch.randn(VOCAB, text))
     if image:
@@ -157,12 +161,18 @@ def test_save_load_and_remote_code_generate_identically(tmp_path):
     assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
 
 
-def test_from_encoder_pretrained_copies_stage1(tmp_path):
-    stage1 = HSTUForNextItemPrediction(tiny().config.encoder_config)
+def test_from_encoder_pretrained_starts_where_stage1_is(tmp_path):
+    stage1 = HSTUForNextItemPrediction(tiny().config.encoder_config).eval()
     stage1.save_pretrained(tmp_path)
-    model = GeniusRecForSessionGeneration.from_encoder_pretrained(str(tmp_path), num_hidden_layers=1)
+    model = GeniusRecForSessionGeneration.from_encoder_pretrained(str(tmp_path), num_hidden_layers=1, text_embedding_dim=12).eval()
+    model.model.set_item_embeddings("text", torch.randn(VOCAB, 12))
     for name, param in stage1.model.state_dict().items():
         assert torch.equal(model.model.encoder.state_dict()[name], param)
+    # the zero-initialised residual branches make the decoder's first step rank items exactly as stage 1
+    hist, ts, labels = batch()
+    first = model(input_ids=hist, timestamps=ts, labels=labels).logits[:, 0, 4:]
+    expected = stage1(hist, timestamps=ts, return_logits=True).logits[:, -1, 4:]
+    torch.testing.assert_close(first, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_training_lowers_the_session_loss():

@@ -60,3 +60,21 @@ def test_matches_brute_force_on_random_scores():
         candidates = [i for i in range(4, 30) if i != t and not (i in histories[u].tolist())]
         expected = sum(scores[u, i] >= scores[u, t] for i in candidates)
         assert got[u] == expected
+
+
+def test_session_metrics_hand_computed():
+    from modeling_geniusrec.session_metrics import coverage, intra_list_diversity, novelty, repetition_rate, session_accuracy
+
+    m = session_accuracy([[5, 6, 7, 8], [9, 10, 11, 12]], [[6, 8, 20, 21], [1, 2, 3, 4]], k=4)
+    ideal = 1 + 1 / math.log2(3) + 1 / math.log2(4) + 1 / math.log2(5)
+    assert m["session_recall@4"] == pytest.approx((2 / 4 + 0) / 2)
+    assert m["session_ndcg@4"] == pytest.approx(((1 / math.log2(3) + 1 / math.log2(5)) / ideal) / 2)
+    vectors = torch.zeros(8, 2)
+    vectors[4], vectors[5], vectors[6] = torch.tensor([1.0, 0]), torch.tensor([0, 1.0]), torch.tensor([1.0, 0])
+    # pairs (4,5): distance 1, (4,6): 0, (5,6): 1 -> mean 2/3
+    assert intra_list_diversity([[4, 5, 6]], vectors) == pytest.approx(2 / 3)
+    counts = np.zeros(8)
+    counts[4], counts[5] = 50, 25
+    assert novelty([[4, 5]], counts, 100) == pytest.approx((1 + 2) / 2)
+    assert coverage([[4, 5], [5, 6]], 4) == pytest.approx(3 / 4)
+    assert repetition_rate([[4, 5, 4], [7]], [[5], []]) == pytest.approx(2 / 4)

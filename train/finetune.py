@@ -1,0 +1,179 @@
+"""Stage 2: fine-tune GeniusRec (HSTU encoder + MoE decoder) to generate the next session, with `transformers.Trainer`.
+
+Each epoch draws, per user of the train view, a split point: the source is the history before it, the target the
+next `--target_length` items + EOS. Validation ranks the next item with the decoder's first step (the same
+full-ranking metrics as stage 1); the best checkpoint by validation NDCG@10 is kept. With `--protocol sessions`
+the test users' sessions are then generated with beam search and scored against the real next k items, with the
+popularity and stage-1 baselines in the same table.
+
+    python -m train.finetune --dataset data/ml-1m --encoder_path runs/ml-1m-hstu --output_dir runs/ml-1m-geniusrec
+    python -m train.finetune --dataset data/ml-1m --encoder_path runs/ml-1m-hstu-sessions --protocol sessions \\
+        --stage1_baseline runs/ml-1m-hstu-sessions --use_text_embeddings --output_dir runs/ml-1m-geniusrec-sessions
+    accelerate launch -m train.finetune --dataset data/ml-1m --encoder_path runs/ml-1m-hstu --output_dir runs/gr
+"""
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
+
+from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
+from modeling_geniusrec.data import NextItemDataset, SessionCollator, SessionTrainingDataset, load_item_embeddings, load_processed
+from modeling_geniusrec.metrics import ranking_metrics, target_ranks
+from modeling_geniusrec.splits import SequenceStore
+
+from . import session_eval
+from .common import machine_description, parse_with_config, today, write_json_atomic
+
+
+@dataclass
+class ModelArguments:
+    encoder_path: str = field(default=None, metadata={"help": "stage-1 HSTU checkpoint to start the encoder from (random init if unset)"})
+    init_from: str = field(default=None, metadata={"help": "continue from a GeniusRec checkpoint instead"})
+    freeze_encoder: bool = field(default=False, metadata={"help": "keep the encoder's weights fixed"})
+    num_hidden_layers: int = field(default=2, metadata={"help": "decoder layers"})
+    num_attention_heads: int = field(default=2, metadata={"help": "decoder / expert heads (divides the encoder's hidden size)"})
+    intermediate_size: int = field(default=200, metadata={"help": "decoder feed-forward size"})
+    dropout: float = field(default=0.1, metadata={"help": "decoder dropout"})
+    use_text_embeddings: bool = field(default=False, metadata={"help": "build the text expert from <dataset>/embeddings/text.safetensors"})
+    use_image_embeddings: bool = field(default=False, metadata={"help": "build the image expert from <dataset>/embeddings/image.safetensors"})
+    router_aux_loss_coef: float = field(default=0.01, metadata={"help": "weight of the gate's load-balancing loss"})
+    logit_scale: float = field(default=20.0, metadata={"help": "inverse temperature of the cosine output head"})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default=None, metadata={"help": "processed dataset folder"})
+    protocol: str = field(default="leave-one-out", metadata={"help": "leave-one-out (next-item table) or sessions (session table)"})
+    session_length: int = field(default=10, metadata={"help": "k: the held-out session length of the sessions protocol"})
+    target_length: int = field(default=10, metadata={"help": "items per training target session (+ EOS)"})
+    max_length: int = field(default=200, metadata={"help": "history length fed to the encoder"})
+    samples_per_user: int = field(default=1, metadata={"help": "training split points drawn per user and epoch"})
+    filter_history: bool = field(default=True, metadata={"help": "remove the history from next-item rankings"})
+    early_stopping_patience: int = field(default=5, metadata={"help": "epochs without validation NDCG@10 gain"})
+    num_beams: int = field(default=10, metadata={"help": "beams for session generation"})
+    stage1_baseline: str = field(default=None, metadata={"help": "stage-1 checkpoint (same split) whose top-k list is the session baseline"})
+    results_file: str = field(default=None, metadata={"help": "results JSON (default <output_dir>/results.json)"})
+
+
+def build_model(model_args, data_args, vocab_size, max_length):
+    if model_args.init_from:
+        return GeniusRecForSessionGeneration.from_pretrained(model_args.init_from)
+    text = load_item_embeddings(data_args.dataset, "text") if model_args.use_text_embeddings else (None, {})
+    image = load_item_embeddings(data_args.dataset, "image") if model_args.use_image_embeddings else (None, {})
+    kwargs = dict(num_hidden_layers=model_args.num_hidden_layers, num_attention_heads=model_args.num_attention_heads,
+                  intermediate_size=model_args.intermediate_size, hidden_dropout_prob=model_args.dropout,
+                  max_session_length=max(data_args.target_length, data_args.session_length),
+                  text_embedding_dim=0 if text[0] is None else text[0].shape[1],
+                  image_embedding_dim=0 if image[0] is None else image[0].shape[1],
+                  router_aux_loss_coef=model_args.router_aux_loss_coef, logit_scale=model_args.logit_scale)
+    if model_args.encoder_path:
+        model = GeniusRecForSessionGeneration.from_encoder_pretrained(model_args.encoder_path, **kwargs)
+    else:
+        model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=vocab_size, max_position_embeddings=max_length), **kwargs))
+    for kind, (table, meta) in (("text", text), ("image", image)):
+        if table is not None:
+            model.model.set_item_embeddings(kind, table)
+            setattr(model.config, f"{kind}_embedding_source", meta.get("model", "unknown"))
+    return model
+
+
+def first_step_states(logits, labels):
+    """Trainer hook: keep the decoder's first-step states `(B, D)` (they rank the next item), never `(B, T, V)`."""
+    hidden = logits[0] if isinstance(logits, (tuple, list)) else logits
+    return hidden[:, 0]
+
+
+def make_compute_metrics(model_ref, filter_history):
+    def compute_metrics(eval_pred):
+        model = model_ref()
+        device = next(model.parameters()).device
+        states = torch.as_tensor(eval_pred.predictions, device=device)
+        targets = torch.as_tensor(eval_pred.label_ids)[:, 0]
+        histories = torch.as_tensor(eval_pred.inputs) if filter_history else None
+        return ranking_metrics(target_ranks(model, states, targets, histories))
+
+    return compute_metrics
+
+
+def main(argv=None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser.set_defaults(
+        output_dir="runs/finetune", num_train_epochs=20, per_device_train_batch_size=128, per_device_eval_batch_size=256,
+        learning_rate=1e-3, weight_decay=0.0, lr_scheduler_type="constant", eval_strategy="epoch", save_strategy="epoch",
+        logging_strategy="epoch", save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="ndcg@10",
+        greater_is_better=True, report_to="none", remove_unused_columns=False, include_for_metrics=["inputs"],
+        dataloader_pin_memory=torch.cuda.is_available(), seed=42,
+    )
+    parser.add_argument("--config", default=None, help="JSON file of defaults (train/configs/*.json); flags override it")
+    model_args, data_args, training_args = parse_with_config(parser, argv)
+    if not data_args.dataset:
+        parser.error("--dataset is required")
+    set_seed(training_args.seed)
+    sequences, items, tokenizer, stats = load_processed(data_args.dataset)
+    store = SequenceStore.from_dataset(sequences)
+    model = build_model(model_args, data_args, len(tokenizer), data_args.max_length)
+    if model.config.vocab_size != len(tokenizer):
+        raise ValueError(f"the encoder's vocabulary ({model.config.vocab_size}) differs from the dataset's ({len(tokenizer)})")
+    if model_args.freeze_encoder:
+        model.model.encoder.requires_grad_(False)
+    max_length = min(data_args.max_length, model.config.encoder_config.max_position_embeddings)
+    split = dict(protocol=data_args.protocol, session_length=data_args.session_length)
+    train_set = SessionTrainingDataset(store, max_length, data_args.target_length, data_args.protocol, model.config.eos_token_id,
+                                       data_args.session_length, data_args.samples_per_user)
+    eval_set = NextItemDataset(store, "validation", max_length, **split)
+    test_set = NextItemDataset(store, "test", max_length, **split)
+    collator = SessionCollator(model.config.pad_token_id, model.config.eos_token_id)
+    trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
+                      processing_class=tokenizer, preprocess_logits_for_metrics=first_step_states,
+                      callbacks=[EarlyStoppingCallback(data_args.early_stopping_patience)])
+    trainer.compute_metrics = make_compute_metrics(lambda: trainer.accelerator.unwrap_model(trainer.model), data_args.filter_history)
+    start = time.time()
+    trainer.train()
+    wall = time.time() - start
+    trainer.remove_callback(EarlyStoppingCallback)
+    metrics = {"validation": trainer.evaluate(eval_set, metric_key_prefix="validation"), "test": trainer.evaluate(test_set, metric_key_prefix="test")}
+    metrics = {split_name: {k[len(split_name) + 1 :]: v for k, v in m.items() if k.startswith(split_name + "_")} for split_name, m in metrics.items()}
+    trainer.save_model(training_args.output_dir)
+    tokenizer.save_pretrained(training_args.output_dir)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if data_args.protocol == "sessions" and trainer.is_world_process_zero():
+        metrics["test"].update(evaluate_session_table(model, store, items, test_set, data_args, len(tokenizer)))
+    results = {
+        "metrics": metrics, "protocol": data_args.protocol, "model": "geniusrec",
+        "command": "python -m train.finetune " + " ".join(sys.argv[1:] if argv is None else argv),
+        "config": {**asdict(model_args), **asdict(data_args), "model_config": model.config.to_dict()},
+        "seed": training_args.seed, "epochs": trainer.state.epoch, "wall_time_s": round(wall, 1),
+        "machine": machine_description(), "date": today(),
+        "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
+    }
+    if trainer.is_world_process_zero():
+        write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
+        print({k: round(v, 4) for k, v in metrics["test"].items() if isinstance(v, float)})
+    return results
+
+
+def evaluate_session_table(model, store, items, test_set, data_args, vocab_size) -> dict:
+    k = data_args.session_length
+    counts, num_users = session_eval.item_user_counts(store, "sessions", k, vocab_size)
+    text = getattr(model.model, "text_embeddings", None)
+    vectors = session_eval.item_feature_vectors(items, vocab_size, text)
+    num_items = vocab_size - model.config.num_special_tokens
+    report = dict(k=k, counts=counts, num_users=num_users, vectors=vectors, num_items=num_items)
+    start = time.time()
+    sessions = session_eval.generate_sessions(model, test_set, k, data_args.num_beams)
+    out = session_eval.session_report(sessions, test_set, **report)
+    out["sessions_per_second"] = len(sessions) / (time.time() - start)
+    out.update(session_eval.session_perplexity(model, test_set))
+    out.update(session_eval.session_report(session_eval.popularity_lists(counts, test_set, k), test_set, **report, prefix="popularity_"))
+    if data_args.stage1_baseline:
+        stage1 = AutoModelForCausalLM.from_pretrained(data_args.stage1_baseline)
+        out.update(session_eval.session_report(session_eval.next_item_lists(stage1, test_set, k), test_set, **report, prefix="hstu_"))
+    return out
+
+
+if __name__ == "__main__":
+    main()

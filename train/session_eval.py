@@ -1,0 +1,103 @@
+"""Session evaluation (leave-k-out): generate each test user's next session and score it, with baselines.
+
+Used by `train.finetune` (after training) and `train.evaluate --task sessions`.
+"""
+
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from modeling_geniusrec.data import NextItemCollator, NextItemDataset, SessionCollator
+from modeling_geniusrec.session_metrics import beyond_accuracy, session_accuracy
+
+
+def _batches(dataset, batch_size, desc, progress=True):
+    for lo in tqdm(range(0, len(dataset), batch_size), desc=desc, disable=not progress):
+        yield [dataset[i] for i in range(lo, min(lo + batch_size, len(dataset)))]
+
+
+@torch.no_grad()
+def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64, progress=True) -> list[list[int]]:
+    """Top beam-search session of exactly `k` items per user of `dataset` (token ids)."""
+    model.eval()
+    collator, sessions = NextItemCollator(model.config.pad_token_id), []
+    for examples in _batches(dataset, batch_size, "generating sessions", progress):
+        batch = collator(examples)
+        out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], timestamps=batch["timestamps"],
+                             next_timestamps=batch["next_timestamps"], num_beams=num_beams, max_new_tokens=k, min_new_tokens=k)
+        sessions += out[:, 1 : k + 1].tolist()
+    return sessions
+
+
+@torch.no_grad()
+def next_item_lists(model, dataset: NextItemDataset, k: int = 10, batch_size: int = 256) -> list[list[int]]:
+    """A stage-1 model's top-k next items (history filtered) read as a session: the HSTU baseline."""
+    model.eval()
+    collator, lists = NextItemCollator(model.config.pad_token_id), []
+    for examples in _batches(dataset, batch_size, "stage-1 top-k", progress=False):
+        batch = collator(examples)
+        out = model(**{key: v for key, v in batch.items() if key != "labels"})
+        lists += model.top_k_items(out.user_embeddings, k, exclude=batch["input_ids"])[1].tolist()
+    return lists
+
+
+def popularity_lists(item_user_counts: np.ndarray, dataset: NextItemDataset, k: int = 10, num_special: int = 4) -> list[list[int]]:
+    order = [int(i) for i in np.argsort(-item_user_counts, kind="stable") if i >= num_special]
+    lists = []
+    for i in range(len(dataset)):
+        history = set(dataset[i]["input_ids"].tolist())
+        lists.append([item for item in order if item not in history][:k])
+    return lists
+
+
+def item_user_counts(store, protocol: str, session_length: int, vocab_size: int) -> tuple[np.ndarray, int]:
+    """Number of training users who interacted with each token id, and the number of training users."""
+    train = NextItemDataset(store, "train", 10**9, protocol, session_length)
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for i in range(len(train)):
+        ex = train[i]
+        counts[np.unique(np.concatenate([ex["input_ids"][:1], ex["labels"]]))] += 1
+    return counts, len(train)
+
+
+def item_feature_vectors(items, vocab_size: int, text_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+    """Vectors for intra-list diversity: text embeddings where available, else genre/category multi-hot."""
+    if text_embeddings is not None:
+        return text_embeddings
+    column = "genres" if "genres" in items.column_names else "categories"
+    values = items[column]
+    names = sorted({g for row in values for g in (row or [])})
+    index = {g: j for j, g in enumerate(names)}
+    vectors = torch.zeros(vocab_size, max(len(names), 1))
+    for token, row in zip(items["id"], values):
+        for g in row or []:
+            vectors[token, index[g]] = 1.0
+    return vectors
+
+
+@torch.no_grad()
+def session_perplexity(model, dataset: NextItemDataset, batch_size: int = 128) -> dict:
+    """Teacher-forced NLL of the real target sessions: perplexity over item tokens, and the mean NLL of EOS apart."""
+    model.eval()
+    collator = SessionCollator(model.config.pad_token_id, model.config.eos_token_id)
+    item_nll, eos_nll = [], []
+    for examples in _batches(dataset, batch_size, "perplexity", progress=False):
+        batch = collator(examples)
+        out = model(**batch)
+        logp = torch.log_softmax(out.logits, -1)
+        labels = batch["labels"]
+        token_nll = -logp.gather(2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        is_eos = labels == model.config.eos_token_id
+        item_nll.append(token_nll[(labels != -100) & ~is_eos])
+        eos_nll.append(token_nll[is_eos])
+    items = torch.cat(item_nll)
+    return {"perplexity": float(math.exp(items.mean())), "item_nll": float(items.mean()), "eos_nll": float(torch.cat(eos_nll).mean())}
+
+
+def session_report(lists, dataset, counts, num_users, vectors, num_items, k, prefix="") -> dict:
+    targets = [dataset[i]["target_session"].tolist() for i in range(len(dataset))]
+    histories = [dataset[i]["input_ids"].tolist() for i in range(len(dataset))]
+    report = {**session_accuracy(lists, targets, k), **beyond_accuracy(lists, histories, vectors, counts, num_users, num_items)}
+    return {f"{prefix}{key}": value for key, value in report.items()}
