@@ -126,7 +126,7 @@ def process_log(log: InteractionLog, *, user_k: int = 0, item_k: int = 0, keep_d
     rows = np.arange(len(users), dtype=np.int64)
     order = np.lexsort((rows, timestamps, users))  # user, then time, then file order (stable ties)
     users, items, timestamps = users[order], items[order], timestamps[order]
-    counts = {"interactions_read": int(len(order))}
+    counts = {"interactions_read": int(len(order)), "distinct_users_read": len(log.user_index), "distinct_items_read": len(log.item_index)}
     if not keep_duplicates:
         key = users.astype(np.int64) * (int(items.max()) + 1) + items
         _, first = np.unique(key, return_index=True)  # index of the earliest event of each (user, item)
