@@ -34,12 +34,18 @@ class GeniusRecEncoderOutput(ModelOutput):
         history_ids (`(batch_size, history_length)`): the history's item token ids (the experts read their embeddings).
         history_mask (`(batch_size, history_length)`): 1 for real history items.
         user_embedding (`(batch_size, hidden_size)`): the HSTU state at the last history item (stage 1's next-item query).
+        history_text, history_image (`(batch_size, num_heads, history_length, head_dim)`): the experts' projected keys of the
+            history items, computed once per encoding (generation steps reuse them).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     history_ids: torch.LongTensor | None = None
     history_mask: torch.Tensor | None = None
     user_embedding: torch.FloatTensor | None = None
+    history_text: torch.FloatTensor | None = None
+    history_image: torch.FloatTensor | None = None
+    cross_keys: torch.FloatTensor | None = None
+    cross_values: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -70,11 +76,12 @@ def eager_attention_forward(q, k, v, mask, dropout: float = 0.0, training: bool 
 
 
 class GeniusRecAttention(nn.Module):
-    """Multi-head attention with an optional key/value cache (self- or cross-attention), as in BART."""
+    """Multi-head attention. Self-attention keeps its keys/values in the decoder cache; cross-attention reads keys/values
+    projected once per encoding ([`GeniusRecModel.encode`]), which beam search never needs to reorder."""
 
-    def __init__(self, config: GeniusRecConfig, layer_idx: int, is_cross_attention: bool = False):
+    def __init__(self, config: GeniusRecConfig, layer_idx: int):
         super().__init__()
-        self.config, self.layer_idx, self.is_cross_attention = config, layer_idx, is_cross_attention
+        self.config, self.layer_idx = config, layer_idx
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // self.num_heads
         self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
@@ -85,21 +92,20 @@ class GeniusRecAttention(nn.Module):
     def _heads(self, x):
         return x.view(*x.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
 
-    def forward(self, hidden_states, mask, key_value_states=None, cache=None):
+    def project_key_value(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(B, T, D)` -> keys, values `(B, H, T, d)`."""
+        return self._heads(self.k_proj(states)), self._heads(self.v_proj(states))
+
+    def forward(self, hidden_states, mask, key_value=None, cache=None):
+        """`hidden_states` `(B, Tq, D)`; `key_value` precomputed `(k, v)` for cross-attention, else self-attention
+        over `hidden_states` (appended to `cache`, a [`DynamicCache`], when given)."""
         q = self._heads(self.q_proj(hidden_states))
-        layer_cache, is_updated = cache, False
-        if isinstance(cache, EncoderDecoderCache):
-            is_updated = bool(cache.is_updated.get(self.layer_idx))
-            layer_cache = cache.cross_attention_cache if self.is_cross_attention else cache.self_attention_cache
-        if self.is_cross_attention and is_updated:
-            k, v = layer_cache.layers[self.layer_idx].keys, layer_cache.layers[self.layer_idx].values
+        if key_value is not None:
+            k, v = key_value
         else:
-            source = key_value_states if self.is_cross_attention else hidden_states
-            k, v = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
-            if layer_cache is not None:
-                k, v = layer_cache.update(k, v, self.layer_idx)
-                if self.is_cross_attention and isinstance(cache, EncoderDecoderCache):
-                    cache.is_updated[self.layer_idx] = True
+            k, v = self.project_key_value(hidden_states)
+            if cache is not None:
+                k, v = cache.update(k, v, self.layer_idx)
         out = eager_attention_forward(q, k, v, mask, self.config.attention_dropout_prob, self.training)
         return self.o_proj(out.transpose(1, 2).reshape(*hidden_states.shape[:2], -1))
 
@@ -113,15 +119,15 @@ class GeniusRecDecoderLayer(GradientCheckpointingLayer):
         self.self_attn_norm = nn.LayerNorm(config.hidden_size, eps=eps)
         self.self_attn = GeniusRecAttention(config, layer_idx)
         self.cross_attn_norm = nn.LayerNorm(config.hidden_size, eps=eps)
-        self.cross_attn = GeniusRecAttention(config, layer_idx, is_cross_attention=True)
+        self.cross_attn = GeniusRecAttention(config, layer_idx)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=eps)
         self.ffn = nn.Sequential(nn.Linear(config.hidden_size, config.intermediate_size), nn.GELU(),
                                  nn.Linear(config.intermediate_size, config.hidden_size))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states, self_mask, encoder_states, cross_mask, cache=None):
+    def forward(self, hidden_states, self_mask, cross_keys, cross_values, cross_mask, cache=None):
         h = hidden_states + self.dropout(self.self_attn(self.self_attn_norm(hidden_states), self_mask, cache=cache))
-        h = h + self.dropout(self.cross_attn(self.cross_attn_norm(h), cross_mask, key_value_states=encoder_states, cache=cache))
+        h = h + self.dropout(self.cross_attn(self.cross_attn_norm(h), cross_mask, key_value=(cross_keys, cross_values)))
         return h + self.dropout(self.ffn(self.ffn_norm(h)))
 
 
@@ -149,17 +155,26 @@ class EmbeddingExpert(nn.Module):
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = config.attention_dropout_prob
 
-    def forward(self, state, table, history_ids, history_mask, session_ids, query_offset):
-        """state `(B, Tq, D)` at session positions `query_offset .. query_offset + Tq - 1`; session_ids `(B, Ts)`
-        are the decoder inputs up to the last query. Returns `(B, Tq, D)`."""
+    def history_keys(self, table, history_ids):
+        """Projected history rows, split into heads once: `(B, N)` ids -> `(B, H, N, d)` contiguous."""
+        keys = self.projection(table[history_ids])
+        return keys.view(*keys.shape[:2], self.num_heads, self.head_dim).transpose(1, 2).contiguous()
+
+    def forward(self, state, table, history_keys, history_mask, session_ids, query_offset):
+        """state `(B, Tq, D)` at session positions `query_offset .. query_offset + Tq - 1`; `history_keys` `(B, H, N, d)`
+        from [`history_keys`]; session_ids `(B, Ts)` the decoder inputs up to the last query. Returns `(B, Tq, D)`."""
         batch, t_q, _ = state.shape
-        keys = self.projection(table[torch.cat([history_ids, session_ids], dim=1)])  # (B, N + Ts, D)
+        split = lambda x: x.view(batch, x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        q = split(self.q_proj(state)) * self.head_dim**-0.5  # (B, H, Tq, d)
+        k_hist, k_sess = history_keys, split(self.projection(table[session_ids]))  # keys double as values
         positions = torch.arange(t_q, device=state.device) + query_offset
         session_visible = torch.arange(session_ids.shape[1], device=state.device).unsqueeze(0) <= positions.unsqueeze(1)
-        mask = torch.cat([history_mask.bool().unsqueeze(1).expand(batch, t_q, -1),
-                          session_visible.unsqueeze(0).expand(batch, -1, -1)], dim=2)  # (B, Tq, N + Ts)
-        split = lambda x: x.view(batch, x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
-        out = eager_attention_forward(split(self.q_proj(state)), split(keys), split(keys), mask.unsqueeze(1), self.dropout, self.training)
+        s_hist = (q @ k_hist.transpose(-1, -2)).masked_fill(~history_mask.bool().view(batch, 1, 1, -1), float("-inf"))
+        s_sess = (q @ k_sess.transpose(-1, -2)).masked_fill(~session_visible.view(1, 1, t_q, -1), float("-inf"))
+        weights = torch.softmax(torch.cat([s_hist, s_sess], dim=-1), dim=-1)  # one softmax over history + session
+        weights = F.dropout(weights, self.dropout, self.training)
+        n = k_hist.shape[2]
+        out = weights[..., :n] @ k_hist + weights[..., n:] @ k_sess
         return self.o_proj(out.transpose(1, 2).reshape(batch, t_q, -1))
 
 
@@ -303,8 +318,13 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         mask = attention_mask.bool()
         last = mask.shape[1] - 1 - mask.flip(1).long().argmax(dim=1)
         user = states[torch.arange(states.shape[0], device=states.device), last]
-        return GeniusRecEncoderOutput(last_hidden_state=self.memory_projection(states), history_ids=input_ids,
-                                      history_mask=attention_mask.long(), user_embedding=user)
+        keys = {f"history_{kind}": self.experts[kind].history_keys(getattr(self, f"{kind}_embeddings"), input_ids)
+                for kind in ("text", "image") if kind in self.experts}
+        memory = self.memory_projection(states)
+        cross = [layer.cross_attn.project_key_value(memory) for layer in self.decoder_layers]
+        return GeniusRecEncoderOutput(last_hidden_state=memory, history_ids=input_ids, history_mask=attention_mask.long(),
+                                      user_embedding=user, cross_keys=torch.stack([k for k, _ in cross], dim=1),
+                                      cross_values=torch.stack([v for _, v in cross], dim=1), **keys)
 
     # -- decoder ---------------------------------------------------------------------------------------------------
     def forward(
@@ -340,10 +360,11 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         bad = (decoder_input_ids < 0) | (decoder_input_ids >= config.vocab_size)
         if bool(bad.any()):
             raise ValueError(f"decoder_input_ids contains ids outside [0, {config.vocab_size}): {decoder_input_ids[bad][:5].tolist()}")
-        memory, history_ids, history_mask = encoder_outputs.last_hidden_state, encoder_outputs.history_ids, encoder_outputs.history_mask
+        memory, history_mask = encoder_outputs.last_hidden_state, encoder_outputs.history_mask
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        past = cache.get_seq_length() if cache is not None else 0
+        self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+        past = self_cache.get_seq_length() if self_cache is not None else 0
         batch, length = decoder_input_ids.shape
         if past + length > config.max_session_length + 1:
             raise ValueError(f"session longer than max_session_length={config.max_session_length}")
@@ -355,8 +376,8 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         key_positions = torch.arange(past + length, device=hidden.device)
         self_mask = (key_positions.unsqueeze(0) <= positions.unsqueeze(1)).view(1, 1, length, past + length)
         cross_mask = history_mask.bool().view(batch, 1, 1, -1)
-        for layer in self.decoder_layers:
-            hidden = layer(hidden, self_mask, memory, cross_mask, cache)
+        for index, layer in enumerate(self.decoder_layers):
+            hidden = layer(hidden, self_mask, encoder_outputs.cross_keys[:, index], encoder_outputs.cross_values[:, index], cross_mask, self_cache)
         state = self.decoder_norm(hidden)
 
         gate_weights = torch.softmax(self.gate(state), dim=-1)  # (B, T, E)
@@ -365,7 +386,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             if name == "behaviour":
                 out = expert(state)
             else:
-                out = expert(state, getattr(self, f"{name}_embeddings"), history_ids, history_mask, session_ids, past)
+                out = expert(state, getattr(self, f"{name}_embeddings"), getattr(encoder_outputs, f"history_{name}"), history_mask, session_ids, past)
             mixed = mixed + gate_weights[..., index : index + 1] * out
         final = F.normalize(user.unsqueeze(1) + self.output_projection(self.output_norm(mixed)), dim=-1)
         return GeniusRecOutput(
@@ -415,6 +436,7 @@ class GeniusRecForSessionGeneration(GeniusRecPreTrainedModel, GenerationMixin):
     def __init__(self, config: GeniusRecConfig):
         super().__init__(config)
         self.model = GeniusRecModel(config)
+        self._frozen_item_matrix = None  # set during generate(): the weights do not change between steps
         self.post_init()
 
     def get_input_embeddings(self):
@@ -484,7 +506,8 @@ class GeniusRecForSessionGeneration(GeniusRecPreTrainedModel, GenerationMixin):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps,
                          decoder_input_ids=decoder_input_ids, encoder_outputs=encoder_outputs, session_ids=session_ids,
                          cache=cache, use_cache=use_cache)
-        out.logits = out.last_hidden_state @ self.model.item_output_matrix().T * self.config.logit_scale
+        matrix = self._frozen_item_matrix if self._frozen_item_matrix is not None else self.model.item_output_matrix()
+        out.logits = out.last_hidden_state @ matrix.T * self.config.logit_scale
         if labels is not None:
             ce = F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
             out.loss = ce + self.config.router_aux_loss_coef * out.aux_loss
@@ -532,7 +555,11 @@ class GeniusRecForSessionGeneration(GeniusRecPreTrainedModel, GenerationMixin):
         processors = LogitsProcessorList(logits_processor or [])
         processors.append(BanItemsLogitsProcessor(self.config, input_ids, ban_history, ban_repeats))
         kwargs.setdefault("max_new_tokens", self.config.max_session_length)
-        return super().generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors, **kwargs)
+        self._frozen_item_matrix = self.model.item_output_matrix()
+        try:
+            return super().generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors, **kwargs)
+        finally:
+            self._frozen_item_matrix = None
 
 
 def shift_right(labels: torch.LongTensor, start_token_id: int, pad_token_id: int) -> torch.LongTensor:

@@ -1,0 +1,73 @@
+"""Session generation speed: sessions per second with and without the key/value cache, in the same run.
+
+    python benchmarks/generation_speed.py --dataset data/ml-1m --batch-size 256 --num-beams 10 --session-length 10
+    python benchmarks/generation_speed.py --model runs/ml-1m-geniusrec --dataset data/ml-1m
+
+Histories are the first `--batch-size` test users of the leave-one-out split (length up to 200). Without `--model`,
+a paper-size GeniusRec (HSTU 2x50 encoder, 2 decoder layers, text expert of width `--text-dim`) with random
+weights is timed: speed does not depend on the weights. Writes a JSON line to `--output` when given.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig  # noqa: E402
+from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed  # noqa: E402
+from modeling_geniusrec.splits import SequenceStore  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="processed dataset folder (histories come from its test view)")
+    p.add_argument("--model", default=None, help="GeniusRec checkpoint (default: random paper-size model)")
+    p.add_argument("--batch-size", type=int, default=256, help="users per generate() call")
+    p.add_argument("--num-beams", type=int, default=10, help="beam width")
+    p.add_argument("--session-length", type=int, default=10, help="items per generated session")
+    p.add_argument("--text-dim", type=int, default=576, help="text expert width for the random model (0: no text expert)")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per mode (the best is kept)")
+    p.add_argument("--output", default=None, help="append the result as a JSON line to this file")
+    args = p.parse_args(argv)
+    sequences, _, tokenizer, _ = load_processed(args.dataset)
+    store = SequenceStore.from_dataset(sequences)
+    if args.model:
+        model = GeniusRecForSessionGeneration.from_pretrained(args.model)
+    else:
+        torch.manual_seed(0)
+        model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=len(tokenizer)), text_embedding_dim=args.text_dim))
+        if args.text_dim:
+            model.model.set_item_embeddings("text", torch.randn(len(tokenizer), args.text_dim))
+    model.eval()
+    data = NextItemDataset(store, "test", model.config.encoder_config.max_position_embeddings)
+    batch = NextItemCollator()([data[i] for i in range(args.batch_size)])
+    kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], timestamps=batch["timestamps"],
+                  num_beams=args.num_beams, max_new_tokens=args.session_length, min_new_tokens=args.session_length)
+    result = {"batch_size": args.batch_size, "num_beams": args.num_beams, "session_length": args.session_length,
+              "threads": torch.get_num_threads(), "model": args.model or f"random paper-size, text_dim={args.text_dim}"}
+    outputs = {}
+    for mode, use_cache in (("cached", True), ("uncached", False)):
+        best = float("inf")
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            with torch.no_grad():
+                outputs[mode] = model.generate(use_cache=use_cache, **kwargs)
+            best = min(best, time.perf_counter() - start)
+        result[f"{mode}_seconds"] = round(best, 2)
+        result[f"{mode}_sessions_per_second"] = round(args.batch_size / best, 1)
+    result["cache_speedup"] = round(result["uncached_seconds"] / result["cached_seconds"], 2)
+    result["identical_outputs"] = bool(torch.equal(outputs["cached"], outputs["uncached"]))
+    print(json.dumps(result))
+    if args.output:
+        with open(args.output, "a") as f:
+            f.write(json.dumps(result) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
