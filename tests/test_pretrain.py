@@ -40,6 +40,8 @@ def test_pretrain_beats_popularity_and_writes_results(dataset_dir, trained):
     assert set(on_disk["metrics"]["test"]) >= {"hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr"}
     assert on_disk["metrics"]["validation"]["ndcg@10"] > 0
     assert len(on_disk["eval_history"]) == round(on_disk["epochs"]) >= 1 and "machine" in on_disk and "date" in on_disk
+    pickles = [p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.pkl") for p in out.rglob(pattern)]
+    assert pickles == [] and (out / "training_args.json").exists() and (out / "model.safetensors").exists()
 
 
 def test_evaluate_reproduces_training_metrics(dataset_dir, trained):

@@ -36,6 +36,26 @@ def parse_with_config(parser, argv=None):
     return tuple(o for o in outputs if not isinstance(o, argparse.Namespace))  # drop the namespace holding --config
 
 
+def save_final_checkpoint(trainer, output_dir: str, keep_checkpoints: bool = False) -> None:
+    """Saves the (best) model and tokenizer with safetensors and JSON only: the Trainer's pickled
+    `training_args.bin` becomes `training_args.json`, and the resume checkpoints (optimizer and RNG pickles) are
+    removed unless `keep_checkpoints`."""
+    import glob
+    import shutil
+
+    trainer.save_model(output_dir)
+    if not trainer.is_world_process_zero():
+        return
+    pickled = os.path.join(output_dir, "training_args.bin")
+    if os.path.exists(pickled):
+        os.remove(pickled)
+    with open(os.path.join(output_dir, "training_args.json"), "w") as f:
+        f.write(trainer.args.to_json_string())
+    if not keep_checkpoints:
+        for folder in glob.glob(os.path.join(output_dir, "checkpoint-*")):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def machine_description() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"

@@ -26,7 +26,7 @@ from modeling_geniusrec.metrics import ranking_metrics, target_ranks
 from modeling_geniusrec.splits import SequenceStore
 
 from . import session_eval
-from .common import machine_description, parse_with_config, today, write_json_atomic
+from .common import machine_description, save_final_checkpoint, parse_with_config, today, write_json_atomic
 
 
 @dataclass
@@ -57,6 +57,7 @@ class DataArguments:
     num_beams: int = field(default=10, metadata={"help": "beams for session generation"})
     stage1_baseline: str = field(default=None, metadata={"help": "stage-1 checkpoint (same split) whose top-k list is the session baseline"})
     results_file: str = field(default=None, metadata={"help": "results JSON (default <output_dir>/results.json)"})
+    keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
 
 
 def build_model(model_args, data_args, vocab_size, max_length):
@@ -137,8 +138,7 @@ def main(argv=None):
     trainer.remove_callback(EarlyStoppingCallback)
     metrics = {"validation": trainer.evaluate(eval_set, metric_key_prefix="validation"), "test": trainer.evaluate(test_set, metric_key_prefix="test")}
     metrics = {split_name: {k[len(split_name) + 1 :]: v for k, v in m.items() if k.startswith(split_name + "_")} for split_name, m in metrics.items()}
-    trainer.save_model(training_args.output_dir)
-    tokenizer.save_pretrained(training_args.output_dir)
+    save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
     model = trainer.accelerator.unwrap_model(trainer.model)
     if data_args.protocol == "sessions" and trainer.is_world_process_zero():
         metrics["test"].update(evaluate_session_table(model, store, items, test_set, data_args, len(tokenizer)))

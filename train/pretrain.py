@@ -54,6 +54,7 @@ class DataArguments:
     early_stopping_patience: int = field(default=10, metadata={"help": "epochs without validation NDCG@10 gain before stopping"})
     results_file: str = field(default=None, metadata={"help": "results JSON (default: <output_dir>/results.json)"})
     show_recommendations: int = field(default=0, metadata={"help": "print top-10 titles for this many test users"})
+    keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
 
 
 def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size: int):
@@ -134,7 +135,7 @@ def main(argv=None):
     trainer.remove_callback(EarlyStoppingCallback)  # the final evaluations below are not model selection
     validation = {} if reference else trainer.evaluate(eval_set, metric_key_prefix="validation")
     test = trainer.evaluate(test_set, metric_key_prefix="test")
-    trainer.save_model(training_args.output_dir)
+    save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
     strip = lambda metrics, prefix: {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}  # noqa: E731
     results = {
         "metrics": {"validation": strip(validation, "validation"), "test": strip(test, "test")},

@@ -1,0 +1,63 @@
+"""Score the best checkpoint of a `train.pretrain` run that had to be stopped before its last epoch.
+
+    python benchmarks/finalize_run.py --run runs/ml-1m-hstu --dataset data/ml-1m --command "python -m train.pretrain ..." \\
+        --results benchmarks/results/ml-1m-hstu.json
+
+Reads the newest `checkpoint-*/trainer_state.json`, takes its best checkpoint (by validation NDCG@10), scores the
+validation and test views with `train.evaluate`, and writes a results file in the format of `train.pretrain`, with
+`"stopped_at_epoch"` telling how far training went. Long CPU runs are stopped this way when a session ends.
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+import modeling_geniusrec  # noqa: E402,F401
+from modeling_geniusrec.data import NextItemDataset, load_processed  # noqa: E402
+from modeling_geniusrec.splits import SequenceStore  # noqa: E402
+from train.common import machine_description, today, write_json_atomic  # noqa: E402
+from train.evaluate import evaluate_next_item  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="output_dir of the stopped run")
+    p.add_argument("--dataset", required=True, help="processed dataset folder")
+    p.add_argument("--protocol", default="leave-one-out", help="split protocol of the run")
+    p.add_argument("--command", required=True, help="the command that started the run (recorded)")
+    p.add_argument("--wall-time-s", type=float, default=None, help="training wall time until the stop")
+    p.add_argument("--results", required=True, help="results JSON to write")
+    args = p.parse_args(argv)
+    states = sorted(glob.glob(os.path.join(args.run, "checkpoint-*", "trainer_state.json")), key=os.path.getmtime)
+    if not states:
+        raise FileNotFoundError(f"no checkpoint-*/trainer_state.json under {args.run}")
+    with open(states[-1]) as f:
+        state = json.load(f)
+    best = state["best_model_checkpoint"]
+    best = best if os.path.isabs(best) or os.path.exists(best) else os.path.join(args.run, os.path.basename(best))
+    model = AutoModelForCausalLM.from_pretrained(best)
+    sequences, _, _, stats = load_processed(args.dataset)
+    store = SequenceStore.from_dataset(sequences)
+    length = model.config.max_position_embeddings
+    metrics = {split: evaluate_next_item(model, NextItemDataset(store, split, length, args.protocol)) for split in ("validation", "test")}
+    history = [h for h in state["log_history"] if "eval_ndcg@10" in h]
+    best_epoch = next((h["epoch"] for h in history if h["eval_ndcg@10"] == state["best_metric"]), None)
+    results = {
+        "metrics": metrics, "protocol": args.protocol, "model": model.config.model_type, "command": args.command,
+        "config": {"model_config": model.config.to_dict(), "checkpoint": best},
+        "dataset": {k: stats[k] for k in ("users", "items", "interactions")}, "seed": 42,
+        "epochs": state["epoch"], "stopped_at_epoch": state["epoch"], "best_epoch": best_epoch,
+        "wall_time_s": args.wall_time_s, "machine": machine_description(), "date": today(), "eval_history": history,
+    }
+    write_json_atomic(args.results, results)
+    print(json.dumps({split: {k: round(v, 4) for k, v in m.items()} for split, m in metrics.items()}))
+
+
+if __name__ == "__main__":
+    main()
