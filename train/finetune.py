@@ -26,7 +26,7 @@ from modeling_geniusrec.metrics import ranking_metrics, target_ranks
 from modeling_geniusrec.splits import SequenceStore
 
 from . import session_eval
-from .common import machine_description, save_final_checkpoint, parse_with_config, today, write_json_atomic
+from .common import machine_description, parse_with_config, save_final_checkpoint, today, write_json_atomic
 
 
 @dataclass

@@ -23,7 +23,7 @@ from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_proc
 from modeling_geniusrec.metrics import DEFAULT_KS, ranking_metrics, target_ranks
 from modeling_geniusrec.splits import SequenceStore
 
-from .common import MODELS, machine_description, parse_with_config, today, write_json_atomic
+from .common import MODELS, machine_description, parse_with_config, save_final_checkpoint, today, write_json_atomic
 
 
 @dataclass
