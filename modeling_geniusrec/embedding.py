@@ -1,0 +1,117 @@
+"""Item text and image embeddings through transformers.
+
+Text: any causal LM or encoder that `AutoModel.from_pretrained` loads (TinyLlama by default, GGUF files through
+`gguf_file=`), mean or last-token pooling under the attention mask, batches sorted by length, optional centering,
+whitening and L2 normalisation. Image: CLIP (`CLIPModel.get_image_features`) over local files or URLs; images
+that cannot be read get a zero row and `mask = 0`, and are counted, never fatal.
+"""
+
+import io
+import os
+import urllib.request
+
+import torch
+from tqdm.auto import tqdm
+
+DEFAULT_TEXT_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+DEFAULT_IMAGE_MODEL = "openai/clip-vit-base-patch32"
+
+
+def load_text_model(name_or_path: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """`(tokenizer, model)` through the Auto classes; a padding token is added (the EOS) where the tokenizer has none."""
+    from transformers import AutoModel, AutoTokenizer
+
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model = AutoModel.from_pretrained(name_or_path, dtype=dtype, **kwargs).to(device).eval()
+    return tokenizer, model
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """`(B, T, H)` states, `(B, T)` mask -> `(B, H)`: mean over real tokens, or the last real token (either padding side)."""
+    mask = mask.to(hidden.dtype)
+    if pooling == "mean":
+        return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    if pooling == "last":
+        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        last = torch.where(mask.bool(), positions, torch.full_like(positions, -1)).max(dim=1).values
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+
+
+@torch.no_grad()
+def embed_texts(texts: list[str], tokenizer, model, pooling: str = "mean", batch_size: int = 32, max_length: int = 128,
+                progress: bool = True) -> torch.Tensor:
+    """`(len(texts), hidden)` float32 embeddings; batches are sorted by length so that little padding is computed."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.zeros(len(texts), model.config.hidden_size)
+    device = next(model.parameters()).device
+    for lo in tqdm(range(0, len(order), batch_size), desc="embedding texts", disable=not progress):
+        index = order[lo : lo + batch_size]
+        enc = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+        hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        out[index] = pool(hidden.float(), enc["attention_mask"], pooling).cpu()
+    return out
+
+
+def postprocess(embeddings: torch.Tensor, center: bool = False, whiten: bool = False, normalize: bool = False, eps: float = 1e-5):
+    """Centering removes the mean (raw LLM states are very anisotropic); whitening maps the sample covariance to the
+    identity (ZCA); L2 normalisation last. Returns `(embeddings, stats dict)`."""
+    x = embeddings.double()
+    mean = x.mean(0, keepdim=True)
+    if center or whiten:
+        x = x - mean
+    if whiten:
+        cov = x.T @ x / max(x.shape[0] - 1, 1)
+        values, vectors = torch.linalg.eigh(cov)
+        x = x @ vectors @ torch.diag(1.0 / torch.sqrt(values.clamp(min=0) + eps)) @ vectors.T
+    if normalize:
+        x = torch.nn.functional.normalize(x, dim=-1)
+    return x.float(), {"centered": center or whiten, "whitened": whiten, "l2_normalized": normalize}
+
+
+def read_image(source: str, timeout: float = 10.0):
+    """A PIL image from a local path or an http(s) URL; raises on failure."""
+    from PIL import Image
+
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=timeout) as response:
+            data = response.read()
+        return Image.open(io.BytesIO(data)).convert("RGB")
+    if not os.path.exists(source):
+        raise FileNotFoundError(source)
+    return Image.open(source).convert("RGB")
+
+
+@torch.no_grad()
+def embed_images(sources: list[str | None], name_or_path: str = DEFAULT_IMAGE_MODEL, batch_size: int = 32, device: str = "cpu", progress=True):
+    """CLIP image embeddings: `(embeddings (N, dim), mask (N,) bool, failures dict)`; unreadable images get zero rows."""
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    processor = CLIPImageProcessor.from_pretrained(name_or_path)
+    model = CLIPModel.from_pretrained(name_or_path).to(device).eval()
+    dim = model.config.projection_dim
+    out, mask, failures = torch.zeros(len(sources), dim), torch.zeros(len(sources), dtype=torch.bool), {}
+    for lo in tqdm(range(0, len(sources), batch_size), desc="embedding images", disable=not progress):
+        images, index = [], []
+        for i in range(lo, min(lo + batch_size, len(sources))):
+            if not sources[i]:
+                failures[i] = "no image"
+                continue
+            try:
+                images.append(read_image(sources[i]))
+                index.append(i)
+            except Exception as err:  # broken file, missing file, unreachable URL: counted, not fatal
+                failures[i] = f"{err.__class__.__name__}: {err}"[:200]
+        if images:
+            pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(device)
+            features = model.get_image_features(pixel_values=pixels)
+            features = features.pooler_output if hasattr(features, "pooler_output") else features
+            out[index] = features.float().cpu()
+            mask[index] = True
+    return out, mask, failures
+
+
+__all__ = ["load_text_model", "pool", "embed_texts", "postprocess", "embed_images", "read_image", "DEFAULT_TEXT_MODEL", "DEFAULT_IMAGE_MODEL"]
