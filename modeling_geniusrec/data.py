@@ -132,11 +132,11 @@ class SessionCollator(NextItemCollator):
         return batch
 
 
-def load_item_embeddings(dataset_dir: str, kind: str = "text"):
-    """`embeddings/<kind>.safetensors` of a processed dataset: `(tensor (vocab_size, dim), metadata dict)`."""
+def load_item_embeddings(dataset_dir: str, file_name: str = "text.safetensors"):
+    """`embeddings/<file_name>` of a processed dataset: `(tensor (vocab_size, dim), metadata dict)`."""
     from safetensors import safe_open
 
-    path = os.path.join(dataset_dir, "embeddings", f"{kind}.safetensors")
+    path = os.path.join(dataset_dir, "embeddings", file_name)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: compute it with `python -m data_scripts.embed --dataset {dataset_dir}`")
     with safe_open(path, framework="pt") as f:

@@ -53,3 +53,15 @@ def test_freeze_encoder(stage1, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
     decoder_before = GeniusRecForSessionGeneration.from_encoder_pretrained(str(stage1 / "hstu"), num_hidden_layers=1)
     assert decoder_before is not None
+
+
+def test_finetune_picks_up_text_embeddings(stage1, tmp_path):
+    from data_scripts.embed import write_embeddings
+
+    vocab = HSTUForNextItemPrediction.from_pretrained(stage1 / "hstu").config.vocab_size
+    write_embeddings(str(stage1 / "data" / "embeddings" / "text-test.safetensors"), {"embeddings": torch.randn(vocab, 12)}, {"model": "random"})
+    finetune.main(["--dataset", str(stage1 / "data"), "--encoder_path", str(stage1 / "hstu"), "--output_dir", str(tmp_path),
+                   "--use_text_embeddings", "true", "--text_embeddings", "text-test.safetensors", "--num_train_epochs", "1", *DECODER])
+    model = GeniusRecForSessionGeneration.from_pretrained(tmp_path)
+    assert model.config.expert_names == ["behaviour", "text"] and model.config.text_embedding_source == "random"
+    assert model.model.text_embeddings.shape == (vocab, 12) and model.model.text_embeddings.abs().sum() > 0

@@ -38,7 +38,8 @@ class ModelArguments:
     num_attention_heads: int = field(default=2, metadata={"help": "decoder / expert heads (divides the encoder's hidden size)"})
     intermediate_size: int = field(default=200, metadata={"help": "decoder feed-forward size"})
     dropout: float = field(default=0.1, metadata={"help": "decoder dropout"})
-    use_text_embeddings: bool = field(default=False, metadata={"help": "build the text expert from <dataset>/embeddings/text.safetensors"})
+    use_text_embeddings: bool = field(default=False, metadata={"help": "build the text expert from <dataset>/embeddings/<text_embeddings>"})
+    text_embeddings: str = field(default="text.safetensors", metadata={"help": "file under <dataset>/embeddings/ (data_scripts.embed --output-name)"})
     use_image_embeddings: bool = field(default=False, metadata={"help": "build the image expert from <dataset>/embeddings/image.safetensors"})
     router_aux_loss_coef: float = field(default=0.01, metadata={"help": "weight of the gate's load-balancing loss"})
     logit_scale: float = field(default=20.0, metadata={"help": "inverse temperature of the cosine output head"})
@@ -63,8 +64,8 @@ class DataArguments:
 def build_model(model_args, data_args, vocab_size, max_length):
     if model_args.init_from:
         return GeniusRecForSessionGeneration.from_pretrained(model_args.init_from)
-    text = load_item_embeddings(data_args.dataset, "text") if model_args.use_text_embeddings else (None, {})
-    image = load_item_embeddings(data_args.dataset, "image") if model_args.use_image_embeddings else (None, {})
+    text = load_item_embeddings(data_args.dataset, model_args.text_embeddings) if model_args.use_text_embeddings else (None, {})
+    image = load_item_embeddings(data_args.dataset, "image.safetensors") if model_args.use_image_embeddings else (None, {})
     kwargs = dict(num_hidden_layers=model_args.num_hidden_layers, num_attention_heads=model_args.num_attention_heads,
                   intermediate_size=model_args.intermediate_size, hidden_dropout_prob=model_args.dropout,
                   max_session_length=max(data_args.target_length, data_args.session_length),
