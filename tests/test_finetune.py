@@ -43,6 +43,8 @@ def test_finetune_sessions_end_to_end(stage1):
     assert on_disk["protocol"] == "sessions" and on_disk["model"] == "geniusrec"
     model = GeniusRecForSessionGeneration.from_pretrained(out)
     assert model.config.is_encoder_decoder
+    assert (out / "plots" / "gate_weights.png").stat().st_size > 5000
+    assert f"{test['ndcg@10']:.4f}" in (out / "README.md").read_text()
 
 
 def test_freeze_encoder(stage1, tmp_path):

@@ -40,6 +40,10 @@ def test_pretrain_beats_popularity_and_writes_results(dataset_dir, trained):
     assert set(on_disk["metrics"]["test"]) >= {"hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr"}
     assert on_disk["metrics"]["validation"]["ndcg@10"] > 0
     assert len(on_disk["eval_history"]) == round(on_disk["epochs"]) >= 1 and "machine" in on_disk and "date" in on_disk
+    card = (out / "README.md").read_text()
+    assert f"{on_disk['metrics']['test']['ndcg@10']:.4f}" in card and "leave-one-out" in card
+    for plot in ("training_curves.png", "metrics_vs_k.png"):
+        assert (out / "plots" / plot).stat().st_size > 5000
     pickles = [p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.pkl") for p in out.rglob(pattern)]
     assert pickles == [] and (out / "training_args.json").exists() and (out / "model.safetensors").exists()
 

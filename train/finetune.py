@@ -26,6 +26,7 @@ from modeling_geniusrec.metrics import ranking_metrics, target_ranks
 from modeling_geniusrec.splits import SequenceStore
 
 from . import session_eval
+from .reporting import plot_gate_weights, write_reports
 from .common import machine_description, parse_with_config, save_final_checkpoint, today, write_json_atomic
 
 
@@ -153,8 +154,23 @@ def main(argv=None):
     }
     if trainer.is_world_process_zero():
         write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
+        if data_args.results_file:
+            write_json_atomic(os.path.join(training_args.output_dir, "results.json"), results)
+        write_reports(training_args.output_dir, results)
+        gates = mean_gate_weights(model, test_set, collator)
+        plot_gate_weights(gates, model.config.expert_names, os.path.join(training_args.output_dir, "plots", "gate_weights.png"))
         print({k: round(v, 4) for k, v in metrics["test"].items() if isinstance(v, float)})
     return results
+
+
+@torch.no_grad()
+def mean_gate_weights(model, dataset, collator, max_users: int = 512):
+    """Mean gate weight per expert at each session position over (up to `max_users`) evaluation users: `(T, E)`."""
+    model.eval()
+    batch = collator([dataset[i] for i in range(min(max_users, len(dataset)))])
+    gates = model(**{k: v.to(model.device) for k, v in batch.items()}).gate_weights  # (B, T, E)
+    valid = (batch["labels"] != -100).to(gates.device).unsqueeze(-1)
+    return ((gates * valid).sum(0) / valid.sum(0).clamp(min=1)).cpu().tolist()
 
 
 def evaluate_session_table(model, store, items, test_set, data_args, vocab_size) -> dict:

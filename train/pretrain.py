@@ -23,6 +23,7 @@ from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_proc
 from modeling_geniusrec.metrics import DEFAULT_KS, ranking_metrics, target_ranks
 from modeling_geniusrec.splits import SequenceStore
 
+from .reporting import write_reports
 from .common import MODELS, machine_description, parse_with_config, save_final_checkpoint, today, write_json_atomic
 
 
@@ -155,6 +156,9 @@ def main(argv=None):
     }
     if trainer.is_world_process_zero():
         write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
+        if data_args.results_file:
+            write_json_atomic(os.path.join(training_args.output_dir, "results.json"), results)
+        write_reports(training_args.output_dir, results)
         _print_table(results)
         if data_args.show_recommendations:
             from .recommend import print_next_item_recommendations

@@ -1,0 +1,112 @@
+"""Model cards and plots written next to every checkpoint (PNG, matplotlib's Agg backend: no screen needed)."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+KS = (10, 50, 200)
+
+
+def plot_training_curves(history: list[dict], path: str) -> str:
+    """Validation NDCG@10 / HR@10 per epoch (the Trainer's eval log)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    epochs = [h["epoch"] for h in history]
+    for key in ("eval_ndcg@10", "eval_hr@10"):
+        ax.plot(epochs, [h.get(key) for h in history], marker="o", ms=3, label=key.replace("eval_", ""))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation metric")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_metrics_vs_k(metrics: dict, path: str, title: str = "") -> str:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name in ("hr", "ndcg"):
+        values = [metrics.get(f"{name}@{k}") for k in KS]
+        ax.plot(KS, values, marker="o", label=name.upper())
+    ax.set_xscale("log")
+    ax.set_xticks(KS, [str(k) for k in KS])
+    ax.set_xlabel("K")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_gate_weights(weights, names: list[str], path: str) -> str:
+    """Mean gate weight of each expert at each session position: `weights` `(positions, experts)`."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    positions = list(range(1, len(weights) + 1))
+    bottom = [0.0] * len(weights)
+    for e, name in enumerate(names):
+        column = [float(row[e]) for row in weights]
+        ax.bar(positions, column, bottom=bottom, label=name)
+        bottom = [b + c for b, c in zip(bottom, column)]
+    ax.set_xlabel("session position")
+    ax.set_ylabel("mean gate weight")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    return _save(fig, path)
+
+
+def _save(fig, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _table(metrics: dict) -> str:
+    keys = [k for k in ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr", "session_recall@10",
+                        "session_ndcg@10", "ild", "novelty", "coverage") if k in metrics]
+    return "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n| " + " | ".join(f"{metrics[k]:.4f}" for k in keys) + " |"
+
+
+def write_model_card(output_dir: str, results: dict, dataset_stats: dict | None = None) -> str:
+    """README.md model card: data, config, metrics with their protocol, intended use and limits."""
+    protocol = results["protocol"]
+    label = "HSTU reference protocol (no validation split; test scored every epoch)" if protocol == "hstu-reference" else protocol
+    lines = [
+        "---", "library_name: transformers", "tags: [recommendation, sequential-recommendation, geniusrec]", "license: mit", "---", "",
+        f"# GeniusRec {results['model']} checkpoint", "",
+        f"Trained with `{results['command']}` on {results.get('machine', '?')} ({results.get('date', '?')}), seed {results.get('seed')}, "
+        f"{results.get('epochs')} epochs, {results.get('wall_time_s')} s.", "",
+        "## Data", "",
+        f"Processed dataset: {dataset_stats or results.get('dataset', {})}. Split protocol: **{label}**.", "",
+        "## Metrics", "",
+        "Full ranking over all items, the user's history filtered; one target per user.", "",
+    ]
+    for split in ("validation", "test"):
+        if results["metrics"].get(split):
+            lines += [f"**{split}**", "", _table(results["metrics"][split]), ""]
+    lines += [
+        "## Use", "",
+        "```python", "import modeling_geniusrec  # or trust_remote_code=True without the package",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        f"model = AutoModelForCausalLM.from_pretrained('{os.path.basename(os.path.abspath(output_dir))}')", "```", "",
+        "Intended use: research on sequential and generative recommendation; ranking or generating items of the catalog "
+        "this checkpoint was trained on (its tokenizer maps raw item ids to token ids).", "",
+        "## Limits", "",
+        "- Only items of the training catalog can be recommended; new items need retraining (or content embeddings).",
+        "- Numbers hold for this dataset and protocol only; popularity bias of the data is learned, not corrected.",
+        "- Trained on CPU for a bounded time unless stated otherwise: see the epochs above.", "",
+    ]
+    path = os.path.join(output_dir, "README.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+def write_reports(output_dir: str, results: dict) -> list[str]:
+    """Model card + plots of a finished run; returns the files written."""
+    written = [write_model_card(output_dir, results)]
+    if results.get("eval_history"):
+        written.append(plot_training_curves(results["eval_history"], os.path.join(output_dir, "plots", "training_curves.png")))
+    if results["metrics"].get("test"):
+        written.append(plot_metrics_vs_k(results["metrics"]["test"], os.path.join(output_dir, "plots", "metrics_vs_k.png"), "test"))
+    return written
