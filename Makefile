@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test quickstart data clean benchmark-data
+.PHONY: install test quickstart quickstart-hstu data clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,11 @@ data/ml-1m/stats.json: | install
 
 data: data/ml-1m/stats.json
 
-quickstart: install data
-	$(PY) -m train.pretrain --config train/configs/quickstart.json --dataset data/ml-1m --output_dir runs/quickstart --show_recommendations 3
+quickstart: install
+	$(PY) -m train.pipeline --work-dir runs/quickstart
+
+quickstart-hstu: install data
+	$(PY) -m train.pretrain --config train/configs/quickstart.json --dataset data/ml-1m --output_dir runs/quickstart-hstu --show_recommendations 3
 
 clean:
 	rm -rf $(VENV) .ci-venv runs .pytest_cache

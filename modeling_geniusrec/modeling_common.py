@@ -140,6 +140,9 @@ class SequentialRecPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # forward takes **kwargs but computes its own mean loss: without this, Trainer would scale the loss for
+    # num_items_in_batch (wrong under gradient accumulation and DDP)
+    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module):

@@ -196,6 +196,9 @@ class GeniusRecPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["GeniusRecDecoderLayer", "HSTULayer"]
+    # forward takes **kwargs but computes its own mean loss: without this, Trainer would scale the loss for
+    # num_items_in_batch (wrong under gradient accumulation and DDP)
+    accepts_loss_kwargs = False
     _supports_sdpa = True
 
     @torch.no_grad()

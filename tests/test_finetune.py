@@ -67,3 +67,14 @@ def test_finetune_picks_up_text_embeddings(stage1, tmp_path):
     model = GeniusRecForSessionGeneration.from_pretrained(tmp_path)
     assert model.config.expert_names == ["behaviour", "text"] and model.config.text_embedding_source == "random"
     assert model.model.text_embeddings.shape == (vocab, 12) and model.model.text_embeddings.abs().sum() > 0
+
+
+def test_pipeline_fast_mode_end_to_end(tmp_path, capsys):
+    from train import pipeline
+
+    write_learnable_ml(tmp_path / "raw", users=60, items=50)
+    results = pipeline.main(["--work-dir", str(tmp_path / "work"), "--raw-dir", str(tmp_path / "raw"), "--text-model", "none",
+                             "--fast", "--pretrain-epochs", "2", "--finetune-epochs", "1", "--session-length", "4", "--num-users", "2"])
+    assert set(results) == {"HSTU (stage 1)", "GeniusRec (decoder)"}
+    out = capsys.readouterr().out
+    assert "next session: Movie" in out and "ndcg@10" in out

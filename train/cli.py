@@ -2,7 +2,9 @@
 
     geniusrec prepare-movielens --variant ml-1m --out data/ml-1m
     geniusrec prepare-amazon --reviews Books.jsonl.gz --meta meta_Books.jsonl.gz --out data/books
+    geniusrec embed --dataset data/ml-1m --text-model smollm2
     geniusrec pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --output_dir runs/hstu
+    geniusrec finetune --dataset data/ml-1m --encoder_path runs/hstu --output_dir runs/geniusrec
     geniusrec evaluate --model runs/hstu --dataset data/ml-1m
     geniusrec recommend --model runs/hstu --dataset data/ml-1m --users 1 2 3
 
@@ -16,7 +18,10 @@ SUBCOMMANDS = {
     "prepare-movielens": ("data_scripts.movielens", "MovieLens to a processed dataset folder"),
     "prepare-amazon": ("data_scripts.amazon_reviews", "Amazon Reviews 2023 to a processed dataset folder"),
     "make-synthetic-amazon": ("data_scripts.make_synthetic_amazon", "write synthetic Amazon-format files for scale tests"),
+    "embed": ("data_scripts.embed", "item text (TinyLlama, SmolLM2, MiniLM) and image (CLIP) embeddings"),
     "pretrain": ("train.pretrain", "stage 1: train HSTU / SASRec next-item models"),
+    "finetune": ("train.finetune", "stage 2: fine-tune GeniusRec to generate sessions"),
+    "pipeline": ("train.pipeline", "the whole chain on MovieLens-1M in one command"),
     "evaluate": ("train.evaluate", "full-ranking metrics of a checkpoint or a baseline"),
     "recommend": ("train.recommend", "print recommendations for users"),
 }

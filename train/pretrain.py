@@ -123,7 +123,8 @@ def main(argv=None):
         training_args.save_strategy = "no"
 
     model = build_model(model_args, data_args, len(tokenizer))
-    callbacks = [] if reference else [EarlyStoppingCallback(data_args.early_stopping_patience)]
+    selecting = not reference and training_args.eval_strategy != "no"
+    callbacks = [EarlyStoppingCallback(data_args.early_stopping_patience)] if selecting else []
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
         data_collator=NextItemCollator(tokenizer.pad_token_id), processing_class=tokenizer,
@@ -153,6 +154,8 @@ def main(argv=None):
         "machine": machine_description(),
         "date": today(),
         "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
+        "train_loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+        "world_size": training_args.world_size,
     }
     if trainer.is_world_process_zero():
         write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
