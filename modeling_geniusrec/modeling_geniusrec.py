@@ -186,6 +186,8 @@ class ItemOutputEmbeddings(nn.Module):
         super().__init__()
         object.__setattr__(self, "_model", model)  # a reference, not a submodule: no duplicated parameters
 
+    bias = None  # TRL's fused head reads `lm_head.bias`
+
     @property
     def weight(self) -> torch.Tensor:
         return self._model.item_output_matrix()
@@ -356,8 +358,10 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             [`GeniusRecOutput`] with `last_hidden_state` `(batch_size, target_length, hidden_size)` unit-normalised.
         """
         config = self.config
+        if decoder_input_ids is None and encoder_outputs is None:
+            return self.packed_forward(input_ids, attention_mask)
         if decoder_input_ids is None:
-            raise ValueError("decoder_input_ids is required (or use GeniusRecForSessionGeneration's packed view)")
+            raise ValueError("decoder_input_ids is required with encoder_outputs")
         if encoder_outputs is None:
             encoder_outputs = self.encode(input_ids, attention_mask, timestamps, next_timestamps)
         bad = (decoder_input_ids < 0) | (decoder_input_ids >= config.vocab_size)
@@ -399,6 +403,40 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             cache=cache,
             encoder_last_hidden_state=memory,
         )
+
+
+    def packed_forward(self, input_ids, attention_mask=None) -> GeniusRecOutput:
+        """Causal-LM view of `[history..., SEP, session..., EOS, pad...]` rows: what TRL's DPOTrainer trains, through
+        `base_model(input_ids, attention_mask).last_hidden_state @ get_output_embeddings().weight.T * logit_scale`.
+
+        Each row is split at its first `[SEP]`: the left part is encoded (without timestamps), the right part decoded.
+        `last_hidden_state[:, p]` predicts token `p + 1` of the packed row, as in a causal LM; positions before `[SEP]`
+        get zero states. Returns [`GeniusRecOutput`] aligned to the packed row `(batch_size, row_length, ...)`.
+        """
+        sep = self.config.sep_token_id
+        if input_ids is None:
+            raise ValueError("input_ids is required")
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_token_id
+        is_sep = (input_ids == sep) & attention_mask.bool()
+        if not bool(is_sep.any(1).all()):
+            raise ValueError("packed rows need a [SEP] between history and session; pass decoder_input_ids or labels for the seq2seq view")
+        sep_at = is_sep.long().argmax(1)  # first SEP per row
+        batch, length = input_ids.shape
+        cols = torch.arange(length, device=input_ids.device).unsqueeze(0)
+        real = attention_mask.bool()
+        hist_mask = real & (cols < sep_at.unsqueeze(1))
+        dec_mask = real & (cols >= sep_at.unsqueeze(1))
+        hist_len, dec_len = int(hist_mask.sum(1).max()), int(dec_mask.sum(1).max())
+        if not bool(hist_mask.any(1).all()):
+            raise ValueError("a packed row has an empty history before [SEP]")
+        history = _left_align(input_ids, hist_mask, hist_len, self.config.pad_token_id)
+        decoder = _left_align(input_ids, dec_mask, dec_len, self.config.pad_token_id)
+        out = self(input_ids=history, attention_mask=history != self.config.pad_token_id, decoder_input_ids=decoder)
+        rank = (dec_mask.long().cumsum(1) - 1).clamp(min=0, max=dec_len - 1).unsqueeze(-1)  # packed position -> decoder position
+        hidden = out.last_hidden_state.gather(1, rank.expand(-1, -1, out.last_hidden_state.shape[-1])) * dec_mask.unsqueeze(-1)
+        gates = out.gate_weights.gather(1, rank.expand(-1, -1, out.gate_weights.shape[-1])) * dec_mask.unsqueeze(-1)
+        return GeniusRecOutput(last_hidden_state=hidden, gate_weights=gates, aux_loss=out.aux_loss, encoder_last_hidden_state=out.encoder_last_hidden_state)
 
 
 def load_balancing_loss(gate_weights: torch.Tensor) -> torch.Tensor:
@@ -517,38 +555,10 @@ class GeniusRecForSessionGeneration(GeniusRecPreTrainedModel, GenerationMixin):
         return out
 
     def packed_forward(self, input_ids, attention_mask=None) -> GeniusRecOutput:
-        """Causal-LM view of `[history..., SEP, session..., EOS, pad...]` rows (what TRL's DPOTrainer trains).
-
-        Each row is split at its first `[SEP]`: the left part is encoded (no timestamps), the right part decoded.
-        `logits[:, p]` predicts token `p + 1` of the packed row, as for a causal LM; positions before `[SEP]` get
-        zero states. Returns [`GeniusRecOutput`] with `last_hidden_state`/`logits` aligned to the packed row.
-        """
-        sep = self.config.sep_token_id
-        if attention_mask is None:
-            attention_mask = input_ids != self.config.pad_token_id
-        is_sep = (input_ids == sep) & attention_mask.bool()
-        if not bool(is_sep.any(1).all()):
-            raise ValueError("packed rows need a [SEP] between history and session; pass decoder_input_ids or labels for the seq2seq view")
-        sep_at = is_sep.long().argmax(1)  # first SEP per row
-        batch, length = input_ids.shape
-        cols = torch.arange(length, device=input_ids.device).unsqueeze(0)
-        real = attention_mask.bool()
-        hist_mask = real & (cols < sep_at.unsqueeze(1))
-        dec_mask = real & (cols >= sep_at.unsqueeze(1))
-        hist_len, dec_len = int(hist_mask.sum(1).max()), int(dec_mask.sum(1).max())
-        if hist_len == 0:
-            raise ValueError("a packed row has an empty history before [SEP]")
-        history = _left_align(input_ids, hist_mask, hist_len, self.config.pad_token_id)
-        decoder = _left_align(input_ids, dec_mask, dec_len, self.config.pad_token_id)
-        out = self.model(input_ids=history, attention_mask=history != self.config.pad_token_id, decoder_input_ids=decoder)
-        # scatter decoder states back to their packed positions
-        hidden = out.last_hidden_state.new_zeros(batch, length, out.last_hidden_state.shape[-1])
-        rank = (dec_mask.long().cumsum(1) - 1).clamp(min=0)
-        take = out.last_hidden_state.gather(1, rank.clamp(max=dec_len - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        hidden = torch.where(dec_mask.unsqueeze(-1), take, hidden)
-        gates = out.gate_weights.gather(1, rank.clamp(max=dec_len - 1).unsqueeze(-1).expand(-1, -1, out.gate_weights.shape[-1]))
-        logits = hidden @ self.model.item_output_matrix().T * self.config.logit_scale
-        return GeniusRecOutput(logits=logits, last_hidden_state=hidden, gate_weights=gates * dec_mask.unsqueeze(-1), aux_loss=out.aux_loss)
+        """Causal-LM view (see [`GeniusRecModel.packed_forward`]) with `logits` aligned to the packed row."""
+        out = self.model.packed_forward(input_ids, attention_mask)
+        out.logits = out.last_hidden_state @ self.model.item_output_matrix().T * self.config.logit_scale
+        return out
 
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, logits_processor=None, ban_history: bool = True, ban_repeats: bool = True, **kwargs):

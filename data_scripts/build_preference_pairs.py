@@ -1,0 +1,142 @@
+"""DPO preference pairs from a stage-2 GeniusRec checkpoint and the train view only.
+
+    python -m data_scripts.build_preference_pairs --model runs/ml-1m-geniusrec --dataset data/ml-1m --out data/ml-1m-pairs
+
+For each user (of the train view of `--protocol`), the history is the train sequence minus its last `k` items, and
+those `k` real items (still training data: never validation or test) are the reference session. `--num-candidates`
+sessions are generated (beam search, plus `--num-sampled` sampled ones), each scored by
+
+    reward = w_accuracy * recall@k(session, real next k items)
+           + w_novelty  * mean self-information of its items / log2(num_users)      (in [0, 1])
+           + w_diversity * intra-list diversity (mean pairwise cosine distance of item text embeddings or genres)
+           - w_popularity * mean share of training users who had each item
+
+and the best and worst candidates form a (chosen, rejected) pair when their rewards differ by `--margin` or more.
+Output: a `datasets` dataset with `prompt` ("<history tokens> [SEP]"), `chosen`/`rejected` (" <tokens> [EOS]"),
+the rewards and the user id: the string format TRL's DPOTrainer consumes with the item tokenizer.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from modeling_geniusrec import GeniusRecForSessionGeneration
+from modeling_geniusrec.data import NextItemCollator, load_processed
+from modeling_geniusrec.session_metrics import intra_list_diversity
+from modeling_geniusrec.splits import SequenceStore, split_users
+from train.session_eval import item_feature_vectors, item_user_counts
+
+
+def reward_terms(session, target, vectors, counts, num_users):
+    """The four reward terms of a session (see the module docstring)."""
+    k = len(target)
+    info = -np.log2(np.maximum(counts[session], 1) / num_users)
+    return {
+        "accuracy": len(set(session[:k]) & set(target)) / k,
+        "novelty": float(info.mean() / math.log2(num_users)),
+        "diversity": intra_list_diversity([session], vectors),
+        "popularity": float((counts[session] / num_users).mean()),
+    }
+
+
+def combine(terms, weights):
+    return (weights["accuracy"] * terms["accuracy"] + weights["novelty"] * terms["novelty"]
+            + weights["diversity"] * terms["diversity"] - weights["popularity"] * terms["popularity"])
+
+
+def token_string(tokenizer, ids) -> str:
+    return " ".join(tokenizer.convert_ids_to_tokens([int(i) for i in ids]))
+
+
+@torch.no_grad()
+def build_pairs(model, store, items, tokenizer, args) -> list[dict]:
+    k = args.session_length
+    counts, num_users = item_user_counts(store, args.protocol, args.holdout_length, len(tokenizer))
+    vectors = item_feature_vectors(items, len(tokenizer), getattr(model.model, "text_embeddings", None))
+    weights = {"accuracy": args.w_accuracy, "novelty": args.w_novelty, "diversity": args.w_diversity, "popularity": args.w_popularity}
+    users, bounds = split_users(store, "train", args.protocol, args.holdout_length)
+    keep = [(u, int(b[0])) for u, b in zip(users, bounds) if b[0] >= k + 2][: args.num_users]
+    max_len = min(args.max_length, model.config.encoder_config.max_position_embeddings)
+    collator, pairs = NextItemCollator(model.config.pad_token_id), []
+    model.eval()
+    for lo in tqdm(range(0, len(keep), args.batch_size), desc="preference pairs", disable=args.quiet):
+        examples, targets = [], []
+        for user, train_end in keep[lo : lo + args.batch_size]:
+            seq, ts = store.row(int(user))
+            cut = train_end - k  # the real next k items are the last k of the train view
+            start = max(0, cut - max_len)
+            examples.append({"input_ids": seq[start:cut], "timestamps": ts[start:cut], "target": seq[cut], "next_timestamp": ts[cut]})
+            targets.append(seq[cut:train_end].tolist())
+        batch = collator(examples)
+        gen = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=k, min_new_tokens=k)
+        beams = model.generate(**gen, num_beams=args.num_candidates, num_return_sequences=args.num_candidates)[:, 1 : k + 1]
+        candidates = beams.view(len(examples), args.num_candidates, k)
+        if args.num_sampled:
+            sampled = model.generate(**gen, do_sample=True, top_k=args.top_k, num_return_sequences=args.num_sampled)[:, 1 : k + 1]
+            candidates = torch.cat([candidates, sampled.view(len(examples), args.num_sampled, k)], dim=1)
+        for row, (example, target) in enumerate(zip(examples, targets)):
+            sessions = [c.tolist() for c in candidates[row]]
+            scored = [(combine(reward_terms(sess, target, vectors, counts, num_users), weights), sess) for sess in sessions]
+            best, worst = max(scored, key=lambda x: x[0]), min(scored, key=lambda x: x[0])
+            if best[0] - worst[0] < args.margin:
+                continue
+            user = keep[lo + row][0]
+            pairs.append({
+                "prompt": token_string(tokenizer, example["input_ids"]) + " [SEP]",
+                "chosen": " " + token_string(tokenizer, best[1]) + " [EOS]",
+                "rejected": " " + token_string(tokenizer, worst[1]) + " [EOS]",
+                "chosen_reward": best[0], "rejected_reward": worst[0], "user_id": store.user_ids[int(user)],
+            })
+    return pairs
+
+
+def main(argv=None):
+    import datasets
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="stage-2 GeniusRec checkpoint")
+    p.add_argument("--dataset", required=True, help="processed dataset folder")
+    p.add_argument("--out", required=True, help="output folder (a datasets dataset, written atomically)")
+    p.add_argument("--protocol", default="leave-one-out", help="whose train view the pairs come from (leave-one-out or sessions)")
+    p.add_argument("--holdout-length", type=int, default=10, help="k of the sessions protocol (its held-out sessions are never used)")
+    p.add_argument("--session-length", type=int, default=10, help="items per candidate session (and real items of the reference)")
+    p.add_argument("--num-users", type=int, default=1000, help="users to draw pairs for")
+    p.add_argument("--num-candidates", type=int, default=8, help="beam-search candidates per user")
+    p.add_argument("--num-sampled", type=int, default=0, help="extra sampled candidates per user")
+    p.add_argument("--top-k", type=int, default=50, help="top-k of the sampled candidates")
+    p.add_argument("--w-accuracy", type=float, default=1.0, help="reward weight of recall@k against the real next items")
+    p.add_argument("--w-novelty", type=float, default=1.0, help="reward weight of normalised novelty")
+    p.add_argument("--w-diversity", type=float, default=1.0, help="reward weight of intra-list diversity")
+    p.add_argument("--w-popularity", type=float, default=1.0, help="penalty weight of the items' popularity share")
+    p.add_argument("--margin", type=float, default=0.05, help="minimum reward gap between chosen and rejected")
+    p.add_argument("--max-length", type=int, default=50, help="history items in each prompt")
+    p.add_argument("--batch-size", type=int, default=64, help="users per generate() call")
+    p.add_argument("--seed", type=int, default=42, help="sampling seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    torch.manual_seed(args.seed)
+    model = GeniusRecForSessionGeneration.from_pretrained(args.model)
+    sequences, items, tokenizer, _ = load_processed(args.dataset)
+    store = SequenceStore.from_dataset(sequences)
+    pairs = build_pairs(model, store, items, tokenizer, args)
+    if not pairs:
+        raise ValueError("no pair passed the margin: lower --margin or add candidates")
+    tmp = args.out.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    datasets.Dataset.from_list(pairs).save_to_disk(tmp)
+    with open(os.path.join(tmp, "pairs_config.json"), "w") as f:
+        json.dump(vars(args), f, indent=2)
+    shutil.rmtree(args.out, ignore_errors=True)
+    os.replace(tmp, args.out)
+    print(f"wrote {len(pairs)} pairs to {args.out} (mean reward gap {np.mean([q['chosen_reward'] - q['rejected_reward'] for q in pairs]):.3f})")
+    return pairs
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Stage 3: preference pairs from the train view only, TRL's DPOTrainer with and without LoRA, merged model."""
+
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM
+
+from data_scripts import build_preference_pairs, movielens
+from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
+from modeling_geniusrec.data import load_processed
+from modeling_geniusrec.splits import SequenceStore
+from train import dpo
+
+from .fixtures import write_learnable_ml
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dpo")
+    write_learnable_ml(root / "raw", users=40, items=60)
+    movielens.main(["--raw-dir", str(root / "raw"), "--out", str(root / "data")])
+    _, _, tokenizer, _ = load_processed(str(root / "data"))
+    enc = HSTUConfig(vocab_size=len(tokenizer), hidden_size=16, qk_head_dim=8, v_head_dim=8, num_attention_heads=2,
+                     max_position_embeddings=20, hidden_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=enc, hidden_dropout_prob=0.0, max_session_length=10, intermediate_size=32))
+    with torch.no_grad():  # as after stage 2: the decoder branch is live
+        for module in model.modules():
+            if getattr(module, "zero_init", False):
+                module.weight.normal_(0, 0.3)
+    model.save_pretrained(root / "stage2")
+    tokenizer.save_pretrained(root / "stage2")
+    build_preference_pairs.main(["--model", str(root / "stage2"), "--dataset", str(root / "data"), "--out", str(root / "pairs"),
+                                 "--session-length", "4", "--num-candidates", "4", "--num-sampled", "2", "--margin", "0.0",
+                                 "--max-length", "10", "--quiet"])
+    return root
+
+
+def test_pairs_come_from_the_train_view_only(setup):
+    import datasets
+
+    pairs = datasets.load_from_disk(str(setup / "pairs"))
+    sequences, _, tokenizer, _ = load_processed(str(setup / "data"))
+    store = SequenceStore.from_dataset(sequences)
+    assert len(pairs) == 40
+    for pair in pairs:
+        assert pair["prompt"].endswith(" [SEP]") and pair["chosen"].endswith(" [EOS]") and pair["chosen_reward"] >= pair["rejected_reward"]
+        prompt = tokenizer(pair["prompt"])["input_ids"][:-1]
+        seq = store.row(store.user_ids.index(pair["user_id"]))[0].tolist()
+        end = next(e for e in range(len(prompt), len(seq) + 1) if seq[e - len(prompt) : e] == prompt)
+        # leave-one-out train view is seq[:-2]; the reward's reference items are its last 4: prompt ends 4 before it
+        assert end == len(seq) - 2 - 4
+        chosen = tokenizer(pair["chosen"])["input_ids"]
+        assert len(chosen) == 5 and chosen[-1] == tokenizer.eos_token_id and min(chosen[:-1]) >= 4
+
+
+def test_trl_fused_log_probs_equal_the_models_own(setup):
+    from trl.trainer.utils import add_fused_lm_head
+
+    model = GeniusRecForSessionGeneration.from_pretrained(setup / "stage2").eval()
+    row = torch.tensor([[5, 6, 7, 8, 1, 9, 10, 11, 2], [12, 13, 1, 14, 15, 16, 2, 0, 0]])
+    mask = row != 0
+    logits = model(input_ids=row, attention_mask=mask).logits
+    own = torch.log_softmax(logits[:, :-1], -1).gather(2, row[:, 1:].unsqueeze(-1)).squeeze(-1)
+    labels = row.masked_fill(~mask, -100)
+    add_fused_lm_head(model)
+    fused = model(input_ids=row, attention_mask=mask, labels=labels, fused_lm_head=True).log_probs
+    completion = torch.zeros_like(row[:, 1:], dtype=torch.bool)
+    completion[0, 4:], completion[1, 2:6] = True, True  # the tokens after [SEP]
+    torch.testing.assert_close(fused[completion], own[completion], atol=1e-5, rtol=1e-5)
+
+
+def test_dpo_with_lora(setup, tmp_path):
+    base = GeniusRecForSessionGeneration.from_pretrained(setup / "stage2")
+    trainer, summary = dpo.main(["--model", str(setup / "stage2"), "--pairs", str(setup / "pairs"), "--output_dir", str(tmp_path),
+                                 "--use_peft", "true", "--lora_r", "4", "--learning_rate", "0.01", "--max_steps", "8",
+                                 "--per_device_train_batch_size", "8", "--logging_steps", "1", "--disable_tqdm", "true"])
+    log = summary["train_log"]
+    assert log[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # dropout off, policy == reference: -log sigmoid(0)
+    assert log[-1]["rewards/margins"] > log[0]["rewards/margins"]
+    peft_model = trainer.model
+    lora = {n: p for n, p in peft_model.named_parameters() if "lora_B" in n}
+    assert lora and any(p.abs().sum() > 0 for p in lora.values())  # adapters trained (lora_B starts at zero)
+    original = dict(base.named_parameters())
+    frozen = {n.removeprefix("base_model.model.").replace(".base_layer", ""): p for n, p in peft_model.named_parameters() if "lora_" not in n}
+    assert set(frozen) == set(original)
+    for name, param in original.items():
+        assert torch.equal(frozen[name].detach(), param.detach()), name  # base weights untouched
+    merged = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "merged").eval()
+    peft_model.eval()
+    history = torch.tensor([[5, 6, 7, 8], [20, 21, 22, 23]])
+    with peft_model.disable_adapter():
+        reference = peft_model.get_base_model().generate(input_ids=history, num_beams=3, max_new_tokens=4)
+    with_adapter = peft_model.get_base_model().generate(input_ids=history, num_beams=3, max_new_tokens=4)
+    assert torch.equal(merged.generate(input_ids=history, num_beams=3, max_new_tokens=4), with_adapter)
+    assert reference.shape == with_adapter.shape
+
+
+def test_dpo_full_fine_tuning_changes_weights(setup, tmp_path):
+    before = GeniusRecForSessionGeneration.from_pretrained(setup / "stage2").state_dict()
+    dpo.main(["--model", str(setup / "stage2"), "--pairs", str(setup / "pairs"), "--output_dir", str(tmp_path),
+              "--learning_rate", "0.001", "--max_steps", "3", "--per_device_train_batch_size", "8", "--disable_tqdm", "true"])
+    after = GeniusRecForSessionGeneration.from_pretrained(tmp_path / "merged").state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)

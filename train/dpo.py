@@ -1,0 +1,86 @@
+"""Stage 3: align a GeniusRec checkpoint with TRL's DPOTrainer on preference pairs (toward novelty and diversity).
+
+    python -m train.dpo --model runs/ml-1m-geniusrec --pairs data/ml-1m-pairs --output_dir runs/ml-1m-geniusrec-dpo --use_peft
+    python -m train.dpo --model runs/ml-1m-geniusrec --pairs data/ml-1m-pairs --output_dir runs/dpo-full --beta 0.1
+    accelerate launch -m train.dpo --model runs/ml-1m-geniusrec --pairs data/ml-1m-pairs --output_dir runs/dpo --use_peft
+
+The stock `trl.DPOTrainer` trains GeniusRec's packed causal view (`[history, SEP, session, EOS]`) with the item
+tokenizer as `processing_class`. With `--use_peft` a LoRA adapter is trained and the reference model is the adapter
+disabled; otherwise the whole model is trained against a frozen copy. Saves the adapter (with PEFT) and a merged
+model under `<output_dir>/merged` that loads with `AutoModel.from_pretrained` and generates.
+"""
+
+import copy
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import datasets
+import torch
+from transformers import AutoTokenizer, HfArgumentParser
+from trl import DPOConfig, DPOTrainer
+
+from modeling_geniusrec import GeniusRecForSessionGeneration
+
+from .common import machine_description, parse_with_config, today, write_json_atomic
+
+
+@dataclass
+class DPOScriptArguments:
+    model: str = field(default=None, metadata={"help": "stage-2 GeniusRec checkpoint (with its tokenizer)"})
+    pairs: str = field(default=None, metadata={"help": "pairs dataset from data_scripts.build_preference_pairs"})
+    use_peft: bool = field(default=False, metadata={"help": "train a LoRA adapter; the reference is the adapter disabled"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    lora_target_modules: str = field(default="q_proj,k_proj,v_proj,o_proj,output_projection",
+                                     metadata={"help": "comma-separated module names the adapter wraps"})
+
+
+def main(argv=None):
+    parser = HfArgumentParser((DPOScriptArguments, DPOConfig))
+    parser.set_defaults(output_dir="runs/dpo", bf16=False, per_device_train_batch_size=32, learning_rate=5e-5, num_train_epochs=1,
+                        beta=0.1, report_to="none", logging_steps=10, save_strategy="no", gradient_checkpointing=False,
+                        use_cpu=not torch.cuda.is_available(), seed=42)
+    parser.add_argument("--config", default=None, help="JSON file of defaults; flags override it")
+    script_args, dpo_args = parse_with_config(parser, argv)
+    if not script_args.model or not script_args.pairs:
+        parser.error("--model and --pairs are required")
+    model = GeniusRecForSessionGeneration.from_pretrained(script_args.model)
+    tokenizer = AutoTokenizer.from_pretrained(script_args.model)
+    pairs = datasets.load_from_disk(script_args.pairs)
+    peft_config, ref_model = None, None
+    if script_args.use_peft:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=script_args.lora_r, lora_alpha=script_args.lora_alpha, lora_dropout=script_args.lora_dropout,
+                                 target_modules=script_args.lora_target_modules.split(","))
+    else:
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=dpo_args, train_dataset=pairs.select_columns(["prompt", "chosen", "rejected"]),
+                         processing_class=tokenizer, peft_config=peft_config)
+    start = time.time()
+    trainer.train()
+    wall = time.time() - start
+    trainer.save_model(dpo_args.output_dir)  # the adapter with PEFT, else the full model
+    merged_dir = os.path.join(dpo_args.output_dir, "merged")
+    merged = copy.deepcopy(trainer.model).merge_and_unload() if script_args.use_peft else trainer.model  # keep the adapter model intact
+    merged.save_pretrained(merged_dir)
+    tokenizer.save_pretrained(merged_dir)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    summary = {"command": "python -m train.dpo " + " ".join(sys.argv[1:] if argv is None else argv), "config": asdict(script_args),
+               "beta": dpo_args.beta, "loss_type": str(dpo_args.loss_type), "wall_time_s": round(wall, 1), "machine": machine_description(),
+               "date": today(), "train_log": history}
+    if trainer.is_world_process_zero():
+        write_json_atomic(os.path.join(dpo_args.output_dir, "dpo_summary.json"), summary)
+        pickled = os.path.join(dpo_args.output_dir, "training_args.bin")
+        if os.path.exists(pickled):
+            os.remove(pickled)
+    print(json.dumps({"merged": merged_dir, "steps": len(history), "last": history[-1] if history else None}, default=str)[:500])
+    return trainer, summary
+
+
+if __name__ == "__main__":
+    main()
