@@ -8,7 +8,7 @@ import torch
 
 from data_scripts import movielens
 from modeling_geniusrec import GeniusRecForSessionGeneration, HSTUForNextItemPrediction
-from train import finetune, pretrain
+from train import evaluate, finetune, pretrain
 
 from .fixtures import write_learnable_ml
 from .test_pretrain import TINY
@@ -41,6 +41,10 @@ def test_finetune_sessions_end_to_end(stage1):
     assert test["repetition_rate"] == 0.0  # bans: no history item, no repeat
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["protocol"] == "sessions" and on_disk["model"] == "geniusrec"
+    again = evaluate.main(["--model", str(out), "--dataset", str(stage1 / "data"), "--protocol", "sessions", "--session-length", "5",
+                           "--task", "all", "--num-beams", "4", "--batch-size", "33"])
+    for key in ("ndcg@10", "hr@50", "mrr", "session_recall@5", "session_ndcg@5", "novelty", "perplexity"):
+        assert again[key] == pytest.approx(test[key], abs=1e-5), key  # evaluate.py reproduces what training reported
     model = GeniusRecForSessionGeneration.from_pretrained(out)
     assert model.config.is_encoder_decoder
     assert (out / "plots" / "gate_weights.png").stat().st_size > 5000

@@ -32,9 +32,33 @@ def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, f
         batch = collator([dataset[i] for i in range(lo, min(lo + batch_size, len(dataset)))])
         batch = {k: v.to(device) for k, v in batch.items()}
         targets = batch.pop("labels").max(dim=1).values
-        users = model(**batch).user_embeddings
+        users = query_states(model, batch)
         ranks.append(target_ranks(model, users, targets, batch["input_ids"] if filter_history else None))
     return ranking_metrics(torch.cat(ranks), ks)
+
+
+def query_states(model, batch) -> torch.Tensor:
+    """The `(B, D)` states that rank the next item: the encoder's last state for stage-1 models, the decoder's first
+    step (after `[SEP]`) for GeniusRec, so that GeniusRec's numbers are its own and not the encoder's."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        start = torch.full((batch["input_ids"].shape[0], 1), model.config.decoder_start_token_id, device=batch["input_ids"].device)
+        return model(**batch, decoder_input_ids=start).last_hidden_state[:, 0]
+    return model(**batch).user_embeddings
+
+
+def session_metrics(model, store, items, dataset, k: int = 10, num_beams: int = 10, batch_size: int = 64) -> dict:
+    """Generated-session metrics of a GeniusRec model on a split view, with the popularity baseline beside them."""
+    from . import session_eval
+
+    vocab = model.config.vocab_size
+    counts, num_users = session_eval.item_user_counts(store, dataset.protocol, dataset.session_length, vocab)
+    vectors = session_eval.item_feature_vectors(items, vocab, getattr(model.model, "text_embeddings", None))
+    report = dict(k=k, counts=counts, num_users=num_users, vectors=vectors, num_items=vocab - model.config.num_special_tokens)
+    sessions = session_eval.generate_sessions(model, dataset, k, num_beams, batch_size)
+    out = session_eval.session_report(sessions, dataset, **report)
+    out.update(session_eval.session_perplexity(model, dataset))
+    out.update(session_eval.session_report(session_eval.popularity_lists(counts, dataset, k), dataset, **report, prefix="popularity_"))
+    return out
 
 
 def popularity_metrics(store: SequenceStore, dataset: NextItemDataset, vocab_size: int, num_special: int = 4,
@@ -61,7 +85,7 @@ def popularity_metrics(store: SequenceStore, dataset: NextItemDataset, vocab_siz
 
 
 def print_table(name: str, metrics: dict) -> None:
-    keys = [k for k in ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr") if k in metrics]
+    keys = [k for k in metrics if isinstance(metrics[k], float) and not k.startswith("popularity_")][:12]
     print(f"{'model':<24}" + "".join(f"{k:>10}" for k in keys))
     print(f"{name:<24}" + "".join(f"{metrics[k]:>10.4f}" for k in keys))
 
@@ -78,6 +102,10 @@ def main(argv=None):
     p.add_argument("--max-length", type=int, default=None, help="history length (default: the model's max_position_embeddings)")
     p.add_argument("--batch-size", type=int, default=256, help="users per forward pass")
     p.add_argument("--no-filter-history", action="store_true", help="do not remove the user's history from the ranking")
+    p.add_argument("--task", default="next-item", choices=["next-item", "sessions", "all"],
+                   help="next-item ranking, generated-session metrics (GeniusRec), or both")
+    p.add_argument("--num-beams", type=int, default=10, help="beams for session generation")
+    p.add_argument("--max-users", type=int, default=None, help="evaluate only the first N users of the view (quick looks)")
     p.add_argument("--output", default=None, help="write the metrics JSON here")
     args = p.parse_args(argv)
     if bool(args.model) == bool(args.baseline):
@@ -88,14 +116,23 @@ def main(argv=None):
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(args.model)
-        max_length = args.max_length or model.config.max_position_embeddings
+        encoder = getattr(model.config, "encoder_config", model.config)
+        max_length = args.max_length or encoder.max_position_embeddings
     else:
         max_length = args.max_length or 200
     dataset = NextItemDataset(store, args.split, max_length, args.protocol, args.session_length)
-    if args.model:
-        metrics = evaluate_next_item(model, dataset, args.batch_size, not args.no_filter_history)
-    else:
-        metrics = popularity_metrics(store, dataset, len(tokenizer), filter_history=not args.no_filter_history)
+    if args.max_users:
+        dataset.users, dataset.bounds = dataset.users[: args.max_users], dataset.bounds[: args.max_users]
+    metrics = {}
+    if args.task in ("next-item", "all"):
+        if args.model:
+            metrics.update(evaluate_next_item(model, dataset, args.batch_size, not args.no_filter_history))
+        else:
+            metrics.update(popularity_metrics(store, dataset, len(tokenizer), filter_history=not args.no_filter_history))
+    if args.task in ("sessions", "all"):
+        if not (args.model and getattr(model.config, "is_encoder_decoder", False)):
+            p.error("--task sessions needs a GeniusRec checkpoint")
+        metrics.update(session_metrics(model, store, items, dataset, args.session_length, args.num_beams))
     print_table(args.model or args.baseline, metrics)
     if args.output:
         write_json_atomic(args.output, {
