@@ -14,6 +14,7 @@ Measured on the synthetic generator (data_scripts.make_synthetic_amazon): see BE
 
 import argparse
 import gzip
+from array import array
 import os
 import time
 
@@ -60,6 +61,77 @@ def iter_lines(path: str, desc: str, progress: bool, block_size: int = 1 << 22):
     if rest:
         yield number + 1, rest
     bar.close()
+
+
+def iter_blocks(path: str, desc: str, progress: bool, block_size: int = 1 << 22):
+    """Yields `(first_line_number, [line bytes, ...])` per block of the file (lines never split across blocks)."""
+    bar = tqdm(desc=desc, unit=" rows", disable=not progress, mininterval=2)
+    number, rest = 1, b""
+    with open_lines(path) as f:
+        while True:
+            block = f.read(block_size)
+            if not block:
+                break
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            yield number, lines
+            number += len(lines)
+            bar.update(len(lines))
+    if rest:
+        yield number, [rest]
+    bar.close()
+
+
+def parse_block(job):
+    """Worker: parses one block; ids are interned locally, so only each block's distinct ids cross processes."""
+    first, lines, min_rating = job
+    users, items, local_users, local_items = {}, {}, array("i"), array("i")
+    times, bad, total = array("q"), [], 0
+    for offset, line in enumerate(lines):
+        if not line.strip():
+            continue
+        total += 1
+        try:
+            row = loads(line)
+            user, item, timestamp = row["user_id"], row["parent_asin"], int(row["timestamp"]) // 1000
+            if min_rating is not None and float(row["rating"]) < min_rating:
+                continue
+            if not isinstance(user, str) or not isinstance(item, str):
+                raise TypeError("user_id and parent_asin must be strings")
+        except (JSONError, KeyError, TypeError, ValueError) as err:
+            bad.append((first + offset, f"{err.__class__.__name__}: {line[:60]!r}"))
+            continue
+        u = users.get(user)
+        if u is None:
+            u = users[user] = len(users)
+        i = items.get(item)
+        if i is None:
+            i = items[item] = len(items)
+        local_users.append(u)
+        local_items.append(i)
+        times.append(timestamp)
+    return list(users), local_users, list(items), local_items, times, bad, total
+
+
+def read_reviews_parallel(path: str, log: InteractionLog, bad: MalformedRows, min_rating=None, progress=True, workers: int = 2) -> None:
+    """[`read_reviews`] with the JSON parsing in `workers` processes; the main process decompresses and merges,
+    in file order, so the result (ids, row order) is identical to the single-process reader."""
+    import multiprocessing
+
+    import numpy as np
+
+    jobs = ((first, lines, min_rating) for first, lines in iter_blocks(path, "reviews", progress))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for user_keys, users, item_keys, items, times, block_bad, total in pool.imap(parse_block, jobs, chunksize=1):
+            bad.total += total
+            for number, reason in block_bad:
+                bad.add(number, reason)
+            to_global_user = np.fromiter((log.user_index.setdefault(k, len(log.user_index)) for k in user_keys), np.int32, len(user_keys))
+            to_global_item = np.fromiter((log.item_index.setdefault(k, len(log.item_index)) for k in item_keys), np.int32, len(item_keys))
+            if len(users):
+                log.users.frombytes(to_global_user[np.frombuffer(users, np.int32)].tobytes())
+                log.items.frombytes(to_global_item[np.frombuffer(items, np.int32)].tobytes())
+                log.timestamps.extend(times)
 
 
 def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=None, progress=True) -> None:
@@ -145,7 +217,10 @@ def build(args) -> dict:
     start = time.time()
     log = InteractionLog()
     bad_reviews = MalformedRows(args.reviews, args.max_malformed_fraction)
-    read_reviews(args.reviews, log, bad_reviews, args.min_rating, progress=not args.quiet)
+    if args.workers > 1:
+        read_reviews_parallel(args.reviews, log, bad_reviews, args.min_rating, not args.quiet, args.workers)
+    else:
+        read_reviews(args.reviews, log, bad_reviews, args.min_rating, progress=not args.quiet)
     bad_reviews.check()
     read_seconds = time.time() - start
     processed = process_log(log, user_k=args.user_k, item_k=args.item_k, keep_duplicates=args.keep_duplicates)
@@ -193,6 +268,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-text-chars", type=int, default=1000, help="cut item texts to this many characters (default 1000)")
     p.add_argument("--max-malformed-fraction", type=float, default=0.01,
                    help="fail when more than this fraction of lines is malformed; below it they are skipped and counted (default 0.01)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="processes that parse the reviews (default: up to 2; 1 parses in the main process)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 

@@ -174,3 +174,14 @@ def test_sequence_store_reads_the_arrow_columns(tmp_path):
     assert len(store) == 3 and store.lengths().tolist() == [4, 2, 4]
     items, times = store.row(0)
     assert items.tolist() == sequences[0]["item_ids"] and times.tolist() == [50, 100, 100, 200]
+
+
+def test_parallel_reader_equals_single_process(tmp_path):
+    rows = [(f"u{(7 * k) % 23}", f"i{(5 * k) % 17}", 4.0, 1_600_000_000_000 + 1000 * (k % 50)) for k in range(3000)]
+    write_amazon(tmp_path / "raw", rows, meta_items=[], broken_lines=["{oops", '{"user_id": 5, "parent_asin": "x", "timestamp": 1}'])
+    outs = []
+    for workers in ("1", "2"):
+        stats = amazon_reviews.main(["--reviews", str(tmp_path / "raw" / "Books.jsonl.gz"), "--out", str(tmp_path / workers), "--quiet",
+                                     "--workers", workers, "--user-k", "2", "--item-k", "2", "--max-malformed-fraction", "0.01"])
+        outs.append((read_back(tmp_path / workers)[0], stats["malformed_rows"], stats["first_malformed_lines"]))
+    assert outs[0] == outs[1] and outs[0][1] == 2 and outs[0][2] == [3001, 3002]
