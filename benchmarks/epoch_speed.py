@@ -1,0 +1,61 @@
+"""Seconds per training epoch of HSTU on MovieLens-1M for each loss, from timed optimizer steps.
+
+    python benchmarks/epoch_speed.py --dataset data/ml-1m --steps 5
+
+Times `--steps` full training steps (forward, backward, Adam) on real batches of the leave-one-out train view
+(paper size: 2 blocks, 1 head, 50 dims, length 200, batch 128) after one warm-up step, and scales to the number of
+batches in an epoch. Evaluation time is not included.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction  # noqa: E402
+from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed  # noqa: E402
+from modeling_geniusrec.splits import SequenceStore  # noqa: E402
+
+LOSSES = [("sampled_softmax", "position", 128), ("sampled_softmax", "batch", 128), ("sampled_softmax", "batch", 512), ("full_softmax", "position", 0)]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="processed dataset folder")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per loss")
+    p.add_argument("--batch-size", type=int, default=128, help="users per step")
+    p.add_argument("--output", default=None, help="append JSON lines here")
+    args = p.parse_args(argv)
+    sequences, _, tokenizer, _ = load_processed(args.dataset)
+    store = SequenceStore.from_dataset(sequences)
+    data = NextItemDataset(store, "train", 200)
+    collator = NextItemCollator()
+    batches = [collator([data[i] for i in range(lo, lo + args.batch_size)]) for lo in range(0, (args.steps + 1) * args.batch_size, args.batch_size)]
+    steps_per_epoch = math.ceil(len(data) / args.batch_size)
+    for loss, sharing, negatives in LOSSES:
+        torch.manual_seed(0)
+        model = HSTUForNextItemPrediction(HSTUConfig(vocab_size=len(tokenizer), loss_type=loss, negatives_sharing=sharing, num_negatives=negatives or 128))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for step, batch in enumerate(batches):
+            if step == 1:
+                start = time.perf_counter()
+            model(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        per_step = (time.perf_counter() - start) / args.steps
+        result = {"loss": loss, "negatives": f"{negatives} per {sharing}" if negatives else "all items", "seconds_per_step": round(per_step, 3),
+                  "seconds_per_epoch": round(per_step * steps_per_epoch, 1), "threads": torch.get_num_threads(), "steps_per_epoch": steps_per_epoch}
+        print(json.dumps(result), flush=True)
+        if args.output:
+            with open(args.output, "a") as f:
+                f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
