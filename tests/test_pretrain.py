@@ -81,3 +81,19 @@ def test_frozen_configs_parse(tmp_path):
         parser.add_argument("--config")
         model_args, data_args, training_args = parse_with_config(parser, ["--config", path, "--output_dir", str(tmp_path)])
         assert model_args.hidden_size > 0 and data_args.max_length > 0, path
+
+
+def test_cold_item_restriction(dataset_dir, trained):
+    from train.session_eval import item_user_counts
+
+    out, _ = trained
+    store = SequenceStore.from_dataset(load_processed(str(dataset_dir))[0])
+    counts, _ = item_user_counts(store, "leave-one-out", 10, 124)
+    threshold = int(sorted(counts[4:])[len(counts[4:]) // 2])
+    full = evaluate.main(["--model", str(out), "--dataset", str(dataset_dir)])
+    cold = evaluate.main(["--model", str(out), "--dataset", str(dataset_dir), "--cold-items", str(threshold), "--output", str(out / "cold.json")])
+    written = json.loads((out / "cold.json").read_text())
+    test = NextItemDataset(store, "test", 50)
+    expected = sum(counts[int(test[i]["target"])] <= threshold for i in range(len(test)))
+    assert 0 < written["users"] == expected < len(test) and written["cold_items"] == threshold
+    assert set(cold) == set(full)

@@ -9,6 +9,7 @@ Uses the same split module, collator and metrics as training, so it reproduces w
 
 import argparse
 import json
+import sys
 
 import numpy as np
 import torch
@@ -84,6 +85,17 @@ def popularity_metrics(store: SequenceStore, dataset: NextItemDataset, vocab_siz
     return ranking_metrics(ranks, ks)
 
 
+def restrict_to_cold_targets(store, dataset, vocab_size: int, max_count: int) -> None:
+    """Keeps the users of `dataset` whose (first) target item has at most `max_count` training interactions."""
+    from .session_eval import item_user_counts
+
+    counts, _ = item_user_counts(store, dataset.protocol, dataset.session_length, vocab_size)
+    keep = [i for i in range(len(dataset)) if counts[int(dataset[i]["target"])] <= max_count]
+    if not keep:
+        raise ValueError(f"no user of the {dataset.split} view has a target with <= {max_count} training interactions")
+    dataset.users, dataset.bounds = dataset.users[keep], dataset.bounds[keep]
+
+
 def print_table(name: str, metrics: dict) -> None:
     keys = [k for k in metrics if isinstance(metrics[k], float) and not k.startswith("popularity_")][:12]
     print(f"{'model':<24}" + "".join(f"{k:>10}" for k in keys))
@@ -106,6 +118,8 @@ def main(argv=None):
                    help="next-item ranking, generated-session metrics (GeniusRec), or both")
     p.add_argument("--num-beams", type=int, default=10, help="beams for session generation")
     p.add_argument("--max-users", type=int, default=None, help="evaluate only the first N users of the view (quick looks)")
+    p.add_argument("--cold-items", type=int, default=None,
+                   help="keep only users whose target item has at most this many training interactions (cold-item table)")
     p.add_argument("--output", default=None, help="write the metrics JSON here")
     args = p.parse_args(argv)
     if bool(args.model) == bool(args.baseline):
@@ -121,6 +135,8 @@ def main(argv=None):
     else:
         max_length = args.max_length or 200
     dataset = NextItemDataset(store, args.split, max_length, args.protocol, args.session_length)
+    if args.cold_items is not None:
+        restrict_to_cold_targets(store, dataset, len(tokenizer), args.cold_items)
     if args.max_users:
         dataset.users, dataset.bounds = dataset.users[: args.max_users], dataset.bounds[: args.max_users]
     metrics = {}
@@ -137,7 +153,8 @@ def main(argv=None):
     if args.output:
         write_json_atomic(args.output, {
             "metrics": {args.split: metrics}, "protocol": args.protocol, "model": args.model or args.baseline,
-            "dataset": args.dataset, "users": len(dataset), "machine": machine_description(), "date": today(),
+            "dataset": args.dataset, "users": len(dataset), "cold_items": args.cold_items, "machine": machine_description(), "date": today(),
+            "command": "python -m train.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
         })
     return metrics
 
