@@ -13,13 +13,14 @@ $PY -m train.pretrain --config train/configs/ml-1m-hstu-large.json --dataset dat
 # stage 1 on the sessions split (the session table's HSTU baseline and GeniusRec's encoder there)
 $PY -m train.pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --protocol sessions --num_train_epochs 40 --output_dir runs/ml-1m-hstu-sessions --results_file benchmarks/results/ml-1m-hstu-sessions.json
 # stage 2, next-item table (leave-one-out), with and without text embeddings
-GR="--config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --encoder_path runs/ml-1m-hstu"
+# (the ML-1M run of 2026-11-28 was stopped at epoch 35; its best checkpoint was copied to runs/ml-1m-hstu-best)
+GR="--config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --encoder_path runs/ml-1m-hstu-best"
 $PY -m train.finetune $GR --output_dir runs/ml-1m-geniusrec-no-text --results_file benchmarks/results/ml-1m-geniusrec-no-text.json
 $PY -m train.finetune $GR --use_text_embeddings true --text_embeddings text-minilm.safetensors --output_dir runs/ml-1m-geniusrec-text-minilm --results_file benchmarks/results/ml-1m-geniusrec-text-minilm.json
 $PY -m train.finetune $GR --use_text_embeddings true --text_embeddings text-smollm2.safetensors --output_dir runs/ml-1m-geniusrec-text-smollm2 --results_file benchmarks/results/ml-1m-geniusrec-text-smollm2.json
 # stage 2, session table (leave-k-out, k=10): GeniusRec vs the stage-1 top-10 list and popularity
-$PY -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --protocol sessions --encoder_path runs/ml-1m-hstu-sessions \
-    --stage1_baseline runs/ml-1m-hstu-sessions --use_text_embeddings true --text_embeddings text-minilm.safetensors \
+$PY -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --protocol sessions --encoder_path runs/ml-1m-hstu-sessions-best \
+    --stage1_baseline runs/ml-1m-hstu-sessions-best --use_text_embeddings true --text_embeddings text-minilm.safetensors \
     --output_dir runs/ml-1m-geniusrec-sessions --results_file benchmarks/results/ml-1m-geniusrec.json
 # stage 3: DPO toward novelty and diversity
 $PY -m data_scripts.build_preference_pairs --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --out data/ml-1m-pairs --num-users 2000

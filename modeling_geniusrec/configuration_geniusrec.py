@@ -32,6 +32,9 @@ class GeniusRecConfig(PretrainedConfig):
         content_output (`bool`, *optional*, defaults to `True`):
             Item output vectors add the projected text/image embeddings to the ID embedding, so that items with few
             interactions still get meaningful scores.
+        next_item_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the first session position (the next item) in the session loss, relative to the later ones
+            (1.0: a plain mean over session tokens).
         router_aux_loss_coef (`float`, *optional*, defaults to 0.01):
             Weight of the load-balancing loss of the expert gate.
         logit_scale (`float`, *optional*, defaults to 20.0):
@@ -63,6 +66,7 @@ class GeniusRecConfig(PretrainedConfig):
         text_embedding_dim: int = 0,
         image_embedding_dim: int = 0,
         content_output: bool = True,
+        next_item_loss_weight: float = 1.0,
         router_aux_loss_coef: float = 0.01,
         logit_scale: float = 20.0,
         layer_norm_eps: float = 1e-6,
@@ -87,6 +91,7 @@ class GeniusRecConfig(PretrainedConfig):
         self.text_embedding_dim = text_embedding_dim
         self.image_embedding_dim = image_embedding_dim
         self.content_output = content_output
+        self.next_item_loss_weight = next_item_loss_weight
         self.router_aux_loss_coef = router_aux_loss_coef
         self.logit_scale = logit_scale
         self.layer_norm_eps = layer_norm_eps

@@ -272,8 +272,8 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             if dim:
                 self.register_buffer(f"{kind}_embeddings", torch.zeros(config.vocab_size, dim))
                 self.experts[kind] = EmbeddingExpert(config, dim)
-                if config.content_output:
-                    self.content_output[kind] = zero_linear(dim, d, bias=False)
+                if config.content_output:  # LayerNorm first: raw LM states have very different scales
+                    self.content_output[kind] = nn.Sequential(nn.LayerNorm(dim, eps=config.layer_norm_eps), zero_linear(dim, d, bias=False))
         self.gate = nn.Linear(d, len(self.experts))
         self.output_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.output_projection = zero_linear(d, d)
@@ -550,7 +550,10 @@ class GeniusRecForSessionGeneration(GeniusRecPreTrainedModel, GenerationMixin):
         matrix = self._frozen_item_matrix if self._frozen_item_matrix is not None else self.model.item_output_matrix()
         out.logits = out.last_hidden_state @ matrix.T * self.config.logit_scale
         if labels is not None:
-            ce = F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+            token_ce = F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none").view(labels.shape)
+            weights = (labels != -100).float()
+            weights[:, 0] *= self.config.next_item_loss_weight
+            ce = (token_ce * weights).sum() / weights.sum().clamp(min=1e-9)
             out.loss = ce + self.config.router_aux_loss_coef * out.aux_loss
         return out
 

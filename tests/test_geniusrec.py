@@ -202,3 +202,15 @@ def test_bad_input_is_a_clear_error():
         tiny(image=0).model.set_item_embeddings("image", torch.zeros(VOCAB, 6))
     with pytest.raises(ValueError, match=r"need a \[SEP\]"):
         model(input_ids=hist)
+
+
+def test_next_item_loss_weight():
+    model = tiny()
+    hist, ts, labels = batch()
+    out = model(input_ids=hist, timestamps=ts, labels=labels)
+    plain = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten())
+    torch.testing.assert_close(out.loss, plain + model.config.router_aux_loss_coef * out.aux_loss)
+    model.config.next_item_loss_weight = 4.0
+    token = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+    expected = (4 * token[:, 0].sum() + token[:, 1:].sum()) / (4 * 3 + 5 * 3)
+    torch.testing.assert_close(model(input_ids=hist, timestamps=ts, labels=labels).loss, expected + model.config.router_aux_loss_coef * out.aux_loss)

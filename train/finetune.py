@@ -43,6 +43,7 @@ class ModelArguments:
     text_embeddings: str = field(default="text.safetensors", metadata={"help": "file under <dataset>/embeddings/ (data_scripts.embed --output-name)"})
     use_image_embeddings: bool = field(default=False, metadata={"help": "build the image expert from <dataset>/embeddings/image.safetensors"})
     router_aux_loss_coef: float = field(default=0.01, metadata={"help": "weight of the gate's load-balancing loss"})
+    next_item_loss_weight: float = field(default=1.0, metadata={"help": "weight of the first session position (the next item) in the loss"})
     logit_scale: float = field(default=20.0, metadata={"help": "inverse temperature of the cosine output head"})
 
 
@@ -72,7 +73,8 @@ def build_model(model_args, data_args, vocab_size, max_length):
                   max_session_length=max(data_args.target_length, data_args.session_length),
                   text_embedding_dim=0 if text[0] is None else text[0].shape[1],
                   image_embedding_dim=0 if image[0] is None else image[0].shape[1],
-                  router_aux_loss_coef=model_args.router_aux_loss_coef, logit_scale=model_args.logit_scale)
+                  router_aux_loss_coef=model_args.router_aux_loss_coef, logit_scale=model_args.logit_scale,
+                  next_item_loss_weight=model_args.next_item_loss_weight)
     if model_args.encoder_path:
         model = GeniusRecForSessionGeneration.from_encoder_pretrained(model_args.encoder_path, **kwargs)
     else:
@@ -109,7 +111,7 @@ def main(argv=None):
         learning_rate=1e-3, weight_decay=0.0, lr_scheduler_type="constant", eval_strategy="epoch", save_strategy="epoch",
         logging_strategy="epoch", save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="ndcg@10",
         greater_is_better=True, report_to="none", remove_unused_columns=False, include_for_metrics=["inputs"],
-        dataloader_pin_memory=torch.cuda.is_available(), seed=42,
+        dataloader_pin_memory=torch.cuda.is_available(), seed=42, eval_on_start=True,
     )
     parser.add_argument("--config", default=None, help="JSON file of defaults (train/configs/*.json); flags override it")
     model_args, data_args, training_args = parse_with_config(parser, argv)
