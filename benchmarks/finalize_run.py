@@ -33,6 +33,7 @@ def main(argv=None):
     p.add_argument("--command", required=True, help="the command that started the run (recorded)")
     p.add_argument("--wall-time-s", type=float, default=None, help="training wall time until the stop")
     p.add_argument("--results", required=True, help="results JSON to write")
+    p.add_argument("--card-dir", default=None, help="also write a model card and plots into this checkpoint folder")
     args = p.parse_args(argv)
     states = sorted(glob.glob(os.path.join(args.run, "checkpoint-*", "trainer_state.json")), key=os.path.getmtime)
     if not states:
@@ -56,6 +57,10 @@ def main(argv=None):
         "wall_time_s": args.wall_time_s, "machine": machine_description(), "date": today(), "eval_history": history,
     }
     write_json_atomic(args.results, results)
+    if args.card_dir:
+        from train.reporting import write_reports
+
+        write_reports(args.card_dir, results)
     print(json.dumps({split: {k: round(v, 4) for k, v in m.items()} for split, m in metrics.items()}))
 
 
