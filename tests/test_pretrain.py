@@ -64,8 +64,10 @@ def test_reference_protocol_changes_the_split(dataset_dir, tmp_path):
     assert len(ref[0]["labels"]) == len(loo[0]["labels"]) + 1  # the reference also trains on the validation item
     assert len(NextItemDataset(store, "validation", 50, protocol="hstu-reference")) == 0
     results = pretrain.main(["--dataset", str(dataset_dir), "--output_dir", str(tmp_path), "--num_train_epochs", "1",
-                             "--protocol", "hstu-reference", *TINY])
+                             "--protocol", "hstu-reference", "--report_to", "tensorboard", *TINY])
     assert results["protocol"] == "hstu-reference" and results["metrics"]["validation"] == {}
+    assert list(tmp_path.rglob("events.out.tfevents.*"))  # logging through report_to
+    assert "HSTU reference protocol" in (tmp_path / "README.md").read_text()
     assert results["eval_history"]  # the reference scores the test view every epoch
 
 
