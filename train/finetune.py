@@ -43,6 +43,7 @@ class ModelArguments:
     text_embeddings: str = field(default="text.safetensors", metadata={"help": "file under <dataset>/embeddings/ (data_scripts.embed --output-name)"})
     use_image_embeddings: bool = field(default=False, metadata={"help": "build the image expert from <dataset>/embeddings/image.safetensors"})
     router_aux_loss_coef: float = field(default=0.01, metadata={"help": "weight of the gate's load-balancing loss"})
+    content_output: bool = field(default=True, metadata={"help": "add projected text/image embeddings to the output item vectors"})
     next_item_loss_weight: float = field(default=1.0, metadata={"help": "weight of the first session position (the next item) in the loss"})
     logit_scale: float = field(default=20.0, metadata={"help": "inverse temperature of the cosine output head"})
 
@@ -74,7 +75,7 @@ def build_model(model_args, data_args, vocab_size, max_length):
                   text_embedding_dim=0 if text[0] is None else text[0].shape[1],
                   image_embedding_dim=0 if image[0] is None else image[0].shape[1],
                   router_aux_loss_coef=model_args.router_aux_loss_coef, logit_scale=model_args.logit_scale,
-                  next_item_loss_weight=model_args.next_item_loss_weight)
+                  next_item_loss_weight=model_args.next_item_loss_weight, content_output=model_args.content_output)
     if model_args.encoder_path:
         model = GeniusRecForSessionGeneration.from_encoder_pretrained(model_args.encoder_path, **kwargs)
     else:
