@@ -132,6 +132,36 @@ class SessionCollator(NextItemCollator):
         return batch
 
 
+def streaming_train_examples(sequences, max_length: int, protocol: str = "leave-one-out", session_length: int = 10,
+                             num_shards: int = 8, rank: int | None = None, world_size: int | None = None,
+                             shuffle_buffer: int = 1000, seed: int = 42):
+    """Training examples (those of [`NextItemDataset`]'s `train` split) streamed from the Arrow shards of the
+    `sequences` dataset, as a `datasets.IterableDataset`, for data too large to index in memory.
+
+    With `rank`/`world_size`, the stream is split across processes with `datasets.distributed.split_dataset_by_node`
+    (each process reads its own shards: use this in custom loops). Leave them unset under `Trainer`/`accelerate`:
+    accelerate then shards the stream across processes itself (splitting twice would drop data).
+    """
+    from datasets.distributed import split_dataset_by_node
+
+    from .splits import split_bounds
+
+    def to_example(row):
+        items, times = np.asarray(row["item_ids"], dtype=np.int64), np.asarray(row["timestamps"], dtype=np.int64)
+        cut = split_bounds(len(items), "train", protocol, session_length)
+        end = 0 if cut is None else cut[0]
+        seq, ts = items[:end][-(max_length + 1) :], times[:end][-(max_length + 1) :]
+        return {"input_ids": seq[:-1], "timestamps": ts[:-1], "labels": seq[1:], "next_timestamp": int(ts[-1]) if len(ts) else 0}
+
+    stream = sequences.to_iterable_dataset(num_shards=num_shards)
+    if world_size is not None and world_size > 1:
+        stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+    if shuffle_buffer:
+        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    stream = stream.map(to_example, remove_columns=["user_id", "item_ids", "timestamps"])
+    return stream.filter(lambda example: len(example["input_ids"]) > 0)
+
+
 def load_item_embeddings(dataset_dir: str, file_name: str = "text.safetensors"):
     """`embeddings/<file_name>` of a processed dataset: `(tensor (vocab_size, dim), metadata dict)`."""
     from safetensors import safe_open
@@ -167,4 +197,4 @@ def load_processed(dataset_dir: str):
     return sequences, items, tokenizer, stats
 
 
-__all__ = ["NextItemDataset", "NextItemCollator", "SessionTrainingDataset", "SessionCollator", "load_item_embeddings", "load_processed"]
+__all__ = ["NextItemDataset", "streaming_train_examples", "NextItemCollator", "SessionTrainingDataset", "SessionCollator", "load_item_embeddings", "load_processed"]

@@ -99,3 +99,20 @@ def test_cold_item_restriction(dataset_dir, trained):
     expected = sum(counts[int(test[i]["target"])] <= threshold for i in range(len(test)))
     assert 0 < written["users"] == expected < len(test) and written["cold_items"] == threshold
     assert set(cold) == set(full)
+
+
+def test_streaming_examples_split_across_processes(dataset_dir, tmp_path):
+    from modeling_geniusrec.data import streaming_train_examples
+
+    sequences = load_processed(str(dataset_dir))[0]
+    store = SequenceStore.from_dataset(sequences)
+    expected = NextItemDataset(store, "train", 20)
+    seen = []
+    for rank in range(2):
+        part = [tuple(e["labels"]) for e in streaming_train_examples(sequences, 20, num_shards=4, rank=rank, world_size=2, shuffle_buffer=0)]
+        assert 0 < len(part) < len(expected)
+        seen += part
+    assert sorted(seen) == sorted(tuple(expected[i]["labels"].tolist()) for i in range(len(expected)))  # disjoint and complete
+    results = pretrain.main(["--dataset", str(dataset_dir), "--output_dir", str(tmp_path), "--streaming", "true", "--max_steps", "6",
+                             "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false", *TINY])
+    assert results["metrics"]["test"]["ndcg@10"] > 0 and len(results["train_loss_history"]) >= 1

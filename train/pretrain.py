@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
-from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed
+from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed, streaming_train_examples
 from modeling_geniusrec.metrics import DEFAULT_KS, ranking_metrics, target_ranks
 from modeling_geniusrec.splits import SequenceStore
 
@@ -54,6 +54,9 @@ class DataArguments:
     filter_history: bool = field(default=True, metadata={"help": "remove the user's history from the ranked items"})
     early_stopping_patience: int = field(default=10, metadata={"help": "epochs without validation NDCG@10 gain before stopping"})
     results_file: str = field(default=None, metadata={"help": "results JSON (default: <output_dir>/results.json)"})
+    streaming: bool = field(default=False, metadata={"help": "stream training rows from the Arrow shards, split across processes "
+                                                             "(large datasets; needs --max_steps)"})
+    num_shards: int = field(default=8, metadata={"help": "shards of the streamed training data"})
     show_recommendations: int = field(default=0, metadata={"help": "print top-10 titles for this many test users"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
 
@@ -115,7 +118,15 @@ def main(argv=None):
     reference = data_args.protocol == "hstu-reference"
     eval_split = "test" if reference else "validation"
     split_kwargs = dict(max_length=data_args.max_length, protocol=data_args.protocol, session_length=data_args.session_length)
-    train_set = NextItemDataset(store, "train", **split_kwargs)
+    if data_args.streaming:
+        if training_args.max_steps <= 0:
+            parser.error("--streaming needs --max_steps (a stream has no length)")
+        # accelerate shards a datasets.IterableDataset across processes (each reads its own Arrow shards)
+        train_set = streaming_train_examples(sequences, data_args.max_length, data_args.protocol, data_args.session_length,
+                                             num_shards=data_args.num_shards, seed=training_args.seed)
+        training_args.accelerator_config.dispatch_batches = False
+    else:
+        train_set = NextItemDataset(store, "train", **split_kwargs)
     eval_set = NextItemDataset(store, eval_split, **split_kwargs)
     test_set = NextItemDataset(store, "test", **split_kwargs)
     if reference:  # no model selection on the test view
