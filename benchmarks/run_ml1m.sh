@@ -19,11 +19,11 @@ $PY -m train.finetune $GR --output_dir runs/ml-1m-geniusrec-no-text --results_fi
 $PY -m train.finetune $GR --use_text_embeddings true --text_embeddings text-minilm.safetensors --output_dir runs/ml-1m-geniusrec-text-minilm --results_file benchmarks/results/ml-1m-geniusrec-text-minilm.json
 $PY -m train.finetune $GR --use_text_embeddings true --text_embeddings text-smollm2.safetensors --output_dir runs/ml-1m-geniusrec-text-smollm2 --results_file benchmarks/results/ml-1m-geniusrec-text-smollm2.json
 # stage 2, session table (leave-k-out, k=10): GeniusRec vs the stage-1 top-10 list and popularity
-$PY -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --protocol sessions --encoder_path runs/ml-1m-hstu-sessions-best \
-    --stage1_baseline runs/ml-1m-hstu-sessions-best --use_text_embeddings true --text_embeddings text-minilm.safetensors \
+$PY -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --protocol sessions --encoder_path runs/ml-1m-hstu-sessions \
+    --stage1_baseline runs/ml-1m-hstu-sessions \
     --output_dir runs/ml-1m-geniusrec-sessions --results_file benchmarks/results/ml-1m-geniusrec.json
 # stage 3: DPO toward novelty and diversity
-$PY -m data_scripts.build_preference_pairs --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --out data/ml-1m-pairs --num-users 2000
+$PY -m data_scripts.build_preference_pairs --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --out data/ml-1m-pairs --num-users 2000 --num-candidates 8 --num-sampled 4
 $PY -m train.dpo --model runs/ml-1m-geniusrec-no-text --pairs data/ml-1m-pairs --output_dir runs/ml-1m-geniusrec-dpo --use_peft true
 # generation speed (quiet machine)
 $PY benchmarks/generation_speed.py --dataset data/ml-1m --batch-size 256 --num-beams 10 --session-length 10 --output benchmarks/results/generation-speed.jsonl

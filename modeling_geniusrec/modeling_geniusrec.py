@@ -426,7 +426,9 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         cols = torch.arange(length, device=input_ids.device).unsqueeze(0)
         real = attention_mask.bool()
         hist_mask = real & (cols < sep_at.unsqueeze(1))
-        dec_mask = real & (cols >= sep_at.unsqueeze(1))
+        # the decoder reads [SEP] + up to max_session_length items; a token after that (the final EOS) is only a
+        # label, never an input whose prediction is scored, so it gets a zero state
+        dec_mask = real & (cols >= sep_at.unsqueeze(1)) & (cols <= sep_at.unsqueeze(1) + self.config.max_session_length)
         hist_len, dec_len = int(hist_mask.sum(1).max()), int(dec_mask.sum(1).max())
         if not bool(hist_mask.any(1).all()):
             raise ValueError("a packed row has an empty history before [SEP]")

@@ -132,6 +132,11 @@ def test_packed_view_equals_seq2seq_log_probs():
         sep = int((packed[i] == 1).nonzero()[0])
         got = packed_logp[i, sep : sep + labels.shape[1]].gather(1, labels[i].unsqueeze(-1)).squeeze(-1)
         torch.testing.assert_close(got, logp[i], atol=1e-5, rtol=1e-5)
+    # a full-length session (max_session_length items + EOS) packs too: the trailing EOS is a label only
+    full = torch.cat([hist[:1], torch.tensor([[1]]), torch.arange(24, 32).view(1, 8), torch.tensor([[2]])], dim=1)
+    assert model.config.max_session_length == 8
+    out_full = model(input_ids=full)
+    assert out_full.logits.shape == (1, full.shape[1], VOCAB) and out_full.last_hidden_state[0, -1].abs().sum() == 0
     # TRL's fused head: base_model(...).last_hidden_state @ get_output_embeddings().weight.T * logit_scale
     fused = model.base_model(input_ids=hist, decoder_input_ids=torch.cat([torch.ones(3, 1, dtype=torch.long), labels[:, :-1]], 1)).last_hidden_state
     fused_logits = fused @ model.get_output_embeddings().weight.T * model.config.logit_scale
