@@ -78,8 +78,13 @@ def test_frozen_configs_parse(tmp_path):
 
     from train.common import parse_with_config
 
-    for path in glob.glob("train/configs/*.json"):
-        parser = HfArgumentParser((pretrain.ModelArguments, pretrain.DataArguments, TrainingArguments))
+    from train import finetune
+
+    paths = glob.glob("train/configs/*.json")
+    assert len(paths) >= 6
+    for path in paths:
+        script = finetune if "geniusrec" in path else pretrain
+        parser = HfArgumentParser((script.ModelArguments, script.DataArguments, TrainingArguments))
         parser.add_argument("--config")
         model_args, data_args, training_args = parse_with_config(parser, ["--config", path, "--output_dir", str(tmp_path)])
         assert model_args.hidden_size > 0 and data_args.max_length > 0, path
