@@ -43,26 +43,6 @@ def open_lines(path: str):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
-def iter_lines(path: str, desc: str, progress: bool, block_size: int = 1 << 22):
-    """Yields `(line_number, line bytes)`; reads large blocks and splits them (much faster than readline on gzip)."""
-    bar = tqdm(desc=desc, unit=" rows", disable=not progress, mininterval=2)
-    number, rest = 0, b""
-    with open_lines(path) as f:
-        while True:
-            block = f.read(block_size)
-            if not block:
-                break
-            lines = (rest + block).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                number += 1
-                yield number, line
-            bar.update(len(lines))
-    if rest:
-        yield number + 1, rest
-    bar.close()
-
-
 def iter_blocks(path: str, desc: str, progress: bool, block_size: int = 1 << 22):
     """Yields `(first_line_number, [line bytes, ...])` per block of the file (lines never split across blocks)."""
     bar = tqdm(desc=desc, unit=" rows", disable=not progress, mininterval=2)
@@ -80,6 +60,13 @@ def iter_blocks(path: str, desc: str, progress: bool, block_size: int = 1 << 22)
     if rest:
         yield number, [rest]
     bar.close()
+
+
+def iter_lines(path: str, desc: str, progress: bool):
+    """Yields `(line_number, line bytes)` (block reads: much faster than readline on gzip)."""
+    for first, lines in iter_blocks(path, desc, progress):
+        for offset, line in enumerate(lines):
+            yield first + offset, line
 
 
 def parse_block(job):
@@ -113,56 +100,33 @@ def parse_block(job):
     return list(users), local_users, list(items), local_items, times, bad, total
 
 
-def read_reviews_parallel(path: str, log: InteractionLog, bad: MalformedRows, min_rating=None, progress=True, workers: int = 2) -> None:
-    """[`read_reviews`] with the JSON parsing in `workers` processes; the main process decompresses and merges,
-    in file order, so the result (ids, row order) is identical to the single-process reader."""
+def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=None, progress=True, workers: int = 1) -> None:
+    """Streams the reviews into `log`. Blocks are parsed by `parse_block`, in this process (`workers=1`) or in
+    `workers` processes while this one decompresses and merges; merging is in file order, so ids and row order are
+    the same either way."""
     import multiprocessing
 
     import numpy as np
 
     jobs = ((first, lines, min_rating) for first, lines in iter_blocks(path, "reviews", progress))
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        for user_keys, users, item_keys, items, times, block_bad, total in pool.imap(parse_block, jobs, chunksize=1):
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        results = pool.imap(parse_block, jobs, chunksize=1) if pool else map(parse_block, jobs)
+        for user_keys, users, item_keys, items, times, block_bad, total in results:
             bad.total += total
             for number, reason in block_bad:
                 bad.add(number, reason)
+            if not len(users):
+                continue
             to_global_user = np.fromiter((log.user_index.setdefault(k, len(log.user_index)) for k in user_keys), np.int32, len(user_keys))
             to_global_item = np.fromiter((log.item_index.setdefault(k, len(log.item_index)) for k in item_keys), np.int32, len(item_keys))
-            if len(users):
-                log.users.frombytes(to_global_user[np.frombuffer(users, np.int32)].tobytes())
-                log.items.frombytes(to_global_item[np.frombuffer(items, np.int32)].tobytes())
-                log.timestamps.extend(times)
-
-
-def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=None, progress=True) -> None:
-    """Streams the reviews into `log` (the hot loop of the whole script: kept free of function calls per row)."""
-    user_index, item_index = log.user_index, log.item_index
-    add_user, add_item, add_time = log.users.append, log.items.append, log.timestamps.append
-    total = 0
-    for number, line in iter_lines(path, "reviews", progress):
-        if not line.strip():
-            continue
-        total += 1
-        try:
-            row = loads(line)
-            user, item, timestamp = row["user_id"], row["parent_asin"], int(row["timestamp"]) // 1000
-            if min_rating is not None and float(row["rating"]) < min_rating:
-                continue
-            if not isinstance(user, str) or not isinstance(item, str):
-                raise TypeError("user_id and parent_asin must be strings")
-        except (JSONError, KeyError, TypeError, ValueError) as err:
-            bad.add(number, f"{err.__class__.__name__}: {line[:60]!r}")
-            continue
-        u = user_index.get(user)
-        if u is None:
-            u = user_index[user] = len(user_index)
-        i = item_index.get(item)
-        if i is None:
-            i = item_index[item] = len(item_index)
-        add_user(u)
-        add_item(i)
-        add_time(timestamp)
-    bad.total += total
+            log.users.frombytes(to_global_user[np.frombuffer(users, np.int32)].tobytes())
+            log.items.frombytes(to_global_item[np.frombuffer(items, np.int32)].tobytes())
+            log.timestamps.extend(times)
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
 
 
 def join_text(value) -> str:
@@ -217,10 +181,7 @@ def build(args) -> dict:
     start = time.time()
     log = InteractionLog()
     bad_reviews = MalformedRows(args.reviews, args.max_malformed_fraction)
-    if args.workers > 1:
-        read_reviews_parallel(args.reviews, log, bad_reviews, args.min_rating, not args.quiet, args.workers)
-    else:
-        read_reviews(args.reviews, log, bad_reviews, args.min_rating, progress=not args.quiet)
+    read_reviews(args.reviews, log, bad_reviews, args.min_rating, not args.quiet, args.workers)
     bad_reviews.check()
     read_seconds = time.time() - start
     processed = process_log(log, user_k=args.user_k, item_k=args.item_k, keep_duplicates=args.keep_duplicates)

@@ -133,6 +133,31 @@ class ItemInputEmbeddings(nn.Module):
         return self.dropout(x) * mask.unsqueeze(-1)
 
 
+@torch.no_grad()
+def init_recommender_weights(module: nn.Module, std: float) -> None:
+    """The initialisation of every GeniusRec model: normal linears (zero bias; all-zero where `module.zero_init`),
+    truncated-normal embeddings, unit LayerNorms, normal relative/time biases, zero text/image buffers."""
+    if getattr(module, "zero_init", False):  # residual branches that start as "no change" to stage 1
+        init.zeros_(module.weight)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+    elif isinstance(module, nn.Linear):
+        init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+    elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+        init.ones_(module.weight)
+        init.zeros_(module.bias)
+    for name, param in module.named_parameters(recurse=False):
+        if name.endswith("bias_weight"):  # relative position / time-bucket biases
+            init.normal_(param, mean=0.0, std=std)
+    for name, buffer in module.named_buffers(recurse=False):
+        if name in ("text_embeddings", "image_embeddings"):
+            init.zeros_(buffer)
+
+
 class SequentialRecPreTrainedModel(PreTrainedModel):
     """Weight initialisation and common plumbing of the next-item recommenders."""
 
@@ -146,19 +171,7 @@ class SequentialRecPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
-        elif isinstance(module, nn.LayerNorm) and module.weight is not None:
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        for name, param in module.named_parameters(recurse=False):
-            if name.endswith("bias_weight"):  # relative position / time-bucket biases
-                init.normal_(param, mean=0.0, std=std)
+        init_recommender_weights(module, self.config.initializer_range)
 
 
 class NextItemPredictionMixin:
@@ -280,5 +293,6 @@ __all__ = [
     "NextItemPredictionMixin",
     "ItemInputEmbeddings",
     "check_inputs",
+    "init_recommender_weights",
     "position_ids_from_mask",
 ]

@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.generation import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_geniusrec import GeniusRecConfig
+from .modeling_common import init_recommender_weights
 from .modeling_hstu import HSTUModel
 
 
@@ -203,28 +203,8 @@ class GeniusRecPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
     _supports_sdpa = True
 
-    @torch.no_grad()
     def _init_weights(self, module):
-        std = self.config.initializer_range
-        if getattr(module, "zero_init", False):  # residual branches that start as "no change" to stage 1
-            init.zeros_(module.weight)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
-        elif isinstance(module, nn.LayerNorm) and module.weight is not None:
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        for name, param in module.named_parameters(recurse=False):
-            if name.endswith("bias_weight"):
-                init.normal_(param, mean=0.0, std=std)
-        for name, buffer in module.named_buffers(recurse=False):
-            if name in ("text_embeddings", "image_embeddings"):
-                init.zeros_(buffer)
+        init_recommender_weights(module, self.config.initializer_range)
 
 
 class _EncoderView:

@@ -8,7 +8,6 @@ Uses the same split module, collator and metrics as training, so it reproduces w
 """
 
 import argparse
-import json
 import sys
 
 import numpy as np
