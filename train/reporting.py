@@ -46,7 +46,8 @@ def plot_gate_weights(weights, names: list[str], path: str) -> str:
         column = [float(row[e]) for row in weights]
         ax.bar(positions, column, bottom=bottom, label=name)
         bottom = [b + c for b, c in zip(bottom, column)]
-    ax.set_xlabel("session position")
+    ax.set_xticks(positions)
+    ax.set_xlabel("session position (the last one predicts EOS)")
     ax.set_ylabel("mean gate weight")
     ax.set_ylim(0, 1)
     ax.legend()
