@@ -112,6 +112,11 @@ def check_inputs(
     return attention_mask
 
 
+def last_positions(mask: torch.Tensor) -> torch.Tensor:
+    """`(batch_size, sequence_length)` bool -> `(batch_size,)` index of each row's last real item (either padding side)."""
+    return mask.shape[1] - 1 - mask.long().flip(1).argmax(dim=1)
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """`(batch_size, sequence_length)` bool -> position of each item within its row's history, left or right padded."""
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
@@ -273,8 +278,7 @@ class NextItemPredictionMixin:
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, **encoder_kwargs)
         hidden = outputs.last_hidden_state
         mask = (input_ids != self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
-        last = mask.shape[1] - 1 - mask.flip(1).long().argmax(dim=1)  # index of each row's last real item
-        user_embeddings = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        user_embeddings = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_positions(mask)]
         loss = self.next_item_loss(hidden, labels) if labels is not None else None
         logits = hidden @ self.item_vectors().T / self.config.softmax_temperature if return_logits else None
         return NextItemPredictionOutput(
@@ -295,4 +299,5 @@ __all__ = [
     "check_inputs",
     "init_recommender_weights",
     "position_ids_from_mask",
+    "last_positions",
 ]

@@ -22,7 +22,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_geniusrec import GeniusRecConfig
-from .modeling_common import init_recommender_weights
+from .modeling_common import init_recommender_weights, last_positions
 from .modeling_hstu import HSTUModel
 
 
@@ -300,9 +300,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         if timestamps is None and self.config.encoder_config.use_time_bias:
             timestamps = torch.zeros_like(input_ids)
         states = self.encoder(input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps).last_hidden_state
-        mask = attention_mask.bool()
-        last = mask.shape[1] - 1 - mask.flip(1).long().argmax(dim=1)
-        user = states[torch.arange(states.shape[0], device=states.device), last]
+        user = states[torch.arange(states.shape[0], device=states.device), last_positions(attention_mask.bool())]
         keys = {f"history_{kind}": self.experts[kind].history_keys(getattr(self, f"{kind}_embeddings"), input_ids)
                 for kind in ("text", "image") if kind in self.experts}
         memory = self.memory_projection(states)

@@ -63,12 +63,10 @@ def session_metrics(model, store, items, dataset, k: int = 10, num_beams: int = 
 
 def popularity_metrics(store: SequenceStore, dataset: NextItemDataset, vocab_size: int, num_special: int = 4,
                        filter_history: bool = True, ks=DEFAULT_KS) -> dict:
-    """The popularity baseline: items ranked by their number of training interactions (same rank convention)."""
-    train = NextItemDataset(store, "train", max_length=10**9, protocol=dataset.protocol, session_length=dataset.session_length)
-    counts = np.zeros(vocab_size, dtype=np.float64)
-    for i in range(len(train)):
-        ex = train[i]
-        np.add.at(counts, np.concatenate([ex["input_ids"][:1], ex["labels"]]), 1)
+    """The popularity baseline: items ranked by how many training users had them (same rank convention)."""
+    from .session_eval import item_user_counts
+
+    counts, _ = item_user_counts(store, dataset.protocol, dataset.session_length, vocab_size)
     scores = torch.as_tensor(counts, dtype=torch.float32)
     scores[:num_special] = float("-inf")
     ranks = []
