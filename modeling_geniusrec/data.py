@@ -53,26 +53,33 @@ class NextItemCollator:
     def __init__(self, pad_token_id: int = 0):
         self.pad_token_id = pad_token_id
 
-    def __call__(self, examples: list[dict]) -> dict:
+    def pad_histories(self, examples: list[dict]) -> dict:
+        """`input_ids`, `attention_mask`, `timestamps` `(B, N)` right-padded and `next_timestamps` `(B,)`."""
         batch, length = len(examples), max(len(e["input_ids"]) for e in examples)
         input_ids = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
         timestamps = torch.zeros((batch, length), dtype=torch.long)
-        labels = torch.full((batch, length), -100, dtype=torch.long)
         for row, example in enumerate(examples):
             n = len(example["input_ids"])
             input_ids[row, :n] = torch.tensor(example["input_ids"], dtype=torch.long)
             timestamps[row, :n] = torch.tensor(example["timestamps"], dtype=torch.long)
-            if "labels" in example:
-                labels[row, :n] = torch.tensor(example["labels"], dtype=torch.long)
-            else:
-                labels[row, n - 1] = int(example["target"])
         return {
             "input_ids": input_ids,
             "attention_mask": input_ids != self.pad_token_id,
             "timestamps": timestamps,
             "next_timestamps": torch.as_tensor([int(e["next_timestamp"]) for e in examples], dtype=torch.long),
-            "labels": labels,
         }
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = self.pad_histories(examples)
+        labels = torch.full(batch["input_ids"].shape, -100, dtype=torch.long)
+        for row, example in enumerate(examples):
+            n = len(example["input_ids"])
+            if "labels" in example:
+                labels[row, :n] = torch.tensor(example["labels"], dtype=torch.long)
+            else:
+                labels[row, n - 1] = int(example["target"])
+        batch["labels"] = labels
+        return batch
 
 
 class SessionTrainingDataset(torch.utils.data.Dataset):
@@ -117,7 +124,7 @@ class SessionCollator(NextItemCollator):
         self.eos_token_id, self.append_eos = eos_token_id, append_eos
 
     def __call__(self, examples: list[dict]) -> dict:
-        batch = super().__call__([{k: v for k, v in e.items() if k in ("input_ids", "timestamps", "next_timestamp")} | {"target": 0} for e in examples])
+        batch = self.pad_histories(examples)
         targets = []
         for e in examples:
             if "session_labels" in e:

@@ -46,21 +46,6 @@ def query_states(model, batch) -> torch.Tensor:
     return model(**batch).user_embeddings
 
 
-def session_metrics(model, store, items, dataset, k: int = 10, num_beams: int = 10, batch_size: int = 64) -> dict:
-    """Generated-session metrics of a GeniusRec model on a split view, with the popularity baseline beside them."""
-    from . import session_eval
-
-    vocab = model.config.vocab_size
-    counts, num_users = session_eval.item_user_counts(store, dataset.protocol, dataset.session_length, vocab)
-    vectors = session_eval.item_feature_vectors(items, vocab, getattr(model.model, "text_embeddings", None))
-    report = dict(k=k, counts=counts, num_users=num_users, vectors=vectors, num_items=vocab - model.config.num_special_tokens)
-    sessions = session_eval.generate_sessions(model, dataset, k, num_beams, batch_size)
-    out = session_eval.session_report(sessions, dataset, **report)
-    out.update(session_eval.session_perplexity(model, dataset))
-    out.update(session_eval.session_report(session_eval.popularity_lists(counts, dataset, k), dataset, **report, prefix="popularity_"))
-    return out
-
-
 def popularity_metrics(store: SequenceStore, dataset: NextItemDataset, vocab_size: int, num_special: int = 4,
                        filter_history: bool = True, ks=DEFAULT_KS) -> dict:
     """The popularity baseline: items ranked by how many training users had them (same rank convention)."""
@@ -145,7 +130,9 @@ def main(argv=None):
     if args.task in ("sessions", "all"):
         if not (args.model and getattr(model.config, "is_encoder_decoder", False)):
             p.error("--task sessions needs a GeniusRec checkpoint")
-        metrics.update(session_metrics(model, store, items, dataset, args.session_length, args.num_beams))
+        from .session_eval import session_table
+
+        metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams))
     print_table(args.model or args.baseline, metrics)
     if args.output:
         write_json_atomic(args.output, {

@@ -146,7 +146,8 @@ def main(argv=None):
     save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
     model = trainer.accelerator.unwrap_model(trainer.model)
     if data_args.protocol == "sessions" and trainer.is_world_process_zero():
-        metrics["test"].update(evaluate_session_table(model, store, items, test_set, data_args, len(tokenizer)))
+        stage1 = AutoModelForCausalLM.from_pretrained(data_args.stage1_baseline) if data_args.stage1_baseline else None
+        metrics["test"].update(session_eval.session_table(model, store, items, test_set, data_args.session_length, data_args.num_beams, stage1=stage1))
     results = {
         "metrics": metrics, "protocol": data_args.protocol, "model": "geniusrec",
         "command": "python -m train.finetune " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -174,25 +175,6 @@ def mean_gate_weights(model, dataset, collator, max_users: int = 512):
     gates = model(**{k: v.to(model.device) for k, v in batch.items()}).gate_weights  # (B, T, E)
     valid = (batch["labels"] != -100).to(gates.device).unsqueeze(-1)
     return ((gates * valid).sum(0) / valid.sum(0).clamp(min=1)).cpu().tolist()
-
-
-def evaluate_session_table(model, store, items, test_set, data_args, vocab_size) -> dict:
-    k = data_args.session_length
-    counts, num_users = session_eval.item_user_counts(store, "sessions", k, vocab_size)
-    text = getattr(model.model, "text_embeddings", None)
-    vectors = session_eval.item_feature_vectors(items, vocab_size, text)
-    num_items = vocab_size - model.config.num_special_tokens
-    report = dict(k=k, counts=counts, num_users=num_users, vectors=vectors, num_items=num_items)
-    start = time.time()
-    sessions = session_eval.generate_sessions(model, test_set, k, data_args.num_beams)
-    out = session_eval.session_report(sessions, test_set, **report)
-    out["sessions_per_second"] = len(sessions) / (time.time() - start)
-    out.update(session_eval.session_perplexity(model, test_set))
-    out.update(session_eval.session_report(session_eval.popularity_lists(counts, test_set, k), test_set, **report, prefix="popularity_"))
-    if data_args.stage1_baseline:
-        stage1 = AutoModelForCausalLM.from_pretrained(data_args.stage1_baseline)
-        out.update(session_eval.session_report(session_eval.next_item_lists(stage1, test_set, k), test_set, **report, prefix="hstu_"))
-    return out
 
 
 if __name__ == "__main__":

@@ -5,21 +5,10 @@
 
 import argparse
 
-import torch
-
-from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed
+from modeling_geniusrec.data import NextItemDataset, load_processed
 from modeling_geniusrec.splits import SequenceStore
 
-
-@torch.no_grad()
-def next_item_recommendations(model, dataset: NextItemDataset, indices, k: int = 10):
-    """Top-k token ids (history filtered) for examples `indices` of a split view: `(len(indices), k)`."""
-    batch = NextItemCollator(model.config.pad_token_id)([dataset[i] for i in indices])
-    model.eval()
-    device = next(model.parameters()).device
-    out = model(**{key: value.to(device) for key, value in batch.items() if key != "labels"})
-    _, ids = model.top_k_items(out.user_embeddings, k, exclude=batch["input_ids"].to(device))
-    return ids.cpu()
+from .session_eval import next_item_top_k
 
 
 def print_next_item_recommendations(model, store, tokenizer, items, dataset, num_users=3, k=10, users=None):
@@ -29,7 +18,7 @@ def print_next_item_recommendations(model, store, tokenizer, items, dataset, num
     missing = [store.user_ids[u] for u in wanted if u not in positions]
     if missing:
         raise ValueError(f"users {missing} have no row in the {dataset.split} view (too short a history)")
-    ids = next_item_recommendations(model, dataset, [positions[u] for u in wanted], k)
+    ids = next_item_top_k(model, [dataset[positions[u]] for u in wanted], k)
     for user, row in zip(wanted, ids):
         example = dataset[positions[user]]
         recent = [titles[int(t) - 4] for t in example["input_ids"][-3:]]

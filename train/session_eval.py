@@ -32,14 +32,21 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
 
 
 @torch.no_grad()
-def next_item_lists(model, dataset: NextItemDataset, k: int = 10, batch_size: int = 256) -> list[list[int]]:
-    """A stage-1 model's top-k next items (history filtered) read as a session: the HSTU baseline."""
+def next_item_top_k(model, examples: list[dict], k: int = 10) -> torch.Tensor:
+    """A stage-1 model's top-k next items (history filtered) for a list of split-view examples: `(len(examples), k)`."""
     model.eval()
-    collator, lists = NextItemCollator(model.config.pad_token_id), []
+    device = next(model.parameters()).device
+    batch = NextItemCollator(model.config.pad_token_id).pad_histories(examples)
+    batch = {key: value.to(device) for key, value in batch.items()}
+    out = model(**batch)
+    return model.top_k_items(out.user_embeddings, k, exclude=batch["input_ids"])[1].cpu()
+
+
+def next_item_lists(model, dataset: NextItemDataset, k: int = 10, batch_size: int = 256) -> list[list[int]]:
+    """The stage-1 top-k list of every user of `dataset`, read as a session: the HSTU baseline."""
+    lists = []
     for examples in _batches(dataset, batch_size, "stage-1 top-k", progress=False):
-        batch = collator(examples)
-        out = model(**{key: v for key, v in batch.items() if key != "labels"})
-        lists += model.top_k_items(out.user_embeddings, k, exclude=batch["input_ids"])[1].tolist()
+        lists += next_item_top_k(model, examples, k).tolist()
     return lists
 
 
@@ -94,6 +101,27 @@ def session_perplexity(model, dataset: NextItemDataset, batch_size: int = 128) -
         eos_nll.append(token_nll[is_eos])
     items = torch.cat(item_nll)
     return {"perplexity": float(math.exp(items.mean())), "item_nll": float(items.mean()), "eos_nll": float(torch.cat(eos_nll).mean())}
+
+
+def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64,
+                  stage1=None) -> dict:
+    """GeniusRec's generated sessions on a split view scored against the real next items, with perplexity, the
+    popularity baseline (`popularity_*`) and, given a stage-1 model, its top-k list (`hstu_*`) in the same table."""
+    import time
+
+    vocab = model.config.vocab_size
+    counts, num_users = item_user_counts(store, dataset.protocol, dataset.session_length, vocab)
+    vectors = item_feature_vectors(items, vocab, getattr(model.model, "text_embeddings", None))
+    report = dict(k=k, counts=counts, num_users=num_users, vectors=vectors, num_items=vocab - model.config.num_special_tokens)
+    start = time.time()
+    sessions = generate_sessions(model, dataset, k, num_beams, batch_size)
+    out = session_report(sessions, dataset, **report)
+    out["sessions_per_second"] = len(sessions) / (time.time() - start)
+    out.update(session_perplexity(model, dataset))
+    out.update(session_report(popularity_lists(counts, dataset, k), dataset, **report, prefix="popularity_"))
+    if stage1 is not None:
+        out.update(session_report(next_item_lists(stage1, dataset, k), dataset, **report, prefix="hstu_"))
+    return out
 
 
 def session_report(lists, dataset, counts, num_users, vectors, num_items, k, prefix="") -> dict:
