@@ -8,13 +8,38 @@ import torch
 
 from .splits import SequenceStore, split_users
 
+FILTER_MODES = ("full", "window", "none")
+
+
+def resolve_filter_history(mode: str | None, protocol: str) -> str:
+    """Which already-seen items a ranking removes: `full` (everything the user saw before the target: the default),
+    `window` (only the model's input window, as the HSTU reference code does: the default under `hstu-reference`)
+    or `none`. Booleans of older command lines map to `full` / `none`."""
+    if mode is None or mode == "auto":
+        return "window" if protocol == "hstu-reference" else "full"
+    mode = {"true": "full", "false": "none", True: "full", False: "none"}.get(mode if isinstance(mode, bool) else str(mode).lower(), mode)
+    if mode not in FILTER_MODES:
+        raise ValueError(f"filter_history must be one of {FILTER_MODES}, got {mode!r}")
+    return mode
+
+
+def pad_item_lists(lists, pad_token_id: int = 0) -> torch.LongTensor:
+    """Right-pads a list of 1-D id arrays into a `(len(lists), max_len)` long tensor (at least one column)."""
+    width = max([len(x) for x in lists] + [1])
+    out = torch.full((len(lists), width), pad_token_id, dtype=torch.long)
+    for row, values in enumerate(lists):
+        out[row, : len(values)] = torch.as_tensor(np.asarray(values, dtype=np.int64))
+    return out
+
 
 class NextItemDataset(torch.utils.data.Dataset):
     """One example per user of a split view.
 
     `train`: `input_ids = seq[:-1]`, `labels = seq[1:]` (every position supervised), the most recent
-    `max_length` of them. Evaluation splits: `input_ids` = the history (last `max_length` items) and `target` = the
-    first target item. `next_timestamp` is the time of the item to predict after the last input.
+    `max_length` of them, all inside the train view. Evaluation splits: `input_ids` = the history (last `max_length`
+    items), `seen_items` = the whole history (what full-history filtering removes), `target` = the first target item
+    and `target_session` the whole target. `next_timestamp` is the time of the item to predict after the last input
+    (the request time).
     """
 
     def __init__(self, store: SequenceStore, split: str, max_length: int, protocol: str = "leave-one-out", session_length: int = 10):
@@ -35,11 +60,33 @@ class NextItemDataset(torch.utils.data.Dataset):
         lo = max(0, history_end - self.max_length)
         return {
             "input_ids": items[lo:history_end],
+            "seen_items": items[:history_end],
             "timestamps": times[lo:history_end],
             "target": items[history_end],
             "next_timestamp": times[history_end],
             "target_session": items[history_end:target_end],
         }
+
+
+    def targets(self) -> torch.LongTensor:
+        """`(M,)` the first target item of every row: the one home of the evaluation target."""
+        if self.split == "train":
+            raise ValueError("the train view has no single target per row")
+        return torch.as_tensor([int(self.store.row(int(u))[0][int(b[0])]) for u, b in zip(self.users, self.bounds)], dtype=torch.long)
+
+    def filter_items(self, mode: str = "full", rows=None) -> torch.LongTensor | None:
+        """Items each row's ranking must not recommend, `(M, S)` right-padded with 0 (a special id, ignored), or None
+        for `mode="none"`. `full`: the whole history before the target; `window`: the model's input window only."""
+        mode = resolve_filter_history(mode, self.protocol)
+        if mode == "none":
+            return None
+        rows = range(len(self)) if rows is None else rows
+        lists = []
+        for index in rows:
+            items, _ = self.store.row(int(self.users[index]))
+            end = int(self.bounds[index][0])
+            lists.append(items[:end] if mode == "full" else items[max(0, end - self.max_length) : end])
+        return pad_item_lists(lists)
 
 
 class NextItemCollator:
@@ -83,9 +130,14 @@ class NextItemCollator:
 
 
 class SessionTrainingDataset(torch.utils.data.Dataset):
-    """Stage-2 examples drawn from a split's train view: for each user, a random split point `s` in the training
-    sequence; source = the `max_length` items before `s` (with times), target = the next up-to-`session_length`
-    items + EOS. A new split point is drawn every time the example is read (numpy's global RNG, seeded by Trainer);
+    """Stage-2 examples drawn from a split's train view only: for each user, a random split point `s` inside the
+    training sequence `seq[:end]` (`end` = the train view's end); source = the `max_length` items before `s` (with
+    their times; the request time is `s`'s), target = the items `seq[s : min(s + session_length, end)]`.
+
+    A target is never read past `end`, so no validation or test item is ever an input or a label. A target that
+    holds `session_length` items is followed by EOS ("the session is complete"); one cut short by the end of the
+    train view gets no EOS (what follows is unknown here, not "nothing"), so its loss covers only the real items.
+    A new split point is drawn every time the example is read (numpy's global RNG, seeded by Trainer);
     `samples_per_user` examples per user and epoch.
     """
 
@@ -102,15 +154,17 @@ class SessionTrainingDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         index = index % len(self.users)
         items, times = self.store.row(int(self.users[index]))
-        end = int(self.bounds[index][0])
+        end = int(self.bounds[index][0])  # the train view is items[:end]
         split = int(np.random.randint(1, end))  # at least one history item and one target item
         lo = max(0, split - self.max_length)
-        target = items[split : split + self.session_length]
+        stop = min(split + self.session_length, end)
+        target = items[split:stop]
+        labels = np.concatenate([target, [self.eos_token_id]]) if len(target) == self.session_length else np.asarray(target)
         return {
             "input_ids": items[lo:split],
             "timestamps": times[lo:split],
             "next_timestamp": times[split],
-            "session_labels": np.concatenate([target, [self.eos_token_id]]),
+            "session_labels": labels,
         }
 
 
@@ -204,4 +258,4 @@ def load_processed(dataset_dir: str):
     return sequences, items, tokenizer, stats
 
 
-__all__ = ["NextItemDataset", "streaming_train_examples", "NextItemCollator", "SessionTrainingDataset", "SessionCollator", "load_item_embeddings", "load_processed"]
+__all__ = ["FILTER_MODES", "resolve_filter_history", "pad_item_lists", "NextItemDataset", "streaming_train_examples", "NextItemCollator", "SessionTrainingDataset", "SessionCollator", "load_item_embeddings", "load_processed"]

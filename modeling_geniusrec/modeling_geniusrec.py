@@ -544,12 +544,25 @@ class GeniusRecForSessionGeneration(GeniusRecPreTrainedModel, GenerationMixin):
         return out
 
     @torch.no_grad()
-    def generate(self, input_ids=None, attention_mask=None, logits_processor=None, ban_history: bool = True, ban_repeats: bool = True, **kwargs):
+    def generate(self, input_ids=None, attention_mask=None, logits_processor=None, ban_history: bool = True, ban_repeats: bool = True,
+                 banned_item_ids: torch.LongTensor | None = None, **kwargs):
         """`generate()` with GeniusRec's bans added: special tokens (but EOS), the row's history (`ban_history`), items
-        already in the session (`ban_repeats`). Takes `timestamps`/`next_timestamps` for the encoder; returns
-        `(batch * num_return_sequences, 1 + length)` token ids starting with `[SEP]`."""
+        already in the session (`ban_repeats`).
+
+        Args:
+            input_ids, attention_mask (`(batch_size, history_length)`): the history fed to the encoder.
+            timestamps (`(batch_size, history_length)`), next_timestamps (`(batch_size,)`): event times and the request
+                time (seconds); required when the encoder uses time (`encoder_config.use_time_bias`).
+            banned_item_ids (`(batch_size, S)`, *optional*): the items each row must never get, e.g. the user's whole
+                history when `input_ids` is only its most recent window (pad ids are ignored); defaults to `input_ids`.
+        Returns:
+            `(batch_size * num_return_sequences, 1 + length)` token ids starting with `[SEP]`.
+        """
         processors = LogitsProcessorList(logits_processor or [])
-        processors.append(BanItemsLogitsProcessor(self.config, input_ids, ban_history, ban_repeats))
+        if banned_item_ids is not None and input_ids is not None and banned_item_ids.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"banned_item_ids has {banned_item_ids.shape[0]} rows but input_ids has {input_ids.shape[0]}")
+        banned = input_ids if banned_item_ids is None else banned_item_ids
+        processors.append(BanItemsLogitsProcessor(self.config, banned, ban_history, ban_repeats))
         kwargs.setdefault("max_new_tokens", self.config.max_session_length)
         self._frozen_item_matrix = self.model.item_output_matrix()
         try:

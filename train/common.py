@@ -16,6 +16,62 @@ from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction, SASRecConf
 MODELS = {"hstu": (HSTUConfig, HSTUForNextItemPrediction), "sasrec": (SASRecConfig, SASRecForNextItemPrediction)}
 
 
+def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=None):
+    """`compute_metrics` for the Trainer, bound to the evaluated split view `dataset`: ranks each row's target (from
+    the dataset, the one home of the evaluation target) among all items, from the gathered `(M, D)` query states
+    (stage 1: the encoder's last state; GeniusRec: the decoder's first step), removing what the row's user has seen
+    (`filter_history`: full / window / none). Rebind it (`trainer.compute_metrics = ...`) before evaluating another
+    split."""
+    import numpy as np
+
+    from modeling_geniusrec.metrics import DEFAULT_KS, ranking_metrics, target_ranks
+
+    targets, seen = dataset.targets(), dataset.filter_items(filter_history)
+
+    def compute_metrics(eval_pred):
+        model = model_ref()
+        device = next(model.parameters()).device
+        states = torch.as_tensor(np.asarray(eval_pred.predictions), device=device)
+        if states.shape[0] != len(targets):
+            raise RuntimeError(f"compute_metrics is bound to a {dataset.split} view of {len(targets)} rows but got {states.shape[0]} "
+                               "predictions: rebind it with make_compute_metrics(..., <the evaluated dataset>)")
+        return ranking_metrics(target_ranks(model, states, targets, seen), ks or DEFAULT_KS)
+
+    return compute_metrics
+
+
+def resume_checkpoint(training_args):
+    """`--resume_from_checkpoint` as `Trainer.train` takes it: a folder, or `true`/`last` for the newest
+    `checkpoint-*` under `--output_dir` (an error when there is none, rather than silently starting over)."""
+    value = training_args.resume_from_checkpoint
+    if value is None or value == "":
+        return None
+    if str(value).lower() in ("true", "last", "1"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        if last is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-* folder in {training_args.output_dir!r}; "
+                                    "pass the checkpoint folder itself or drop the flag to start from scratch")
+        return last
+    if not os.path.isdir(value):
+        raise FileNotFoundError(f"--resume_from_checkpoint {value!r} is not a folder (expected <output_dir>/checkpoint-<step>)")
+    return value
+
+
+def git_commit() -> str:
+    """The code's git commit (`+dirty` when tracked files differ from it), or "unknown" outside a checkout."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def parse_with_config(parser, argv=None):
     """Parses dataclasses from the command line; `--config file.json` supplies defaults that flags override."""
     argv = list(sys.argv[1:] if argv is None else argv)

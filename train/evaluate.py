@@ -10,30 +10,30 @@ Uses the same split module, collator and metrics as training, so it reproduces w
 import argparse
 import sys
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed
+from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history
 from modeling_geniusrec.metrics import DEFAULT_KS, ranking_metrics, target_ranks
 from modeling_geniusrec.splits import SequenceStore
 
-from .common import machine_description, today, write_json_atomic
+from .common import git_commit, machine_description, today, write_json_atomic
 
 
 @torch.no_grad()
-def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, filter_history: bool = True, ks=DEFAULT_KS, progress=True) -> dict:
-    """Full-ranking metrics of `model` on a split view (one target per user)."""
+def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, filter_history: str = "full", ks=DEFAULT_KS, progress=True) -> dict:
+    """Full-ranking metrics of `model` on a split view (one target per user; `filter_history` full / window / none)."""
     model.eval()
     device = next(model.parameters()).device
     collator = NextItemCollator(model.config.pad_token_id)
+    targets, seen = dataset.targets(), dataset.filter_items(filter_history)
     ranks = []
     for lo in tqdm(range(0, len(dataset), batch_size), desc=f"evaluating {dataset.split}", disable=not progress):
-        batch = collator([dataset[i] for i in range(lo, min(lo + batch_size, len(dataset)))])
+        hi = min(lo + batch_size, len(dataset))
+        batch = collator.pad_histories([dataset[i] for i in range(lo, hi)])
         batch = {k: v.to(device) for k, v in batch.items()}
-        targets = batch.pop("labels").max(dim=1).values
         users = query_states(model, batch)
-        ranks.append(target_ranks(model, users, targets, batch["input_ids"] if filter_history else None))
+        ranks.append(target_ranks(model, users, targets[lo:hi], None if seen is None else seen[lo:hi]))
     return ranking_metrics(torch.cat(ranks), ks)
 
 
@@ -47,23 +47,22 @@ def query_states(model, batch) -> torch.Tensor:
 
 
 def popularity_metrics(store: SequenceStore, dataset: NextItemDataset, vocab_size: int, num_special: int = 4,
-                       filter_history: bool = True, ks=DEFAULT_KS) -> dict:
-    """The popularity baseline: items ranked by how many training users had them (same rank convention)."""
+                       filter_history: str = "full", ks=DEFAULT_KS) -> dict:
+    """The popularity baseline: items ranked by how many training users had them (same rank and filter convention)."""
     from .session_eval import item_user_counts
 
     counts, _ = item_user_counts(store, dataset.protocol, dataset.session_length, vocab_size)
     scores = torch.as_tensor(counts, dtype=torch.float32)
     scores[:num_special] = float("-inf")
+    targets, seen = dataset.targets(), dataset.filter_items(filter_history)
     ranks = []
     for i in range(len(dataset)):
-        ex = dataset[i]
         s = scores.clone()
-        if filter_history:
-            hist = torch.as_tensor(np.asarray(ex["input_ids"], dtype=np.int64))
-            hist = hist[hist != int(ex["target"])]
-            s[hist] = float("-inf")
-        target_score = s[int(ex["target"])]
-        ranks.append(int((s >= target_score).sum()) - 1)
+        target = int(targets[i])
+        if seen is not None:
+            hist = seen[i][seen[i] >= num_special]
+            s[hist[hist != target]] = float("-inf")
+        ranks.append(int((s >= s[target]).sum()) - 1)
     return ranking_metrics(ranks, ks)
 
 
@@ -95,7 +94,10 @@ def main(argv=None):
     p.add_argument("--session-length", type=int, default=10, help="k of the sessions protocol")
     p.add_argument("--max-length", type=int, default=None, help="history length (default: the model's max_position_embeddings)")
     p.add_argument("--batch-size", type=int, default=256, help="users per forward pass")
-    p.add_argument("--no-filter-history", action="store_true", help="do not remove the user's history from the ranking")
+    p.add_argument("--filter_history", "--filter-history", default="auto", choices=["auto", "full", "window", "none"],
+                   help="items removed from rankings and banned from sessions: full (the user's whole history), window (the input "
+                        "window only, the HSTU reference's rule), none; auto = window under hstu-reference, else full")
+    p.add_argument("--no-filter-history", action="store_true", help="deprecated: same as --filter_history none")
     p.add_argument("--task", default="next-item", choices=["next-item", "sessions", "all"],
                    help="next-item ranking, generated-session metrics (GeniusRec), or both")
     p.add_argument("--num-beams", type=int, default=10, help="beams for session generation")
@@ -106,6 +108,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if bool(args.model) == bool(args.baseline):
         p.error("give exactly one of --model and --baseline")
+    filter_history = resolve_filter_history("none" if args.no_filter_history else args.filter_history, args.protocol)
     sequences, items, tokenizer, stats = load_processed(args.dataset)
     store = SequenceStore.from_dataset(sequences)
     if args.model:
@@ -124,20 +127,20 @@ def main(argv=None):
     metrics = {}
     if args.task in ("next-item", "all"):
         if args.model:
-            metrics.update(evaluate_next_item(model, dataset, args.batch_size, not args.no_filter_history))
+            metrics.update(evaluate_next_item(model, dataset, args.batch_size, filter_history))
         else:
-            metrics.update(popularity_metrics(store, dataset, len(tokenizer), filter_history=not args.no_filter_history))
+            metrics.update(popularity_metrics(store, dataset, len(tokenizer), filter_history=filter_history))
     if args.task in ("sessions", "all"):
         if not (args.model and getattr(model.config, "is_encoder_decoder", False)):
             p.error("--task sessions needs a GeniusRec checkpoint")
         from .session_eval import session_table
 
-        metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams))
+        metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams, filter_history=filter_history))
     print_table(args.model or args.baseline, metrics)
     if args.output:
         write_json_atomic(args.output, {
-            "metrics": {args.split: metrics}, "protocol": args.protocol, "model": args.model or args.baseline,
-            "dataset": args.dataset, "users": len(dataset), "cold_items": args.cold_items, "machine": machine_description(), "date": today(),
+            "metrics": {args.split: metrics}, "protocol": args.protocol, "filter_history": filter_history, "model": args.model or args.baseline,
+            "dataset": args.dataset, "users": len(dataset), "cold_items": args.cold_items, "machine": machine_description(), "date": today(), "commit": git_commit(),
             "command": "python -m train.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
         })
     return metrics

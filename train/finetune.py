@@ -21,13 +21,14 @@ import torch
 from transformers import AutoModelForCausalLM, EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
-from modeling_geniusrec.data import NextItemDataset, SessionCollator, SessionTrainingDataset, load_item_embeddings, load_processed
-from modeling_geniusrec.metrics import ranking_metrics, target_ranks
+from modeling_geniusrec.data import (NextItemDataset, SessionCollator, SessionTrainingDataset, load_item_embeddings, load_processed,
+                                     resolve_filter_history)
 from modeling_geniusrec.splits import SequenceStore
 
 from . import session_eval
 from .reporting import plot_gate_weights, write_reports
-from .common import machine_description, parse_with_config, save_final_checkpoint, today, write_json_atomic
+from .common import (git_commit, machine_description, make_compute_metrics, parse_with_config, resume_checkpoint, save_final_checkpoint,
+                     today, write_json_atomic)
 
 
 @dataclass
@@ -56,7 +57,8 @@ class DataArguments:
     target_length: int = field(default=10, metadata={"help": "items per training target session (+ EOS)"})
     max_length: int = field(default=200, metadata={"help": "history length fed to the encoder"})
     samples_per_user: int = field(default=1, metadata={"help": "training split points drawn per user and epoch"})
-    filter_history: bool = field(default=True, metadata={"help": "remove the history from next-item rankings"})
+    filter_history: str = field(default="auto", metadata={"help": "items removed from rankings and banned from sessions: full "
+                                                                     "(whole history, default), window (input window only) or none"})
     early_stopping_patience: int = field(default=5, metadata={"help": "epochs without validation NDCG@10 gain"})
     num_beams: int = field(default=10, metadata={"help": "beams for session generation"})
     stage1_baseline: str = field(default=None, metadata={"help": "stage-1 checkpoint (same split) whose top-k list is the session baseline"})
@@ -93,25 +95,13 @@ def first_step_states(logits, labels):
     return hidden[:, 0]
 
 
-def make_compute_metrics(model_ref, filter_history):
-    def compute_metrics(eval_pred):
-        model = model_ref()
-        device = next(model.parameters()).device
-        states = torch.as_tensor(eval_pred.predictions, device=device)
-        targets = torch.as_tensor(eval_pred.label_ids)[:, 0]
-        histories = torch.as_tensor(eval_pred.inputs) if filter_history else None
-        return ranking_metrics(target_ranks(model, states, targets, histories))
-
-    return compute_metrics
-
-
 def main(argv=None):
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     parser.set_defaults(
         output_dir="runs/finetune", num_train_epochs=20, per_device_train_batch_size=128, per_device_eval_batch_size=256,
         learning_rate=1e-3, weight_decay=0.0, lr_scheduler_type="constant", eval_strategy="epoch", save_strategy="epoch",
         logging_strategy="epoch", save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="ndcg@10",
-        greater_is_better=True, report_to="none", remove_unused_columns=False, include_for_metrics=["inputs"],
+        greater_is_better=True, report_to="none", remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(), seed=42, eval_on_start=True,
     )
     parser.add_argument("--config", default=None, help="JSON file of defaults (train/configs/*.json); flags override it")
@@ -136,24 +126,30 @@ def main(argv=None):
     trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
                       processing_class=tokenizer, preprocess_logits_for_metrics=first_step_states,
                       callbacks=[EarlyStoppingCallback(data_args.early_stopping_patience)])
-    trainer.compute_metrics = make_compute_metrics(lambda: trainer.accelerator.unwrap_model(trainer.model), data_args.filter_history)
+    data_args.filter_history = resolve_filter_history(data_args.filter_history, data_args.protocol)
+    unwrapped = lambda: trainer.accelerator.unwrap_model(trainer.model)  # noqa: E731
+    trainer.compute_metrics = make_compute_metrics(unwrapped, eval_set, data_args.filter_history)
     start = time.time()
-    trainer.train()
+    resumed = resume_checkpoint(training_args)
+    trainer.train(resume_from_checkpoint=resumed)
     wall = time.time() - start
     trainer.remove_callback(EarlyStoppingCallback)
-    metrics = {"validation": trainer.evaluate(eval_set, metric_key_prefix="validation"), "test": trainer.evaluate(test_set, metric_key_prefix="test")}
+    metrics = {"validation": trainer.evaluate(eval_set, metric_key_prefix="validation")}
+    trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
+    metrics["test"] = trainer.evaluate(test_set, metric_key_prefix="test")
     metrics = {split_name: {k[len(split_name) + 1 :]: v for k, v in m.items() if k.startswith(split_name + "_")} for split_name, m in metrics.items()}
     save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
     model = trainer.accelerator.unwrap_model(trainer.model)
     if data_args.protocol == "sessions" and trainer.is_world_process_zero():
         stage1 = AutoModelForCausalLM.from_pretrained(data_args.stage1_baseline) if data_args.stage1_baseline else None
-        metrics["test"].update(session_eval.session_table(model, store, items, test_set, data_args.session_length, data_args.num_beams, stage1=stage1))
+        metrics["test"].update(session_eval.session_table(model, store, items, test_set, data_args.session_length, data_args.num_beams, stage1=stage1,
+                                                               filter_history=data_args.filter_history))
     results = {
-        "metrics": metrics, "protocol": data_args.protocol, "model": "geniusrec",
+        "metrics": metrics, "protocol": data_args.protocol, "filter_history": data_args.filter_history, "model": "geniusrec",
         "command": "python -m train.finetune " + " ".join(sys.argv[1:] if argv is None else argv),
         "config": {**asdict(model_args), **asdict(data_args), "model_config": model.config.to_dict()},
         "seed": training_args.seed, "epochs": trainer.state.epoch, "wall_time_s": round(wall, 1),
-        "machine": machine_description(), "date": today(),
+        "machine": machine_description(), "date": today(), "commit": git_commit(), "resumed_from": resumed,
         "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
     }
     if trainer.is_world_process_zero():

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
-from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed, streaming_train_examples
-from modeling_geniusrec.metrics import DEFAULT_KS, ranking_metrics, target_ranks
+from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history, streaming_train_examples
 from modeling_geniusrec.splits import SequenceStore
 
 from .reporting import write_reports
-from .common import MODELS, machine_description, parse_with_config, save_final_checkpoint, today, write_json_atomic
+from .common import (MODELS, git_commit, machine_description, make_compute_metrics, parse_with_config, resume_checkpoint,
+                     save_final_checkpoint, today, write_json_atomic)
 
 
 @dataclass
@@ -51,7 +51,9 @@ class DataArguments:
     max_length: int = field(default=200, metadata={"help": "longest history fed to the model (most recent items)"})
     protocol: str = field(default="leave-one-out", metadata={"help": "leave-one-out, hstu-reference or sessions"})
     session_length: int = field(default=10, metadata={"help": "k of the sessions protocol"})
-    filter_history: bool = field(default=True, metadata={"help": "remove the user's history from the ranked items"})
+    filter_history: str = field(default="auto", metadata={"help": "items removed from each ranking: full (everything the user saw "
+                                                                     "before the target), window (the input window only, as the HSTU "
+                                                                     "reference code), none; auto = window under hstu-reference, else full"})
     early_stopping_patience: int = field(default=10, metadata={"help": "epochs without validation NDCG@10 gain before stopping"})
     results_file: str = field(default=None, metadata={"help": "results JSON (default: <output_dir>/results.json)"})
     streaming: bool = field(default=False, metadata={"help": "stream training rows from the Arrow shards, split across processes "
@@ -84,21 +86,6 @@ def keep_user_embeddings(logits, labels):
     return logits[0] if isinstance(logits, (tuple, list)) else logits
 
 
-def make_compute_metrics(model_ref, filter_history: bool, ks=DEFAULT_KS):
-    """`compute_metrics` for the Trainer: ranks each target among all items from the gathered user states."""
-
-    def compute_metrics(eval_pred):
-        model = model_ref()
-        device = next(model.parameters()).device
-        users = torch.as_tensor(np.asarray(eval_pred.predictions), device=device)
-        labels = torch.as_tensor(np.asarray(eval_pred.label_ids))
-        targets = labels.max(dim=1).values  # one target per row, -100 elsewhere
-        histories = torch.as_tensor(np.asarray(eval_pred.inputs)) if filter_history else None
-        return ranking_metrics(target_ranks(model, users, targets, histories), ks)
-
-    return compute_metrics
-
-
 def main(argv=None):
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     parser.set_defaults(
@@ -106,7 +93,7 @@ def main(argv=None):
         learning_rate=1e-3, weight_decay=0.0, adam_beta2=0.98, lr_scheduler_type="constant", eval_strategy="epoch",
         save_strategy="epoch", logging_strategy="epoch", save_total_limit=2, load_best_model_at_end=True,
         metric_for_best_model="ndcg@10", greater_is_better=True, report_to="none", remove_unused_columns=False,
-        include_for_metrics=["inputs"], dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), seed=42,
+        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), seed=42,
     )
     parser.add_argument("--config", default=None, help="JSON file of defaults (train/configs/*.json); flags override it")
     model_args, data_args, training_args = parse_with_config(parser, argv)
@@ -141,18 +128,23 @@ def main(argv=None):
         data_collator=NextItemCollator(tokenizer.pad_token_id), processing_class=tokenizer,
         preprocess_logits_for_metrics=keep_user_embeddings, callbacks=callbacks,
     )
-    trainer.compute_metrics = make_compute_metrics(lambda: trainer.accelerator.unwrap_model(trainer.model), data_args.filter_history)
+    data_args.filter_history = resolve_filter_history(data_args.filter_history, data_args.protocol)
+    unwrapped = lambda: trainer.accelerator.unwrap_model(trainer.model)  # noqa: E731
+    trainer.compute_metrics = make_compute_metrics(unwrapped, eval_set, data_args.filter_history)
     start = time.time()
-    trainer.train()
+    resumed = resume_checkpoint(training_args)
+    trainer.train(resume_from_checkpoint=resumed)
     wall = time.time() - start
     trainer.remove_callback(EarlyStoppingCallback)  # the final evaluations below are not model selection
     validation = {} if reference else trainer.evaluate(eval_set, metric_key_prefix="validation")
+    trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
     test = trainer.evaluate(test_set, metric_key_prefix="test")
     save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
     strip = lambda metrics, prefix: {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}  # noqa: E731
     results = {
         "metrics": {"validation": strip(validation, "validation"), "test": strip(test, "test")},
         "protocol": data_args.protocol,
+        "filter_history": data_args.filter_history,
         "model": model_args.model_type,
         "command": "python -m train.pretrain " + " ".join(sys.argv[1:] if argv is None else argv),
         "config": {**asdict(model_args), **asdict(data_args), "model_config": trainer.model.config.to_dict()},
@@ -164,6 +156,9 @@ def main(argv=None):
         "seconds_per_epoch": round(wall / max(trainer.state.epoch or 1, 1e-9), 2),
         "machine": machine_description(),
         "date": today(),
+        "commit": git_commit(),
+        "resumed_from": resumed,
+        "stopped_by": _stopped_by(trainer.state, training_args),
         "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
         "train_loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h],
         "world_size": training_args.world_size,
@@ -179,6 +174,13 @@ def main(argv=None):
 
             print_next_item_recommendations(trainer.model, store, tokenizer, items, test_set, data_args.show_recommendations)
     return results
+
+
+def _stopped_by(state, args) -> str:
+    """"max_epochs" when the configured epochs (or steps) all ran, else "early_stopping"."""
+    if args.max_steps and args.max_steps > 0:
+        return "max_steps" if state.global_step >= args.max_steps else "early_stopping"
+    return "max_epochs" if (state.epoch or 0) >= args.num_train_epochs - 1e-6 else "early_stopping"
 
 
 def _best_epoch(state):

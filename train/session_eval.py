@@ -19,42 +19,54 @@ def _batches(dataset, batch_size, desc, progress=True):
 
 
 @torch.no_grad()
-def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64, progress=True) -> list[list[int]]:
-    """Top beam-search session of exactly `k` items per user of `dataset` (token ids)."""
+def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64, progress=True,
+                      filter_history: str = "full") -> list[list[int]]:
+    """Top beam-search session of exactly `k` items per user of `dataset` (token ids), with the history's times and
+    the request time, and the user's seen items (`filter_history`) banned."""
     model.eval()
     collator, sessions = NextItemCollator(model.config.pad_token_id), []
-    for examples in _batches(dataset, batch_size, "generating sessions", progress):
-        batch = collator(examples)
-        out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], timestamps=batch["timestamps"],
-                             next_timestamps=batch["next_timestamps"], num_beams=num_beams, max_new_tokens=k, min_new_tokens=k)
+    for lo in tqdm(range(0, len(dataset), batch_size), desc="generating sessions", disable=not progress):
+        rows = range(lo, min(lo + batch_size, len(dataset)))
+        batch = collator.pad_histories([dataset[i] for i in rows])
+        out = model.generate(**batch, banned_item_ids=dataset.filter_items(filter_history, rows), ban_history=filter_history != "none",
+                             num_beams=num_beams, max_new_tokens=k, min_new_tokens=k)
         sessions += out[:, 1 : k + 1].tolist()
     return sessions
 
 
 @torch.no_grad()
-def next_item_top_k(model, examples: list[dict], k: int = 10) -> torch.Tensor:
-    """A stage-1 model's top-k next items (history filtered) for a list of split-view examples: `(len(examples), k)`."""
+def next_item_top_k(model, examples: list[dict], k: int = 10, filter_history: str = "full") -> torch.Tensor:
+    """A stage-1 model's top-k next items for a list of split-view examples, with the user's seen items removed
+    (`full`: `seen_items`, the whole history; `window`: the input window): `(len(examples), k)`."""
     model.eval()
     device = next(model.parameters()).device
     batch = NextItemCollator(model.config.pad_token_id).pad_histories(examples)
     batch = {key: value.to(device) for key, value in batch.items()}
     out = model(**batch)
-    return model.top_k_items(out.user_embeddings, k, exclude=batch["input_ids"])[1].cpu()
+    exclude = None
+    if filter_history != "none":
+        from modeling_geniusrec.data import pad_item_lists
+
+        exclude = pad_item_lists([e["seen_items"] if filter_history == "full" else e["input_ids"] for e in examples]).to(device)
+    return model.top_k_items(out.user_embeddings, k, exclude=exclude)[1].cpu()
 
 
-def next_item_lists(model, dataset: NextItemDataset, k: int = 10, batch_size: int = 256) -> list[list[int]]:
+def next_item_lists(model, dataset: NextItemDataset, k: int = 10, batch_size: int = 256, filter_history: str = "full") -> list[list[int]]:
     """The stage-1 top-k list of every user of `dataset`, read as a session: the HSTU baseline."""
     lists = []
     for examples in _batches(dataset, batch_size, "stage-1 top-k", progress=False):
-        lists += next_item_top_k(model, examples, k).tolist()
+        lists += next_item_top_k(model, examples, k, filter_history).tolist()
     return lists
 
 
-def popularity_lists(item_user_counts: np.ndarray, dataset: NextItemDataset, k: int = 10, num_special: int = 4) -> list[list[int]]:
+def popularity_lists(item_user_counts: np.ndarray, dataset: NextItemDataset, k: int = 10, num_special: int = 4,
+                     filter_history: str = "full") -> list[list[int]]:
+    """The `k` most popular items each user has not seen (same filter rule as the models)."""
     order = [int(i) for i in np.argsort(-item_user_counts, kind="stable") if i >= num_special]
+    seen = dataset.filter_items(filter_history)
     lists = []
     for i in range(len(dataset)):
-        history = set(dataset[i]["input_ids"].tolist())
+        history = set() if seen is None else set(seen[i].tolist())
         lists.append([item for item in order if item not in history][:k])
     return lists
 
@@ -104,7 +116,7 @@ def session_perplexity(model, dataset: NextItemDataset, batch_size: int = 128) -
 
 
 def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64,
-                  stage1=None) -> dict:
+                  stage1=None, filter_history: str = "full") -> dict:
     """GeniusRec's generated sessions on a split view scored against the real next items, with perplexity, the
     popularity baseline (`popularity_*`) and, given a stage-1 model, its top-k list (`hstu_*`) in the same table."""
     import time
@@ -114,18 +126,18 @@ def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, nu
     vectors = item_feature_vectors(items, vocab, getattr(model.model, "text_embeddings", None))
     report = dict(k=k, counts=counts, num_users=num_users, vectors=vectors, num_items=vocab - model.config.num_special_tokens)
     start = time.time()
-    sessions = generate_sessions(model, dataset, k, num_beams, batch_size)
+    sessions = generate_sessions(model, dataset, k, num_beams, batch_size, filter_history=filter_history)
     out = session_report(sessions, dataset, **report)
     out["sessions_per_second"] = len(sessions) / (time.time() - start)
     out.update(session_perplexity(model, dataset))
-    out.update(session_report(popularity_lists(counts, dataset, k), dataset, **report, prefix="popularity_"))
+    out.update(session_report(popularity_lists(counts, dataset, k, filter_history=filter_history), dataset, **report, prefix="popularity_"))
     if stage1 is not None:
-        out.update(session_report(next_item_lists(stage1, dataset, k), dataset, **report, prefix="hstu_"))
+        out.update(session_report(next_item_lists(stage1, dataset, k, filter_history=filter_history), dataset, **report, prefix="hstu_"))
     return out
 
 
 def session_report(lists, dataset, counts, num_users, vectors, num_items, k, prefix="") -> dict:
     targets = [dataset[i]["target_session"].tolist() for i in range(len(dataset))]
-    histories = [dataset[i]["input_ids"].tolist() for i in range(len(dataset))]
+    histories = [dataset[i]["seen_items"].tolist() for i in range(len(dataset))]  # repetition counts against the whole history
     report = {**session_accuracy(lists, targets, k), **beyond_accuracy(lists, histories, vectors, counts, num_users, num_items)}
     return {f"{prefix}{key}": value for key, value in report.items()}
