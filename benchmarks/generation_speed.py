@@ -45,9 +45,8 @@ def main(argv=None):
             model.model.set_item_embeddings("text", torch.randn(len(tokenizer), args.text_dim))
     model.eval()
     data = NextItemDataset(store, "test", model.config.encoder_config.max_position_embeddings)
-    batch = NextItemCollator()([data[i] for i in range(args.batch_size)])
-    kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], timestamps=batch["timestamps"],
-                  num_beams=args.num_beams, max_new_tokens=args.session_length, min_new_tokens=args.session_length)
+    batch = NextItemCollator().pad_histories([data[i] for i in range(args.batch_size)])
+    kwargs = dict(**batch, banned_item_ids=data.filter_items("full", range(args.batch_size)), num_beams=args.num_beams, max_new_tokens=args.session_length, min_new_tokens=args.session_length)
     result = {"batch_size": args.batch_size, "num_beams": args.num_beams, "session_length": args.session_length,
               "threads": torch.get_num_threads(), "model": args.model or f"random paper-size, text_dim={args.text_dim}"}
     outputs = {}

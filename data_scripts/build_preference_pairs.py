@@ -2,8 +2,11 @@
 
     python -m data_scripts.build_preference_pairs --model runs/ml-1m-geniusrec --dataset data/ml-1m --out data/ml-1m-pairs
 
-For each user (of the train view of `--protocol`), the history is the train sequence minus its last `k` items, and
-those `k` real items (still training data: never validation or test) are the reference session. `--num-candidates`
+For each pair user (a seeded random `--num-users` of the train view of `--protocol`; the others stay apart for
+choosing reward weights and beta on their validation view), the history is the train sequence minus its last `k`
+items, and those `k` real items (still training data: never validation or test) are the reference session. Candidates
+are generated under the one time policy (the history's times and the request time, the reference's first event) with
+the user's whole history before the cut banned. `--num-candidates`
 sessions are generated (beam search, plus `--num-sampled` sampled ones), each scored by
 
     reward = w_accuracy * recall@k(session, real next k items)
@@ -13,7 +16,9 @@ sessions are generated (beam search, plus `--num-sampled` sampled ones), each sc
 
 and the best and worst candidates form a (chosen, rejected) pair when their rewards differ by `--margin` or more.
 Output: a `datasets` dataset with `prompt` ("<history tokens> [SEP]"), `chosen`/`rejected` (" <tokens> [EOS]"),
-the rewards and the user id: the string format TRL's DPOTrainer consumes with the item tokenizer.
+`prompt_timestamps` (the history's times) and `next_timestamp` (the request time), the `reference` session, the
+rewards and the user id: the string format TRL's DPOTrainer consumes with the item tokenizer, plus the times that
+`train.dpo`'s collator passes to the packed view. `pairs_config.json` beside it lists the arguments.
 """
 
 import argparse
@@ -21,13 +26,14 @@ import json
 import math
 import os
 import shutil
+import tempfile
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from modeling_geniusrec import GeniusRecForSessionGeneration
-from modeling_geniusrec.data import NextItemCollator, load_processed
+from modeling_geniusrec.data import NextItemCollator, load_processed, pad_item_lists
 from modeling_geniusrec.session_metrics import intra_list_diversity
 from modeling_geniusrec.splits import SequenceStore, split_users
 from train.session_eval import item_feature_vectors, item_user_counts
@@ -54,51 +60,102 @@ def token_string(tokenizer, ids) -> str:
     return " ".join(tokenizer.convert_ids_to_tokens([int(i) for i in ids]))
 
 
+def pair_users(store, protocol: str, holdout_length: int, k: int, num_users: int, seed: int = 42) -> list[tuple[int, int]]:
+    """A seeded random choice of `num_users` train-view users long enough for a `k`-item reference session:
+    `[(row index, train view end)]`, in row order. The other users are never in a pair."""
+    users, bounds = split_users(store, "train", protocol, holdout_length)
+    eligible = [(int(u), int(b[0])) for u, b in zip(users, bounds) if b[0] >= k + 2]
+    order = np.random.default_rng(seed).permutation(len(eligible))[:num_users]
+    return [eligible[i] for i in sorted(order)]
+
+
+def reference_examples(store, users: list[tuple[int, int]], k: int, max_len: int) -> list[dict]:
+    """Per pair user: the prompt history (at most `max_len` items ending `k` items before the train view's end, with
+    times), the request time, the whole history before the cut (banned from candidates) and the reference session
+    (the train view's last `k` items). Reads nothing at or after the train view's end."""
+    examples = []
+    for user, train_end in users:
+        seq, ts = store.row(int(user))
+        cut = train_end - k
+        start = max(0, cut - max_len)
+        examples.append({"user": user, "input_ids": seq[start:cut], "timestamps": ts[start:cut], "next_timestamp": ts[cut],
+                         "seen_items": seq[:cut], "reference": seq[cut:train_end]})
+    return examples
+
+
 @torch.no_grad()
 def build_pairs(model, store, items, tokenizer, args) -> list[dict]:
     k = args.session_length
     counts, num_users = item_user_counts(store, args.protocol, args.holdout_length, len(tokenizer))
     vectors = item_feature_vectors(items, len(tokenizer), getattr(model.model, "text_embeddings", None))
     weights = {"accuracy": args.w_accuracy, "novelty": args.w_novelty, "diversity": args.w_diversity, "popularity": args.w_popularity}
-    users, bounds = split_users(store, "train", args.protocol, args.holdout_length)
-    keep = [(u, int(b[0])) for u, b in zip(users, bounds) if b[0] >= k + 2][: args.num_users]
     max_len = min(args.max_length, model.config.encoder_config.max_position_embeddings)
+    examples = reference_examples(store, pair_users(store, args.protocol, args.holdout_length, k, args.num_users, args.seed), k, max_len)
     collator, pairs = NextItemCollator(model.config.pad_token_id), []
     model.eval()
-    for lo in tqdm(range(0, len(keep), args.batch_size), desc="preference pairs", disable=args.quiet):
-        examples, targets = [], []
-        for user, train_end in keep[lo : lo + args.batch_size]:
-            seq, ts = store.row(int(user))
-            cut = train_end - k  # the real next k items are the last k of the train view
-            start = max(0, cut - max_len)
-            examples.append({"input_ids": seq[start:cut], "timestamps": ts[start:cut], "target": seq[cut], "next_timestamp": ts[cut]})
-            targets.append(seq[cut:train_end].tolist())
-        batch = collator(examples)
-        gen = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=k, min_new_tokens=k)
+    for lo in tqdm(range(0, len(examples), args.batch_size), desc="preference pairs", disable=args.quiet):
+        chunk = examples[lo : lo + args.batch_size]
+        gen = dict(**collator.pad_histories(chunk), banned_item_ids=pad_item_lists([e["seen_items"] for e in chunk]),
+                   max_new_tokens=k, min_new_tokens=k)
         beams = model.generate(**gen, num_beams=args.num_candidates, num_return_sequences=args.num_candidates)[:, 1 : k + 1]
-        candidates = beams.view(len(examples), args.num_candidates, k)
+        candidates = beams.view(len(chunk), args.num_candidates, k)
         if args.num_sampled:
             sampled = model.generate(**gen, do_sample=True, top_k=args.top_k, num_return_sequences=args.num_sampled)[:, 1 : k + 1]
-            candidates = torch.cat([candidates, sampled.view(len(examples), args.num_sampled, k)], dim=1)
-        for row, (example, target) in enumerate(zip(examples, targets)):
+            candidates = torch.cat([candidates, sampled.view(len(chunk), args.num_sampled, k)], dim=1)
+        for row, example in enumerate(chunk):
+            target = example["reference"].tolist()
             sessions = [c.tolist() for c in candidates[row]]
             scored = [(combine(reward_terms(sess, target, vectors, counts, num_users), weights), sess) for sess in sessions]
             best, worst = max(scored, key=lambda x: x[0]), min(scored, key=lambda x: x[0])
             if best[0] - worst[0] < args.margin:
                 continue
-            user = keep[lo + row][0]
             pairs.append({
                 "prompt": token_string(tokenizer, example["input_ids"]) + " [SEP]",
                 "chosen": " " + token_string(tokenizer, best[1]) + " [EOS]",
                 "rejected": " " + token_string(tokenizer, worst[1]) + " [EOS]",
-                "chosen_reward": best[0], "rejected_reward": worst[0], "user_id": store.user_ids[int(user)],
+                "prompt_timestamps": [int(t) for t in example["timestamps"]],
+                "next_timestamp": int(example["next_timestamp"]),
+                "reference": token_string(tokenizer, target),
+                "chosen_reward": best[0], "rejected_reward": worst[0], "user_id": store.user_ids[int(example["user"])],
             })
     return pairs
 
 
-def main(argv=None):
+def check_out(out: str) -> str:
+    """`out` as an absolute path; raises when it exists and is not a pairs folder this script wrote."""
+    out = os.path.abspath(out.rstrip("/"))
+    if os.path.exists(out) and not os.path.exists(os.path.join(out, "pairs_config.json")):
+        raise FileExistsError(f"--out {out!r} exists and is not a preference-pairs folder written by this script: "
+                              "choose a new path (nothing was written)")
+    return out
+
+
+def write_pairs_atomic(pairs: list[dict], out: str, config: dict) -> None:
+    """Writes the pairs dataset to a fresh temp folder beside `out`, then renames it into place. Replaces `out` only
+    when it is an earlier pairs folder (it holds `pairs_config.json`); any other existing path is refused."""
     import datasets
 
+    out = check_out(out)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
+    try:
+        datasets.Dataset.from_list(pairs).save_to_disk(tmp)
+        with open(os.path.join(tmp, "pairs_config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
+            os.replace(out, os.path.join(old, "pairs"))
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="stage-2 GeniusRec checkpoint")
     p.add_argument("--dataset", required=True, help="processed dataset folder")
@@ -106,7 +163,8 @@ def main(argv=None):
     p.add_argument("--protocol", default="leave-one-out", help="whose train view the pairs come from (leave-one-out or sessions)")
     p.add_argument("--holdout-length", type=int, default=10, help="k of the sessions protocol (its held-out sessions are never used)")
     p.add_argument("--session-length", type=int, default=10, help="items per candidate session (and real items of the reference)")
-    p.add_argument("--num-users", type=int, default=1000, help="users to draw pairs for")
+    p.add_argument("--num-users", type=int, default=1000, help="users to draw pairs for (a seeded random subset; keep the rest "
+                                                               "apart to choose weights and beta on their validation view)")
     p.add_argument("--num-candidates", type=int, default=8, help="beam-search candidates per user")
     p.add_argument("--num-sampled", type=int, default=0, help="extra sampled candidates per user")
     p.add_argument("--top-k", type=int, default=50, help="top-k of the sampled candidates")
@@ -117,9 +175,10 @@ def main(argv=None):
     p.add_argument("--margin", type=float, default=0.05, help="minimum reward gap between chosen and rejected")
     p.add_argument("--max-length", type=int, default=50, help="history items in each prompt")
     p.add_argument("--batch-size", type=int, default=64, help="users per generate() call")
-    p.add_argument("--seed", type=int, default=42, help="sampling seed")
+    p.add_argument("--seed", type=int, default=42, help="seed of the pair-user choice and of sampling")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    check_out(args.out)  # refuse before any work
     torch.manual_seed(args.seed)
     model = GeniusRecForSessionGeneration.from_pretrained(args.model)
     sequences, items, tokenizer, _ = load_processed(args.dataset)
@@ -127,13 +186,7 @@ def main(argv=None):
     pairs = build_pairs(model, store, items, tokenizer, args)
     if not pairs:
         raise ValueError("no pair passed the margin: lower --margin or add candidates")
-    tmp = args.out.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    datasets.Dataset.from_list(pairs).save_to_disk(tmp)
-    with open(os.path.join(tmp, "pairs_config.json"), "w") as f:
-        json.dump(vars(args), f, indent=2)
-    shutil.rmtree(args.out, ignore_errors=True)
-    os.replace(tmp, args.out)
+    write_pairs_atomic(pairs, args.out, vars(args))
     print(f"wrote {len(pairs)} pairs to {args.out} (mean reward gap {np.mean([q['chosen_reward'] - q['rejected_reward'] for q in pairs]):.3f})")
     return pairs
 

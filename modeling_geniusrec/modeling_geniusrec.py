@@ -291,14 +291,14 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
 
     # -- encoder ---------------------------------------------------------------------------------------------------
     def encode(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None) -> GeniusRecEncoderOutput:
-        """History `(B, N)` (+ timestamps) -> [`GeniusRecEncoderOutput`].
+        """History `(B, N)` with its event times `(B, N)` and the request time `(B,)` -> [`GeniusRecEncoderOutput`].
 
-        Without `timestamps` (the packed view: TRL rows carry no times) every event gets time 0, so the time-bucket
-        bias is one constant; train and evaluate a model the same way (both with or both without times)."""
+        One time policy for every path (training, evaluation, `generate()`, preference pairs, the packed view that DPO
+        trains): an encoder that uses time refuses a call without `timestamps` and `next_timestamps`, rather than
+        silently encoding a different function."""
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
-        if timestamps is None and self.config.encoder_config.use_time_bias:
-            timestamps = torch.zeros_like(input_ids)
+        check_time_inputs(self.config.encoder_config, timestamps, next_timestamps)
         states = self.encoder(input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps).last_hidden_state
         user = states[torch.arange(states.shape[0], device=states.device), last_positions(attention_mask.bool())]
         keys = {f"history_{kind}": self.experts[kind].history_keys(getattr(self, f"{kind}_embeddings"), input_ids)
@@ -337,7 +337,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         """
         config = self.config
         if decoder_input_ids is None and encoder_outputs is None:
-            return self.packed_forward(input_ids, attention_mask)
+            return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids is required with encoder_outputs")
         if encoder_outputs is None:
@@ -383,11 +383,15 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         )
 
 
-    def packed_forward(self, input_ids, attention_mask=None) -> GeniusRecOutput:
+    def packed_forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None) -> GeniusRecOutput:
         """Causal-LM view of `[history..., SEP, session..., EOS, pad...]` rows: what TRL's DPOTrainer trains, through
-        `base_model(input_ids, attention_mask).last_hidden_state @ get_output_embeddings().weight.T * logit_scale`.
+        `base_model(input_ids, attention_mask, timestamps=..., next_timestamps=...).last_hidden_state @
+        get_output_embeddings().weight.T * logit_scale`.
 
-        Each row is split at its first `[SEP]`: the left part is encoded (without timestamps), the right part decoded.
+        Each row is split at its first `[SEP]`: the left part is encoded with its times, the right part decoded.
+        `timestamps` `(batch_size, row_length)` are aligned to the packed row (only the history's entries are read;
+        give anything, e.g. 0, at `[SEP]`, session and pad positions) and `next_timestamps` `(batch_size,)` is the
+        request time: the same time policy as the seq2seq view, which this view equals exactly.
         `last_hidden_state[:, p]` predicts token `p + 1` of the packed row, as in a causal LM; positions before `[SEP]`
         get zero states. Returns [`GeniusRecOutput`] aligned to the packed row `(batch_size, row_length, ...)`.
         """
@@ -410,13 +414,31 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         hist_len, dec_len = int(hist_mask.sum(1).max()), int(dec_mask.sum(1).max())
         if not bool(hist_mask.any(1).all()):
             raise ValueError("a packed row has an empty history before [SEP]")
+        check_time_inputs(self.config.encoder_config, timestamps, next_timestamps)
+        if timestamps is not None and timestamps.shape != input_ids.shape:
+            raise ValueError(f"packed-view timestamps must be aligned to the packed rows {tuple(input_ids.shape)}, got {tuple(timestamps.shape)}")
         history = _left_align(input_ids, hist_mask, hist_len, self.config.pad_token_id)
+        history_times = None if timestamps is None else _left_align(timestamps, hist_mask, hist_len, 0)
         decoder = _left_align(input_ids, dec_mask, dec_len, self.config.pad_token_id)
-        out = self(input_ids=history, attention_mask=history != self.config.pad_token_id, decoder_input_ids=decoder)
+        out = self(input_ids=history, attention_mask=history != self.config.pad_token_id, timestamps=history_times,
+                   next_timestamps=next_timestamps, decoder_input_ids=decoder)
         rank = (dec_mask.long().cumsum(1) - 1).clamp(min=0, max=dec_len - 1).unsqueeze(-1)  # packed position -> decoder position
         hidden = out.last_hidden_state.gather(1, rank.expand(-1, -1, out.last_hidden_state.shape[-1])) * dec_mask.unsqueeze(-1)
         gates = out.gate_weights.gather(1, rank.expand(-1, -1, out.gate_weights.shape[-1])) * dec_mask.unsqueeze(-1)
         return GeniusRecOutput(last_hidden_state=hidden, gate_weights=gates, aux_loss=out.aux_loss, encoder_last_hidden_state=out.encoder_last_hidden_state)
+
+
+def check_time_inputs(encoder_config, timestamps, next_timestamps) -> None:
+    """Raises when an encoder that uses time (`use_time_bias`) is called without the history's times or the request
+    time (`next_timestamps`, the time of the event being predicted, when `use_next_event_time`)."""
+    if not encoder_config.use_time_bias:
+        return
+    if timestamps is None:
+        raise ValueError("this GeniusRec encoder uses time-bucket biases (encoder_config.use_time_bias=True): pass `timestamps` "
+                         "(B, N) with the history's event times in seconds, also to generate() and to the packed view")
+    if next_timestamps is None and encoder_config.use_next_event_time:
+        raise ValueError("this GeniusRec encoder times each query at the next event (use_next_event_time=True): pass "
+                         "`next_timestamps` (B,), the request time (seconds) of the session to generate")
 
 
 def load_balancing_loss(gate_weights: torch.Tensor) -> torch.Tensor:
@@ -521,7 +543,7 @@ class GeniusRecForSessionGeneration(GeniusRecPreTrainedModel, GenerationMixin):
             [`GeniusRecOutput`] with `logits` `(batch_size, target_length, vocab_size)`.
         """
         if decoder_input_ids is None and labels is None and encoder_outputs is None:
-            return self.packed_forward(input_ids, attention_mask)
+            return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         if decoder_input_ids is None:
             decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps,
@@ -537,9 +559,9 @@ class GeniusRecForSessionGeneration(GeniusRecPreTrainedModel, GenerationMixin):
             out.loss = ce + self.config.router_aux_loss_coef * out.aux_loss
         return out
 
-    def packed_forward(self, input_ids, attention_mask=None) -> GeniusRecOutput:
+    def packed_forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None) -> GeniusRecOutput:
         """Causal-LM view (see [`GeniusRecModel.packed_forward`]) with `logits` aligned to the packed row."""
-        out = self.model.packed_forward(input_ids, attention_mask)
+        out = self.model.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         out.logits = out.last_hidden_state @ self.model.item_output_matrix().T * self.config.logit_scale
         return out
 
@@ -599,5 +621,6 @@ __all__ = [
     "GeniusRecOutput",
     "GeniusRecEncoderOutput",
     "BanItemsLogitsProcessor",
+    "check_time_inputs",
     "load_balancing_loss",
 ]

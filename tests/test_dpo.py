@@ -43,6 +43,7 @@ def test_pairs_come_from_the_train_view_only(setup):
     store = SequenceStore.from_dataset(sequences)
     assert len(pairs) == 40
     for pair in pairs:
+        assert len(pair["prompt_timestamps"]) == len(pair["prompt"].split()) - 1 and pair["next_timestamp"] >= pair["prompt_timestamps"][-1]
         assert pair["prompt"].endswith(" [SEP]") and pair["chosen"].endswith(" [EOS]") and pair["chosen_reward"] >= pair["rejected_reward"]
         prompt = tokenizer(pair["prompt"])["input_ids"][:-1]
         seq = store.row(store.user_ids.index(pair["user_id"]))[0].tolist()
@@ -59,11 +60,12 @@ def test_trl_fused_log_probs_equal_the_models_own(setup):
     model = GeniusRecForSessionGeneration.from_pretrained(setup / "stage2").eval()
     row = torch.tensor([[5, 6, 7, 8, 1, 9, 10, 11, 2], [12, 13, 1, 14, 15, 16, 2, 0, 0]])
     mask = row != 0
-    logits = model(input_ids=row, attention_mask=mask).logits
+    times = dict(timestamps=torch.tensor([[100, 200, 300, 400] + [0] * 5, [50, 900] + [0] * 7]), next_timestamps=torch.tensor([500, 1000]))
+    logits = model(input_ids=row, attention_mask=mask, **times).logits
     own = torch.log_softmax(logits[:, :-1], -1).gather(2, row[:, 1:].unsqueeze(-1)).squeeze(-1)
     labels = row.masked_fill(~mask, -100)
     add_fused_lm_head(model)
-    fused = model(input_ids=row, attention_mask=mask, labels=labels, fused_lm_head=True).log_probs
+    fused = model(input_ids=row, attention_mask=mask, labels=labels, fused_lm_head=True, **times).log_probs
     completion = torch.zeros_like(row[:, 1:], dtype=torch.bool)
     completion[0, 4:], completion[1, 2:6] = True, True  # the tokens after [SEP]
     torch.testing.assert_close(fused[completion], own[completion], atol=1e-5, rtol=1e-5)
@@ -88,10 +90,12 @@ def test_dpo_with_lora(setup, tmp_path):
     merged = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "merged").eval()
     peft_model.eval()
     history = torch.tensor([[5, 6, 7, 8], [20, 21, 22, 23]])
+    gen = dict(input_ids=history, timestamps=torch.arange(8).view(2, 4) * 100, next_timestamps=torch.tensor([900, 900]),
+               num_beams=3, max_new_tokens=4)
     with peft_model.disable_adapter():
-        reference = peft_model.get_base_model().generate(input_ids=history, num_beams=3, max_new_tokens=4)
-    with_adapter = peft_model.get_base_model().generate(input_ids=history, num_beams=3, max_new_tokens=4)
-    assert torch.equal(merged.generate(input_ids=history, num_beams=3, max_new_tokens=4), with_adapter)
+        reference = peft_model.get_base_model().generate(**gen)
+    with_adapter = peft_model.get_base_model().generate(**gen)
+    assert torch.equal(merged.generate(**gen), with_adapter)
     assert reference.shape == with_adapter.shape
 
 

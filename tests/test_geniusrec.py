@@ -45,7 +45,7 @@ def batch():
 def test_gate_weights_sum_to_one_and_experts_follow_the_config():
     model = tiny()
     hist, ts, labels = batch()
-    out = model(input_ids=hist, timestamps=ts, labels=labels)
+    out = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
     assert out.gate_weights.shape == (3, 6, 3) and model.config.expert_names == ["behaviour", "text", "image"]
     torch.testing.assert_close(out.gate_weights.sum(-1), torch.ones(3, 6))
     no_image = tiny(image=0)
@@ -57,12 +57,12 @@ def test_gate_weights_sum_to_one_and_experts_follow_the_config():
 def test_target_never_reaches_the_state_that_predicts_it(t):
     model = tiny()
     hist, ts, labels = batch()
-    base = model(input_ids=hist, timestamps=ts, labels=labels)
+    base = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
     target = labels[:, t]
     # 1) another item in the target's place: every logit up to position t is unchanged (positions after change)
     swapped = labels.clone()
     swapped[:, t] = torch.tensor([20, 21, 22])
-    out = model(input_ids=hist, timestamps=ts, labels=swapped)
+    out = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=swapped)
     torch.testing.assert_close(out.logits[:, : t + 1], base.logits[:, : t + 1], rtol=0, atol=0)
     if t + 1 < labels.shape[1]:
         assert not torch.allclose(out.logits[:, t + 1], base.logits[:, t + 1])
@@ -72,7 +72,7 @@ def test_target_never_reaches_the_state_that_predicts_it(t):
         model.model.get_input_embeddings().weight[target] += 1.0
         model.model.text_embeddings[target] += 3.0
         model.model.image_embeddings[target] += 3.0
-    out = model(input_ids=hist, timestamps=ts, labels=labels)
+    out = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
     torch.testing.assert_close(out.last_hidden_state[:, : t + 1], base.last_hidden_state[:, : t + 1], rtol=0, atol=1e-6)
     others = torch.ones(VOCAB, dtype=torch.bool)
     others[target] = False
@@ -84,10 +84,10 @@ def test_target_never_reaches_the_state_that_predicts_it(t):
 def test_experts_read_the_history():
     model = tiny()
     hist, ts, labels = batch()
-    base = model(input_ids=hist, timestamps=ts, labels=labels)
+    base = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
     with torch.no_grad():
         model.model.text_embeddings[hist[0, 0]] += 5.0
-    out = model(input_ids=hist, timestamps=ts, labels=labels)
+    out = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
     assert not torch.allclose(out.last_hidden_state[0, 0], base.last_hidden_state[0, 0])
 
 
@@ -96,16 +96,16 @@ def test_cached_generation_equals_uncached(kwargs):
     model = tiny()
     hist, ts, _ = batch()
     torch.manual_seed(5)
-    cached = model.generate(input_ids=hist, timestamps=ts, max_new_tokens=6, **kwargs)
+    cached = model.generate(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, max_new_tokens=6, **kwargs)
     torch.manual_seed(5)
-    uncached = model.generate(input_ids=hist, timestamps=ts, max_new_tokens=6, use_cache=False, **kwargs)
+    uncached = model.generate(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, max_new_tokens=6, use_cache=False, **kwargs)
     assert torch.equal(cached, uncached)
 
 
 def test_generated_items_are_valid_new_and_unique():
     model = tiny()
     hist, ts, _ = batch()
-    out = model.generate(input_ids=hist, timestamps=ts, num_beams=6, num_return_sequences=3, max_new_tokens=8, min_new_tokens=8)
+    out = model.generate(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=6, num_return_sequences=3, max_new_tokens=8, min_new_tokens=8)
     assert out.shape == (9, 9) and (out[:, 0] == model.config.sep_token_id).all()
     for row, seq in enumerate(out[:, 1:]):
         items = seq.tolist()
@@ -114,42 +114,65 @@ def test_generated_items_are_valid_new_and_unique():
         assert not set(items) & set(hist[row // 3].tolist())
 
 
-def test_packed_view_equals_seq2seq_log_probs():
+def test_packed_view_equals_seq2seq_log_probs_with_real_timestamps():
     model = tiny()
-    hist, _, labels = batch()
-    s2s = model(input_ids=hist, labels=labels)  # no timestamps: the packed view has none
+    hist, ts, labels = batch()
+    request = ts[:, -1] + 60
+    s2s = model(input_ids=hist, timestamps=ts, next_timestamps=request, labels=labels)
     logp = torch.log_softmax(s2s.logits, -1).gather(2, labels.unsqueeze(-1)).squeeze(-1)
-    # pack with ragged lengths and right padding: row 1 has a shorter history
+    # pack with ragged lengths and right padding: row 1 has a shorter history; times are aligned to the packed row
+    # (zeros at [SEP], session and pad positions: only the history's entries are read)
     rows = [torch.cat([hist[0], torch.tensor([1]), labels[0]]), torch.cat([hist[1, 3:], torch.tensor([1]), labels[1]]),
             torch.cat([hist[2], torch.tensor([1]), labels[2]])]
+    row_times = [ts[0], ts[1, 3:], ts[2]]
     width = max(len(r) for r in rows)
     packed = torch.zeros(3, width, dtype=torch.long)
-    for i, r in enumerate(rows):
+    packed_ts = torch.zeros(3, width, dtype=torch.long)
+    for i, (r, t) in enumerate(zip(rows, row_times)):
         packed[i, : len(r)] = r
-    out = model(input_ids=packed, attention_mask=packed != 0)
+        packed_ts[i, : len(t)] = t
+    out = model(input_ids=packed, attention_mask=packed != 0, timestamps=packed_ts, next_timestamps=request)
     packed_logp = torch.log_softmax(out.logits, -1)
     for i in (0, 2):
         sep = int((packed[i] == 1).nonzero()[0])
         got = packed_logp[i, sep : sep + labels.shape[1]].gather(1, labels[i].unsqueeze(-1)).squeeze(-1)
         torch.testing.assert_close(got, logp[i], atol=1e-5, rtol=1e-5)
+    # the times matter (so the equality above is not vacuous), and a packed call without them is refused
+    shifted = model(input_ids=packed, attention_mask=packed != 0, timestamps=packed_ts * 3, next_timestamps=request * 3)
+    assert not torch.allclose(shifted.logits[0], out.logits[0])
+    with pytest.raises(ValueError, match="timestamps"):
+        model(input_ids=packed, attention_mask=packed != 0)
+    with pytest.raises(ValueError, match="next_timestamps"):
+        model(input_ids=packed, attention_mask=packed != 0, timestamps=packed_ts)
     # a full-length session (max_session_length items + EOS) packs too: the trailing EOS is a label only
     full = torch.cat([hist[:1], torch.tensor([[1]]), torch.arange(24, 32).view(1, 8), torch.tensor([[2]])], dim=1)
+    full_ts = torch.cat([ts[:1], torch.zeros(1, 10, dtype=torch.long)], dim=1)
     assert model.config.max_session_length == 8
-    out_full = model(input_ids=full)
+    out_full = model(input_ids=full, timestamps=full_ts, next_timestamps=request[:1])
     assert out_full.logits.shape == (1, full.shape[1], VOCAB) and out_full.last_hidden_state[0, -1].abs().sum() == 0
     # TRL's fused head: base_model(...).last_hidden_state @ get_output_embeddings().weight.T * logit_scale
-    fused = model.base_model(input_ids=hist, decoder_input_ids=torch.cat([torch.ones(3, 1, dtype=torch.long), labels[:, :-1]], 1)).last_hidden_state
+    fused = model.base_model(input_ids=hist, timestamps=ts, next_timestamps=request,
+                             decoder_input_ids=torch.cat([torch.ones(3, 1, dtype=torch.long), labels[:, :-1]], 1)).last_hidden_state
     fused_logits = fused @ model.get_output_embeddings().weight.T * model.config.logit_scale
     torch.testing.assert_close(fused_logits, s2s.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_generate_refuses_a_history_without_times():
+    model = tiny()
+    hist, ts, _ = batch()
+    with pytest.raises(ValueError, match="timestamps"):
+        model.generate(input_ids=hist, num_beams=2, max_new_tokens=3)
+    with pytest.raises(ValueError, match="next_timestamps"):
+        model.generate(input_ids=hist, timestamps=ts, num_beams=2, max_new_tokens=3)
 
 
 def test_save_load_and_remote_code_generate_identically(tmp_path):
     model = tiny()
     hist, ts, _ = batch()
-    expected = model.generate(input_ids=hist, timestamps=ts, num_beams=4, max_new_tokens=5)
+    expected = model.generate(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=4, max_new_tokens=5)
     model.save_pretrained(tmp_path / "ckpt")
     loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "ckpt").eval()
-    assert torch.equal(loaded.generate(input_ids=hist, timestamps=ts, num_beams=4, max_new_tokens=5), expected)
+    assert torch.equal(loaded.generate(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=4, max_new_tokens=5), expected)
     torch.save({"hist": hist, "ts": ts}, tmp_path / "inputs.pt")
     script = textwrap.dedent(f"""
         import sys
@@ -158,7 +181,7 @@ def test_save_load_and_remote_code_generate_identically(tmp_path):
         from transformers import AutoModelForSeq2SeqLM
         model = AutoModelForSeq2SeqLM.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True).eval()
         inputs = torch.load({str(tmp_path / 'inputs.pt')!r})
-        torch.save(model.generate(input_ids=inputs["hist"], timestamps=inputs["ts"], num_beams=4, max_new_tokens=5), {str(tmp_path / 'out.pt')!r})
+        torch.save(model.generate(input_ids=inputs["hist"], timestamps=inputs["ts"], next_timestamps=inputs["ts"][:, -1] + 60, num_beams=4, max_new_tokens=5), {str(tmp_path / 'out.pt')!r})
     """)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -175,8 +198,8 @@ def test_from_encoder_pretrained_starts_where_stage1_is(tmp_path):
         assert torch.equal(model.model.encoder.state_dict()[name], param)
     # the zero-initialised residual branches make the decoder's first step rank items exactly as stage 1
     hist, ts, labels = batch()
-    first = model(input_ids=hist, timestamps=ts, labels=labels).logits[:, 0, 4:]
-    expected = stage1(hist, timestamps=ts, return_logits=True).logits[:, -1, 4:]
+    first = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels).logits[:, 0, 4:]
+    expected = stage1(hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, return_logits=True).logits[:, -1, 4:]
     torch.testing.assert_close(first, expected, atol=1e-4, rtol=1e-4)
 
 
@@ -187,7 +210,7 @@ def test_training_lowers_the_session_loss():
     text_before = model.model.text_embeddings.clone()
     losses = []
     for _ in range(25):
-        loss = model(input_ids=hist, timestamps=ts, labels=labels).loss
+        loss = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -200,7 +223,7 @@ def test_bad_input_is_a_clear_error():
     model = tiny()
     hist, ts, labels = batch()
     with pytest.raises(ValueError, match="outside the item vocabulary"):
-        model(input_ids=hist + 100, timestamps=ts, labels=labels)
+        model(input_ids=hist + 100, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
     with pytest.raises(ValueError, match=r"text embeddings have shape \(40, 5\), expected \(40, 12\)"):
         model.model.set_item_embeddings("text", torch.zeros(VOCAB, 5))
     with pytest.raises(ValueError, match="no image expert"):
@@ -212,10 +235,10 @@ def test_bad_input_is_a_clear_error():
 def test_next_item_loss_weight():
     model = tiny()
     hist, ts, labels = batch()
-    out = model(input_ids=hist, timestamps=ts, labels=labels)
+    out = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
     plain = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten())
     torch.testing.assert_close(out.loss, plain + model.config.router_aux_loss_coef * out.aux_loss)
     model.config.next_item_loss_weight = 4.0
     token = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
     expected = (4 * token[:, 0].sum() + token[:, 1:].sum()) / (4 * 3 + 5 * 3)
-    torch.testing.assert_close(model(input_ids=hist, timestamps=ts, labels=labels).loss, expected + model.config.router_aux_loss_coef * out.aux_loss)
+    torch.testing.assert_close(model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels).loss, expected + model.config.router_aux_loss_coef * out.aux_loss)

@@ -23,6 +23,11 @@ def tiny_config(**overrides):
     return HSTUConfig(**args)
 
 
+def request_time(ts):
+    """A request time `(B,)` after every event of the batch, the same for a row alone or padded in a batch."""
+    return torch.full((ts.shape[0],), 2_000_000_000, dtype=torch.long)
+
+
 def random_batch(batch=3, length=9, seed=1):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(4, VOCAB, (batch, length), generator=g)
@@ -78,12 +83,11 @@ def loop_reference(model: HSTUModel, ids, ts, next_ts=None):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("with_next_ts", [False, True])
-def test_attention_matches_loop_reference(with_next_ts):
+def test_attention_matches_loop_reference():
     model = HSTUModel(tiny_config()).eval()
     randomize_biases(model)
     ids, ts = random_batch(length=7)
-    next_ts = ts[:, -1] + 12345 if with_next_ts else None
+    next_ts = ts[:, -1] + 12345
     fast = model(ids, timestamps=ts, next_timestamps=next_ts).last_hidden_state
     with torch.no_grad():
         slow = loop_reference(model, ids, ts, next_ts)
@@ -105,16 +109,16 @@ def test_causality(use_next_event_time):
     model = HSTUModel(tiny_config(use_next_event_time=use_next_event_time)).eval()
     randomize_biases(model)
     ids, ts = random_batch()
-    base = model(ids, timestamps=ts).last_hidden_state
+    base = model(ids, timestamps=ts, next_timestamps=request_time(ts)).last_hidden_state
     for j in range(1, ids.shape[1]):
         ids2 = ids.clone()
         ids2[:, j] = (ids2[:, j] - 4 + 7) % (VOCAB - 4) + 4
-        out = model(ids2, timestamps=ts).last_hidden_state
+        out = model(ids2, timestamps=ts, next_timestamps=request_time(ts)).last_hidden_state
         torch.testing.assert_close(out[:, :j], base[:, :j])
         assert not torch.allclose(out[:, j], base[:, j])
         ts2 = ts.clone()
         ts2[:, j:] += 10**6  # move event j (and after, to keep time ordered) far away
-        out = model(ids, timestamps=ts2).last_hidden_state
+        out = model(ids, timestamps=ts2, next_timestamps=request_time(ts2)).last_hidden_state
         # with next-event timing the query at j-1 is timed at t_j (the reference design): it may change
         seen = j - 1 if use_next_event_time else j
         torch.testing.assert_close(out[:, :seen], base[:, :seen])
@@ -132,9 +136,9 @@ def test_padding_left_and_right_equals_row_alone(normalization):
         for r, n in enumerate(lengths):
             sl = slice(8 - n, 8) if side == "left" else slice(0, n)
             batch_ids[r, sl], batch_ts[r, sl] = ids[r, :n], ts[r, :n]
-        out = model(batch_ids, attention_mask=batch_ids != 0, timestamps=batch_ts).last_hidden_state
+        out = model(batch_ids, attention_mask=batch_ids != 0, timestamps=batch_ts, next_timestamps=request_time(batch_ts)).last_hidden_state
         for r, n in enumerate(lengths):
-            alone = model(ids[r : r + 1, :n], timestamps=ts[r : r + 1, :n]).last_hidden_state[0]
+            alone = model(ids[r : r + 1, :n], timestamps=ts[r : r + 1, :n], next_timestamps=request_time(ts[r : r + 1])).last_hidden_state[0]
             sl = slice(8 - n, 8) if side == "left" else slice(0, n)
             torch.testing.assert_close(out[r, sl], alone, atol=1e-5, rtol=1e-5)
             assert out[r][batch_ids[r] == 0].abs().sum() == 0
@@ -148,10 +152,10 @@ def test_save_load_and_auto_classes(tmp_path):
     assert (tmp_path / "model.safetensors").exists()
     assert isinstance(AutoConfig.from_pretrained(tmp_path), HSTUConfig)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    torch.testing.assert_close(loaded(ids, timestamps=ts).user_embeddings, model(ids, timestamps=ts).user_embeddings, rtol=0, atol=0)
+    torch.testing.assert_close(loaded(ids, timestamps=ts, next_timestamps=request_time(ts)).user_embeddings, model(ids, timestamps=ts, next_timestamps=request_time(ts)).user_embeddings, rtol=0, atol=0)
     base = AutoModel.from_pretrained(tmp_path).eval()
     assert isinstance(base, HSTUModel)
-    torch.testing.assert_close(base(ids, timestamps=ts).last_hidden_state, model(ids, timestamps=ts).last_hidden_state, rtol=0, atol=0)
+    torch.testing.assert_close(base(ids, timestamps=ts, next_timestamps=request_time(ts)).last_hidden_state, model(ids, timestamps=ts, next_timestamps=request_time(ts)).last_hidden_state, rtol=0, atol=0)
 
 
 def test_trust_remote_code_without_the_package(tmp_path):
@@ -161,7 +165,7 @@ def test_trust_remote_code_without_the_package(tmp_path):
     ids, ts = random_batch()
     model.save_pretrained(tmp_path / "ckpt")
     torch.save({"ids": ids, "ts": ts}, tmp_path / "inputs.pt")
-    expected = model(ids, timestamps=ts).user_embeddings
+    expected = model(ids, timestamps=ts, next_timestamps=request_time(ts)).user_embeddings
     script = textwrap.dedent(f"""
         import sys
         sys.modules["modeling_geniusrec"] = None  # make the package unimportable
@@ -170,7 +174,7 @@ def test_trust_remote_code_without_the_package(tmp_path):
         model = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True).eval()
         assert "modeling_geniusrec" not in type(model).__module__, type(model).__module__
         inputs = torch.load({str(tmp_path / 'inputs.pt')!r})
-        torch.save(model(inputs["ids"], timestamps=inputs["ts"]).user_embeddings, {str(tmp_path / 'out.pt')!r})
+        torch.save(model(inputs["ids"], timestamps=inputs["ts"], next_timestamps=torch.full((inputs["ts"].shape[0],), 2_000_000_000)).user_embeddings, {str(tmp_path / 'out.pt')!r})
     """)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -190,7 +194,7 @@ def test_training_lowers_loss_and_changes_weights(loss_type, sharing):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(30):
-        loss = model(ids, timestamps=ts, labels=labels).loss
+        loss = model(ids, timestamps=ts, next_timestamps=request_time(ts), labels=labels).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -205,27 +209,27 @@ def test_gradient_checkpointing_matches_plain_gradients():
     ids, ts = random_batch()
     labels = torch.roll(ids, -1, dims=1)
     torch.manual_seed(3)
-    model(ids, timestamps=ts, labels=labels).loss.backward()
+    model(ids, timestamps=ts, next_timestamps=request_time(ts), labels=labels).loss.backward()
     plain = model.model.layers[0].uvqk.weight.grad.clone()
     model.zero_grad()
     model.activation_checkpointing_enable()
     model.train()
     torch.manual_seed(3)
-    model(ids, timestamps=ts, labels=labels).loss.backward()
+    model(ids, timestamps=ts, next_timestamps=request_time(ts), labels=labels).loss.backward()
     torch.testing.assert_close(model.model.layers[0].uvqk.weight.grad, plain)
 
 
 def test_accidental_hits_are_masked():
     model = HSTUForNextItemPrediction(tiny_config(vocab_size=6, num_negatives=50))  # 2 items: most negatives are hits
     ids = torch.tensor([[4, 5, 4, 5]])
-    loss = model(ids, timestamps=torch.arange(4).view(1, 4), labels=torch.tensor([[5, 4, 5, 4]])).loss
+    loss = model(ids, timestamps=torch.arange(4).view(1, 4), next_timestamps=request_time(torch.arange(4).view(1, 4)), labels=torch.tensor([[5, 4, 5, 4]])).loss
     assert torch.isfinite(loss)
 
 
 def test_chunked_top_k_equals_full_scoring():
     model = HSTUForNextItemPrediction(tiny_config()).eval()
     ids, ts = random_batch()
-    out = model(ids, timestamps=ts, return_logits=True)
+    out = model(ids, timestamps=ts, next_timestamps=request_time(ts), return_logits=True)
     full = out.logits[torch.arange(3), -1].clone()
     full[:, :4] = float("-inf")
     full.scatter_(1, ids, float("-inf"))
@@ -242,6 +246,7 @@ def test_chunked_top_k_equals_full_scoring():
         (lambda: dict(input_ids=torch.zeros(2, 0, dtype=torch.long), timestamps=torch.zeros(2, 0, dtype=torch.long)), "empty"),
         (lambda: dict(input_ids=torch.tensor([[4, 5], [0, 0]]), timestamps=torch.tensor([[1, 2], [0, 0]])), "empty history"),
         (lambda: dict(input_ids=torch.tensor([[4, 5]])), "pass `timestamps`"),
+        (lambda: dict(input_ids=torch.tensor([[4, 5]]), timestamps=torch.tensor([[1, 2]])), "pass `next_timestamps`"),
         (lambda: dict(input_ids=torch.full((1, MAXLEN + 1), 5), timestamps=torch.zeros(1, MAXLEN + 1, dtype=torch.long)), "max_position_embeddings"),
     ],
 )

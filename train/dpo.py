@@ -5,7 +5,9 @@
     accelerate launch -m train.dpo --model runs/ml-1m-geniusrec --pairs data/ml-1m-pairs --output_dir runs/dpo --use_peft
 
 The stock `trl.DPOTrainer` trains GeniusRec's packed causal view (`[history, SEP, session, EOS]`) with the item
-tokenizer as `processing_class`. With `--use_peft` a LoRA adapter is trained and the reference model is the adapter
+tokenizer as `processing_class`. The pairs carry the history's times and the request time; [`TimedPreferenceCollator`]
+aligns them to the packed rows, and TRL passes them on to `base_model(...)`, so DPO trains the same function
+(times included) that is evaluated and that generates. With `--use_peft` a LoRA adapter is trained and the reference model is the adapter
 disabled; otherwise the whole model is trained against a frozen copy. Saves the adapter (with PEFT) and a merged
 model under `<output_dir>/merged` that loads with `AutoModel.from_pretrained` and generates.
 """
@@ -21,10 +23,11 @@ import datasets
 import torch
 from transformers import AutoTokenizer, HfArgumentParser
 from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from modeling_geniusrec import GeniusRecForSessionGeneration
 
-from .common import machine_description, parse_with_config, today, write_json_atomic
+from .common import git_commit, machine_description, parse_with_config, resume_checkpoint, today, write_json_atomic
 
 
 @dataclass
@@ -39,6 +42,27 @@ class DPOScriptArguments:
                                      metadata={"help": "comma-separated module names the adapter wraps"})
 
 
+class TimedPreferenceCollator(DataCollatorForPreference):
+    """TRL's preference collator plus the time policy: `timestamps` `(2B, L)` aligned to the packed rows (the prompt's
+    history times, 0 at `[SEP]`, session and pad positions) and `next_timestamps` `(2B,)` (the request time), for
+    the chosen rows then the rejected rows, as TRL orders them. Rows are right-padded and truncated with
+    `keep_start`, so the prompt times stay aligned."""
+
+    def torch_call(self, examples):
+        output = super().torch_call(examples)
+        width = output["input_ids"].shape[1]
+        times = torch.zeros(len(examples), width, dtype=torch.long)
+        for row, example in enumerate(examples):
+            prompt_times = list(example["prompt_timestamps"])[:width]
+            if len(prompt_times) != len(example["prompt_ids"]) - 1:  # the prompt is the history + [SEP]
+                raise ValueError(f"a pair's prompt has {len(example['prompt_ids']) - 1} items but {len(prompt_times)} timestamps")
+            times[row, : len(prompt_times)] = torch.as_tensor(prompt_times, dtype=torch.long)
+        output["timestamps"] = torch.cat([times, times])
+        request = torch.as_tensor([int(e["next_timestamp"]) for e in examples], dtype=torch.long)
+        output["next_timestamps"] = torch.cat([request, request])
+        return output
+
+
 def main(argv=None):
     parser = HfArgumentParser((DPOScriptArguments, DPOConfig))
     parser.set_defaults(output_dir="runs/dpo", bf16=False, per_device_train_batch_size=32, learning_rate=5e-5, num_train_epochs=1,
@@ -51,6 +75,10 @@ def main(argv=None):
     model = GeniusRecForSessionGeneration.from_pretrained(script_args.model)
     tokenizer = AutoTokenizer.from_pretrained(script_args.model)
     pairs = datasets.load_from_disk(script_args.pairs)
+    missing = {"prompt", "chosen", "rejected", "prompt_timestamps", "next_timestamp"} - set(pairs.column_names)
+    if missing:
+        raise ValueError(f"{script_args.pairs} lacks the columns {sorted(missing)}: rebuild it with "
+                         "`python -m data_scripts.build_preference_pairs` (pairs now carry the history's times)")
     peft_config, ref_model = None, None
     if script_args.use_peft:
         from peft import LoraConfig
@@ -59,10 +87,14 @@ def main(argv=None):
                                  target_modules=script_args.lora_target_modules.split(","))
     else:
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=dpo_args, train_dataset=pairs.select_columns(["prompt", "chosen", "rejected"]),
-                         processing_class=tokenizer, peft_config=peft_config)
+    dpo_args.remove_unused_columns = False  # keep the time columns for the collator
+    collator = TimedPreferenceCollator(pad_token_id=tokenizer.pad_token_id, max_length=dpo_args.max_length,
+                                       truncation_mode="keep_start", pad_to_multiple_of=dpo_args.pad_to_multiple_of)
+    columns = ["prompt", "chosen", "rejected", "prompt_timestamps", "next_timestamp"]
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=dpo_args, train_dataset=pairs.select_columns(columns),
+                         processing_class=tokenizer, peft_config=peft_config, data_collator=collator)
     start = time.time()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_checkpoint(dpo_args))
     wall = time.time() - start
     trainer.save_model(dpo_args.output_dir)  # the adapter with PEFT, else the full model
     merged_dir = os.path.join(dpo_args.output_dir, "merged")
@@ -72,7 +104,7 @@ def main(argv=None):
     history = [h for h in trainer.state.log_history if "loss" in h]
     summary = {"command": "python -m train.dpo " + " ".join(sys.argv[1:] if argv is None else argv), "config": asdict(script_args),
                "beta": dpo_args.beta, "loss_type": str(dpo_args.loss_type), "wall_time_s": round(wall, 1), "machine": machine_description(),
-               "date": today(), "train_log": history}
+               "date": today(), "commit": git_commit(), "train_log": history}
     if trainer.is_world_process_zero():
         write_json_atomic(os.path.join(dpo_args.output_dir, "dpo_summary.json"), summary)
         pickled = os.path.join(dpo_args.output_dir, "training_args.bin")

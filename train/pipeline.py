@@ -56,14 +56,15 @@ def print_sessions(checkpoint: str, data: str, num_users: int, length: int) -> N
     sequences, items, tokenizer, _ = load_processed(data)
     store = SequenceStore.from_dataset(sequences)
     dataset = NextItemDataset(store, "test", model.config.encoder_config.max_position_embeddings)
-    batch = NextItemCollator()([dataset[i] for i in range(min(num_users, len(dataset)))])
-    out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], timestamps=batch["timestamps"],
-                         num_beams=5, max_new_tokens=length, min_new_tokens=length)
-    titles = items["title"]
+    rows = range(min(num_users, len(dataset)))
+    batch = NextItemCollator().pad_histories([dataset[i] for i in rows])  # the history, its times and the request time
+    out = model.generate(**batch, banned_item_ids=dataset.filter_items("full", rows), num_beams=5, max_new_tokens=length,
+                         min_new_tokens=length)
+    titles, first = items["title"], model.config.num_special_tokens  # token id -> items row: id - num_special_tokens
     for row, user in enumerate(dataset.users[: len(out)]):
-        recent = "; ".join(titles[int(t) - 4] for t in batch["input_ids"][row][batch["attention_mask"][row]][-3:])
+        recent = "; ".join(titles[int(t) - first] for t in batch["input_ids"][row][batch["attention_mask"][row]][-3:])
         print(f"\nuser {store.user_ids[int(user)]} (recently: {recent})\n  next session: " +
-              " -> ".join(titles[int(t) - 4] for t in out[row, 1:] if int(t) >= 4))
+              " -> ".join(titles[int(t) - first] for t in out[row, 1:] if int(t) >= first))
 
 
 def main(argv=None):
