@@ -105,3 +105,41 @@ def test_dpo_full_fine_tuning_changes_weights(setup, tmp_path):
               "--learning_rate", "0.001", "--max_steps", "3", "--per_device_train_batch_size", "8", "--disable_tqdm", "true"])
     after = GeniusRecForSessionGeneration.from_pretrained(tmp_path / "merged").state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_pair_users_are_a_seeded_subset_and_held_out_users_exclude_them(setup, tmp_path):
+    import datasets
+
+    from data_scripts.build_preference_pairs import pair_users
+    from train import evaluate
+
+    sequences, _, _, _ = load_processed(str(setup / "data"))
+    store = SequenceStore.from_dataset(sequences)
+    some = pair_users(store, "leave-one-out", 10, 4, num_users=15, seed=3)
+    assert len(some) == 15 and some == pair_users(store, "leave-one-out", 10, 4, num_users=15, seed=3)
+    assert some != pair_users(store, "leave-one-out", 10, 4, num_users=15, seed=4)
+    pairs_users = set(datasets.load_from_disk(str(setup / "pairs"))["user_id"])
+    held_out = tmp_path / "users.txt"
+    held_out.write_text("\n".join(sorted(pairs_users)[:25]))
+    out = tmp_path / "m.json"
+    evaluate.main(["--baseline", "popularity", "--dataset", str(setup / "data"), "--split", "validation",
+                   "--exclude-users", str(held_out), "--output", str(out)])
+    import json
+
+    assert json.load(open(out))["users"] == 40 - 25
+
+
+def test_dpo_choice_is_made_on_validation_by_the_stated_rule():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "dpo_tradeoff.py")
+    spec = importlib.util.spec_from_file_location("dpo_tradeoff", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    before = {"ndcg@10": 0.10, "novelty": 3.0, "ild": 0.5}
+    runs = {"a": {"ndcg@10": 0.099, "novelty": 3.3, "ild": 0.52},   # within 3%, min gain 4%
+            "b": {"ndcg@10": 0.098, "novelty": 3.2, "ild": 0.55},   # within 3%, min gain 6.7%: chosen
+            "c": {"ndcg@10": 0.090, "novelty": 4.0, "ild": 0.70}}   # big gains, but drops 10%
+    assert module.choose(before, runs, 0.03)[0] == "b"
+    assert module.choose(before, {"c": runs["c"]}, 0.03)[0] == "c"  # nothing qualifies: the smallest drop

@@ -78,3 +78,25 @@ def test_session_metrics_hand_computed():
     assert novelty([[4, 5]], counts, 100) == pytest.approx((1 + 2) / 2)
     assert coverage([[4, 5], [5, 6]], 4) == pytest.approx(3 / 4)
     assert repetition_rate([[4, 5, 4], [7]], [[5], []]) == pytest.approx(2 / 4)
+
+
+def test_full_history_filtering_removes_items_outside_the_input_window():
+    """`full` (the default) never ranks an item the user saw before the target, even one older than the model's input
+    window; `window` (the HSTU reference's rule) only removes the window."""
+    import numpy as np
+
+    from modeling_geniusrec.data import NextItemDataset, resolve_filter_history
+    from modeling_geniusrec.splits import SequenceStore
+    from train.evaluate import popularity_metrics
+
+    # user 0: 4 (old, outside a 2-item window), 9, 10, then the targets; users 1-3 make item 4 the most popular
+    rows = [[4, 9, 10, 11, 12], [4, 5, 6, 7, 8], [4, 5, 6, 7, 8], [4, 5, 6, 7, 8]]
+    offsets = np.cumsum([0] + [len(r) for r in rows])
+    store = SequenceStore([f"u{i}" for i in range(4)], offsets, np.concatenate(rows).astype(np.int32), np.arange(offsets[-1]) * 10)
+    test = NextItemDataset(store, "test", max_length=2)
+    assert test.filter_items("full")[0].tolist() == [4, 9, 10, 11] and test.filter_items("window")[0].tolist() == [10, 11]
+    assert test.filter_items("none") is None and resolve_filter_history("auto", "hstu-reference") == "window"
+    test.users, test.bounds = test.users[:1], test.bounds[:1]
+    full = popularity_metrics(store, test, vocab_size=13, filter_history="full")
+    window = popularity_metrics(store, test, vocab_size=13, filter_history="window")
+    assert full["mrr"] > window["mrr"]  # item 4 (seen, most popular) no longer outranks the target

@@ -77,6 +77,18 @@ def restrict_to_cold_targets(store, dataset, vocab_size: int, max_count: int) ->
     dataset.users, dataset.bounds = dataset.users[keep], dataset.bounds[keep]
 
 
+def read_user_ids(path: str) -> set:
+    """User ids from a preference-pairs folder (`user_id` column) or a text file (one id per line)."""
+    import os
+
+    if os.path.isdir(path):
+        import datasets
+
+        return set(datasets.load_from_disk(path)["user_id"])
+    with open(path) as f:
+        return {line.strip() for line in f if line.strip()}
+
+
 def print_table(name: str, metrics: dict) -> None:
     keys = [k for k in metrics if isinstance(metrics[k], float) and not k.startswith("popularity_")][:12]
     print(f"{'model':<24}" + "".join(f"{k:>10}" for k in keys))
@@ -102,6 +114,9 @@ def main(argv=None):
                    help="next-item ranking, generated-session metrics (GeniusRec), or both")
     p.add_argument("--num-beams", type=int, default=10, help="beams for session generation")
     p.add_argument("--max-users", type=int, default=None, help="evaluate only the first N users of the view (quick looks)")
+    p.add_argument("--exclude-users", default=None,
+                   help="leave these users out: a preference-pairs folder (its user_id column) or a text file of user ids, one per "
+                        "line (e.g. to choose DPO settings on users whose pairs were not trained)")
     p.add_argument("--cold-items", type=int, default=None,
                    help="keep only users whose target item has at most this many training interactions (cold-item table)")
     p.add_argument("--output", default=None, help="write the metrics JSON here")
@@ -122,6 +137,10 @@ def main(argv=None):
     dataset = NextItemDataset(store, args.split, max_length, args.protocol, args.session_length)
     if args.cold_items is not None:
         restrict_to_cold_targets(store, dataset, len(tokenizer), args.cold_items)
+    if args.exclude_users:
+        excluded = read_user_ids(args.exclude_users)
+        keep = [i for i, u in enumerate(dataset.users) if store.user_ids[int(u)] not in excluded]
+        dataset.users, dataset.bounds = dataset.users[keep], dataset.bounds[keep]
     if args.max_users:
         dataset.users, dataset.bounds = dataset.users[: args.max_users], dataset.bounds[: args.max_users]
     metrics = {}
@@ -140,7 +159,7 @@ def main(argv=None):
     if args.output:
         write_json_atomic(args.output, {
             "metrics": {args.split: metrics}, "protocol": args.protocol, "filter_history": filter_history, "model": args.model or args.baseline,
-            "dataset": args.dataset, "users": len(dataset), "cold_items": args.cold_items, "machine": machine_description(), "date": today(), "commit": git_commit(),
+            "dataset": args.dataset, "users": len(dataset), "cold_items": args.cold_items, "excluded_users": args.exclude_users, "machine": machine_description(), "date": today(), "commit": git_commit(),
             "command": "python -m train.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
         })
     return metrics
