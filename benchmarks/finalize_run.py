@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 import modeling_geniusrec  # noqa: E402,F401
 from modeling_geniusrec.data import NextItemDataset, load_processed  # noqa: E402
 from modeling_geniusrec.splits import SequenceStore  # noqa: E402
-from train.common import machine_description, today, write_json_atomic  # noqa: E402
+from train.common import git_commit, machine_description, today, write_json_atomic  # noqa: E402
 from train.evaluate import evaluate_next_item  # noqa: E402
 
 
@@ -50,11 +50,12 @@ def main(argv=None):
     history = [h for h in state["log_history"] if "eval_ndcg@10" in h]
     best_epoch = next((h["epoch"] for h in history if h["eval_ndcg@10"] == state["best_metric"]), None)
     results = {
-        "metrics": metrics, "protocol": args.protocol, "model": model.config.model_type, "command": args.command,
+        "metrics": metrics, "protocol": args.protocol, "filter_history": "full", "model": model.config.model_type, "command": args.command,
         "config": {"model_config": model.config.to_dict(), "checkpoint": best},
         "dataset": {k: stats[k] for k in ("users", "items", "interactions")}, "seed": 42,
-        "epochs": state["epoch"], "stopped_at_epoch": state["epoch"], "best_epoch": best_epoch,
-        "wall_time_s": args.wall_time_s, "machine": machine_description(), "date": today(), "eval_history": history,
+        "epochs": state["epoch"], "stopped_at_epoch": state["epoch"], "best_epoch": best_epoch, "stopped_by": "hand",
+        "wall_time_s": args.wall_time_s, "machine": machine_description(), "date": today(), "commit": git_commit(),
+        "eval_history": history,
     }
     write_json_atomic(args.results, results)
     if args.card_dir:
