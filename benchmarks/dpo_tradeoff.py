@@ -5,7 +5,7 @@
         --max-users 2000 --output benchmarks/results/ml-1m-geniusrec-dpo.json
 
 Separation (what is tuned on what):
-- pairs: built by `data_scripts.build_preference_pairs` from the train view of a seeded random subset of users
+- pairs: built by `train.build_preference_pairs` from the train view of a seeded random subset of users
   (each `--pairs` folder is one reward-weight setting; all must hold the same users);
 - selection: every (pairs, beta) is trained with `train.dpo` (LoRA) and scored on the **validation** view of users
   *not* in the pairs (the first `--max-users` of them): next-item NDCG@10 from the decoder's first step, and
@@ -28,8 +28,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from train import dpo, evaluate  # noqa: E402
-from train.common import git_commit, machine_description, today, write_json_atomic  # noqa: E402
-from train.reporting import _save, plt  # noqa: E402
+from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
+from train.evaluation.reporting import _save, plt  # noqa: E402
 
 KEYS = ("ndcg@10", "hr@10", "mrr", "novelty", "ild", "coverage", "repetition_rate")
 

@@ -19,9 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 import modeling_geniusrec  # noqa: E402,F401
-from modeling_geniusrec.data import NextItemDataset, load_processed  # noqa: E402
-from modeling_geniusrec.splits import SequenceStore  # noqa: E402
-from train.common import git_commit, machine_description, today, write_json_atomic  # noqa: E402
+from data_scripts.processed import NextItemDataset, load_processed  # noqa: E402
+from data_scripts.splits import SequenceStore  # noqa: E402
+from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
 from train.evaluate import evaluate_next_item  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def main(argv=None):
     }
     write_json_atomic(args.results, results)
     if args.card_dir:
-        from train.reporting import write_reports
+        from train.evaluation.reporting import write_reports
 
         write_reports(args.card_dir, results)
     print(json.dumps({split: {k: round(v, 4) for k, v in m.items()} for split, m in metrics.items()}))

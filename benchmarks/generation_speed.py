@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig  # noqa: E402
-from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed  # noqa: E402
-from modeling_geniusrec.splits import SequenceStore  # noqa: E402
+from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed  # noqa: E402
+from data_scripts.splits import SequenceStore  # noqa: E402
 
 
 def main(argv=None):

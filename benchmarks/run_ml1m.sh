@@ -23,7 +23,7 @@ $PY -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data
     --stage1_baseline runs/ml-1m-hstu-sessions \
     --output_dir runs/ml-1m-geniusrec-sessions --results_file benchmarks/results/ml-1m-geniusrec.json
 # stage 3: DPO toward novelty and diversity
-$PY -m data_scripts.build_preference_pairs --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --out data/ml-1m-pairs-nov2-div3 --num-users 2000 --num-candidates 8 --num-sampled 4 --w-novelty 2 --w-diversity 3
+$PY -m train.build_preference_pairs --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --out data/ml-1m-pairs-nov2-div3 --num-users 2000 --num-candidates 8 --num-sampled 4 --w-novelty 2 --w-diversity 3
 $PY benchmarks/dpo_tradeoff.py --model runs/ml-1m-geniusrec-no-text --pairs data/ml-1m-pairs-nov2-div3 --dataset data/ml-1m --betas 0.5 0.3 --max-users 2000 --work-dir runs/dpo-sweep-nd --output benchmarks/results/ml-1m-geniusrec-dpo-nov2-div3.json
 # (the default weights, --w-diversity 3 alone: ml-1m-geniusrec-dpo-default-weights.json, ml-1m-geniusrec-dpo-div3.json)
 # generation speed (quiet machine)

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency, json is the fa
 
 from tqdm.auto import tqdm
 
-from .common import InteractionLog, MalformedRows, print_stats, process_log, write_processed
+from .preprocessing import InteractionLog, MalformedRows, print_stats, process_log, write_processed
 
 
 def open_lines(path: str):

@@ -18,8 +18,8 @@ import zipfile
 import torch
 from safetensors.torch import save_file
 
-from modeling_geniusrec.data import load_processed
-from modeling_geniusrec.embedding import DEFAULT_TEXT_MODEL, embed_images, embed_texts, load_text_model, postprocess
+from data_scripts.processed import load_processed
+from data_scripts.embedders import DEFAULT_TEXT_MODEL, embed_images, embed_texts, load_text_model, postprocess
 
 from .sources import DEFAULT_CACHE, fetch_wheel
 

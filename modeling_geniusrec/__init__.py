@@ -5,11 +5,11 @@ Importing the package registers its configs, models and tokenizer with the Auto 
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from .configuration_common import NUM_SPECIAL_TOKENS, SequentialRecConfig
+from .configuration_sequential import NUM_SPECIAL_TOKENS, SequentialRecConfig
 from .configuration_geniusrec import GeniusRecConfig
 from .configuration_hstu import HSTUConfig
 from .configuration_sasrec import SASRecConfig
-from .modeling_common import NextItemPredictionOutput, SequentialRecOutput
+from .modeling_sequential import NextItemPredictionOutput, SequentialRecOutput
 from .modeling_geniusrec import (
     BanItemsLogitsProcessor,
     GeniusRecForSessionGeneration,

@@ -1,6 +1,6 @@
 """Configuration of the HSTU encoder (Zhai et al., "Actions Speak Louder than Words", ICML 2024)."""
 
-from .configuration_common import SequentialRecConfig
+from .configuration_sequential import SequentialRecConfig
 
 
 class HSTUConfig(SequentialRecConfig):

@@ -1,6 +1,6 @@
 """Configuration of the SASRec baseline (Kang & McAuley, ICDM 2018) in GeniusRec's framework."""
 
-from .configuration_common import SequentialRecConfig
+from .configuration_sequential import SequentialRecConfig
 
 
 class SASRecConfig(SequentialRecConfig):

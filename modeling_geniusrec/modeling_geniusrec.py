@@ -22,7 +22,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_geniusrec import GeniusRecConfig
-from .modeling_common import init_recommender_weights, last_positions
+from .modeling_sequential import init_recommender_weights, last_positions
 from .modeling_hstu import HSTUModel
 
 

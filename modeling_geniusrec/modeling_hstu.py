@@ -17,7 +17,7 @@ from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .configuration_hstu import HSTUConfig
-from .modeling_common import (
+from .modeling_sequential import (
     ItemInputEmbeddings,
     NextItemPredictionMixin,
     NextItemPredictionOutput,

@@ -13,7 +13,7 @@ from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .configuration_sasrec import SASRecConfig
-from .modeling_common import (
+from .modeling_sequential import (
     ItemInputEmbeddings,
     NextItemPredictionMixin,
     NextItemPredictionOutput,

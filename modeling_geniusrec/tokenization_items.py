@@ -19,7 +19,10 @@ from urllib.parse import unquote
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+# The special-token layout of every item vocabulary (the one home of it): ids 0..3, then one token per item.
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "sep_token": "[SEP]", "eos_token": "[EOS]", "unk_token": "[UNK]"}
+PAD_TOKEN_ID, SEP_TOKEN_ID, EOS_TOKEN_ID, UNK_TOKEN_ID = 0, 1, 2, 3
+NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)  # items start at this id
 
 
 def escape_item_id(raw_id: str) -> str:

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data_scripts import amazon_reviews, movielens
-from data_scripts.common import InteractionLog, iterative_k_core, process_log
-from modeling_geniusrec.data import load_processed
-from modeling_geniusrec.splits import SequenceStore, split_bounds
+from data_scripts.preprocessing import InteractionLog, iterative_k_core, process_log
+from data_scripts.processed import load_processed
+from data_scripts.splits import SequenceStore, split_bounds
 
 from .fixtures import write_amazon, write_ml1m_dat, write_ml100k, write_ml_csv, write_recbole_wheel
 

@@ -4,10 +4,11 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from data_scripts import build_preference_pairs, movielens
+from data_scripts import movielens
+from train import build_preference_pairs
 from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
-from modeling_geniusrec.data import load_processed
-from modeling_geniusrec.splits import SequenceStore
+from data_scripts.processed import load_processed
+from data_scripts.splits import SequenceStore
 from train import dpo
 
 from .fixtures import write_learnable_ml
@@ -110,7 +111,7 @@ def test_dpo_full_fine_tuning_changes_weights(setup, tmp_path):
 def test_pair_users_are_a_seeded_subset_and_held_out_users_exclude_them(setup, tmp_path):
     import datasets
 
-    from data_scripts.build_preference_pairs import pair_users
+    from train.build_preference_pairs import pair_users
     from train import evaluate
 
     sequences, _, _, _ = load_processed(str(setup / "data"))

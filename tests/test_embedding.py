@@ -8,7 +8,7 @@ from safetensors import safe_open
 
 from data_scripts import embed as embed_cli
 from data_scripts import movielens
-from modeling_geniusrec.embedding import embed_images, embed_texts, load_text_model, pool, postprocess
+from data_scripts.embedders import embed_images, embed_texts, load_text_model, pool, postprocess
 
 from .fixtures import write_ml1m_dat
 
@@ -82,7 +82,7 @@ def test_embed_command_aligns_rows_with_token_ids(tiny_llama, tmp_path):
         table, meta = f.get_tensor("embeddings"), f.metadata()
     assert table.shape == (9, 16) and meta["model"] == tiny_llama and meta["pooling"] == "mean"
     assert table[:4].abs().sum() == 0  # special tokens
-    from modeling_geniusrec.data import load_processed
+    from data_scripts.processed import load_processed
 
     _, items, _, _ = load_processed(str(tmp_path / "data"))
     tok, model = load_text_model(tiny_llama)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_geniusrec.metrics import ranking_metrics, target_ranks
+from train.evaluation.ranking import ranking_metrics, target_ranks
 
 
 class FixedScores:
@@ -63,7 +63,7 @@ def test_matches_brute_force_on_random_scores():
 
 
 def test_session_metrics_hand_computed():
-    from modeling_geniusrec.session_metrics import coverage, intra_list_diversity, novelty, repetition_rate, session_accuracy
+    from train.evaluation.session_metrics import coverage, intra_list_diversity, novelty, repetition_rate, session_accuracy
 
     m = session_accuracy([[5, 6, 7, 8], [9, 10, 11, 12]], [[6, 8, 20, 21], [1, 2, 3, 4]], k=4)
     ideal = 1 + 1 / math.log2(3) + 1 / math.log2(4) + 1 / math.log2(5)
@@ -85,8 +85,8 @@ def test_full_history_filtering_removes_items_outside_the_input_window():
     window; `window` (the HSTU reference's rule) only removes the window."""
     import numpy as np
 
-    from modeling_geniusrec.data import NextItemDataset, resolve_filter_history
-    from modeling_geniusrec.splits import SequenceStore
+    from data_scripts.processed import NextItemDataset, resolve_filter_history
+    from data_scripts.splits import SequenceStore
     from train.evaluate import popularity_metrics
 
     # user 0: 4 (old, outside a 2-item window), 9, 10, then the targets; users 1-3 make item 4 the most popular

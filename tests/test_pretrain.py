@@ -5,8 +5,8 @@ import json
 import pytest
 
 from data_scripts import movielens
-from modeling_geniusrec.data import NextItemDataset, load_processed
-from modeling_geniusrec.splits import SequenceStore
+from data_scripts.processed import NextItemDataset, load_processed
+from data_scripts.splits import SequenceStore
 from train import evaluate, pretrain
 
 from .fixtures import write_learnable_ml
@@ -76,7 +76,7 @@ def test_frozen_configs_parse(tmp_path):
 
     from transformers import HfArgumentParser, TrainingArguments
 
-    from train.common import parse_with_config
+    from train.runner import parse_with_config
 
     from train import finetune
 
@@ -91,7 +91,7 @@ def test_frozen_configs_parse(tmp_path):
 
 
 def test_cold_item_restriction(dataset_dir, trained):
-    from train.session_eval import item_user_counts
+    from train.evaluation.sessions import item_user_counts
 
     out, _ = trained
     store = SequenceStore.from_dataset(load_processed(str(dataset_dir))[0])
@@ -107,7 +107,7 @@ def test_cold_item_restriction(dataset_dir, trained):
 
 
 def test_streaming_examples_split_across_processes(dataset_dir, tmp_path):
-    from modeling_geniusrec.data import streaming_train_examples
+    from data_scripts.processed import streaming_train_examples
 
     sequences = load_processed(str(dataset_dir))[0]
     store = SequenceStore.from_dataset(sequences)

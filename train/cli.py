@@ -21,7 +21,7 @@ SUBCOMMANDS = {
     "embed": ("data_scripts.embed", "item text (TinyLlama, SmolLM2, MiniLM) and image (CLIP) embeddings"),
     "pretrain": ("train.pretrain", "stage 1: train HSTU / SASRec next-item models"),
     "finetune": ("train.finetune", "stage 2: fine-tune GeniusRec to generate sessions"),
-    "pairs": ("data_scripts.build_preference_pairs", "DPO preference pairs from a stage-2 checkpoint (train view only)"),
+    "pairs": ("train.build_preference_pairs", "DPO preference pairs from a stage-2 checkpoint (train view only)"),
     "dpo": ("train.dpo", "stage 3: TRL DPOTrainer (+ PEFT LoRA) toward novelty and diversity"),
     "pipeline": ("train.pipeline", "the whole chain on MovieLens-1M in one command"),
     "evaluate": ("train.evaluate", "full-ranking metrics of a checkpoint or a baseline"),

@@ -27,13 +27,14 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from modeling_geniusrec import GeniusRecForSessionGeneration
 
-from .common import git_commit, machine_description, parse_with_config, resume_checkpoint, today, write_json_atomic
+from .runner import parse_with_config, resume_checkpoint
+from .evaluation.results import git_commit, machine_description, today, write_json_atomic
 
 
 @dataclass
 class DPOScriptArguments:
     model: str = field(default=None, metadata={"help": "stage-2 GeniusRec checkpoint (with its tokenizer)"})
-    pairs: str = field(default=None, metadata={"help": "pairs dataset from data_scripts.build_preference_pairs"})
+    pairs: str = field(default=None, metadata={"help": "pairs dataset from train.build_preference_pairs"})
     use_peft: bool = field(default=False, metadata={"help": "train a LoRA adapter; the reference is the adapter disabled"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
@@ -78,7 +79,7 @@ def main(argv=None):
     missing = {"prompt", "chosen", "rejected", "prompt_timestamps", "next_timestamp"} - set(pairs.column_names)
     if missing:
         raise ValueError(f"{script_args.pairs} lacks the columns {sorted(missing)}: rebuild it with "
-                         "`python -m data_scripts.build_preference_pairs` (pairs now carry the history's times)")
+                         "`python -m train.build_preference_pairs` (pairs now carry the history's times)")
     peft_config, ref_model = None, None
     if script_args.use_peft:
         from peft import LoraConfig

@@ -13,11 +13,12 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
-from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history
-from modeling_geniusrec.metrics import DEFAULT_KS, ranking_metrics, target_ranks
-from modeling_geniusrec.splits import SequenceStore
+from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history
+from train.evaluation.ranking import DEFAULT_KS, ranking_metrics, target_ranks
+from data_scripts.splits import SequenceStore
 
-from .common import git_commit, machine_description, today, write_json_atomic
+from .evaluation.baselines import item_user_counts, popularity_metrics
+from .evaluation.results import git_commit, machine_description, today, write_json_atomic
 
 
 @torch.no_grad()
@@ -46,30 +47,9 @@ def query_states(model, batch) -> torch.Tensor:
     return model(**batch).user_embeddings
 
 
-def popularity_metrics(store: SequenceStore, dataset: NextItemDataset, vocab_size: int, num_special: int = 4,
-                       filter_history: str = "full", ks=DEFAULT_KS) -> dict:
-    """The popularity baseline: items ranked by how many training users had them (same rank and filter convention)."""
-    from .session_eval import item_user_counts
-
-    counts, _ = item_user_counts(store, dataset.protocol, dataset.session_length, vocab_size)
-    scores = torch.as_tensor(counts, dtype=torch.float32)
-    scores[:num_special] = float("-inf")
-    targets, seen = dataset.targets(), dataset.filter_items(filter_history)
-    ranks = []
-    for i in range(len(dataset)):
-        s = scores.clone()
-        target = int(targets[i])
-        if seen is not None:
-            hist = seen[i][seen[i] >= num_special]
-            s[hist[hist != target]] = float("-inf")
-        ranks.append(int((s >= s[target]).sum()) - 1)
-    return ranking_metrics(ranks, ks)
-
 
 def restrict_to_cold_targets(store, dataset, vocab_size: int, max_count: int) -> None:
     """Keeps the users of `dataset` whose (first) target item has at most `max_count` training interactions."""
-    from .session_eval import item_user_counts
-
     counts, _ = item_user_counts(store, dataset.protocol, dataset.session_length, vocab_size)
     keep = [i for i in range(len(dataset)) if counts[int(dataset[i]["target"])] <= max_count]
     if not keep:
@@ -102,7 +82,7 @@ def main(argv=None):
     p.add_argument("--dataset", required=True, help="processed dataset folder")
     p.add_argument("--split", default="test", choices=["validation", "test"], help="which view to score (default test)")
     p.add_argument("--protocol", default="leave-one-out", choices=["leave-one-out", "hstu-reference", "sessions"],
-                   help="split protocol (see modeling_geniusrec.splits)")
+                   help="split protocol (see data_scripts.splits)")
     p.add_argument("--session-length", type=int, default=10, help="k of the sessions protocol")
     p.add_argument("--max-length", type=int, default=None, help="history length (default: the model's max_position_embeddings)")
     p.add_argument("--batch-size", type=int, default=256, help="users per forward pass")
@@ -152,7 +132,7 @@ def main(argv=None):
     if args.task in ("sessions", "all"):
         if not (args.model and getattr(model.config, "is_encoder_decoder", False)):
             p.error("--task sessions needs a GeniusRec checkpoint")
-        from .session_eval import session_table
+        from .evaluation.sessions import session_table
 
         metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams, filter_history=filter_history))
     print_table(args.model or args.baseline, metrics)

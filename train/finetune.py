@@ -21,14 +21,15 @@ import torch
 from transformers import AutoModelForCausalLM, EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
-from modeling_geniusrec.data import (NextItemDataset, SessionCollator, SessionTrainingDataset, load_item_embeddings, load_processed,
+from data_scripts.processed import (NextItemDataset, SessionCollator, SessionTrainingDataset, load_item_embeddings, load_processed,
                                      resolve_filter_history)
-from modeling_geniusrec.splits import SequenceStore
+from data_scripts.splits import SequenceStore
 
-from . import session_eval
-from .reporting import plot_gate_weights, write_reports
-from .common import (git_commit, machine_description, make_compute_metrics, parse_with_config, resume_checkpoint, save_final_checkpoint,
-                     today, write_json_atomic)
+from .evaluation import sessions as session_eval
+from .evaluation.reporting import plot_gate_weights, write_reports
+from .runner import parse_with_config, resume_checkpoint, save_final_checkpoint
+from .evaluation.results import git_commit, machine_description, today, write_json_atomic
+from .evaluation.ranking import make_compute_metrics
 
 
 @dataclass

@@ -15,8 +15,8 @@ import torch
 
 from data_scripts import embed, movielens
 from modeling_geniusrec import GeniusRecForSessionGeneration
-from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed
-from modeling_geniusrec.splits import SequenceStore
+from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed
+from data_scripts.splits import SequenceStore
 
 from . import finetune, pretrain
 

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
-from modeling_geniusrec.data import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history, streaming_train_examples
-from modeling_geniusrec.splits import SequenceStore
+from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history, streaming_train_examples
+from data_scripts.splits import SequenceStore
 
-from .reporting import write_reports
-from .common import (MODELS, git_commit, machine_description, make_compute_metrics, parse_with_config, resume_checkpoint,
-                     save_final_checkpoint, today, write_json_atomic)
+from .evaluation.reporting import write_reports
+from .runner import MODELS, parse_with_config, resume_checkpoint, save_final_checkpoint
+from .evaluation.results import git_commit, machine_description, today, write_json_atomic
+from .evaluation.ranking import make_compute_metrics
 
 
 @dataclass

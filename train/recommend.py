@@ -5,10 +5,10 @@
 
 import argparse
 
-from modeling_geniusrec.data import NextItemDataset, load_processed
-from modeling_geniusrec.splits import SequenceStore
+from data_scripts.processed import NextItemDataset, load_processed
+from data_scripts.splits import SequenceStore
 
-from .session_eval import next_item_top_k
+from .evaluation.sessions import next_item_top_k
 
 
 def print_next_item_recommendations(model, store, tokenizer, items, dataset, num_users=3, k=10, users=None):

@@ -241,7 +241,7 @@ def load_processed(dataset_dir: str):
     """
     import datasets
 
-    from .tokenization_items import ItemTokenizer
+    from modeling_geniusrec.tokenization_items import ItemTokenizer
 
     parts = ["sequences", "items", "tokenizer", "stats.json"]
     missing = [p for p in parts if not os.path.exists(os.path.join(dataset_dir, p))]

@@ -1,6 +1,6 @@
 """DPO preference pairs from a stage-2 GeniusRec checkpoint and the train view only.
 
-    python -m data_scripts.build_preference_pairs --model runs/ml-1m-geniusrec --dataset data/ml-1m --out data/ml-1m-pairs
+    python -m train.build_preference_pairs --model runs/ml-1m-geniusrec --dataset data/ml-1m --out data/ml-1m-pairs
 
 For each pair user (a seeded random `--num-users` of the train view of `--protocol`; the others stay apart for
 choosing reward weights and beta on their validation view), the history is the train sequence minus its last `k`
@@ -32,20 +32,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from data_scripts.processed import NextItemCollator, load_processed, pad_item_lists
+from data_scripts.splits import SequenceStore, split_users
 from modeling_geniusrec import GeniusRecForSessionGeneration
-from modeling_geniusrec.data import NextItemCollator, load_processed, pad_item_lists
-from modeling_geniusrec.session_metrics import intra_list_diversity
-from modeling_geniusrec.splits import SequenceStore, split_users
-from train.session_eval import item_feature_vectors, item_user_counts
+
+from .evaluation.baselines import item_user_counts
+from .evaluation.session_metrics import intra_list_diversity, novelty
+from .evaluation.sessions import item_feature_vectors
 
 
 def reward_terms(session, target, vectors, counts, num_users):
     """The four reward terms of a session (see the module docstring)."""
     k = len(target)
-    info = -np.log2(np.maximum(counts[session], 1) / num_users)
     return {
         "accuracy": len(set(session[:k]) & set(target)) / k,
-        "novelty": float(info.mean() / math.log2(num_users)),
+        "novelty": novelty([session], counts, num_users) / math.log2(num_users),
         "diversity": intra_list_diversity([session], vectors),
         "popularity": float((counts[session] / num_users).mean()),
     }

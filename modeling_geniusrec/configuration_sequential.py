@@ -7,7 +7,7 @@ cosine scoring and the losses. Model-specific fields live in their own configs.
 
 from transformers import PretrainedConfig
 
-NUM_SPECIAL_TOKENS = 4  # [PAD], [SEP], [EOS], [UNK]; items start at this id
+from .tokenization_items import EOS_TOKEN_ID, NUM_SPECIAL_TOKENS, PAD_TOKEN_ID, SEP_TOKEN_ID, UNK_TOKEN_ID
 
 
 class SequentialRecConfig(PretrainedConfig):
@@ -67,10 +67,10 @@ class SequentialRecConfig(PretrainedConfig):
         negatives_sharing: str = "position",
         softmax_temperature: float = 0.05,
         filter_special_tokens: bool = True,
-        pad_token_id: int = 0,
-        sep_token_id: int = 1,
-        eos_token_id: int = 2,
-        unk_token_id: int = 3,
+        pad_token_id: int = PAD_TOKEN_ID,
+        sep_token_id: int = SEP_TOKEN_ID,
+        eos_token_id: int = EOS_TOKEN_ID,
+        unk_token_id: int = UNK_TOKEN_ID,
         num_special_tokens: int = NUM_SPECIAL_TOKENS,
         **kwargs,
     ):

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_common import SequentialRecConfig
+from .configuration_sequential import SequentialRecConfig
 
 
 @dataclass

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modeling_geniusrec.data import NextItemCollator, NextItemDataset, SessionCollator
-from modeling_geniusrec.session_metrics import beyond_accuracy, session_accuracy
+from data_scripts.processed import NextItemCollator, NextItemDataset, SessionCollator
+from .session_metrics import beyond_accuracy, session_accuracy
+
+from .baselines import item_user_counts, popularity_lists
 
 
 def _batches(dataset, batch_size, desc, progress=True):
@@ -45,7 +47,7 @@ def next_item_top_k(model, examples: list[dict], k: int = 10, filter_history: st
     out = model(**batch)
     exclude = None
     if filter_history != "none":
-        from modeling_geniusrec.data import pad_item_lists
+        from data_scripts.processed import pad_item_lists
 
         exclude = pad_item_lists([e["seen_items"] if filter_history == "full" else e["input_ids"] for e in examples]).to(device)
     return model.top_k_items(out.user_embeddings, k, exclude=exclude)[1].cpu()
@@ -59,26 +61,6 @@ def next_item_lists(model, dataset: NextItemDataset, k: int = 10, batch_size: in
     return lists
 
 
-def popularity_lists(item_user_counts: np.ndarray, dataset: NextItemDataset, k: int = 10, num_special: int = 4,
-                     filter_history: str = "full") -> list[list[int]]:
-    """The `k` most popular items each user has not seen (same filter rule as the models)."""
-    order = [int(i) for i in np.argsort(-item_user_counts, kind="stable") if i >= num_special]
-    seen = dataset.filter_items(filter_history)
-    lists = []
-    for i in range(len(dataset)):
-        history = set() if seen is None else set(seen[i].tolist())
-        lists.append([item for item in order if item not in history][:k])
-    return lists
-
-
-def item_user_counts(store, protocol: str, session_length: int, vocab_size: int) -> tuple[np.ndarray, int]:
-    """Number of training users who interacted with each token id, and the number of training users."""
-    train = NextItemDataset(store, "train", 10**9, protocol, session_length)
-    counts = np.zeros(vocab_size, dtype=np.int64)
-    for i in range(len(train)):
-        ex = train[i]
-        counts[np.unique(np.concatenate([ex["input_ids"][:1], ex["labels"]]))] += 1
-    return counts, len(train)
 
 
 def item_feature_vectors(items, vocab_size: int, text_embeddings: torch.Tensor | None = None) -> torch.Tensor:

@@ -75,4 +75,24 @@ def ranking_metrics(ranks, ks=DEFAULT_KS) -> dict:
     return out
 
 
-__all__ = ["target_ranks", "ranking_metrics", "DEFAULT_KS"]
+def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=None):
+    """`compute_metrics` for the Trainer, bound to the evaluated split view `dataset`: ranks each row's target (from
+    the dataset, the one home of the evaluation target) among all items, from the gathered `(M, D)` query states
+    (stage 1: the encoder's last state; GeniusRec: the decoder's first step), removing what the row's user has seen
+    (`filter_history`: full / window / none). Rebind it (`trainer.compute_metrics = ...`) before evaluating another
+    split."""
+    targets, seen = dataset.targets(), dataset.filter_items(filter_history)
+
+    def compute_metrics(eval_pred):
+        model = model_ref()
+        device = next(model.parameters()).device
+        states = torch.as_tensor(np.asarray(eval_pred.predictions), device=device)
+        if states.shape[0] != len(targets):
+            raise RuntimeError(f"compute_metrics is bound to a {dataset.split} view of {len(targets)} rows but got {states.shape[0]} "
+                               "predictions: rebind it with make_compute_metrics(..., <the evaluated dataset>)")
+        return ranking_metrics(target_ranks(model, states, targets, seen), ks or DEFAULT_KS)
+
+    return compute_metrics
+
+
+__all__ = ["target_ranks", "ranking_metrics", "make_compute_metrics", "DEFAULT_KS"]

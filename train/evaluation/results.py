@@ -1,0 +1,49 @@
+"""Results files and their provenance: atomic JSON writes, the machine, the date and the code's commit.
+
+Every benchmark and training entry point writes its `results.json` through [`write_json_atomic`], with
+[`machine_description`], [`today`] and [`git_commit`] beside the numbers.
+"""
+
+import datetime
+import json
+import os
+import platform
+import tempfile
+
+import torch
+
+
+def machine_description() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def write_json_atomic(path: str, payload: dict) -> None:
+    """Writes JSON to a temp file beside `path`, then renames it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
+
+
+def today() -> str:
+    return datetime.date.today().isoformat()
+
+
+def git_commit() -> str:
+    """The code's git commit (`+dirty` when tracked files differ from it), or "unknown" outside a checkout."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+__all__ = ["machine_description", "write_json_atomic", "today", "git_commit"]
