@@ -24,7 +24,7 @@ data/ml-1m/stats.json: | install
 data: data/ml-1m/stats.json
 
 quickstart: install
-	$(PY) -m train.pipeline --work-dir runs/quickstart
+	$(PY) -m train.pipeline --work_dir runs/quickstart
 
 quickstart-hstu: install data
 	$(PY) -m train.pretrain --config train/configs/quickstart.json --dataset data/ml-1m --output_dir runs/quickstart-hstu --show_recommendations 3

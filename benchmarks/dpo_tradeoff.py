@@ -28,8 +28,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from train import dpo, evaluate  # noqa: E402
-from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
 from train.evaluation.reporting import _save, plt  # noqa: E402
+from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
 
 KEYS = ("ndcg@10", "hr@10", "mrr", "novelty", "ild", "coverage", "repetition_rate")
 
@@ -37,8 +37,8 @@ KEYS = ("ndcg@10", "hr@10", "mrr", "novelty", "ild", "coverage", "repetition_rat
 def score(model_dir, split, args):
     """Next-item and session metrics of a checkpoint on `split` of the held-out users (never the pair users)."""
     metrics = evaluate.main(["--model", model_dir, "--dataset", args.dataset, "--split", split, "--task", "all",
-                             "--num-beams", str(args.num_beams), "--max-users", str(args.max_users), "--session-length", "10",
-                             "--exclude-users", args.pairs[0]])
+                             "--num_beams", str(args.num_beams), "--max_users", str(args.max_users), "--session_length", "10",
+                             "--exclude_users", args.pairs[0]])
     return {k: metrics[k] for k in KEYS}
 
 
@@ -64,12 +64,12 @@ def main(argv=None):
     p.add_argument("--pairs", nargs="+", required=True, help="pairs folders, one per reward-weight setting (same users)")
     p.add_argument("--dataset", required=True, help="processed dataset folder")
     p.add_argument("--betas", type=float, nargs="+", default=[0.1], help="DPO betas to sweep")
-    p.add_argument("--max-users", type=int, default=2000, help="held-out users scored (validation for the choice, test once)")
-    p.add_argument("--max-ndcg-drop", type=float, default=0.03, help="largest relative validation NDCG@10 drop a run may have")
-    p.add_argument("--num-beams", type=int, default=10, help="beams for session generation")
-    p.add_argument("--dpo-args", default="--use_peft true --num_train_epochs 1 --learning_rate 5e-4 --per_device_train_batch_size 32",
+    p.add_argument("--max_users", "--max-users", type=int, default=2000, help="held-out users scored (validation for the choice, test once)")
+    p.add_argument("--max_ndcg_drop", "--max-ndcg-drop", type=float, default=0.03, help="largest relative validation NDCG@10 drop a run may have")
+    p.add_argument("--num_beams", "--num-beams", type=int, default=10, help="beams for session generation")
+    p.add_argument("--dpo_args", "--dpo-args", default="--use_peft true --num_train_epochs 1 --learning_rate 5e-4 --per_device_train_batch_size 32",
                    help="extra train.dpo flags")
-    p.add_argument("--work-dir", default="runs/dpo-sweep", help="where the DPO runs go")
+    p.add_argument("--work_dir", "--work-dir", default="runs/dpo-sweep", help="where the DPO runs go")
     p.add_argument("--output", required=True, help="results JSON (a PNG is written beside it)")
     args = p.parse_args(argv)
     pair_users = [set(datasets.load_from_disk(path)["user_id"]) for path in args.pairs]

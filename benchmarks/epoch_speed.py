@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction  # noqa: E402
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed  # noqa: E402
 from data_scripts.splits import SequenceStore  # noqa: E402
+from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction  # noqa: E402
 
 LOSSES = [("sampled_softmax", "position", 128), ("sampled_softmax", "batch", 128), ("sampled_softmax", "batch", 512), ("full_softmax", "position", 0)]
 
@@ -29,7 +29,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="processed dataset folder")
     p.add_argument("--steps", type=int, default=5, help="timed steps per loss")
-    p.add_argument("--batch-size", type=int, default=128, help="users per step")
+    p.add_argument("--batch_size", "--batch-size", type=int, default=128, help="users per step")
     p.add_argument("--output", default=None, help="append JSON lines here")
     args = p.parse_args(argv)
     sequences, _, tokenizer, _ = load_processed(args.dataset)
@@ -40,7 +40,8 @@ def main(argv=None):
     steps_per_epoch = math.ceil(len(data) / args.batch_size)
     for loss, sharing, negatives in LOSSES:
         torch.manual_seed(0)
-        model = HSTUForNextItemPrediction(HSTUConfig(vocab_size=len(tokenizer), loss_type=loss, negatives_sharing=sharing, num_negatives=negatives or 128))
+        model = HSTUForNextItemPrediction(HSTUConfig(vocab_size=len(tokenizer), loss_type=loss, negatives_sharing=sharing,
+                                                     num_negatives=negatives or 128))
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         for step, batch in enumerate(batches):
             if step == 1:

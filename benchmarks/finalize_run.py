@@ -21,8 +21,8 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 import modeling_geniusrec  # noqa: E402,F401
 from data_scripts.processed import NextItemDataset, load_processed  # noqa: E402
 from data_scripts.splits import SequenceStore  # noqa: E402
-from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
 from train.evaluate import evaluate_next_item  # noqa: E402
+from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
 
 
 def main(argv=None):
@@ -31,9 +31,9 @@ def main(argv=None):
     p.add_argument("--dataset", required=True, help="processed dataset folder")
     p.add_argument("--protocol", default="leave-one-out", help="split protocol of the run")
     p.add_argument("--command", required=True, help="the command that started the run (recorded)")
-    p.add_argument("--wall-time-s", type=float, default=None, help="training wall time until the stop")
+    p.add_argument("--wall_time_s", "--wall-time-s", type=float, default=None, help="training wall time until the stop")
     p.add_argument("--results", required=True, help="results JSON to write")
-    p.add_argument("--card-dir", default=None, help="also write a model card and plots into this checkpoint folder")
+    p.add_argument("--card_dir", "--card-dir", default=None, help="also write a model card and plots into this checkpoint folder")
     args = p.parse_args(argv)
     states = sorted(glob.glob(os.path.join(args.run, "checkpoint-*", "trainer_state.json")), key=os.path.getmtime)
     if not states:

@@ -18,19 +18,19 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig  # noqa: E402
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed  # noqa: E402
 from data_scripts.splits import SequenceStore  # noqa: E402
+from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig  # noqa: E402
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="processed dataset folder (histories come from its test view)")
     p.add_argument("--model", default=None, help="GeniusRec checkpoint (default: random paper-size model)")
-    p.add_argument("--batch-size", type=int, default=256, help="users per generate() call")
-    p.add_argument("--num-beams", type=int, default=10, help="beam width")
-    p.add_argument("--session-length", type=int, default=10, help="items per generated session")
-    p.add_argument("--text-dim", type=int, default=576, help="text expert width for the random model (0: no text expert)")
+    p.add_argument("--batch_size", "--batch-size", type=int, default=256, help="users per generate() call")
+    p.add_argument("--num_beams", "--num-beams", type=int, default=10, help="beam width")
+    p.add_argument("--session_length", "--session-length", type=int, default=10, help="items per generated session")
+    p.add_argument("--text_dim", "--text-dim", type=int, default=576, help="text expert width for the random model (0: no text expert)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per mode (the best is kept)")
     p.add_argument("--output", default=None, help="append the result as a JSON line to this file")
     args = p.parse_args(argv)
@@ -40,13 +40,15 @@ def main(argv=None):
         model = GeniusRecForSessionGeneration.from_pretrained(args.model)
     else:
         torch.manual_seed(0)
-        model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=len(tokenizer)), text_embedding_dim=args.text_dim))
+        model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=len(tokenizer)),
+                                                              content_embedding_dims={"text": args.text_dim} if args.text_dim else None))
         if args.text_dim:
             model.model.set_item_embeddings("text", torch.randn(len(tokenizer), args.text_dim))
     model.eval()
     data = NextItemDataset(store, "test", model.config.encoder_config.max_position_embeddings)
     batch = NextItemCollator().pad_histories([data[i] for i in range(args.batch_size)])
-    kwargs = dict(**batch, banned_item_ids=data.filter_items("full", range(args.batch_size)), num_beams=args.num_beams, max_new_tokens=args.session_length, min_new_tokens=args.session_length)
+    kwargs = dict(**batch, banned_item_ids=data.filter_items("full", range(args.batch_size)), num_beams=args.num_beams,
+                  max_new_tokens=args.session_length, min_new_tokens=args.session_length)
     result = {"batch_size": args.batch_size, "num_beams": args.num_beams, "session_length": args.session_length,
               "threads": torch.get_num_threads(), "model": args.model or f"random paper-size, text_dim={args.text_dim}"}
     outputs = {}

@@ -4,8 +4,8 @@
 set -euo pipefail
 PY=${PY:-python}
 $PY -m data_scripts.movielens --variant ml-1m --out data/ml-1m
-$PY -m data_scripts.embed --dataset data/ml-1m --text-model minilm --output-name text-minilm.safetensors
-$PY -m data_scripts.embed --dataset data/ml-1m --text-model smollm2 --output-name text-smollm2.safetensors
+$PY -m data_scripts.embed --dataset data/ml-1m --text_model minilm --output_name text-minilm.safetensors
+$PY -m data_scripts.embed --dataset data/ml-1m --text_model smollm2 --output_name text-smollm2.safetensors
 # stage 1 (leave-one-out) and the SASRec baseline
 $PY -m train.pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --output_dir runs/ml-1m-hstu --results_file benchmarks/results/ml-1m-hstu.json
 $PY -m train.pretrain --config train/configs/ml-1m-sasrec.json --dataset data/ml-1m --output_dir runs/ml-1m-sasrec --results_file benchmarks/results/ml-1m-sasrec.json
@@ -23,8 +23,8 @@ $PY -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data
     --stage1_baseline runs/ml-1m-hstu-sessions \
     --output_dir runs/ml-1m-geniusrec-sessions --results_file benchmarks/results/ml-1m-geniusrec.json
 # stage 3: DPO toward novelty and diversity
-$PY -m train.build_preference_pairs --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --out data/ml-1m-pairs-nov2-div3 --num-users 2000 --num-candidates 8 --num-sampled 4 --w-novelty 2 --w-diversity 3
-$PY benchmarks/dpo_tradeoff.py --model runs/ml-1m-geniusrec-no-text --pairs data/ml-1m-pairs-nov2-div3 --dataset data/ml-1m --betas 0.5 0.3 --max-users 2000 --work-dir runs/dpo-sweep-nd --output benchmarks/results/ml-1m-geniusrec-dpo-nov2-div3.json
-# (the default weights, --w-diversity 3 alone: ml-1m-geniusrec-dpo-default-weights.json, ml-1m-geniusrec-dpo-div3.json)
+$PY -m train.build_preference_pairs --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --out data/ml-1m-pairs-nov2-div3 --num_users 2000 --num_candidates 8 --num_sampled 4 --w_novelty 2 --w_diversity 3
+$PY benchmarks/dpo_tradeoff.py --model runs/ml-1m-geniusrec-no-text --pairs data/ml-1m-pairs-nov2-div3 --dataset data/ml-1m --betas 0.5 0.3 --max_users 2000 --work_dir runs/dpo-sweep-nd --output benchmarks/results/ml-1m-geniusrec-dpo-nov2-div3.json
+# (the default weights, --w_diversity 3 alone: ml-1m-geniusrec-dpo-default-weights.json, ml-1m-geniusrec-dpo-div3.json)
 # generation speed (quiet machine)
-$PY benchmarks/generation_speed.py --dataset data/ml-1m --batch-size 256 --num-beams 10 --session-length 10 --output benchmarks/results/generation-speed.jsonl
+$PY benchmarks/generation_speed.py --dataset data/ml-1m --batch_size 256 --num_beams 10 --session_length 10 --output benchmarks/results/generation-speed.jsonl

@@ -5,18 +5,18 @@
 Streams both files line by line (gzip or plain): memory grows with the kept users, items and interactions
 (16 bytes per review plus the interned ids), never with the file. Reviews: `user_id`, `parent_asin`, `rating`,
 `timestamp` (milliseconds, stored as seconds). Items are keyed by `parent_asin`; their text is "Title: ...;
-Features: ...; Description: ...; Categories: a > b" cut to `--max-text-chars`; `image` is the first large image
+Features: ...; Description: ...; Categories: a > b" cut to `--max_text_chars`; `image` is the first large image
 URL. Defaults: 5-core (users and items), duplicates collapsed, no rating threshold. Malformed lines are counted
 with their line numbers; items without metadata get the fallback text "Item <parent_asin>" and are counted.
 
 Measured on the synthetic generator (data_scripts.make_synthetic_amazon): see BENCHMARKS.md.
 """
 
-import argparse
 import gzip
-from array import array
 import os
 import time
+from array import array
+from dataclasses import dataclass, field
 
 try:
     import orjson
@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency, json is the fa
 
 from tqdm.auto import tqdm
 
+from .arguments import make_parser, parse_args
 from .preprocessing import InteractionLog, MalformedRows, print_stats, process_log, write_processed
 
 
@@ -217,26 +218,28 @@ def build(args) -> dict:
     return stats
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reviews", required=True, help="reviews file, e.g. Books.jsonl.gz (gzip or plain JSON lines)")
-    p.add_argument("--meta", default=None, help="metadata file, e.g. meta_Books.jsonl.gz (optional: fallback texts without it)")
-    p.add_argument("--out", required=True, help="output folder, written atomically (replaced only when complete)")
-    p.add_argument("--min-rating", type=float, default=None, help="keep reviews with rating >= this (default: all)")
-    p.add_argument("--user-k", type=int, default=5, help="iterative k-core: minimum reviews per user (default 5)")
-    p.add_argument("--item-k", type=int, default=5, help="iterative k-core: minimum reviews per item (default 5)")
-    p.add_argument("--keep-duplicates", action="store_true", help="keep repeated (user, item) reviews instead of the earliest only")
-    p.add_argument("--max-text-chars", type=int, default=1000, help="cut item texts to this many characters (default 1000)")
-    p.add_argument("--max-malformed-fraction", type=float, default=0.01,
-                   help="fail when more than this fraction of lines is malformed; below it they are skipped and counted (default 0.01)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                   help="processes that parse the reviews (default: up to 2; 1 parses in the main process)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
+@dataclass
+class AmazonReviewsArguments:
+    reviews: str = field(metadata={"help": "reviews file, e.g. Books.jsonl.gz (gzip or plain JSON lines)"})
+    out: str = field(metadata={"help": "output folder, written atomically (replaced only when complete)"})
+    meta: str | None = field(default=None, metadata={"help": "metadata file, e.g. meta_Books.jsonl.gz (optional: fallback texts without it)"})
+    min_rating: float | None = field(default=None, metadata={"help": "keep reviews with rating >= this (default: all)"})
+    user_k: int = field(default=5, metadata={"help": "iterative k-core: minimum reviews per user (default 5)"})
+    item_k: int = field(default=5, metadata={"help": "iterative k-core: minimum reviews per item (default 5)"})
+    keep_duplicates: bool = field(default=False, metadata={"help": "keep repeated (user, item) reviews instead of the earliest only"})
+    max_text_chars: int = field(default=1000, metadata={"help": "cut item texts to this many characters (default 1000)"})
+    max_malformed_fraction: float = field(default=0.01, metadata={"help":
+            "fail when more than this fraction of lines is malformed; below it they are skipped and counted (default 0.01)"})
+    workers: int = field(default=min(2, os.cpu_count() or 1), metadata={"help":
+            "processes that parse the reviews (default: up to 2; 1 parses in the main process)"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bars"})
 
 
 def main(argv=None):
-    return build(parser().parse_args(argv))
+    parser = make_parser(AmazonReviewsArguments, description=__doc__)
+    (args,) = parse_args(parser, argv)
+    return build(args)
+
 
 
 if __name__ == "__main__":

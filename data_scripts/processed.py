@@ -258,4 +258,5 @@ def load_processed(dataset_dir: str):
     return sequences, items, tokenizer, stats
 
 
-__all__ = ["FILTER_MODES", "resolve_filter_history", "pad_item_lists", "NextItemDataset", "streaming_train_examples", "NextItemCollator", "SessionTrainingDataset", "SessionCollator", "load_item_embeddings", "load_processed"]
+__all__ = ["FILTER_MODES", "resolve_filter_history", "pad_item_lists", "NextItemDataset", "streaming_train_examples", "NextItemCollator",
+           "SessionTrainingDataset", "SessionCollator", "load_item_embeddings", "load_processed"]

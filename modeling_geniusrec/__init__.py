@@ -5,11 +5,10 @@ Importing the package registers its configs, models and tokenizer with the Auto 
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from .configuration_sequential import NUM_SPECIAL_TOKENS, SequentialRecConfig
 from .configuration_geniusrec import GeniusRecConfig
 from .configuration_hstu import HSTUConfig
 from .configuration_sasrec import SASRecConfig
-from .modeling_sequential import NextItemPredictionOutput, SequentialRecOutput
+from .configuration_sequential import NUM_SPECIAL_TOKENS, SequentialRecConfig
 from .modeling_geniusrec import (
     BanItemsLogitsProcessor,
     GeniusRecForSessionGeneration,
@@ -19,6 +18,7 @@ from .modeling_geniusrec import (
 )
 from .modeling_hstu import HSTUForNextItemPrediction, HSTUModel, HSTUPreTrainedModel
 from .modeling_sasrec import SASRecForNextItemPrediction, SASRecModel, SASRecPreTrainedModel
+from .modeling_sequential import NextItemPredictionOutput, SequentialRecOutput
 from .tokenization_items import ItemTokenizer, escape_item_id, unescape_item_id
 
 __version__ = "0.1.0"

@@ -25,12 +25,17 @@ class GeniusRecConfig(PretrainedConfig):
             Dropout in the decoder and the experts.
         attention_dropout_prob (`float`, *optional*, defaults to 0.0):
             Dropout on attention weights.
-        text_embedding_dim (`int`, *optional*, defaults to 0):
-            Width of the item text embeddings (`embeddings/text.safetensors`); 0 builds no content expert.
-        image_embedding_dim (`int`, *optional*, defaults to 0):
-            Width of the item image embeddings (`embeddings/image.safetensors`); 0 builds no image expert.
+        content_embedding_dims (`dict[str, int]`, *optional*, defaults to `{}`):
+            The frozen item content tables and their widths, e.g. `{"text": 384, "image": 512}` (files
+            `embeddings/<kind>.safetensors`, rows aligned to token ids). Each gets a buffer in the checkpoint and, by
+            default, a content expert of the same name. `text_embedding_dim=` / `image_embedding_dim=` are still
+            accepted and fill this dict.
+        expert_types (`dict[str, str]`, *optional*):
+            The experts in gate order, name -> registered type (see `experts.py`); defaults to
+            `{"behaviour": "behaviour"}` plus `{kind: "content"}` for each content table. A new expert is one class
+            registered with `@register_expert` plus one entry here.
         content_output (`bool`, *optional*, defaults to `True`):
-            Item output vectors add the projected text/image embeddings to the ID embedding, so that items with few
+            Item output vectors add the projected content embeddings to the ID embedding, so that items with few
             interactions still get meaningful scores.
         next_item_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the first session position (the next item) in the session loss, relative to the later ones
@@ -45,7 +50,9 @@ class GeniusRecConfig(PretrainedConfig):
 
     ```python
     >>> from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
-    >>> config = GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=3710), text_embedding_dim=576)
+    >>> config = GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=3710), content_embedding_dims={"text": 576})
+    >>> config.expert_names
+    ['behaviour', 'text']
     >>> model = GeniusRecForSessionGeneration(config)
     ```
     """
@@ -63,8 +70,8 @@ class GeniusRecConfig(PretrainedConfig):
         max_session_length: int = 20,
         hidden_dropout_prob: float = 0.1,
         attention_dropout_prob: float = 0.0,
-        text_embedding_dim: int = 0,
-        image_embedding_dim: int = 0,
+        content_embedding_dims: dict | None = None,
+        expert_types: dict | None = None,
         content_output: bool = True,
         next_item_loss_weight: float = 1.0,
         router_aux_loss_coef: float = 0.01,
@@ -88,8 +95,15 @@ class GeniusRecConfig(PretrainedConfig):
         self.max_session_length = max_session_length
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_dropout_prob = attention_dropout_prob
-        self.text_embedding_dim = text_embedding_dim
-        self.image_embedding_dim = image_embedding_dim
+        dims = dict(content_embedding_dims or {})
+        for kind in ("text", "image"):  # the older keywords
+            width = kwargs.pop(f"{kind}_embedding_dim", 0)
+            if width:
+                dims[kind] = int(width)
+        self.content_embedding_dims = {kind: int(width) for kind, width in dims.items() if width}
+        if expert_types is None:
+            expert_types = {"behaviour": "behaviour", **{kind: "content" for kind in self.content_embedding_dims}}
+        self.expert_types = dict(expert_types)
         self.content_output = content_output
         self.next_item_loss_weight = next_item_loss_weight
         self.router_aux_loss_coef = router_aux_loss_coef
@@ -117,13 +131,16 @@ class GeniusRecConfig(PretrainedConfig):
 
     @property
     def expert_names(self) -> list[str]:
-        """Experts in gate order: always `behaviour`, then `text` and `image` where their embeddings exist."""
-        names = ["behaviour"]
-        if self.text_embedding_dim:
-            names.append("text")
-        if self.image_embedding_dim:
-            names.append("image")
-        return names
+        """Experts in gate order (the keys of `expert_types`), e.g. `["behaviour", "text", "image"]`."""
+        return list(self.expert_types)
+
+    @property
+    def text_embedding_dim(self) -> int:
+        return self.content_embedding_dims.get("text", 0)
+
+    @property
+    def image_embedding_dim(self) -> int:
+        return self.content_embedding_dims.get("image", 0)
 
     def to_dict(self):
         out = super().to_dict()

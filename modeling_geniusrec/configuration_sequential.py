@@ -41,8 +41,9 @@ class SequentialRecConfig(PretrainedConfig):
         negatives_sharing (`str`, *optional*, defaults to `"position"`):
             `"position"`: fresh negatives for every supervised position, as the HSTU reference code;
             `"batch"`: one set of negatives shared by the whole batch (one matmul instead of a gather, much faster on CPU).
-        softmax_temperature (`float`, *optional*, defaults to 0.05):
-            Scores are `cos(user, item) / softmax_temperature`.
+        logit_scale (`float`, *optional*, defaults to 20.0):
+            Inverse temperature: scores are `logit_scale * cos(user, item)` (the same knob as GeniusRec's). The older
+            `softmax_temperature=t` is still accepted and means `logit_scale = 1 / t`.
         filter_special_tokens (`bool`, *optional*, defaults to `True`):
             Special tokens never receive a score when ranking items.
         pad_token_id, sep_token_id, eos_token_id, unk_token_id (`int`, *optional*, defaults to 0, 1, 2, 3):
@@ -65,7 +66,8 @@ class SequentialRecConfig(PretrainedConfig):
         loss_type: str = "sampled_softmax",
         num_negatives: int = 128,
         negatives_sharing: str = "position",
-        softmax_temperature: float = 0.05,
+        logit_scale: float | None = None,
+        softmax_temperature: float | None = None,
         filter_special_tokens: bool = True,
         pad_token_id: int = PAD_TOKEN_ID,
         sep_token_id: int = SEP_TOKEN_ID,
@@ -95,13 +97,22 @@ class SequentialRecConfig(PretrainedConfig):
         self.loss_type = loss_type
         self.num_negatives = num_negatives
         self.negatives_sharing = negatives_sharing
-        self.softmax_temperature = softmax_temperature
+        if logit_scale is None:
+            logit_scale = 1.0 / softmax_temperature if softmax_temperature else 20.0
+        if logit_scale <= 0:
+            raise ValueError(f"logit_scale must be > 0, got {logit_scale}")
+        self.logit_scale = float(logit_scale)
         self.filter_special_tokens = filter_special_tokens
         self.sep_token_id = sep_token_id
         self.unk_token_id = unk_token_id
         self.num_special_tokens = num_special_tokens
         kwargs.setdefault("tie_word_embeddings", True)
         super().__init__(pad_token_id=pad_token_id, eos_token_id=eos_token_id, **kwargs)
+
+    @property
+    def softmax_temperature(self) -> float:
+        """`1 / logit_scale` (the older name of the same knob)."""
+        return 1.0 / self.logit_scale
 
     @property
     def num_items(self) -> int:

@@ -16,14 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.generation import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_geniusrec import GeniusRecConfig
-from .modeling_sequential import init_recommender_weights, last_positions
+from .experts import ExpertContext, build_expert
 from .modeling_hstu import HSTUModel
+from .modeling_sequential import init_recommender_weights, last_positions
+from .scoring import ItemScoringMixin
 
 
 @dataclass
@@ -31,19 +34,18 @@ class GeniusRecEncoderOutput(ModelOutput):
     """
     Args:
         last_hidden_state (`(batch_size, history_length, hidden_size)`): encoder states projected for cross-attention.
-        history_ids (`(batch_size, history_length)`): the history's item token ids (the experts read their embeddings).
         history_mask (`(batch_size, history_length)`): 1 for real history items.
         user_embedding (`(batch_size, hidden_size)`): the HSTU state at the last history item (stage 1's next-item query).
-        history_text, history_image (`(batch_size, num_heads, history_length, head_dim)`): the experts' projected keys of the
-            history items, computed once per encoding (generation steps reuse them).
+        cross_keys, cross_values (`(batch_size, num_layers, num_heads, history_length, head_dim)`): each decoder layer's
+            cross-attention keys/values, projected once per encoding (generation steps reuse them).
+        Each expert's own `encode(...)` result is stored under the key `expert_<name>` (e.g. `expert_text`, the content
+        expert's projected history keys `(batch_size, num_heads, history_length, head_dim)`), so that `generate()`
+        expands it over beams like the fields above.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
-    history_ids: torch.LongTensor | None = None
     history_mask: torch.Tensor | None = None
     user_embedding: torch.FloatTensor | None = None
-    history_text: torch.FloatTensor | None = None
-    history_image: torch.FloatTensor | None = None
     cross_keys: torch.FloatTensor | None = None
     cross_values: torch.FloatTensor | None = None
 
@@ -131,53 +133,6 @@ class GeniusRecDecoderLayer(GradientCheckpointingLayer):
         return h + self.dropout(self.ffn(self.ffn_norm(h)))
 
 
-class BehaviourExpert(nn.Module):
-    """Works on the ID/behaviour decoder state alone."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(config.hidden_size, config.intermediate_size), nn.GELU(),
-                                 nn.Dropout(config.hidden_dropout_prob), nn.Linear(config.intermediate_size, config.hidden_size))
-
-    def forward(self, state, **kwargs):
-        return self.net(state)
-
-
-class EmbeddingExpert(nn.Module):
-    """Attends from the decoder state over one kind of item embedding (text or image) of the history and of the
-    session inputs so far (`[SEP, s_1, .., s_{t-1}]` for position t, causally masked)."""
-
-    def __init__(self, config, embedding_dim: int):
-        super().__init__()
-        self.num_heads, self.head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
-        self.projection = nn.Sequential(nn.Linear(embedding_dim, config.hidden_size), nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps))
-        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = config.attention_dropout_prob
-
-    def history_keys(self, table, history_ids):
-        """Projected history rows, split into heads once: `(B, N)` ids -> `(B, H, N, d)` contiguous."""
-        keys = self.projection(table[history_ids])
-        return keys.view(*keys.shape[:2], self.num_heads, self.head_dim).transpose(1, 2).contiguous()
-
-    def forward(self, state, table, history_keys, history_mask, session_ids, query_offset):
-        """state `(B, Tq, D)` at session positions `query_offset .. query_offset + Tq - 1`; `history_keys` `(B, H, N, d)`
-        from [`history_keys`]; session_ids `(B, Ts)` the decoder inputs up to the last query. Returns `(B, Tq, D)`."""
-        batch, t_q, _ = state.shape
-        split = lambda x: x.view(batch, x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
-        q = split(self.q_proj(state)) * self.head_dim**-0.5  # (B, H, Tq, d)
-        k_hist, k_sess = history_keys, split(self.projection(table[session_ids]))  # keys double as values
-        positions = torch.arange(t_q, device=state.device) + query_offset
-        session_visible = torch.arange(session_ids.shape[1], device=state.device).unsqueeze(0) <= positions.unsqueeze(1)
-        s_hist = (q @ k_hist.transpose(-1, -2)).masked_fill(~history_mask.bool().view(batch, 1, 1, -1), float("-inf"))
-        s_sess = (q @ k_sess.transpose(-1, -2)).masked_fill(~session_visible.view(1, 1, t_q, -1), float("-inf"))
-        weights = torch.softmax(torch.cat([s_hist, s_sess], dim=-1), dim=-1)  # one softmax over history + session
-        weights = F.dropout(weights, self.dropout, self.training)
-        n = k_hist.shape[2]
-        out = weights[..., :n] @ k_hist + weights[..., n:] @ k_sess
-        return self.o_proj(out.transpose(1, 2).reshape(batch, t_q, -1))
-
-
 class ItemOutputEmbeddings(nn.Module):
     """The output item matrix `normalize(E_id + P_text(text) + P_image(image))`, recomputed from the current weights
     on every access of `.weight`, so that `hidden @ weight.T * logit_scale` (TRL's fused head) equals the model's."""
@@ -205,6 +160,9 @@ class GeniusRecPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         init_recommender_weights(module, self.config.initializer_range)
+        if isinstance(module, GeniusRecModel):  # its own frozen content tables start empty (loaded with set_item_embeddings)
+            for kind in self.config.content_embedding_dims:
+                init.zeros_(module.content_table(kind))
 
 
 class _EncoderView:
@@ -246,14 +204,12 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         self.decoder_layers = nn.ModuleList([GeniusRecDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
         self.decoder_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.experts = nn.ModuleDict({"behaviour": BehaviourExpert(config)})
         self.content_output = nn.ModuleDict()
-        for kind, dim in (("text", config.text_embedding_dim), ("image", config.image_embedding_dim)):
-            if dim:
-                self.register_buffer(f"{kind}_embeddings", torch.zeros(config.vocab_size, dim))
-                self.experts[kind] = EmbeddingExpert(config, dim)
-                if config.content_output:  # LayerNorm first: raw LM states have very different scales
-                    self.content_output[kind] = nn.Sequential(nn.LayerNorm(dim, eps=config.layer_norm_eps), zero_linear(dim, d, bias=False))
+        for kind, dim in config.content_embedding_dims.items():  # frozen tables, saved in the checkpoint as `<kind>_embeddings`
+            self.register_buffer(f"{kind}_embeddings", torch.zeros(config.vocab_size, dim))
+            if config.content_output:  # LayerNorm first: raw LM states have very different scales
+                self.content_output[kind] = nn.Sequential(nn.LayerNorm(dim, eps=config.layer_norm_eps), zero_linear(dim, d, bias=False))
+        self.experts = nn.ModuleDict({name: build_expert(config, name, kind) for name, kind in config.expert_types.items()})
         self.gate = nn.Linear(d, len(self.experts))
         self.output_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.output_projection = zero_linear(d, d)
@@ -270,12 +226,16 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
     def get_encoder(self):
         return _EncoderView(self)
 
+    def content_table(self, kind: str) -> torch.Tensor:
+        """The frozen content table `kind` (e.g. "text"): `(vocab_size, content_embedding_dims[kind])`."""
+        return getattr(self, f"{kind}_embeddings")
+
     def set_item_embeddings(self, kind: str, table: torch.Tensor) -> None:
-        """Loads frozen item embeddings (`kind` = "text" or "image") of shape `(vocab_size, dim)`, rows aligned to token ids."""
+        """Loads frozen item embeddings (`kind` = "text", "image", ...) of shape `(vocab_size, dim)`, rows aligned to token ids."""
         name = f"{kind}_embeddings"
-        if not hasattr(self, name):
-            raise ValueError(f"this config has no {kind} expert ({kind}_embedding_dim=0); build the model with "
-                             f"{kind}_embedding_dim={table.shape[-1]}")
+        if kind not in self.config.content_embedding_dims:
+            raise ValueError(f"this config has no {kind} table; build the model with "
+                             f"content_embedding_dims={{{kind!r}: {table.shape[-1]}}}")
         expected = tuple(getattr(self, name).shape)
         if tuple(table.shape) != expected:
             raise ValueError(f"{kind} embeddings have shape {tuple(table.shape)}, expected {expected} "
@@ -301,13 +261,16 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         check_time_inputs(self.config.encoder_config, timestamps, next_timestamps)
         states = self.encoder(input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps).last_hidden_state
         user = states[torch.arange(states.shape[0], device=states.device), last_positions(attention_mask.bool())]
-        keys = {f"history_{kind}": self.experts[kind].history_keys(getattr(self, f"{kind}_embeddings"), input_ids)
-                for kind in ("text", "image") if kind in self.experts}
         memory = self.memory_projection(states)
         cross = [layer.cross_attn.project_key_value(memory) for layer in self.decoder_layers]
-        return GeniusRecEncoderOutput(last_hidden_state=memory, history_ids=input_ids, history_mask=attention_mask.long(),
-                                      user_embedding=user, cross_keys=torch.stack([k for k, _ in cross], dim=1),
-                                      cross_values=torch.stack([v for _, v in cross], dim=1), **keys)
+        output = GeniusRecEncoderOutput(last_hidden_state=memory, history_mask=attention_mask.long(), user_embedding=user,
+                                        cross_keys=torch.stack([k for k, _ in cross], dim=1),
+                                        cross_values=torch.stack([v for _, v in cross], dim=1))
+        for name, expert in self.experts.items():
+            state = expert.encode(self, input_ids)
+            if state is not None:
+                output[f"expert_{name}"] = state
+        return output
 
     # -- decoder ---------------------------------------------------------------------------------------------------
     def forward(
@@ -368,11 +331,8 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         gate_weights = torch.softmax(self.gate(state), dim=-1)  # (B, T, E)
         mixed = state
         for index, (name, expert) in enumerate(self.experts.items()):
-            if name == "behaviour":
-                out = expert(state)
-            else:
-                out = expert(state, getattr(self, f"{name}_embeddings"), getattr(encoder_outputs, f"history_{name}"), history_mask, session_ids, past)
-            mixed = mixed + gate_weights[..., index : index + 1] * out
+            context = ExpertContext(self, encoder_outputs.get(f"expert_{name}"), history_mask, session_ids, past)
+            mixed = mixed + gate_weights[..., index : index + 1] * expert(state, context)
         final = F.normalize(user.unsqueeze(1) + self.output_projection(self.output_norm(mixed)), dim=-1)
         return GeniusRecOutput(
             last_hidden_state=final,
@@ -425,7 +385,8 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         rank = (dec_mask.long().cumsum(1) - 1).clamp(min=0, max=dec_len - 1).unsqueeze(-1)  # packed position -> decoder position
         hidden = out.last_hidden_state.gather(1, rank.expand(-1, -1, out.last_hidden_state.shape[-1])) * dec_mask.unsqueeze(-1)
         gates = out.gate_weights.gather(1, rank.expand(-1, -1, out.gate_weights.shape[-1])) * dec_mask.unsqueeze(-1)
-        return GeniusRecOutput(last_hidden_state=hidden, gate_weights=gates, aux_loss=out.aux_loss, encoder_last_hidden_state=out.encoder_last_hidden_state)
+        return GeniusRecOutput(last_hidden_state=hidden, gate_weights=gates, aux_loss=out.aux_loss,
+                               encoder_last_hidden_state=out.encoder_last_hidden_state)
 
 
 def check_time_inputs(encoder_config, timestamps, next_timestamps) -> None:
@@ -471,7 +432,7 @@ class BanItemsLogitsProcessor(LogitsProcessor):
         return scores
 
 
-class GeniusRecForSessionGeneration(GeniusRecPreTrainedModel, GenerationMixin):
+class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, GenerationMixin):
     """GeniusRec with the tied cosine output head, the session loss, `generate()` and the packed causal view."""
 
     _tied_weights_keys = {}
@@ -508,11 +469,9 @@ class GeniusRecForSessionGeneration(GeniusRecPreTrainedModel, GenerationMixin):
         model.model.encoder.load_state_dict(stage1.model.state_dict())
         return model
 
-    def iter_item_scores(self, user_embeddings, chunk_size: int = 65536):
-        """Scores of every item for `(M, D)` decoder states, in catalog chunks: yields `(first_token_id, (M, chunk))`."""
-        for lo in range(self.config.num_special_tokens, self.config.vocab_size, chunk_size):
-            hi = min(lo + chunk_size, self.config.vocab_size)
-            yield lo, user_embeddings @ self.model.item_output_matrix(lo, hi).T * self.config.logit_scale
+    def item_vectors(self, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """The output item vectors of token ids `[start, end)` (content-aware where configured): `(end - start, D)`."""
+        return self.model.item_output_matrix(start, end)
 
     def prepare_inputs_for_generation(self, input_ids, **kwargs):
         inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)

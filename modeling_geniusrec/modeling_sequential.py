@@ -1,11 +1,10 @@
 """Pieces shared by the next-item recommenders: input checks, embeddings, cosine scoring, losses, outputs.
 
-Scores are `cos(user_state, item_embedding) / temperature` over the item rows of the (input) embedding table, so
+Scores are `logit_scale * cos(user_state, item_embedding)` over the item rows of the (input) embedding table, so
 the output side is tied to the input side as in the HSTU reference code.
 """
 
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +14,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_sequential import SequentialRecConfig
+from .scoring import ItemScoringMixin
 
 
 @dataclass
@@ -140,8 +140,9 @@ class ItemInputEmbeddings(nn.Module):
 
 @torch.no_grad()
 def init_recommender_weights(module: nn.Module, std: float) -> None:
-    """The initialisation of every GeniusRec model: normal linears (zero bias; all-zero where `module.zero_init`),
-    truncated-normal embeddings, unit LayerNorms, normal relative/time biases, zero text/image buffers."""
+    """The initialisation shared by every GeniusRec model: normal linears (zero bias; all-zero where `module.zero_init`),
+    truncated-normal embeddings, unit LayerNorms, normal relative/time biases. A model's own buffers are its own
+    `_init_weights`' business."""
     if getattr(module, "zero_init", False):  # residual branches that start as "no change" to stage 1
         init.zeros_(module.weight)
         if module.bias is not None:
@@ -158,9 +159,6 @@ def init_recommender_weights(module: nn.Module, std: float) -> None:
     for name, param in module.named_parameters(recurse=False):
         if name.endswith("bias_weight"):  # relative position / time-bucket biases
             init.normal_(param, mean=0.0, std=std)
-    for name, buffer in module.named_buffers(recurse=False):
-        if name in ("text_embeddings", "image_embeddings"):
-            init.zeros_(buffer)
 
 
 class SequentialRecPreTrainedModel(PreTrainedModel):
@@ -179,8 +177,9 @@ class SequentialRecPreTrainedModel(PreTrainedModel):
         init_recommender_weights(module, self.config.initializer_range)
 
 
-class NextItemPredictionMixin:
-    """Scoring and losses over the tied item embedding table; the host has `self.model` (a base encoder)."""
+class NextItemPredictionMixin(ItemScoringMixin):
+    """Losses over the tied item embedding table (scoring: [`ItemScoringMixin`]); the host has `self.model` (a base
+    encoder)."""
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embeddings.item_embeddings
@@ -191,49 +190,6 @@ class NextItemPredictionMixin:
     def item_vectors(self, start: int = 0, end: int | None = None) -> torch.Tensor:
         """Unit-normalised item embeddings of token ids `[start, end)`: `(end - start, hidden_size)`."""
         return F.normalize(self.get_output_embeddings().weight[start:end], dim=-1)
-
-    def iter_item_scores(self, user_embeddings: torch.Tensor, chunk_size: int = 65536) -> Iterator[tuple[int, torch.Tensor]]:
-        """Scores every item in chunks, so a 1,000,000-item catalog never builds a `(B, N, V)` tensor.
-
-        Args:
-            user_embeddings: `(M, D)` unit-normalised user states (e.g. `outputs.user_embeddings`).
-        Yields:
-            `(first_token_id, scores)` with scores `(M, chunk)` = `cos / temperature` for token ids
-            `first_token_id .. first_token_id + chunk - 1`; special tokens are skipped.
-        """
-        start = self.config.num_special_tokens if self.config.filter_special_tokens else 0
-        for lo in range(start, self.config.vocab_size, chunk_size):
-            hi = min(lo + chunk_size, self.config.vocab_size)
-            yield lo, user_embeddings @ self.item_vectors(lo, hi).T / self.config.softmax_temperature
-
-    @torch.no_grad()
-    def top_k_items(
-        self, user_embeddings: torch.Tensor, k: int, exclude: torch.Tensor | None = None, chunk_size: int = 65536
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k items per user with a running top-k over catalog chunks.
-
-        Args:
-            user_embeddings: `(M, D)`.
-            k: number of items to return.
-            exclude: `(M, L)` token ids to leave out per row (e.g. the history); pad ids are ignored.
-        Returns:
-            `(scores, token_ids)`, each `(M, k)`, best first.
-        """
-        best_scores = user_embeddings.new_full((user_embeddings.shape[0], 0), float("-inf"))
-        best_ids = torch.zeros((user_embeddings.shape[0], 0), dtype=torch.long, device=user_embeddings.device)
-        for lo, scores in self.iter_item_scores(user_embeddings, chunk_size):
-            if exclude is not None:
-                local = exclude - lo
-                ok = (local >= 0) & (local < scores.shape[1]) & (exclude >= self.config.num_special_tokens)
-                rows = torch.arange(scores.shape[0], device=scores.device).unsqueeze(1).expand_as(local)
-                scores = scores.clone()
-                scores[rows[ok], local[ok]] = float("-inf")
-            ids = torch.arange(lo, lo + scores.shape[1], device=scores.device).expand_as(scores)
-            all_scores = torch.cat([best_scores, scores], dim=1)
-            all_ids = torch.cat([best_ids, ids], dim=1)
-            best_scores, idx = all_scores.topk(min(k, all_scores.shape[1]), dim=1)
-            best_ids = all_ids.gather(1, idx)
-        return best_scores, best_ids
 
     def next_item_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of predicting `labels` from the states `hidden`.
@@ -253,20 +209,20 @@ class NextItemPredictionMixin:
             )
         h = hidden[supervised]  # (P, D)
         if config.loss_type == "full_softmax":
-            logits = h @ self.item_vectors(config.num_special_tokens).T / config.softmax_temperature  # (P, num_items)
+            logits = h @ self.item_vectors(config.num_special_tokens).T * config.logit_scale  # (P, num_items)
             return F.cross_entropy(logits, targets - config.num_special_tokens)
-        pos_logits = (h * self.item_vectors()[targets]).sum(-1, keepdim=True) / config.softmax_temperature  # (P, 1)
+        pos_logits = (h * self.item_vectors()[targets]).sum(-1, keepdim=True) * config.logit_scale  # (P, 1)
         table = self.get_output_embeddings().weight
         if config.negatives_sharing == "batch":
             negatives = torch.randint(config.num_special_tokens, config.vocab_size, (config.num_negatives,), device=h.device)
-            neg_logits = h @ F.normalize(table[negatives], dim=-1).T / config.softmax_temperature  # (P, K)
+            neg_logits = h @ F.normalize(table[negatives], dim=-1).T * config.logit_scale  # (P, K)
             hits = negatives.unsqueeze(0) == targets.unsqueeze(1)
         else:
             negatives = torch.randint(
                 config.num_special_tokens, config.vocab_size, (h.shape[0], config.num_negatives), device=h.device
             )
             neg_vecs = F.normalize(table[negatives], dim=-1)  # (P, K, D)
-            neg_logits = torch.einsum("pd,pkd->pk", h, neg_vecs) / config.softmax_temperature
+            neg_logits = torch.einsum("pd,pkd->pk", h, neg_vecs) * config.logit_scale
             hits = negatives == targets.unsqueeze(1)
         neg_logits = neg_logits.masked_fill(hits, float("-inf"))  # accidental hits are not negatives
         logits = torch.cat([pos_logits, neg_logits], dim=1)
@@ -280,7 +236,7 @@ class NextItemPredictionMixin:
         mask = (input_ids != self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
         user_embeddings = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_positions(mask)]
         loss = self.next_item_loss(hidden, labels) if labels is not None else None
-        logits = hidden @ self.item_vectors().T / self.config.softmax_temperature if return_logits else None
+        logits = hidden @ self.item_vectors().T * self.config.logit_scale if return_logits else None
         return NextItemPredictionOutput(
             loss=loss,
             user_embeddings=user_embeddings,

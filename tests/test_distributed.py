@@ -28,7 +28,7 @@ def run(cmd, tmp_path):
 
 def test_two_process_ddp_matches_one_process(tmp_path):
     write_learnable_ml(tmp_path / "raw", users=96)  # every user has the same length: equal token counts per rank
-    movielens.main(["--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])
+    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])
     common = ["-m", "train.pretrain", "--dataset", str(tmp_path / "data"), *ARGS]
     run([sys.executable, *common, "--output_dir", str(tmp_path / "one"), "--per_device_train_batch_size", "16"], tmp_path)
     run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join(ROOT, "train/accelerate/cpu_ddp.yaml"),

@@ -5,11 +5,10 @@ import torch
 from transformers import AutoModelForSeq2SeqLM
 
 from data_scripts import movielens
-from train import build_preference_pairs
-from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
 from data_scripts.processed import load_processed
 from data_scripts.splits import SequenceStore
-from train import dpo
+from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
+from train import build_preference_pairs, dpo
 
 from .fixtures import write_learnable_ml
 
@@ -18,7 +17,7 @@ from .fixtures import write_learnable_ml
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("dpo")
     write_learnable_ml(root / "raw", users=40, items=60)
-    movielens.main(["--raw-dir", str(root / "raw"), "--out", str(root / "data")])
+    movielens.main(["--raw_dir", str(root / "raw"), "--out", str(root / "data")])
     _, _, tokenizer, _ = load_processed(str(root / "data"))
     enc = HSTUConfig(vocab_size=len(tokenizer), hidden_size=16, qk_head_dim=8, v_head_dim=8, num_attention_heads=2,
                      max_position_embeddings=20, hidden_dropout_prob=0.0)
@@ -31,8 +30,8 @@ def setup(tmp_path_factory):
     model.save_pretrained(root / "stage2")
     tokenizer.save_pretrained(root / "stage2")
     build_preference_pairs.main(["--model", str(root / "stage2"), "--dataset", str(root / "data"), "--out", str(root / "pairs"),
-                                 "--session-length", "4", "--num-candidates", "4", "--num-sampled", "2", "--margin", "0.0",
-                                 "--max-length", "10", "--quiet"])
+                                 "--session_length", "4", "--num_candidates", "4", "--num_sampled", "2", "--margin", "0.0",
+                                 "--max_length", "10", "--quiet"])
     return root
 
 
@@ -111,8 +110,8 @@ def test_dpo_full_fine_tuning_changes_weights(setup, tmp_path):
 def test_pair_users_are_a_seeded_subset_and_held_out_users_exclude_them(setup, tmp_path):
     import datasets
 
-    from train.build_preference_pairs import pair_users
     from train import evaluate
+    from train.build_preference_pairs import pair_users
 
     sequences, _, _, _ = load_processed(str(setup / "data"))
     store = SequenceStore.from_dataset(sequences)
@@ -124,7 +123,7 @@ def test_pair_users_are_a_seeded_subset_and_held_out_users_exclude_them(setup, t
     held_out.write_text("\n".join(sorted(pairs_users)[:25]))
     out = tmp_path / "m.json"
     evaluate.main(["--baseline", "popularity", "--dataset", str(setup / "data"), "--split", "validation",
-                   "--exclude-users", str(held_out), "--output", str(out)])
+                   "--exclude_users", str(held_out), "--output", str(out)])
     import json
 
     assert json.load(open(out))["users"] == 40 - 25

@@ -37,7 +37,8 @@ def tiny_clip(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("tiny-clip")
     config = CLIPConfig(text_config=dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
-                        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8),
+                        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                                           patch_size=8),
                         projection_dim=8)
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(path)
@@ -54,7 +55,8 @@ def test_pooling_under_padding_equals_unpadded(tiny_llama):
     for side in ("left", "right"):
         tok.padding_side = side
         last = embed_texts(texts, tok, model, "last", batch_size=3, progress=False)
-        torch.testing.assert_close(last, torch.stack([embed_texts([t], tok, model, "last", 1, progress=False)[0] for t in texts]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(last, torch.stack([embed_texts([t], tok, model, "last", 1, progress=False)[0] for t in texts]), atol=1e-5,
+                                   rtol=1e-5)
 
 
 def test_pool_hand_computed():
@@ -76,8 +78,8 @@ def test_whitening_gives_zero_mean_identity_covariance():
 
 def test_embed_command_aligns_rows_with_token_ids(tiny_llama, tmp_path):
     write_ml1m_dat(tmp_path / "raw")
-    movielens.main(["--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])
-    embed_cli.main(["--dataset", str(tmp_path / "data"), "--text-model", tiny_llama, "--quiet", "--batch-size", "2"])
+    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])
+    embed_cli.main(["--dataset", str(tmp_path / "data"), "--text_model", tiny_llama, "--quiet", "--batch_size", "2"])
     with safe_open(tmp_path / "data" / "embeddings" / "text.safetensors", framework="pt") as f:
         table, meta = f.get_tensor("embeddings"), f.metadata()
     assert table.shape == (9, 16) and meta["model"] == tiny_llama and meta["pooling"] == "mean"

@@ -22,7 +22,7 @@ DECODER = ["--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermed
 def stage1(tmp_path_factory):
     root = tmp_path_factory.mktemp("sessions")
     write_learnable_ml(root / "raw")
-    movielens.main(["--raw-dir", str(root / "raw"), "--out", str(root / "data")])
+    movielens.main(["--raw_dir", str(root / "raw"), "--out", str(root / "data")])
     pretrain.main(["--dataset", str(root / "data"), "--output_dir", str(root / "hstu"), "--num_train_epochs", "4",
                    "--protocol", "sessions", "--session_length", "5", *TINY])
     return root
@@ -41,8 +41,8 @@ def test_finetune_sessions_end_to_end(stage1):
     assert test["repetition_rate"] == 0.0  # bans: no history item, no repeat
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["protocol"] == "sessions" and on_disk["model"] == "geniusrec"
-    again = evaluate.main(["--model", str(out), "--dataset", str(stage1 / "data"), "--protocol", "sessions", "--session-length", "5",
-                           "--task", "all", "--num-beams", "4", "--batch-size", "33"])
+    again = evaluate.main(["--model", str(out), "--dataset", str(stage1 / "data"), "--protocol", "sessions", "--session_length", "5",
+                           "--task", "all", "--num_beams", "4", "--batch_size", "33"])
     for key in ("ndcg@10", "hr@50", "mrr", "session_recall@5", "session_ndcg@5", "novelty", "perplexity"):
         assert again[key] == pytest.approx(test[key], abs=1e-5), key  # evaluate.py reproduces what training reported
     model = GeniusRecForSessionGeneration.from_pretrained(out)
@@ -77,8 +77,8 @@ def test_pipeline_fast_mode_end_to_end(tmp_path, capsys):
     from train import pipeline
 
     write_learnable_ml(tmp_path / "raw", users=60, items=50)
-    results = pipeline.main(["--work-dir", str(tmp_path / "work"), "--raw-dir", str(tmp_path / "raw"), "--text-model", "none",
-                             "--fast", "--pretrain-epochs", "2", "--finetune-epochs", "1", "--session-length", "4", "--num-users", "2"])
+    results = pipeline.main(["--work_dir", str(tmp_path / "work"), "--raw_dir", str(tmp_path / "raw"), "--text_model", "none",
+                             "--fast", "--pretrain_epochs", "2", "--finetune_epochs", "1", "--session_length", "4", "--num_users", "2"])
     assert set(results) == {"HSTU (stage 1)", "GeniusRec (decoder)"}
     out = capsys.readouterr().out
     assert "next session: Movie" in out and "ndcg@10" in out

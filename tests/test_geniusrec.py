@@ -18,7 +18,7 @@ VOCAB = 40
 def tiny(text=12, image=6, **overrides):
     enc = HSTUConfig(vocab_size=VOCAB, hidden_size=16, qk_head_dim=8, v_head_dim=8, num_attention_heads=2,
                      max_position_embeddings=12, hidden_dropout_prob=0.0)
-    cfg = GeniusRecConfig(encoder_config=enc, text_embedding_dim=text, image_embedding_dim=image, hidden_dropout_prob=0.0,
+    cfg = GeniusRecConfig(encoder_config=enc, content_embedding_dims={"text": text, "image": image}, hidden_dropout_prob=0.0,
                           max_session_length=8, intermediate_size=32, **overrides)
     torch.manual_seed(0)
     model = GeniusRecForSessionGeneration(cfg).eval()
@@ -91,7 +91,8 @@ def test_experts_read_the_history():
     assert not torch.allclose(out.last_hidden_state[0, 0], base.last_hidden_state[0, 0])
 
 
-@pytest.mark.parametrize("kwargs", [dict(num_beams=5, num_return_sequences=3), dict(num_beams=1), dict(do_sample=True, top_k=10, num_return_sequences=2)])
+@pytest.mark.parametrize("kwargs", [dict(num_beams=5, num_return_sequences=3), dict(num_beams=1),
+                                    dict(do_sample=True, top_k=10, num_return_sequences=2)])
 def test_cached_generation_equals_uncached(kwargs):
     model = tiny()
     hist, ts, _ = batch()
@@ -105,7 +106,8 @@ def test_cached_generation_equals_uncached(kwargs):
 def test_generated_items_are_valid_new_and_unique():
     model = tiny()
     hist, ts, _ = batch()
-    out = model.generate(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=6, num_return_sequences=3, max_new_tokens=8, min_new_tokens=8)
+    out = model.generate(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=6, num_return_sequences=3, max_new_tokens=8,
+                         min_new_tokens=8)
     assert out.shape == (9, 9) and (out[:, 0] == model.config.sep_token_id).all()
     for row, seq in enumerate(out[:, 1:]):
         items = seq.tolist()
@@ -181,7 +183,8 @@ def test_save_load_and_remote_code_generate_identically(tmp_path):
         from transformers import AutoModelForSeq2SeqLM
         model = AutoModelForSeq2SeqLM.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True).eval()
         inputs = torch.load({str(tmp_path / 'inputs.pt')!r})
-        torch.save(model.generate(input_ids=inputs["hist"], timestamps=inputs["ts"], next_timestamps=inputs["ts"][:, -1] + 60, num_beams=4, max_new_tokens=5), {str(tmp_path / 'out.pt')!r})
+        torch.save(model.generate(input_ids=inputs["hist"], timestamps=inputs["ts"], next_timestamps=inputs["ts"][:, -1] + 60, num_beams=4,
+                                  max_new_tokens=5), {str(tmp_path / 'out.pt')!r})
     """)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -226,7 +229,7 @@ def test_bad_input_is_a_clear_error():
         model(input_ids=hist + 100, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
     with pytest.raises(ValueError, match=r"text embeddings have shape \(40, 5\), expected \(40, 12\)"):
         model.model.set_item_embeddings("text", torch.zeros(VOCAB, 5))
-    with pytest.raises(ValueError, match="no image expert"):
+    with pytest.raises(ValueError, match="no image table"):
         tiny(image=0).model.set_item_embeddings("image", torch.zeros(VOCAB, 6))
     with pytest.raises(ValueError, match=r"need a \[SEP\]"):
         model(input_ids=hist)
@@ -241,4 +244,47 @@ def test_next_item_loss_weight():
     model.config.next_item_loss_weight = 4.0
     token = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
     expected = (4 * token[:, 0].sum() + token[:, 1:].sum()) / (4 * 3 + 5 * 3)
-    torch.testing.assert_close(model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels).loss, expected + model.config.router_aux_loss_coef * out.aux_loss)
+    torch.testing.assert_close(model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels).loss,
+                               expected + model.config.router_aux_loss_coef * out.aux_loss)
+
+
+def test_a_new_expert_is_one_registered_class_and_one_config_entry():
+    from torch import nn
+
+    from modeling_geniusrec.experts import EXPERT_REGISTRY, register_expert
+
+    @register_expert("last_item_test")
+    class LastItemExpert(nn.Module):
+        """Reads the ID embedding of the newest session input (causal by construction)."""
+
+        def __init__(self, config, name):
+            super().__init__()
+            self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+        def encode(self, model, input_ids):
+            return None
+
+        def forward(self, state, context):
+            newest = context.session_ids[:, context.query_offset : context.query_offset + state.shape[1]]
+            return self.proj(context.model.get_input_embeddings()(newest))
+
+    try:
+        model = tiny(image=0, expert_types={"behaviour": "behaviour", "text": "content", "last": "last_item_test"})
+        assert model.config.expert_names == ["behaviour", "text", "last"] and "last" in model.model.experts
+        hist, ts, labels = batch()
+        out = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
+        assert out.gate_weights.shape[-1] == 3
+        gen = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=3, max_new_tokens=4)
+        assert torch.equal(model.generate(**gen), model.generate(**gen, use_cache=False))
+    finally:
+        EXPERT_REGISTRY.pop("last_item_test")
+    with pytest.raises(ValueError, match="unknown type"):
+        tiny(image=0, expert_types={"behaviour": "behaviour", "x": "no_such_type"})
+
+
+def test_old_content_keywords_are_still_accepted():
+    enc = HSTUConfig(vocab_size=VOCAB, hidden_size=16, qk_head_dim=8, v_head_dim=8)
+    old = GeniusRecConfig(encoder_config=enc, text_embedding_dim=12, image_embedding_dim=6)
+    assert old.content_embedding_dims == {"text": 12, "image": 6} and old.expert_names == ["behaviour", "text", "image"]
+    reloaded = GeniusRecConfig.from_dict({**old.to_dict(), "content_embedding_dims": {}, "expert_types": None, "text_embedding_dim": 12})
+    assert reloaded.content_embedding_dims == {"text": 12} and reloaded.text_embedding_dim == 12

@@ -152,10 +152,11 @@ def test_save_load_and_auto_classes(tmp_path):
     assert (tmp_path / "model.safetensors").exists()
     assert isinstance(AutoConfig.from_pretrained(tmp_path), HSTUConfig)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    torch.testing.assert_close(loaded(ids, timestamps=ts, next_timestamps=request_time(ts)).user_embeddings, model(ids, timestamps=ts, next_timestamps=request_time(ts)).user_embeddings, rtol=0, atol=0)
+    inputs = dict(timestamps=ts, next_timestamps=request_time(ts))
+    torch.testing.assert_close(loaded(ids, **inputs).user_embeddings, model(ids, **inputs).user_embeddings, rtol=0, atol=0)
     base = AutoModel.from_pretrained(tmp_path).eval()
     assert isinstance(base, HSTUModel)
-    torch.testing.assert_close(base(ids, timestamps=ts, next_timestamps=request_time(ts)).last_hidden_state, model(ids, timestamps=ts, next_timestamps=request_time(ts)).last_hidden_state, rtol=0, atol=0)
+    torch.testing.assert_close(base(ids, **inputs).last_hidden_state, model(ids, **inputs).last_hidden_state, rtol=0, atol=0)
 
 
 def test_trust_remote_code_without_the_package(tmp_path):
@@ -174,7 +175,8 @@ def test_trust_remote_code_without_the_package(tmp_path):
         model = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True).eval()
         assert "modeling_geniusrec" not in type(model).__module__, type(model).__module__
         inputs = torch.load({str(tmp_path / 'inputs.pt')!r})
-        torch.save(model(inputs["ids"], timestamps=inputs["ts"], next_timestamps=torch.full((inputs["ts"].shape[0],), 2_000_000_000)).user_embeddings, {str(tmp_path / 'out.pt')!r})
+        request = torch.full((inputs["ts"].shape[0],), 2_000_000_000)
+        torch.save(model(inputs["ids"], timestamps=inputs["ts"], next_timestamps=request).user_embeddings, {str(tmp_path / 'out.pt')!r})
     """)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -222,7 +224,8 @@ def test_gradient_checkpointing_matches_plain_gradients():
 def test_accidental_hits_are_masked():
     model = HSTUForNextItemPrediction(tiny_config(vocab_size=6, num_negatives=50))  # 2 items: most negatives are hits
     ids = torch.tensor([[4, 5, 4, 5]])
-    loss = model(ids, timestamps=torch.arange(4).view(1, 4), next_timestamps=request_time(torch.arange(4).view(1, 4)), labels=torch.tensor([[5, 4, 5, 4]])).loss
+    times = torch.arange(4).view(1, 4)
+    loss = model(ids, timestamps=times, next_timestamps=request_time(times), labels=torch.tensor([[5, 4, 5, 4]])).loss
     assert torch.isfinite(loss)
 
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from train.build_preference_pairs import pair_users, reference_examples
 from data_scripts.processed import NextItemDataset, SessionTrainingDataset, streaming_train_examples
 from data_scripts.splits import PROTOCOLS, SequenceStore, split_bounds
+from train.build_preference_pairs import pair_users, reference_examples
 from train.evaluation.sessions import item_user_counts
 
 FIRST_ITEM = 4  # token ids below are special tokens (EOS = 2)

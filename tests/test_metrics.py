@@ -57,7 +57,7 @@ def test_matches_brute_force_on_random_scores():
     got = target_ranks(FixedScores(scores), torch.arange(50.0).view(-1, 1), targets, histories, user_chunk_size=7, item_chunk_size=5)
     for u in range(50):
         t = int(targets[u])
-        candidates = [i for i in range(4, 30) if i != t and not (i in histories[u].tolist())]
+        candidates = [i for i in range(4, 30) if i != t and i not in histories[u].tolist()]
         expected = sum(scores[u, i] >= scores[u, t] for i in candidates)
         assert got[u] == expected
 

@@ -20,7 +20,7 @@ TINY = ["--hidden_size", "16", "--qk_head_dim", "8", "--v_head_dim", "8", "--max
 def dataset_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("learnable")
     write_learnable_ml(root / "raw")
-    movielens.main(["--raw-dir", str(root / "raw"), "--out", str(root / "data")])
+    movielens.main(["--raw_dir", str(root / "raw"), "--out", str(root / "data")])
     return root / "data"
 
 
@@ -51,7 +51,7 @@ def test_pretrain_beats_popularity_and_writes_results(dataset_dir, trained):
 def test_evaluate_reproduces_training_metrics(dataset_dir, trained):
     out, results = trained
     for split in ("validation", "test"):
-        metrics = evaluate.main(["--model", str(out), "--dataset", str(dataset_dir), "--split", split, "--batch-size", "17"])
+        metrics = evaluate.main(["--model", str(out), "--dataset", str(dataset_dir), "--split", split, "--batch_size", "17"])
         for key, value in results["metrics"][split].items():
             if key in metrics:
                 assert metrics[key] == pytest.approx(value, abs=1e-6), (split, key)
@@ -76,9 +76,8 @@ def test_frozen_configs_parse(tmp_path):
 
     from transformers import HfArgumentParser, TrainingArguments
 
-    from train.runner import parse_with_config
-
     from train import finetune
+    from train.runner import parse_with_config
 
     paths = glob.glob("train/configs/*.json")
     assert len(paths) >= 6
@@ -98,7 +97,7 @@ def test_cold_item_restriction(dataset_dir, trained):
     counts, _ = item_user_counts(store, "leave-one-out", 10, 124)
     threshold = int(sorted(counts[4:])[len(counts[4:]) // 2])
     full = evaluate.main(["--model", str(out), "--dataset", str(dataset_dir)])
-    cold = evaluate.main(["--model", str(out), "--dataset", str(dataset_dir), "--cold-items", str(threshold), "--output", str(out / "cold.json")])
+    cold = evaluate.main(["--model", str(out), "--dataset", str(dataset_dir), "--cold_items", str(threshold), "--output", str(out / "cold.json")])
     written = json.loads((out / "cold.json").read_text())
     test = NextItemDataset(store, "test", 50)
     expected = sum(counts[int(test[i]["target"])] <= threshold for i in range(len(test)))

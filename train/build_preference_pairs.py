@@ -2,12 +2,12 @@
 
     python -m train.build_preference_pairs --model runs/ml-1m-geniusrec --dataset data/ml-1m --out data/ml-1m-pairs
 
-For each pair user (a seeded random `--num-users` of the train view of `--protocol`; the others stay apart for
+For each pair user (a seeded random `--num_users` of the train view of `--protocol`; the others stay apart for
 choosing reward weights and beta on their validation view), the history is the train sequence minus its last `k`
 items, and those `k` real items (still training data: never validation or test) are the reference session. Candidates
 are generated under the one time policy (the history's times and the request time, the reference's first event) with
-the user's whole history before the cut banned. `--num-candidates`
-sessions are generated (beam search, plus `--num-sampled` sampled ones), each scored by
+the user's whole history before the cut banned. `--num_candidates`
+sessions are generated (beam search, plus `--num_sampled` sampled ones), each scored by
 
     reward = w_accuracy * recall@k(session, real next k items)
            + w_novelty  * mean self-information of its items / log2(num_users)      (in [0, 1])
@@ -21,17 +21,18 @@ rewards and the user id: the string format TRL's DPOTrainer consumes with the it
 `train.dpo`'s collator passes to the packed view. `pairs_config.json` beside it lists the arguments.
 """
 
-import argparse
 import json
 import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from data_scripts.arguments import make_parser, parse_args
 from data_scripts.processed import NextItemCollator, load_processed, pad_item_lists
 from data_scripts.splits import SequenceStore, split_users
 from modeling_geniusrec import GeniusRecForSessionGeneration
@@ -156,29 +157,33 @@ def write_pairs_atomic(pairs: list[dict], out: str, config: dict) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@dataclass
+class PairArguments:
+    model: str = field(metadata={"help": "stage-2 GeniusRec checkpoint"})
+    dataset: str = field(metadata={"help": "processed dataset folder"})
+    out: str = field(metadata={"help": "output folder (a datasets dataset, written atomically)"})
+    protocol: str = field(default="leave-one-out", metadata={"help": "whose train view the pairs come from (leave-one-out or sessions)"})
+    holdout_length: int = field(default=10, metadata={"help": "k of the sessions protocol (its held-out sessions are never used)"})
+    session_length: int = field(default=10, metadata={"help": "items per candidate session (and real items of the reference)"})
+    num_users: int = field(default=1000, metadata={"help": "users to draw pairs for (a seeded random subset; keep the rest "
+                                                               "apart to choose weights and beta on their validation view)"})
+    num_candidates: int = field(default=8, metadata={"help": "beam-search candidates per user"})
+    num_sampled: int = field(default=0, metadata={"help": "extra sampled candidates per user"})
+    top_k: int = field(default=50, metadata={"help": "top-k of the sampled candidates"})
+    w_accuracy: float = field(default=1.0, metadata={"help": "reward weight of recall@k against the real next items"})
+    w_novelty: float = field(default=1.0, metadata={"help": "reward weight of normalised novelty"})
+    w_diversity: float = field(default=1.0, metadata={"help": "reward weight of intra-list diversity"})
+    w_popularity: float = field(default=1.0, metadata={"help": "penalty weight of the items' popularity share"})
+    margin: float = field(default=0.05, metadata={"help": "minimum reward gap between chosen and rejected"})
+    max_length: int = field(default=50, metadata={"help": "history items in each prompt"})
+    batch_size: int = field(default=64, metadata={"help": "users per generate() call"})
+    seed: int = field(default=42, metadata={"help": "seed of the pair-user choice and of sampling"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="stage-2 GeniusRec checkpoint")
-    p.add_argument("--dataset", required=True, help="processed dataset folder")
-    p.add_argument("--out", required=True, help="output folder (a datasets dataset, written atomically)")
-    p.add_argument("--protocol", default="leave-one-out", help="whose train view the pairs come from (leave-one-out or sessions)")
-    p.add_argument("--holdout-length", type=int, default=10, help="k of the sessions protocol (its held-out sessions are never used)")
-    p.add_argument("--session-length", type=int, default=10, help="items per candidate session (and real items of the reference)")
-    p.add_argument("--num-users", type=int, default=1000, help="users to draw pairs for (a seeded random subset; keep the rest "
-                                                               "apart to choose weights and beta on their validation view)")
-    p.add_argument("--num-candidates", type=int, default=8, help="beam-search candidates per user")
-    p.add_argument("--num-sampled", type=int, default=0, help="extra sampled candidates per user")
-    p.add_argument("--top-k", type=int, default=50, help="top-k of the sampled candidates")
-    p.add_argument("--w-accuracy", type=float, default=1.0, help="reward weight of recall@k against the real next items")
-    p.add_argument("--w-novelty", type=float, default=1.0, help="reward weight of normalised novelty")
-    p.add_argument("--w-diversity", type=float, default=1.0, help="reward weight of intra-list diversity")
-    p.add_argument("--w-popularity", type=float, default=1.0, help="penalty weight of the items' popularity share")
-    p.add_argument("--margin", type=float, default=0.05, help="minimum reward gap between chosen and rejected")
-    p.add_argument("--max-length", type=int, default=50, help="history items in each prompt")
-    p.add_argument("--batch-size", type=int, default=64, help="users per generate() call")
-    p.add_argument("--seed", type=int, default=42, help="seed of the pair-user choice and of sampling")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
+    parser = make_parser(PairArguments, description=__doc__)
+    (args,) = parse_args(parser, argv)
     check_out(args.out)  # refuse before any work
     torch.manual_seed(args.seed)
     model = GeniusRecForSessionGeneration.from_pretrained(args.model)

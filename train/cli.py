@@ -2,7 +2,7 @@
 
     geniusrec prepare-movielens --variant ml-1m --out data/ml-1m
     geniusrec prepare-amazon --reviews Books.jsonl.gz --meta meta_Books.jsonl.gz --out data/books
-    geniusrec embed --dataset data/ml-1m --text-model smollm2
+    geniusrec embed --dataset data/ml-1m --text_model smollm2
     geniusrec pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --output_dir runs/hstu
     geniusrec finetune --dataset data/ml-1m --encoder_path runs/hstu --output_dir runs/geniusrec
     geniusrec evaluate --model runs/hstu --dataset data/ml-1m

@@ -21,14 +21,15 @@ from dataclasses import asdict, dataclass, field
 
 import datasets
 import torch
-from transformers import AutoTokenizer, HfArgumentParser
+from transformers import AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
+from data_scripts.arguments import make_parser
 from modeling_geniusrec import GeniusRecForSessionGeneration
 
-from .runner import parse_with_config, resume_checkpoint
 from .evaluation.results import git_commit, machine_description, today, write_json_atomic
+from .runner import parse_with_config, resume_checkpoint
 
 
 @dataclass
@@ -65,11 +66,10 @@ class TimedPreferenceCollator(DataCollatorForPreference):
 
 
 def main(argv=None):
-    parser = HfArgumentParser((DPOScriptArguments, DPOConfig))
+    parser = make_parser((DPOScriptArguments, DPOConfig), description=__doc__, config=True)
     parser.set_defaults(output_dir="runs/dpo", bf16=False, per_device_train_batch_size=32, learning_rate=5e-5, num_train_epochs=1,
                         beta=0.1, report_to="none", logging_steps=10, save_strategy="no", gradient_checkpointing=False,
                         use_cpu=not torch.cuda.is_available(), seed=42)
-    parser.add_argument("--config", default=None, help="JSON file of defaults; flags override it")
     script_args, dpo_args = parse_with_config(parser, argv)
     if not script_args.model or not script_args.pairs:
         parser.error("--model and --pairs are required")

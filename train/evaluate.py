@@ -7,18 +7,19 @@
 Uses the same split module, collator and metrics as training, so it reproduces what `train.pretrain` reported.
 """
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
+from data_scripts.arguments import make_parser, parse_args
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history
-from train.evaluation.ranking import DEFAULT_KS, ranking_metrics, target_ranks
 from data_scripts.splits import SequenceStore
+from train.evaluation.ranking import DEFAULT_KS, ranking_metrics, target_ranks
 
 from .evaluation.baselines import item_user_counts, popularity_metrics
-from .evaluation.results import git_commit, machine_description, today, write_json_atomic
+from .evaluation.results import format_table, git_commit, machine_description, today, write_json_atomic
 
 
 @torch.no_grad()
@@ -71,39 +72,42 @@ def read_user_ids(path: str) -> set:
 
 def print_table(name: str, metrics: dict) -> None:
     keys = [k for k in metrics if isinstance(metrics[k], float) and not k.startswith("popularity_")][:12]
-    print(f"{'model':<24}" + "".join(f"{k:>10}" for k in keys))
-    print(f"{name:<24}" + "".join(f"{metrics[k]:>10.4f}" for k in keys))
+    print(format_table({name: metrics}, keys))
+
+
+@dataclass
+class EvaluateArguments:
+    dataset: str = field(metadata={"help": "processed dataset folder"})
+    model: str | None = field(default=None, metadata={"help": "checkpoint folder (train.pretrain output)"})
+    baseline: str | None = field(default=None, metadata={"help": "evaluate a baseline instead of a checkpoint", "choices": ["popularity"]})
+    split: str = field(default="test", metadata={"help": "which view to score (default test)", "choices": ["validation", "test"]})
+    protocol: str = field(default="leave-one-out", metadata={"help": "split protocol (see data_scripts.splits)",
+                                                             "choices": ["leave-one-out", "hstu-reference", "sessions"]})
+    session_length: int = field(default=10, metadata={"help": "k of the sessions protocol"})
+    max_length: int | None = field(default=None, metadata={"help": "history length (default: the model's max_position_embeddings)"})
+    batch_size: int = field(default=256, metadata={"help": "users per forward pass"})
+    filter_history: str = field(default="auto", metadata={
+        "help": "items removed from rankings and banned from sessions: full (the user's whole history), window (the input window only, "
+                "the HSTU reference's rule), none; auto = window under hstu-reference, else full",
+        "choices": ["auto", "full", "window", "none"]})
+    task: str = field(default="next-item", metadata={"help": "next-item ranking, generated-session metrics (GeniusRec), or both",
+                                                     "choices": ["next-item", "sessions", "all"]})
+    num_beams: int = field(default=10, metadata={"help": "beams for session generation"})
+    max_users: int | None = field(default=None, metadata={"help": "evaluate only the first N users of the view (quick looks)"})
+    exclude_users: str | None = field(default=None, metadata={"help":
+            "leave these users out: a preference-pairs folder (its user_id column) or a text file of user ids, one per "
+                        "line (e.g. to choose DPO settings on users whose pairs were not trained)"})
+    cold_items: int | None = field(default=None, metadata={"help":
+            "keep only users whose target item has at most this many training interactions (cold-item table)"})
+    output: str | None = field(default=None, metadata={"help": "write the metrics JSON here"})
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="checkpoint folder (train.pretrain output)")
-    p.add_argument("--baseline", default=None, choices=["popularity"], help="evaluate a baseline instead of a checkpoint")
-    p.add_argument("--dataset", required=True, help="processed dataset folder")
-    p.add_argument("--split", default="test", choices=["validation", "test"], help="which view to score (default test)")
-    p.add_argument("--protocol", default="leave-one-out", choices=["leave-one-out", "hstu-reference", "sessions"],
-                   help="split protocol (see data_scripts.splits)")
-    p.add_argument("--session-length", type=int, default=10, help="k of the sessions protocol")
-    p.add_argument("--max-length", type=int, default=None, help="history length (default: the model's max_position_embeddings)")
-    p.add_argument("--batch-size", type=int, default=256, help="users per forward pass")
-    p.add_argument("--filter_history", "--filter-history", default="auto", choices=["auto", "full", "window", "none"],
-                   help="items removed from rankings and banned from sessions: full (the user's whole history), window (the input "
-                        "window only, the HSTU reference's rule), none; auto = window under hstu-reference, else full")
-    p.add_argument("--no-filter-history", action="store_true", help="deprecated: same as --filter_history none")
-    p.add_argument("--task", default="next-item", choices=["next-item", "sessions", "all"],
-                   help="next-item ranking, generated-session metrics (GeniusRec), or both")
-    p.add_argument("--num-beams", type=int, default=10, help="beams for session generation")
-    p.add_argument("--max-users", type=int, default=None, help="evaluate only the first N users of the view (quick looks)")
-    p.add_argument("--exclude-users", default=None,
-                   help="leave these users out: a preference-pairs folder (its user_id column) or a text file of user ids, one per "
-                        "line (e.g. to choose DPO settings on users whose pairs were not trained)")
-    p.add_argument("--cold-items", type=int, default=None,
-                   help="keep only users whose target item has at most this many training interactions (cold-item table)")
-    p.add_argument("--output", default=None, help="write the metrics JSON here")
-    args = p.parse_args(argv)
+    parser = make_parser(EvaluateArguments, description=__doc__)
+    (args,) = parse_args(parser, argv, aliases={"--no-filter-history": ["--filter_history", "none"]})
     if bool(args.model) == bool(args.baseline):
-        p.error("give exactly one of --model and --baseline")
-    filter_history = resolve_filter_history("none" if args.no_filter_history else args.filter_history, args.protocol)
+        parser.error("give exactly one of --model and --baseline")
+    filter_history = resolve_filter_history(args.filter_history, args.protocol)
     sequences, items, tokenizer, stats = load_processed(args.dataset)
     store = SequenceStore.from_dataset(sequences)
     if args.model:
@@ -131,7 +135,7 @@ def main(argv=None):
             metrics.update(popularity_metrics(store, dataset, len(tokenizer), filter_history=filter_history))
     if args.task in ("sessions", "all"):
         if not (args.model and getattr(model.config, "is_encoder_decoder", False)):
-            p.error("--task sessions needs a GeniusRec checkpoint")
+            parser.error("--task sessions needs a GeniusRec checkpoint")
         from .evaluation.sessions import session_table
 
         metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams, filter_history=filter_history))
@@ -139,7 +143,8 @@ def main(argv=None):
     if args.output:
         write_json_atomic(args.output, {
             "metrics": {args.split: metrics}, "protocol": args.protocol, "filter_history": filter_history, "model": args.model or args.baseline,
-            "dataset": args.dataset, "users": len(dataset), "cold_items": args.cold_items, "excluded_users": args.exclude_users, "machine": machine_description(), "date": today(), "commit": git_commit(),
+            "dataset": args.dataset, "users": len(dataset), "cold_items": args.cold_items, "excluded_users": args.exclude_users,
+            "machine": machine_description(), "date": today(), "commit": git_commit(),
             "command": "python -m train.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
         })
     return metrics

@@ -18,18 +18,26 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM, EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import AutoModelForCausalLM, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
-from data_scripts.processed import (NextItemDataset, SessionCollator, SessionTrainingDataset, load_item_embeddings, load_processed,
-                                     resolve_filter_history)
+from data_scripts.arguments import make_parser
+from data_scripts.processed import (
+    NextItemDataset,
+    SessionCollator,
+    SessionTrainingDataset,
+    load_item_embeddings,
+    load_processed,
+    resolve_filter_history,
+)
 from data_scripts.splits import SequenceStore
+from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
 
+from .console import quiet_trainer
 from .evaluation import sessions as session_eval
-from .evaluation.reporting import plot_gate_weights, write_reports
-from .runner import parse_with_config, resume_checkpoint, save_final_checkpoint
-from .evaluation.results import git_commit, machine_description, today, write_json_atomic
 from .evaluation.ranking import make_compute_metrics
+from .evaluation.reporting import plot_gate_weights, write_reports
+from .evaluation.results import TABLE_KEYS, format_table, git_commit, machine_description, today, write_json_atomic
+from .runner import parse_with_config, resume_checkpoint, save_final_checkpoint
 
 
 @dataclass
@@ -42,7 +50,7 @@ class ModelArguments:
     intermediate_size: int = field(default=200, metadata={"help": "decoder feed-forward size"})
     dropout: float = field(default=0.1, metadata={"help": "decoder dropout"})
     use_text_embeddings: bool = field(default=False, metadata={"help": "build the text expert from <dataset>/embeddings/<text_embeddings>"})
-    text_embeddings: str = field(default="text.safetensors", metadata={"help": "file under <dataset>/embeddings/ (data_scripts.embed --output-name)"})
+    text_embeddings: str = field(default="text.safetensors", metadata={"help": "file under <dataset>/embeddings/ (data_scripts.embed --output_name)"})
     use_image_embeddings: bool = field(default=False, metadata={"help": "build the image expert from <dataset>/embeddings/image.safetensors"})
     router_aux_loss_coef: float = field(default=0.01, metadata={"help": "weight of the gate's load-balancing loss"})
     content_output: bool = field(default=True, metadata={"help": "add projected text/image embeddings to the output item vectors"})
@@ -75,14 +83,14 @@ def build_model(model_args, data_args, vocab_size, max_length):
     kwargs = dict(num_hidden_layers=model_args.num_hidden_layers, num_attention_heads=model_args.num_attention_heads,
                   intermediate_size=model_args.intermediate_size, hidden_dropout_prob=model_args.dropout,
                   max_session_length=max(data_args.target_length, data_args.session_length),
-                  text_embedding_dim=0 if text[0] is None else text[0].shape[1],
-                  image_embedding_dim=0 if image[0] is None else image[0].shape[1],
+                  content_embedding_dims={kind: table.shape[1] for kind, (table, _) in (("text", text), ("image", image)) if table is not None},
                   router_aux_loss_coef=model_args.router_aux_loss_coef, logit_scale=model_args.logit_scale,
                   next_item_loss_weight=model_args.next_item_loss_weight, content_output=model_args.content_output)
     if model_args.encoder_path:
         model = GeniusRecForSessionGeneration.from_encoder_pretrained(model_args.encoder_path, **kwargs)
     else:
-        model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=vocab_size, max_position_embeddings=max_length), **kwargs))
+        model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=vocab_size, max_position_embeddings=max_length),
+                                                              **kwargs))
     for kind, (table, meta) in (("text", text), ("image", image)):
         if table is not None:
             model.model.set_item_embeddings(kind, table)
@@ -97,7 +105,7 @@ def first_step_states(logits, labels):
 
 
 def main(argv=None):
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = make_parser((ModelArguments, DataArguments, TrainingArguments), description=__doc__, config=True)
     parser.set_defaults(
         output_dir="runs/finetune", num_train_epochs=20, per_device_train_batch_size=128, per_device_eval_batch_size=256,
         learning_rate=1e-3, weight_decay=0.0, lr_scheduler_type="constant", eval_strategy="epoch", save_strategy="epoch",
@@ -105,7 +113,6 @@ def main(argv=None):
         greater_is_better=True, report_to="none", remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(), seed=42, eval_on_start=True,
     )
-    parser.add_argument("--config", default=None, help="JSON file of defaults (train/configs/*.json); flags override it")
     model_args, data_args, training_args = parse_with_config(parser, argv)
     if not data_args.dataset:
         parser.error("--dataset is required")
@@ -127,6 +134,7 @@ def main(argv=None):
     trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
                       processing_class=tokenizer, preprocess_logits_for_metrics=first_step_states,
                       callbacks=[EarlyStoppingCallback(data_args.early_stopping_patience)])
+    quiet_trainer(trainer, training_args.log_level)
     data_args.filter_history = resolve_filter_history(data_args.filter_history, data_args.protocol)
     unwrapped = lambda: trainer.accelerator.unwrap_model(trainer.model)  # noqa: E731
     trainer.compute_metrics = make_compute_metrics(unwrapped, eval_set, data_args.filter_history)
@@ -160,7 +168,11 @@ def main(argv=None):
         write_reports(training_args.output_dir, results)
         gates = mean_gate_weights(model, test_set, collator)
         plot_gate_weights(gates, model.config.expert_names, os.path.join(training_args.output_dir, "plots", "gate_weights.png"))
-        print({k: round(v, 4) for k, v in metrics["test"].items() if isinstance(v, float)})
+        print(f"\nGeniusRec ({data_args.protocol}, history filter: {data_args.filter_history}), {trainer.state.epoch:.0f} epochs, {round(wall, 1)} s")
+        print(format_table({split: metrics[split] for split in ("validation", "test")}, TABLE_KEYS, name_width=12))
+        session_keys = [k for k in metrics["test"] if k.startswith(("session_", "hstu_session_", "popularity_session_"))]
+        if session_keys:
+            print(format_table({"test sessions": metrics["test"]}, session_keys[:8], name_width=14))
     return results
 
 

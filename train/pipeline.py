@@ -2,35 +2,37 @@
 and print recommendation sessions with movie titles and a metrics table.
 
     python -m train.pipeline                      # MovieLens-1M offline, about 5 minutes on 2 CPU cores
-    python -m train.pipeline --fast --raw-dir tests_fixture/ --text-model none   # seconds: a smoke run
+    python -m train.pipeline --fast --raw_dir tests_fixture/ --text_model none   # seconds: a smoke run
 
-Each step is skipped when its output exists (delete the folder under --work-dir to redo it).
+Each step is skipped when its output exists (delete the folder under --work_dir to redo it).
 """
 
-import argparse
 import json
 import os
+from dataclasses import dataclass, field
 
 import torch
 
 from data_scripts import embed, movielens
-from modeling_geniusrec import GeniusRecForSessionGeneration
+from data_scripts.arguments import make_parser, parse_args
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed
 from data_scripts.splits import SequenceStore
+from modeling_geniusrec import GeniusRecForSessionGeneration
 
 from . import finetune, pretrain
+from .evaluation.results import format_table
 
 
 def run(args) -> dict:
     data = os.path.join(args.work_dir, "data")
     stage1, stage2 = os.path.join(args.work_dir, "hstu"), os.path.join(args.work_dir, "geniusrec")
     if not os.path.exists(os.path.join(data, "stats.json")):
-        movielens.main(["--variant", args.variant, "--out", data] + (["--raw-dir", args.raw_dir] if args.raw_dir else []))
+        movielens.main(["--variant", args.variant, "--out", data] + (["--raw_dir", args.raw_dir] if args.raw_dir else []))
     use_text = args.text_model != "none"
     if use_text and not os.path.exists(os.path.join(data, "embeddings", "text.safetensors")):
-        embed.main(["--dataset", data, "--text-model", args.text_model, "--normalize", "--quiet"])
+        embed.main(["--dataset", data, "--text_model", args.text_model, "--normalize", "--quiet"])
     size = ["--hidden_size", "16", "--qk_head_dim", "8", "--v_head_dim", "8", "--max_length", "20"] if args.fast else ["--max_length", "100"]
-    common = ["--disable_tqdm", "true", "--per_device_train_batch_size", "32" if args.fast else "128", "--seed", str(args.seed)]
+    common = ["--disable_tqdm", str(args.fast).lower(), "--per_device_train_batch_size", "32" if args.fast else "128", "--seed", str(args.seed)]
     if not os.path.exists(os.path.join(stage1, "results.json")):
         pretrain.main(["--dataset", data, "--output_dir", stage1, "--num_train_epochs", str(args.pretrain_epochs),
                        "--negatives_sharing", "batch", "--num_negatives", "32" if args.fast else "512", *size, *common])
@@ -40,12 +42,10 @@ def run(args) -> dict:
         finetune.main(["--dataset", data, "--encoder_path", stage1, "--output_dir", stage2, "--num_train_epochs", str(args.finetune_epochs),
                        "--max_length", "20" if args.fast else "100", "--use_text_embeddings", str(use_text).lower(),
                        "--freeze_encoder", "true", "--next_item_loss_weight", "5", "--learning_rate", "5e-4", "--content_output", "false", *common])
-    results = {name: json.load(open(os.path.join(folder, "results.json")))["metrics"]["test"] for name, folder in (("HSTU (stage 1)", stage1), ("GeniusRec (decoder)", stage2))}
-    print("\ntest, leave-one-out, full ranking")
-    keys = ["hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr"]
-    print(f"{'model':<22}" + "".join(f"{k:>9}" for k in keys))
-    for name, metrics in results.items():
-        print(f"{name:<22}" + "".join(f"{metrics[k]:>9.4f}" for k in keys))
+    folders = (("HSTU (stage 1)", stage1), ("GeniusRec (decoder)", stage2))
+    results = {name: json.load(open(os.path.join(folder, "results.json")))["metrics"]["test"] for name, folder in folders}
+    print("\ntest users, leave-one-out, full ranking over all items, the whole history filtered")
+    print(format_table(results, ["hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr"], name_width=22))
     print_sessions(stage2, data, args.num_users, args.session_length)
     return results
 
@@ -67,19 +67,24 @@ def print_sessions(checkpoint: str, data: str, num_users: int, length: int) -> N
               " -> ".join(titles[int(t) - first] for t in out[row, 1:] if int(t) >= first))
 
 
+@dataclass
+class PipelineArguments:
+    work_dir: str = field(default="runs/pipeline", metadata={"help": "where data and checkpoints go"})
+    variant: str = field(default="ml-1m", metadata={"help": "MovieLens variant (default ml-1m, offline)"})
+    raw_dir: str | None = field(default=None, metadata={"help": "official MovieLens files instead of the offline copy"})
+    text_model: str = field(default="minilm", metadata={"help": "text embedder: minilm / smollm2 (offline), a model id or path, or none"})
+    pretrain_epochs: int = field(default=10, metadata={"help": "HSTU epochs (default 10)"})
+    finetune_epochs: int = field(default=3, metadata={"help": "GeniusRec epochs (default 3)"})
+    session_length: int = field(default=10, metadata={"help": "items per printed session"})
+    num_users: int = field(default=3, metadata={"help": "users whose sessions are printed"})
+    seed: int = field(default=42, metadata={"help": "random seed"})
+    fast: bool = field(default=False, metadata={"help": "tiny model sizes for a smoke run (tests)"})
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work-dir", default="runs/pipeline", help="where data and checkpoints go (default %(default)s)")
-    p.add_argument("--variant", default="ml-1m", help="MovieLens variant (default ml-1m, offline)")
-    p.add_argument("--raw-dir", default=None, help="official MovieLens files instead of the offline copy")
-    p.add_argument("--text-model", default="minilm", help="text embedder: minilm / smollm2 (offline), a model id or path, or none")
-    p.add_argument("--pretrain-epochs", type=int, default=10, help="HSTU epochs (default 10)")
-    p.add_argument("--finetune-epochs", type=int, default=3, help="GeniusRec epochs (default 3)")
-    p.add_argument("--session-length", type=int, default=10, help="items per printed session")
-    p.add_argument("--num-users", type=int, default=3, help="users whose sessions are printed")
-    p.add_argument("--seed", type=int, default=42, help="random seed")
-    p.add_argument("--fast", action="store_true", help="tiny model sizes for a smoke run (tests)")
-    return run(p.parse_args(argv))
+    parser = make_parser(PipelineArguments, description=__doc__)
+    (args,) = parse_args(parser, argv)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
-from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
+from data_scripts.arguments import make_parser
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history, streaming_train_examples
 from data_scripts.splits import SequenceStore
 
-from .evaluation.reporting import write_reports
-from .runner import MODELS, parse_with_config, resume_checkpoint, save_final_checkpoint
-from .evaluation.results import git_commit, machine_description, today, write_json_atomic
+from .console import quiet_trainer
 from .evaluation.ranking import make_compute_metrics
+from .evaluation.reporting import write_reports
+from .evaluation.results import TABLE_KEYS, format_table, git_commit, machine_description, today, write_json_atomic
+from .runner import MODELS, parse_with_config, resume_checkpoint, save_final_checkpoint
 
 
 @dataclass
@@ -88,7 +89,7 @@ def keep_user_embeddings(logits, labels):
 
 
 def main(argv=None):
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = make_parser((ModelArguments, DataArguments, TrainingArguments), description=__doc__, config=True)
     parser.set_defaults(
         output_dir="runs/pretrain", num_train_epochs=100, per_device_train_batch_size=128, per_device_eval_batch_size=256,
         learning_rate=1e-3, weight_decay=0.0, adam_beta2=0.98, lr_scheduler_type="constant", eval_strategy="epoch",
@@ -96,7 +97,6 @@ def main(argv=None):
         metric_for_best_model="ndcg@10", greater_is_better=True, report_to="none", remove_unused_columns=False,
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), seed=42,
     )
-    parser.add_argument("--config", default=None, help="JSON file of defaults (train/configs/*.json); flags override it")
     model_args, data_args, training_args = parse_with_config(parser, argv)
     if not data_args.dataset:
         parser.error("--dataset is required (a processed folder, e.g. data/ml-1m)")
@@ -129,6 +129,7 @@ def main(argv=None):
         data_collator=NextItemCollator(tokenizer.pad_token_id), processing_class=tokenizer,
         preprocess_logits_for_metrics=keep_user_embeddings, callbacks=callbacks,
     )
+    quiet_trainer(trainer, training_args.log_level)
     data_args.filter_history = resolve_filter_history(data_args.filter_history, data_args.protocol)
     unwrapped = lambda: trainer.accelerator.unwrap_model(trainer.model)  # noqa: E731
     trainer.compute_metrics = make_compute_metrics(unwrapped, eval_set, data_args.filter_history)
@@ -195,11 +196,9 @@ def _best_epoch(state):
 
 def _print_table(results):
     label = "HSTU reference protocol" if results["protocol"] == "hstu-reference" else results["protocol"]
-    print(f"\n{results['model']} on {results['dataset']} ({label}), {results['epochs']:.0f} epochs, {results['wall_time_s']} s")
-    for split in ("validation", "test"):
-        metrics = results["metrics"][split]
-        if metrics:
-            print(f"  {split:<10} " + "  ".join(f"{k} {metrics[k]:.4f}" for k in ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr")))
+    print(f"\n{results['model']} on {results['dataset']['users']:,} users ({label}, history filter: {results['filter_history']}), "
+          f"{results['epochs']:.0f} epochs, {results['wall_time_s']} s")
+    print(format_table({split: m for split, m in results["metrics"].items() if m}, TABLE_KEYS, name_width=12))
 
 
 if __name__ == "__main__":

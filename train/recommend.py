@@ -3,8 +3,9 @@
     python -m train.recommend --model runs/hstu --dataset data/ml-1m --users 1 2 3 --k 10
 """
 
-import argparse
+from dataclasses import dataclass, field
 
+from data_scripts.arguments import make_parser, parse_args
 from data_scripts.processed import NextItemDataset, load_processed
 from data_scripts.splits import SequenceStore
 
@@ -27,16 +28,20 @@ def print_next_item_recommendations(model, store, tokenizer, items, dataset, num
             print(f"  {rank:2d}. {titles[token - 4]}   [{tokenizer.decode_items([token])[0]}]")
 
 
+@dataclass
+class RecommendArguments:
+    model: str = field(metadata={"help": "checkpoint folder (train.pretrain output)"})
+    dataset: str = field(metadata={"help": "processed dataset folder"})
+    users: list[str] | None = field(default=None, metadata={"help": "raw user ids (default: the first --num_users test users)", "nargs": "*"})
+    num_users: int = field(default=3, metadata={"help": "how many users when --users is not given"})
+    k: int = field(default=10, metadata={"help": "recommendations per user"})
+    split: str = field(default="test", metadata={"help": "which history to recommend from", "choices": ["validation", "test"]})
+    max_length: int | None = field(default=None, metadata={"help": "history length (default: the model's max_position_embeddings)"})
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="checkpoint folder (train.pretrain output)")
-    p.add_argument("--dataset", required=True, help="processed dataset folder")
-    p.add_argument("--users", nargs="*", default=None, help="raw user ids (default: the first --num-users test users)")
-    p.add_argument("--num-users", type=int, default=3, help="how many users when --users is not given")
-    p.add_argument("--k", type=int, default=10, help="recommendations per user")
-    p.add_argument("--split", default="test", choices=["validation", "test"], help="which history to recommend from")
-    p.add_argument("--max-length", type=int, default=None, help="history length (default: the model's max_position_embeddings)")
-    args = p.parse_args(argv)
+    parser = make_parser(RecommendArguments, description=__doc__)
+    (args,) = parse_args(parser, argv)
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(args.model)

@@ -1,16 +1,9 @@
 """Helpers shared by the training scripts: JSON configs under flags, model building, results files."""
 
-import argparse
-import datetime
-import json
 import os
-import platform
-import sys
-import tempfile
-
-import torch
 
 import modeling_geniusrec  # noqa: F401  (registers the Auto classes)
+from data_scripts.arguments import parse_args
 from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction, SASRecConfig, SASRecForNextItemPrediction
 
 MODELS = {"hstu": (HSTUConfig, HSTUForNextItemPrediction), "sasrec": (SASRecConfig, SASRecForNextItemPrediction)}
@@ -36,23 +29,9 @@ def resume_checkpoint(training_args):
 
 
 def parse_with_config(parser, argv=None):
-    """Parses dataclasses from the command line; `--config file.json` supplies defaults that flags override."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" in argv:
-        at = argv.index("--config")
-        path = argv[at + 1]
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"config file {path!r} not found (frozen configs live in train/configs/)")
-        with open(path) as f:
-            defaults = json.load(f)
-        del argv[at : at + 2]
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(defaults) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; see --help for the accepted flags")
-        parser.set_defaults(**defaults)
-    outputs = parser.parse_args_into_dataclasses(args=argv)
-    return tuple(o for o in outputs if not isinstance(o, argparse.Namespace))  # drop the namespace holding --config
+    """Parses dataclasses from the command line; `--config file.json` (or `--config=file.json`) supplies defaults that
+    flags override; hyphenated flags of earlier releases are accepted with a deprecation note."""
+    return parse_args(parser, argv)
 
 
 def save_final_checkpoint(trainer, output_dir: str, keep_checkpoints: bool = False) -> None:

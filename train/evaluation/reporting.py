@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-KS = (10, 50, 200)
+from .ranking import DEFAULT_KS  # noqa: E402
 
 
 def plot_training_curves(history: list[dict], path: str) -> str:
@@ -26,10 +26,10 @@ def plot_training_curves(history: list[dict], path: str) -> str:
 def plot_metrics_vs_k(metrics: dict, path: str, title: str = "") -> str:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name in ("hr", "ndcg"):
-        values = [metrics.get(f"{name}@{k}") for k in KS]
-        ax.plot(KS, values, marker="o", label=name.upper())
+        values = [metrics.get(f"{name}@{k}") for k in DEFAULT_KS]
+        ax.plot(DEFAULT_KS, values, marker="o", label=name.upper())
     ax.set_xscale("log")
-    ax.set_xticks(KS, [str(k) for k in KS])
+    ax.set_xticks(DEFAULT_KS, [str(k) for k in DEFAULT_KS])
     ax.set_xlabel("K")
     ax.set_title(title)
     ax.grid(alpha=0.3)

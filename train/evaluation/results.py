@@ -46,4 +46,26 @@ def git_commit() -> str:
         return "unknown"
 
 
-__all__ = ["machine_description", "write_json_atomic", "today", "git_commit"]
+TABLE_KEYS = ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr")
+
+
+def format_table(rows: dict, keys=None, name_width: int = 24) -> str:
+    """A small aligned table: `rows` maps a row name to a metrics dict; `keys` picks the columns (default: the
+    float keys of the first row, at most 12). Missing values print as `-`; floats with 4 decimals."""
+    first = next(iter(rows.values()))
+    keys = list(keys or [k for k, v in first.items() if isinstance(v, float)][:12])
+    widths = [max(9, len(k) + 1) for k in keys]
+    header = f"{'':<{name_width}}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))
+
+    def cell(value, width):
+        if value is None:
+            return f"{'-':>{width}}"
+        if isinstance(value, float):
+            return f"{value:>{width}.4f}"
+        return f"{value!s:>{width}}"
+
+    lines = [header] + [f"{name:<{name_width}}" + "".join(cell(m.get(k), w) for k, w in zip(keys, widths)) for name, m in rows.items()]
+    return "\n".join(lines)
+
+
+__all__ = ["machine_description", "write_json_atomic", "today", "git_commit", "format_table", "TABLE_KEYS"]

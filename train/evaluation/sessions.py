@@ -5,14 +5,13 @@ Used by `train.finetune` (after training) and `train.evaluate --task sessions`.
 
 import math
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from data_scripts.processed import NextItemCollator, NextItemDataset, SessionCollator
-from .session_metrics import beyond_accuracy, session_accuracy
 
 from .baselines import item_user_counts, popularity_lists
+from .session_metrics import beyond_accuracy, session_accuracy
 
 
 def _batches(dataset, batch_size, desc, progress=True):

@@ -1,0 +1,81 @@
+"""One command-line convention for every entry point: `HfArgumentParser` dataclasses, underscore flags as in
+transformers and TRL (`--session_length`), every flag with help text and its default shown by `--help`, and an
+optional `--config file.json` of defaults that flags override.
+
+Hyphenated spellings of earlier releases (`--session-length`) are still accepted for one release, with a
+deprecation note on stderr.
+"""
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+from transformers import HfArgumentParser
+
+
+def make_parser(dataclass_types, description: str | None = None, config: bool = False) -> HfArgumentParser:
+    """An `HfArgumentParser` over `dataclass_types` whose `--help` shows the module docstring and every default."""
+    parser = HfArgumentParser(dataclass_types, description=description, formatter_class=_HelpFormatter)
+    if config:
+        parser.add_argument("--config", default=None, help="JSON file of defaults (train/configs/*.json); flags override it")
+    return parser
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def normalize_flags(parser, argv: list[str], aliases: dict | None = None) -> list[str]:
+    """Rewrites deprecated spellings: `--a-b` -> `--a_b` when `a_b` is a flag of `parser`, and `aliases`
+    (`{"--old": ["--new", "value"]}`), each with a one-time `FutureWarning`."""
+    known = {option for action in parser._actions for option in action.option_strings}
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if aliases and flag in aliases:
+            replacement = list(aliases[flag])
+            warnings.warn(f"{flag} is deprecated: use {' '.join(replacement)}", FutureWarning, stacklevel=3)
+            out += replacement
+            continue
+        if flag.startswith("--") and "-" in flag[2:]:  # HfArgumentParser accepts it silently: say it is deprecated
+            underscored = "--" + flag[2:].replace("-", "_")
+            if underscored in known:
+                warnings.warn(f"{flag} is deprecated: use {underscored}", FutureWarning, stacklevel=3)
+                flag = underscored
+        out.append(flag + eq + value if eq else flag)
+    return out
+
+
+def parse_args(parser, argv=None, aliases: dict | None = None) -> tuple:
+    """Parses `argv` (default `sys.argv[1:]`) into the parser's dataclasses, applying `--config file.json`
+    (or `--config=file.json`) as defaults that flags override. Unknown flags and unknown config keys are errors."""
+    argv = normalize_flags(parser, list(sys.argv[1:] if argv is None else argv), aliases)
+    config_path = None
+    for index, arg in enumerate(argv):
+        if arg == "--config" or arg.startswith("--config="):
+            if arg == "--config":
+                if index + 1 >= len(argv) or argv[index + 1].startswith("--"):
+                    parser.error("--config needs a path to a JSON file (e.g. --config train/configs/ml-1m-hstu.json)")
+                config_path = argv[index + 1]
+                del argv[index : index + 2]
+            else:
+                config_path = arg.split("=", 1)[1]
+                del argv[index]
+            break
+    if config_path is not None:
+        if not os.path.exists(config_path):
+            parser.error(f"config file {config_path!r} not found (frozen configs live in train/configs/)")
+        with open(config_path) as f:
+            defaults = json.load(f)
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(defaults) - known)
+        if unknown:
+            parser.error(f"{config_path}: unknown keys {unknown}; see --help for the accepted flags")
+        parser.set_defaults(**defaults)
+    outputs = parser.parse_args_into_dataclasses(args=argv)
+    return tuple(o for o in outputs if not isinstance(o, argparse.Namespace))
+
+
+__all__ = ["make_parser", "normalize_flags", "parse_args"]

@@ -1,0 +1,120 @@
+"""GeniusRec's experts behind one small interface and a registry.
+
+An expert turns the decoder state `(B, Tq, D)` into a proposal `(B, Tq, D)`; a softmax gate mixes the proposals per
+position. To add one: write a class with the two methods below, decorate it with `@register_expert("<type>")`, and
+name it in the config (`GeniusRecConfig(expert_types={"behaviour": "behaviour", "mine": "<type>"})`). That is all:
+the model builds it, runs `encode` once per history, passes the result back at every decoding step, and adds it to
+the gate, the outputs and the plots.
+
+Interface:
+- `__init__(config, name)`;
+- `encode(model, input_ids) -> torch.Tensor | None`: what the expert precomputes from the history `(B, N)` once per
+  encoding (e.g. projected keys); it is stored in the encoder output, expanded over beams by `generate()`;
+- `forward(state, context: ExpertContext) -> (B, Tq, D)`. Causality is the expert's duty: at session position t it
+  may read the history and the session inputs `[SEP, s_1, .., s_{t-1}]` (`context.session_ids[:, : t + 1]`) only.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EXPERT_REGISTRY: dict[str, type] = {}
+
+
+def register_expert(type_name: str):
+    """Class decorator: makes an expert class buildable from `config.expert_types` under `type_name`."""
+
+    def add(cls):
+        EXPERT_REGISTRY[type_name] = cls
+        cls.expert_type = type_name
+        return cls
+
+    return add
+
+
+def build_expert(config, name: str, type_name: str) -> nn.Module:
+    if type_name not in EXPERT_REGISTRY:
+        raise ValueError(f"expert {name!r} has unknown type {type_name!r}; registered types: {sorted(EXPERT_REGISTRY)} "
+                         "(decorate the class with @register_expert)")
+    return EXPERT_REGISTRY[type_name](config, name)
+
+
+@dataclass
+class ExpertContext:
+    """What an expert may read at a decoding step.
+
+    Args:
+        model: the [`GeniusRecModel`] (its content tables: `model.content_table(kind)`).
+        history_state: this expert's own `encode(...)` result (expanded over beams), or None.
+        history_mask (`(B, N)`): 1 for real history items.
+        session_ids (`(B, Ts)`): every decoder input so far, `[SEP, s_1, ...]`.
+        query_offset (`int`): session position of the first query row (the cache length when generating).
+    """
+
+    model: nn.Module
+    history_state: torch.Tensor | None
+    history_mask: torch.Tensor
+    session_ids: torch.LongTensor
+    query_offset: int
+
+
+@register_expert("behaviour")
+class BehaviourExpert(nn.Module):
+    """Works on the ID/behaviour decoder state alone (a feed-forward network)."""
+
+    def __init__(self, config, name: str = "behaviour"):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(config.hidden_size, config.intermediate_size), nn.GELU(),
+                                 nn.Dropout(config.hidden_dropout_prob), nn.Linear(config.intermediate_size, config.hidden_size))
+
+    def encode(self, model, input_ids):
+        return None
+
+    def forward(self, state, context: ExpertContext):
+        return self.net(state)
+
+
+@register_expert("content")
+class ContentExpert(nn.Module):
+    """Attends from the decoder state over one frozen content table (the one named like the expert: "text", "image")
+    of the history items and of the session inputs so far (`[SEP, s_1, .., s_{t-1}]` for position t, causally masked)."""
+
+    def __init__(self, config, name: str):
+        super().__init__()
+        if name not in config.content_embedding_dims:
+            raise ValueError(f"content expert {name!r} needs content_embedding_dims[{name!r}] (the width of its table)")
+        self.name = name
+        self.num_heads, self.head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
+        self.projection = nn.Sequential(nn.Linear(config.content_embedding_dims[name], config.hidden_size),
+                                        nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps))
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = config.attention_dropout_prob
+
+    def _split(self, x):  # (B, T, D) -> (B, H, T, d)
+        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def encode(self, model, input_ids):
+        """Projected history rows, split into heads once: `(B, N)` ids -> `(B, H, N, d)` contiguous."""
+        return self._split(self.projection(model.content_table(self.name)[input_ids])).contiguous()
+
+    def forward(self, state, context: ExpertContext):
+        """state `(B, Tq, D)` at session positions `query_offset .. query_offset + Tq - 1` -> `(B, Tq, D)`."""
+        batch, t_q, _ = state.shape
+        q = self._split(self.q_proj(state)) * self.head_dim**-0.5  # (B, H, Tq, d)
+        k_hist = context.history_state  # (B, H, N, d); keys double as values
+        k_sess = self._split(self.projection(context.model.content_table(self.name)[context.session_ids]))  # (B, H, Ts, d)
+        positions = torch.arange(t_q, device=state.device) + context.query_offset
+        session_visible = torch.arange(context.session_ids.shape[1], device=state.device).unsqueeze(0) <= positions.unsqueeze(1)
+        s_hist = (q @ k_hist.transpose(-1, -2)).masked_fill(~context.history_mask.bool().view(batch, 1, 1, -1), float("-inf"))
+        s_sess = (q @ k_sess.transpose(-1, -2)).masked_fill(~session_visible.view(1, 1, t_q, -1), float("-inf"))
+        weights = torch.softmax(torch.cat([s_hist, s_sess], dim=-1), dim=-1)  # one softmax over history + session
+        weights = F.dropout(weights, self.dropout, self.training)
+        n = k_hist.shape[2]
+        out = weights[..., :n] @ k_hist + weights[..., n:] @ k_sess
+        return self.o_proj(out.transpose(1, 2).reshape(batch, t_q, -1))
+
+
+__all__ = ["EXPERT_REGISTRY", "register_expert", "build_expert", "ExpertContext", "BehaviourExpert", "ContentExpert"]

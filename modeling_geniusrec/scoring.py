@@ -1,0 +1,63 @@
+"""The item-scoring head shared by HSTU, SASRec and GeniusRec: one scale, the catalog scored in chunks.
+
+A host model defines `item_vectors(start, end)` (unit-normalised item vectors of token ids `[start, end)`) and has
+`config.logit_scale` (the inverse temperature); scores are `logit_scale * cos(query, item)`. The catalog is scored
+in chunks, so a 1,000,000-item catalog never builds a `(B, N, V)` tensor.
+"""
+
+from typing import Iterator
+
+import torch
+
+
+class ItemScoringMixin:
+    """`iter_item_scores` and `top_k_items` over `self.item_vectors(...)` and `self.config.logit_scale`."""
+
+    def item_vectors(self, start: int = 0, end: int | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def iter_item_scores(self, user_embeddings: torch.Tensor, chunk_size: int = 65536) -> Iterator[tuple[int, torch.Tensor]]:
+        """Scores every item in chunks, so a 1,000,000-item catalog never builds a `(B, N, V)` tensor.
+
+        Args:
+            user_embeddings: `(M, D)` unit-normalised user states (e.g. `outputs.user_embeddings`).
+        Yields:
+            `(first_token_id, scores)` with scores `(M, chunk)` = `logit_scale * cos` for token ids
+            `first_token_id .. first_token_id + chunk - 1`; special tokens are skipped.
+        """
+        start = self.config.num_special_tokens if getattr(self.config, "filter_special_tokens", True) else 0
+        for lo in range(start, self.config.vocab_size, chunk_size):
+            hi = min(lo + chunk_size, self.config.vocab_size)
+            yield lo, user_embeddings @ self.item_vectors(lo, hi).T * self.config.logit_scale
+
+    @torch.no_grad()
+    def top_k_items(
+        self, user_embeddings: torch.Tensor, k: int, exclude: torch.Tensor | None = None, chunk_size: int = 65536
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k items per user with a running top-k over catalog chunks.
+
+        Args:
+            user_embeddings: `(M, D)`.
+            k: number of items to return.
+            exclude: `(M, L)` token ids to leave out per row (e.g. the history); pad ids are ignored.
+        Returns:
+            `(scores, token_ids)`, each `(M, k)`, best first.
+        """
+        best_scores = user_embeddings.new_full((user_embeddings.shape[0], 0), float("-inf"))
+        best_ids = torch.zeros((user_embeddings.shape[0], 0), dtype=torch.long, device=user_embeddings.device)
+        for lo, scores in self.iter_item_scores(user_embeddings, chunk_size):
+            if exclude is not None:
+                local = exclude - lo
+                ok = (local >= 0) & (local < scores.shape[1]) & (exclude >= self.config.num_special_tokens)
+                rows = torch.arange(scores.shape[0], device=scores.device).unsqueeze(1).expand_as(local)
+                scores = scores.clone()
+                scores[rows[ok], local[ok]] = float("-inf")
+            ids = torch.arange(lo, lo + scores.shape[1], device=scores.device).expand_as(scores)
+            all_scores = torch.cat([best_scores, scores], dim=1)
+            all_ids = torch.cat([best_ids, ids], dim=1)
+            best_scores, idx = all_scores.topk(min(k, all_scores.shape[1]), dim=1)
+            best_ids = all_ids.gather(1, idx)
+        return best_scores, best_ids
+
+
+__all__ = ["ItemScoringMixin"]
