@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install test quickstart quickstart-hstu data clean
+.PHONY: install test lint quickstart quickstart-hstu data clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q tests
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 data/ml-1m/stats.json: | install
 	$(PY) -m data_scripts.movielens --variant ml-1m --out data/ml-1m

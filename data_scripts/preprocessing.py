@@ -1,4 +1,4 @@
-"""Shared processing of interaction logs into the processed-dataset contract (DESIGN.md section 2).
+"""Shared processing of interaction logs into the processed-dataset contract (README.md, "Data").
 
 Steps, in order: (readers apply the rating threshold and count malformed rows) -> stable chronological order ->
 collapse duplicate (user, item) events, keeping the earliest -> iterative k-core until stable -> token ids ->

@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput
 from .configuration_geniusrec import GeniusRecConfig
 from .experts import ExpertContext, build_expert
 from .modeling_hstu import HSTUModel
-from .modeling_sequential import init_recommender_weights, last_positions
+from .modeling_sequential import check_time_inputs, init_recommender_weights, last_positions
 from .scoring import ItemScoringMixin
 
 
@@ -73,8 +73,20 @@ class GeniusRecOutput(ModelOutput):
 
 
 def eager_attention_forward(q, k, v, mask, dropout: float = 0.0, training: bool = False):
-    """Softmax attention. q `(B, H, Tq, d)`, k/v `(B, H, Tk, d)`, mask bool broadcastable to `(B, H, Tq, Tk)`."""
+    """Softmax attention written out: q `(B, H, Tq, d)`, k/v `(B, H, Tk, d)`, mask bool broadcastable to
+    `(B, H, Tq, Tk)` (True = may attend). Returns `(B, H, Tq, d)`."""
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, Tq, Tk)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    weights = F.dropout(torch.softmax(scores, dim=-1), dropout, training)
+    return weights @ v
+
+
+def sdpa_attention_forward(q, k, v, mask, dropout: float = 0.0, training: bool = False):
+    """The same attention through `torch.nn.functional.scaled_dot_product_attention` (fused kernels where available)."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout if training else 0.0)
+
+
+ATTENTION_FUNCTIONS = {"eager": eager_attention_forward, "sdpa": sdpa_attention_forward}
 
 
 class GeniusRecAttention(nn.Module):
@@ -108,7 +120,8 @@ class GeniusRecAttention(nn.Module):
             k, v = self.project_key_value(hidden_states)
             if cache is not None:
                 k, v = cache.update(k, v, self.layer_idx)
-        out = eager_attention_forward(q, k, v, mask, self.config.attention_dropout_prob, self.training)
+        attention = ATTENTION_FUNCTIONS.get(self.config._attn_implementation or "sdpa", sdpa_attention_forward)  # config's attn_implementation
+        out = attention(q, k, v, mask, self.config.attention_dropout_prob, self.training)
         return self.o_proj(out.transpose(1, 2).reshape(*hidden_states.shape[:2], -1))
 
 
@@ -165,7 +178,7 @@ class GeniusRecPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.content_table(kind))
 
 
-class _EncoderView:
+class GeniusRecEncoderView:
     """What `generate()` calls as the encoder: runs HSTU once over the history (not an nn.Module, so no weights
     are registered twice)."""
 
@@ -224,7 +237,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         self.encoder.embeddings.item_embeddings = value
 
     def get_encoder(self):
-        return _EncoderView(self)
+        return GeniusRecEncoderView(self)
 
     def content_table(self, kind: str) -> torch.Tensor:
         """The frozen content table `kind` (e.g. "text"): `(vocab_size, content_embedding_dims[kind])`."""
@@ -387,19 +400,6 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         gates = out.gate_weights.gather(1, rank.expand(-1, -1, out.gate_weights.shape[-1])) * dec_mask.unsqueeze(-1)
         return GeniusRecOutput(last_hidden_state=hidden, gate_weights=gates, aux_loss=out.aux_loss,
                                encoder_last_hidden_state=out.encoder_last_hidden_state)
-
-
-def check_time_inputs(encoder_config, timestamps, next_timestamps) -> None:
-    """Raises when an encoder that uses time (`use_time_bias`) is called without the history's times or the request
-    time (`next_timestamps`, the time of the event being predicted, when `use_next_event_time`)."""
-    if not encoder_config.use_time_bias:
-        return
-    if timestamps is None:
-        raise ValueError("this GeniusRec encoder uses time-bucket biases (encoder_config.use_time_bias=True): pass `timestamps` "
-                         "(B, N) with the history's event times in seconds, also to generate() and to the packed view")
-    if next_timestamps is None and encoder_config.use_next_event_time:
-        raise ValueError("this GeniusRec encoder times each query at the next event (use_next_event_time=True): pass "
-                         "`next_timestamps` (B,), the request time (seconds) of the session to generate")
 
 
 def load_balancing_loss(gate_weights: torch.Tensor) -> torch.Tensor:
@@ -580,6 +580,7 @@ __all__ = [
     "GeniusRecOutput",
     "GeniusRecEncoderOutput",
     "BanItemsLogitsProcessor",
-    "check_time_inputs",
     "load_balancing_loss",
+    "eager_attention_forward",
+    "sdpa_attention_forward",
 ]

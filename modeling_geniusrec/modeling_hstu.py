@@ -24,6 +24,7 @@ from .modeling_sequential import (
     SequentialRecOutput,
     SequentialRecPreTrainedModel,
     check_inputs,
+    check_time_inputs,
     position_ids_from_mask,
 )
 
@@ -172,11 +173,7 @@ class HSTUModel(HSTUPreTrainedModel):
         """
         config = self.config
         mask = check_inputs(config, input_ids, attention_mask, timestamps)
-        if config.use_time_bias and timestamps is None:
-            raise ValueError("this HSTU model uses time-bucket biases (use_time_bias=True): pass `timestamps`")
-        if config.use_time_bias and config.use_next_event_time and next_timestamps is None:
-            raise ValueError("this HSTU model times each query at the next event (use_next_event_time=True): pass `next_timestamps` "
-                             "(batch_size,), the request time in seconds (the time of the event being predicted)")
+        check_time_inputs(config, timestamps, next_timestamps)
         if next_timestamps is not None and next_timestamps.shape != (input_ids.shape[0],):
             raise ValueError(f"next_timestamps must have shape ({input_ids.shape[0]},), got {tuple(next_timestamps.shape)}")
         batch, length = input_ids.shape

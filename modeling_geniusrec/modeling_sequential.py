@@ -112,6 +112,19 @@ def check_inputs(
     return attention_mask
 
 
+def check_time_inputs(encoder_config, timestamps, next_timestamps) -> None:
+    """The one time policy: raises when an encoder that uses time (`use_time_bias`) is called without the history's times or the request
+    time (`next_timestamps`, the time of the event being predicted, when `use_next_event_time`)."""
+    if not encoder_config.use_time_bias:
+        return
+    if timestamps is None:
+        raise ValueError("this model uses time-bucket biases (use_time_bias=True): pass `timestamps` (batch_size, sequence_length), the history's "
+                         "event times in seconds (also to generate() and to GeniusRec's packed view)")
+    if next_timestamps is None and encoder_config.use_next_event_time:
+        raise ValueError("this model times each query at the next event (use_next_event_time=True): pass `next_timestamps` (batch_size,), "
+                         "the request time in seconds (the time of the event being predicted)")
+
+
 def last_positions(mask: torch.Tensor) -> torch.Tensor:
     """`(batch_size, sequence_length)` bool -> `(batch_size,)` index of each row's last real item (either padding side)."""
     return mask.shape[1] - 1 - mask.long().flip(1).argmax(dim=1)
@@ -253,6 +266,7 @@ __all__ = [
     "NextItemPredictionMixin",
     "ItemInputEmbeddings",
     "check_inputs",
+    "check_time_inputs",
     "init_recommender_weights",
     "position_ids_from_mask",
     "last_positions",

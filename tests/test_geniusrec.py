@@ -288,3 +288,20 @@ def test_old_content_keywords_are_still_accepted():
     assert old.content_embedding_dims == {"text": 12, "image": 6} and old.expert_names == ["behaviour", "text", "image"]
     reloaded = GeniusRecConfig.from_dict({**old.to_dict(), "content_embedding_dims": {}, "expert_types": None, "text_embedding_dim": 12})
     assert reloaded.content_embedding_dims == {"text": 12} and reloaded.text_embedding_dim == 12
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_attn_implementation_is_real_and_both_agree(tmp_path, implementation, monkeypatch):
+    from modeling_geniusrec import modeling_geniusrec as module
+
+    tiny().save_pretrained(tmp_path)
+    reference = GeniusRecForSessionGeneration.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    model = GeniusRecForSessionGeneration.from_pretrained(tmp_path, attn_implementation=implementation).eval()
+    assert model.config._attn_implementation == implementation
+    calls = []
+    original = module.ATTENTION_FUNCTIONS[implementation]
+    monkeypatch.setitem(module.ATTENTION_FUNCTIONS, implementation, lambda *a, **k: calls.append(1) or original(*a, **k))
+    hist, ts, labels = batch()
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
+    torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, atol=1e-5, rtol=1e-5)
+    assert calls  # the requested backend ran
