@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency, json is the fa
 from tqdm.auto import tqdm
 
 from .arguments import make_parser, parse_args
-from .preprocessing import InteractionLog, MalformedRows, print_stats, process_log, write_processed
+from .preprocessing import InteractionLog, MalformedRows, check_output_dir, print_stats, process_log, write_processed
 
 
 def open_lines(path: str):
@@ -179,6 +179,7 @@ def read_meta(path: str, wanted: set, max_chars: int, bad: MalformedRows, progre
 
 
 def build(args) -> dict:
+    check_output_dir(args.out, [args.reviews, args.meta], args.overwrite)  # refuse before any work
     start = time.time()
     log = InteractionLog()
     bad_reviews = MalformedRows(args.reviews, args.max_malformed_fraction)
@@ -221,7 +222,10 @@ def build(args) -> dict:
 @dataclass
 class AmazonReviewsArguments:
     reviews: str = field(metadata={"help": "reviews file, e.g. Books.jsonl.gz (gzip or plain JSON lines)"})
-    out: str = field(metadata={"help": "output folder, written atomically (replaced only when complete)"})
+    out: str = field(metadata={"help": "output folder, written atomically (replaced only when complete); an existing folder is "
+                                       "replaced only if it is an earlier processed dataset (see --overwrite)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a non-empty --out folder that is not a processed dataset "
+                                                            "(a folder holding the inputs is refused even then)"})
     meta: str | None = field(default=None, metadata={"help": "metadata file, e.g. meta_Books.jsonl.gz (optional: fallback texts without it)"})
     min_rating: float | None = field(default=None, metadata={"help": "keep reviews with rating >= this (default: all)"})
     user_k: int = field(default=5, metadata={"help": "iterative k-core: minimum reviews per user (default 5)"})

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from .arguments import make_parser, parse_args
-from .preprocessing import InteractionLog, MalformedRows, print_stats, process_log, write_processed
+from .preprocessing import InteractionLog, MalformedRows, check_output_dir, print_stats, process_log, write_processed
 from .sources import DEFAULT_CACHE, fetch_wheel, open_text_in_wheel, require_files
 
 OFFLINE = {
@@ -123,6 +123,7 @@ def load_raw_dir(raw_dir: str, log, bad, min_rating):
 
 
 def build(args) -> dict:
+    check_output_dir(args.out, [args.raw_dir, args.cache_dir], args.overwrite)  # refuse before any work
     start = time.time()
     log = InteractionLog()
     bad = MalformedRows("ratings", args.max_malformed_fraction)
@@ -157,7 +158,10 @@ def build(args) -> dict:
 
 @dataclass
 class MovieLensArguments:
-    out: str = field(metadata={"help": "output folder, written atomically (replaced only when complete)"})
+    out: str = field(metadata={"help": "output folder, written atomically (replaced only when complete); an existing folder is "
+                                       "replaced only if it is an earlier processed dataset (see --overwrite)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a non-empty --out folder that is not a processed dataset "
+                                                            "(a folder holding the inputs is refused even then)"})
     variant: str = field(default="ml-1m", metadata={"help": "which MovieLens release",
                                                     "choices": ["ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-32m"]})
     raw_dir: str | None = field(default=None, metadata={"help": "folder with the official files; default: the offline copy in a PyPI wheel"})

@@ -170,6 +170,67 @@ def length_quantiles(offsets: np.ndarray) -> dict:
     return {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max()), **qs}
 
 
+MARKER = "stats.json"  # a processed folder written by these scripts holds stats.json, sequences/ and tokenizer/
+
+
+def is_processed_folder(path: str) -> bool:
+    return all(os.path.exists(os.path.join(path, part)) for part in (MARKER, "sequences", "tokenizer"))
+
+
+def check_output_dir(out_dir: str, inputs=(), overwrite: bool = False) -> str:
+    """Refuses, before any work, an `--out` that would destroy something this program did not write: a file, a
+    non-empty folder that is not a processed dataset (unless `overwrite`), or any folder that holds (or is) one of
+    the `inputs` (never, even with `overwrite`). Removes stale temp folders of earlier killed runs. Returns the
+    absolute path."""
+    out_dir = os.path.abspath(out_dir)
+    for source in inputs:
+        if not source:
+            continue
+        source = os.path.abspath(source)
+        if source == out_dir or source.startswith(out_dir + os.sep):
+            raise ValueError(f"--out {out_dir!r} holds the input {source!r}: writing there would delete it; choose another --out")
+    if os.path.isfile(out_dir):
+        raise ValueError(f"--out {out_dir!r} is a file, not a folder: choose a folder path (nothing was written)")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not is_processed_folder(out_dir) and not overwrite:
+        raise ValueError(f"--out {out_dir!r} is a non-empty folder that is not a processed dataset: choose a new path, or pass "
+                         "--overwrite to replace it (nothing was written)")
+    clean_stale_temp_folders(out_dir)
+    return out_dir
+
+
+def _temp_prefix(out_dir: str) -> str:
+    return os.path.join(os.path.dirname(out_dir), f".{os.path.basename(out_dir)}.tmp-")
+
+
+def clean_stale_temp_folders(out_dir: str) -> list[str]:
+    """Removes `.<out>.tmp-<pid>-*` folders beside `out_dir` whose writing process is gone (a killed run)."""
+    removed = []
+    prefix = _temp_prefix(out_dir)
+    parent = os.path.dirname(out_dir)
+    if not os.path.isdir(parent):
+        return removed
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if not path.startswith(prefix) or not os.path.isdir(path):
+            continue
+        pid = path[len(prefix):].split("-")[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_processed(out_dir: str, processed: ProcessedLog, item_rows: list[dict], parameters: dict, extra_stats: dict | None = None) -> dict:
     """Writes the processed-dataset folder atomically: everything goes to a temp folder beside `out_dir`, which is
     renamed into place only when complete; a previous `out_dir` stays intact until then. Returns the stats."""
@@ -181,7 +242,7 @@ def write_processed(out_dir: str, processed: ProcessedLog, item_rows: list[dict]
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = f"{_temp_prefix(out_dir)}{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the pid lets a later run tell a stale one
     os.makedirs(tmp)
     try:
         offsets = pa.array(processed.offsets.astype(np.int32) if processed.offsets[-1] < 2**31 else processed.offsets)
@@ -193,6 +254,7 @@ def write_processed(out_dir: str, processed: ProcessedLog, item_rows: list[dict]
                 "timestamps": list_type.from_arrays(offsets, pa.array(processed.timestamps, type=pa.int64())),
             }
         )
+        datasets.disable_progress_bars()  # one line per dataset, not four bars
         datasets.Dataset(table).save_to_disk(os.path.join(tmp, "sequences"))
         datasets.Dataset.from_list(item_rows).save_to_disk(os.path.join(tmp, "items"))
         tokenizer = ItemTokenizer.from_raw_ids(processed.item_raw_ids)
@@ -211,7 +273,7 @@ def write_processed(out_dir: str, processed: ProcessedLog, item_rows: list[dict]
         with open(os.path.join(tmp, "stats.json"), "w") as f:
             json.dump(stats, f, indent=2)
         backup = None
-        if os.path.exists(out_dir):
+        if os.path.exists(out_dir):  # an earlier processed folder (or, with --overwrite, what the user allowed)
             backup = f"{tmp}.previous"
             os.rename(out_dir, backup)
         os.rename(tmp, out_dir)
@@ -230,4 +292,5 @@ def print_stats(stats: dict, out_dir: str) -> None:
     )
 
 
-__all__ = ["MalformedRows", "InteractionLog", "iterative_k_core", "process_log", "write_processed", "natural_order"]
+__all__ = ["MalformedRows", "InteractionLog", "iterative_k_core", "process_log", "write_processed", "natural_order", "check_output_dir",
+           "clean_stale_temp_folders", "is_processed_folder"]

@@ -35,7 +35,8 @@ class ConsoleCallback(TrainerCallback):
         values = {k: metrics.get(f"{prefix}_{k}") for k in self.keys}
         if prefix != "eval" or all(v is None for v in values.values()):
             return  # the final validation/test evaluations get their own table
-        row = {"epoch": state.epoch or 0.0, "train loss": self.last_loss, **values}
+        epoch = state.epoch or 0.0
+        row = {"epoch": int(round(epoch)) if abs(epoch - round(epoch)) < 1e-6 else round(epoch, 2), "train loss": self.last_loss, **values}
         lines = format_table({"": row}, list(row), name_width=0).split("\n")
         if not self.header_done:
             print(lines[0], flush=True)

@@ -1,0 +1,87 @@
+"""Failure behaviour: resume that resumes, outputs that never destroy what was there, stale temp folders cleaned."""
+
+import os
+
+import pytest
+
+from data_scripts import movielens
+from train import pretrain
+
+from .fixtures import write_learnable_ml
+from .test_pretrain import TINY
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reliability")
+    write_learnable_ml(root / "raw", users=40, items=40)
+    movielens.main(["--raw_dir", str(root / "raw"), "--out", str(root / "data")])
+    return root
+
+
+def test_out_never_destroys_what_the_program_did_not_write(raw, tmp_path):
+    unrelated = tmp_path / "notes"
+    unrelated.mkdir()
+    (unrelated / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a processed dataset"):
+        movielens.main(["--raw_dir", str(raw / "raw"), "--out", str(unrelated)])
+    assert (unrelated / "keep.txt").read_text() == "mine"
+    # the raw-data folder itself: refused even with --overwrite, ratings kept
+    ratings = sorted(os.listdir(raw / "raw"))
+    for extra in ([], ["--overwrite"]):
+        with pytest.raises(ValueError, match="holds the input|not a processed dataset"):
+            movielens.main(["--raw_dir", str(raw / "raw"), "--out", str(raw / "raw"), *extra])
+        assert sorted(os.listdir(raw / "raw")) == ratings
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        movielens.main(["--raw_dir", str(raw / "raw"), "--out", str(a_file)])
+    assert a_file.read_text() == "x"
+    # --overwrite replaces an unrelated folder the user named; an earlier processed folder is replaced without it
+    movielens.main(["--raw_dir", str(raw / "raw"), "--out", str(unrelated), "--overwrite"])
+    movielens.main(["--raw_dir", str(raw / "raw"), "--out", str(unrelated)])
+    assert (unrelated / "stats.json").exists() and not (unrelated / "keep.txt").exists()
+
+
+def test_stale_temp_folders_of_killed_runs_are_removed(raw, tmp_path):
+    out = tmp_path / "data"
+    stale = tmp_path / ".data.tmp-999999999-deadbeef"  # a pid that does not exist: a killed run
+    live = tmp_path / f".data.tmp-{os.getpid()}-cafe0000"  # a run in progress: kept
+    stale.mkdir()
+    live.mkdir()
+    movielens.main(["--raw_dir", str(raw / "raw"), "--out", str(out)])
+    assert not stale.exists() and live.exists() and (out / "stats.json").exists()
+
+
+def test_pairs_out_never_deletes_a_dataset(raw):
+    from train import build_preference_pairs
+
+    before = sorted(os.listdir(raw / "data"))
+    with pytest.raises(FileExistsError, match="not a preference-pairs folder"):
+        build_preference_pairs.main(["--model", "unused", "--dataset", str(raw / "data"), "--out", str(raw / "data")])
+    assert sorted(os.listdir(raw / "data")) == before
+
+
+def test_pretrain_resumes_where_it_stopped(raw, tmp_path):
+    """A run stopped after epoch 2 and resumed from its checkpoint ends exactly where an uninterrupted run ends. The
+    resumed call uses another seed, so a resume that silently started over would give different weights."""
+    common = ["--dataset", str(raw / "data"), "--num_train_epochs", "3", "--keep_checkpoints", "true", "--data_seed", "42",
+              "--save_total_limit", "5", "--load_best_model_at_end", "false", *TINY]
+    full = pretrain.main([*common, "--output_dir", str(tmp_path / "full")])
+    checkpoints = sorted((tmp_path / "full").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert len(checkpoints) == 3
+    resumed = pretrain.main([*common, "--output_dir", str(tmp_path / "resumed"), "--seed", "7",
+                             "--resume_from_checkpoint", str(checkpoints[1])])
+    assert resumed["resumed_from"] == str(checkpoints[1])
+    for split in ("validation", "test"):
+        for key, value in full["metrics"][split].items():
+            if "@" not in key and key != "mrr":
+                continue  # runtimes
+            assert resumed["metrics"][split][key] == pytest.approx(value, abs=1e-6), (split, key)
+    from safetensors.torch import load_file
+
+    weights_full, weights_resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    for name, tensor in weights_full.items():
+        assert (weights_resumed[name] - tensor).abs().max() < 1e-6, name  # the same final weights, not a seed-7 restart
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        pretrain.main([*common, "--output_dir", str(tmp_path / "empty"), "--resume_from_checkpoint", "true"])
