@@ -460,11 +460,24 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         return self.model
 
     @classmethod
-    def from_encoder_pretrained(cls, encoder_path: str, **config_kwargs) -> "GeniusRecForSessionGeneration":
-        """Builds GeniusRec around a stage-1 HSTU checkpoint (its config and weights; `config_kwargs` set the rest)."""
+    def from_encoder_pretrained(cls, encoder, **config_kwargs) -> "GeniusRecForSessionGeneration":
+        """Builds GeniusRec around a stage-1 HSTU model or checkpoint folder (its config and weights; `config_kwargs`
+        set the rest). Anything but an HSTU checkpoint is refused."""
+        import json
+        import os
+
         from .modeling_hstu import HSTUForNextItemPrediction
 
-        stage1 = HSTUForNextItemPrediction.from_pretrained(encoder_path)
+        if isinstance(encoder, (str, os.PathLike)):
+            config_file = os.path.join(encoder, "config.json")
+            model_type = json.load(open(config_file)).get("model_type") if os.path.isfile(config_file) else None
+            if model_type != "hstu":
+                raise ValueError(f"{encoder!r} is not an HSTU checkpoint (model_type {model_type!r}): the encoder must be a stage-1 "
+                                 "HSTU model (train.pretrain --model_type hstu)")
+            encoder = HSTUForNextItemPrediction.from_pretrained(encoder)
+        if not isinstance(encoder, HSTUForNextItemPrediction):
+            raise ValueError(f"the encoder must be an HSTUForNextItemPrediction, got {type(encoder).__name__}")
+        stage1 = encoder
         model = cls(GeniusRecConfig(encoder_config=stage1.config, **config_kwargs))
         model.model.encoder.load_state_dict(stage1.model.state_dict())
         return model

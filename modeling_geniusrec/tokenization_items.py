@@ -69,6 +69,15 @@ class ItemTokenizer(PreTrainedTokenizerFast):
     def num_special_tokens(self) -> int:
         return len(SPECIAL_TOKENS)
 
+    def catalog_fingerprint(self) -> str:
+        """A short hash of the whole vocabulary in id order: equal for two tokenizers exactly when they map every item
+        to the same id. Saved in each trained model's config, so that a checkpoint is never scored on another catalog."""
+        import hashlib
+
+        vocab = self.get_vocab()
+        tokens = sorted(vocab, key=vocab.get)
+        return hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest()[:16]
+
     def encode_items(self, raw_ids: Sequence[str], unknown: str = "error") -> list[int]:
         """Raw item ids -> token ids.
 

@@ -85,3 +85,51 @@ def test_pretrain_resumes_where_it_stopped(raw, tmp_path):
         assert (weights_resumed[name] - tensor).abs().max() < 1e-6, name  # the same final weights, not a seed-7 restart
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         pretrain.main([*common, "--output_dir", str(tmp_path / "empty"), "--resume_from_checkpoint", "true"])
+
+
+def test_wrong_checkpoints_are_refused_with_a_fix(raw, tmp_path):
+    import json
+    import shutil
+
+    from train import evaluate, finetune
+
+    run = tmp_path / "hstu"
+    pretrain.main(["--dataset", str(raw / "data"), "--output_dir", str(run), "--num_train_epochs", "1", *TINY])
+    assert "catalog_fingerprint" in json.loads((run / "config.json").read_text())
+    # model_type edited: the weights no longer match the config
+    edited = tmp_path / "edited"
+    shutil.copytree(run, edited)
+    config = json.loads((edited / "config.json").read_text())
+    config["model_type"] = "sasrec"
+    (edited / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="weights do not match"):
+        evaluate.main(["--model", str(edited), "--dataset", str(raw / "data")])
+    # a dataset with another catalog
+    other_raw = tmp_path / "other_raw"
+    write_learnable_ml(other_raw, users=30, items=35)
+    movielens.main(["--raw_dir", str(other_raw), "--out", str(tmp_path / "other")])
+    with pytest.raises(ValueError, match="another item catalog|vocabulary of"):
+        evaluate.main(["--model", str(run), "--dataset", str(tmp_path / "other")])
+    # a GeniusRec checkpoint is not an encoder
+    stage2 = tmp_path / "stage2"
+    finetune.main(["--dataset", str(raw / "data"), "--encoder_path", str(run), "--output_dir", str(stage2), "--num_train_epochs", "1",
+                   "--max_length", "20", "--disable_tqdm", "true", "--num_attention_heads", "2", "--intermediate_size", "16"])
+    with pytest.raises(ValueError, match="'geniusrec' checkpoint; this command takes hstu"):
+        finetune.main(["--dataset", str(raw / "data"), "--encoder_path", str(stage2), "--output_dir", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="not a checkpoint folder"):
+        evaluate.main(["--model", str(tmp_path), "--dataset", str(raw / "data")])
+
+
+def test_recommend_names_unknown_users_and_serves_geniusrec(raw, tmp_path, capsys):
+    from train import finetune, recommend
+
+    run = tmp_path / "hstu"
+    pretrain.main(["--dataset", str(raw / "data"), "--output_dir", str(run), "--num_train_epochs", "1", *TINY])
+    with pytest.raises(ValueError, match="unknown user ids"):
+        recommend.main(["--model", str(run), "--dataset", str(raw / "data"), "--users", "999999"])
+    stage2 = tmp_path / "stage2"
+    finetune.main(["--dataset", str(raw / "data"), "--encoder_path", str(run), "--output_dir", str(stage2), "--num_train_epochs", "1",
+                   "--max_length", "20", "--disable_tqdm", "true", "--num_attention_heads", "2", "--intermediate_size", "16"])
+    capsys.readouterr()
+    recommend.main(["--model", str(stage2), "--dataset", str(raw / "data"), "--num_users", "2", "--k", "4"])
+    assert capsys.readouterr().out.count("  4. ") == 2

@@ -40,6 +40,7 @@ from modeling_geniusrec import GeniusRecForSessionGeneration
 from .evaluation.baselines import item_user_counts
 from .evaluation.session_metrics import intra_list_diversity, novelty
 from .evaluation.sessions import item_feature_vectors
+from .runner import load_checkpoint
 
 
 def reward_terms(session, target, vectors, counts, num_users):
@@ -186,7 +187,7 @@ def main(argv=None):
     (args,) = parse_args(parser, argv)
     check_out(args.out)  # refuse before any work
     torch.manual_seed(args.seed)
-    model = GeniusRecForSessionGeneration.from_pretrained(args.model)
+    model = load_checkpoint(args.model, ("geniusrec",), auto_class=GeniusRecForSessionGeneration)
     sequences, items, tokenizer, _ = load_processed(args.dataset)
     store = SequenceStore.from_dataset(sequences)
     pairs = build_pairs(model, store, items, tokenizer, args)

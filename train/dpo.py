@@ -29,7 +29,7 @@ from data_scripts.arguments import make_parser
 from modeling_geniusrec import GeniusRecForSessionGeneration
 
 from .evaluation.results import git_commit, machine_description, today, write_json_atomic
-from .runner import parse_with_config, resume_checkpoint
+from .runner import load_checkpoint, parse_with_config, resume_checkpoint
 
 
 @dataclass
@@ -73,7 +73,7 @@ def main(argv=None):
     script_args, dpo_args = parse_with_config(parser, argv)
     if not script_args.model or not script_args.pairs:
         parser.error("--model and --pairs are required")
-    model = GeniusRecForSessionGeneration.from_pretrained(script_args.model)
+    model = load_checkpoint(script_args.model, ("geniusrec",), auto_class=GeniusRecForSessionGeneration)
     tokenizer = AutoTokenizer.from_pretrained(script_args.model)
     pairs = datasets.load_from_disk(script_args.pairs)
     missing = {"prompt", "chosen", "rejected", "prompt_timestamps", "next_timestamp"} - set(pairs.column_names)

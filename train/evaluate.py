@@ -20,6 +20,7 @@ from train.evaluation.ranking import DEFAULT_KS, ranking_metrics, target_ranks
 
 from .evaluation.baselines import item_user_counts, popularity_metrics
 from .evaluation.results import format_table, git_commit, machine_description, today, write_json_atomic
+from .runner import load_checkpoint
 
 
 @torch.no_grad()
@@ -111,9 +112,7 @@ def main(argv=None):
     sequences, items, tokenizer, stats = load_processed(args.dataset)
     store = SequenceStore.from_dataset(sequences)
     if args.model:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(args.model)
+        model = load_checkpoint(args.model, tokenizer=tokenizer)
         encoder = getattr(model.config, "encoder_config", model.config)
         max_length = args.max_length or encoder.max_position_embeddings
     else:

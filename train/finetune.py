@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 from data_scripts.arguments import make_parser
 from data_scripts.processed import (
@@ -37,7 +37,7 @@ from .evaluation import sessions as session_eval
 from .evaluation.ranking import make_compute_metrics
 from .evaluation.reporting import plot_gate_weights, write_reports
 from .evaluation.results import TABLE_KEYS, format_table, git_commit, machine_description, today, write_json_atomic
-from .runner import parse_with_config, resume_checkpoint, save_final_checkpoint
+from .runner import load_checkpoint, parse_with_config, resume_checkpoint, save_final_checkpoint
 
 
 @dataclass
@@ -75,9 +75,9 @@ class DataArguments:
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
 
 
-def build_model(model_args, data_args, vocab_size, max_length):
+def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
     if model_args.init_from:
-        return GeniusRecForSessionGeneration.from_pretrained(model_args.init_from)
+        return load_checkpoint(model_args.init_from, ("geniusrec",), tokenizer, auto_class=GeniusRecForSessionGeneration)
     text = load_item_embeddings(data_args.dataset, model_args.text_embeddings) if model_args.use_text_embeddings else (None, {})
     image = load_item_embeddings(data_args.dataset, "image.safetensors") if model_args.use_image_embeddings else (None, {})
     kwargs = dict(num_hidden_layers=model_args.num_hidden_layers, num_attention_heads=model_args.num_attention_heads,
@@ -87,7 +87,8 @@ def build_model(model_args, data_args, vocab_size, max_length):
                   router_aux_loss_coef=model_args.router_aux_loss_coef, logit_scale=model_args.logit_scale,
                   next_item_loss_weight=model_args.next_item_loss_weight, content_output=model_args.content_output)
     if model_args.encoder_path:
-        model = GeniusRecForSessionGeneration.from_encoder_pretrained(model_args.encoder_path, **kwargs)
+        stage1 = load_checkpoint(model_args.encoder_path, ("hstu",), tokenizer)  # refuses a GeniusRec or foreign checkpoint
+        model = GeniusRecForSessionGeneration.from_encoder_pretrained(stage1, **kwargs)
     else:
         model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=vocab_size, max_position_embeddings=max_length),
                                                               **kwargs))
@@ -119,7 +120,8 @@ def main(argv=None):
     set_seed(training_args.seed)
     sequences, items, tokenizer, stats = load_processed(data_args.dataset)
     store = SequenceStore.from_dataset(sequences)
-    model = build_model(model_args, data_args, len(tokenizer), data_args.max_length)
+    model = build_model(model_args, data_args, len(tokenizer), data_args.max_length, tokenizer)
+    model.config.catalog_fingerprint = tokenizer.catalog_fingerprint()
     if model.config.vocab_size != len(tokenizer):
         raise ValueError(f"the encoder's vocabulary ({model.config.vocab_size}) differs from the dataset's ({len(tokenizer)})")
     if model_args.freeze_encoder:
@@ -150,7 +152,7 @@ def main(argv=None):
     save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
     model = trainer.accelerator.unwrap_model(trainer.model)
     if data_args.protocol == "sessions" and trainer.is_world_process_zero():
-        stage1 = AutoModelForCausalLM.from_pretrained(data_args.stage1_baseline) if data_args.stage1_baseline else None
+        stage1 = load_checkpoint(data_args.stage1_baseline, ("hstu", "sasrec"), tokenizer) if data_args.stage1_baseline else None
         metrics["test"].update(session_eval.session_table(model, store, items, test_set, data_args.session_length, data_args.num_beams, stage1=stage1,
                                                                filter_history=data_args.filter_history))
     results = {

@@ -26,7 +26,7 @@ from .console import quiet_trainer
 from .evaluation.ranking import make_compute_metrics
 from .evaluation.reporting import write_reports
 from .evaluation.results import TABLE_KEYS, format_table, git_commit, machine_description, today, write_json_atomic
-from .runner import MODELS, parse_with_config, resume_checkpoint, save_final_checkpoint
+from .runner import MODELS, load_checkpoint, parse_with_config, resume_checkpoint, save_final_checkpoint
 
 
 @dataclass
@@ -65,10 +65,12 @@ class DataArguments:
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
 
 
-def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size: int):
+def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size: int, tokenizer=None):
+    if model_args.model_type not in MODELS:
+        raise ValueError(f"--model_type must be one of {sorted(MODELS)}, got {model_args.model_type!r}")
     config_class, model_class = MODELS[model_args.model_type]
     if model_args.init_from:
-        return model_class.from_pretrained(model_args.init_from)
+        return load_checkpoint(model_args.init_from, (model_args.model_type,), tokenizer)
     common = dict(
         vocab_size=vocab_size, hidden_size=model_args.hidden_size, num_hidden_layers=model_args.num_hidden_layers,
         num_attention_heads=model_args.num_attention_heads, max_position_embeddings=data_args.max_length,
@@ -121,7 +123,8 @@ def main(argv=None):
         training_args.load_best_model_at_end = False
         training_args.save_strategy = "no"
 
-    model = build_model(model_args, data_args, len(tokenizer))
+    model = build_model(model_args, data_args, len(tokenizer), tokenizer)
+    model.config.catalog_fingerprint = tokenizer.catalog_fingerprint()  # checked by every later loader
     selecting = not reference and training_args.eval_strategy != "no"
     callbacks = [EarlyStoppingCallback(data_args.early_stopping_patience)] if selecting else []
     trainer = Trainer(

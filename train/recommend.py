@@ -6,26 +6,41 @@
 from dataclasses import dataclass, field
 
 from data_scripts.arguments import make_parser, parse_args
-from data_scripts.processed import NextItemDataset, load_processed
+from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, pad_item_lists
 from data_scripts.splits import SequenceStore
+from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
 
 from .evaluation.sessions import next_item_top_k
+from .runner import load_checkpoint
 
 
-def print_next_item_recommendations(model, store, tokenizer, items, dataset, num_users=3, k=10, users=None):
-    titles = items["title"]
+def print_next_item_recommendations(model, store, tokenizer, items, dataset, num_users=3, k=10, users=None, num_beams=10):
+    """Prints each user's top-k next items (stage-1 models) or generated k-item session (GeniusRec, beam search), with
+    titles; the user's whole history is never recommended."""
+    titles, first = items["title"], NUM_SPECIAL_TOKENS  # token id -> items row: id - NUM_SPECIAL_TOKENS
     positions = {int(u): i for i, u in enumerate(dataset.users)}
-    wanted = [store.user_ids.index(u) for u in users] if users else [int(u) for u in dataset.users[:num_users]]
+    index = {raw: row for row, raw in enumerate(store.user_ids)}
+    unknown = [u for u in users or [] if u not in index]
+    if unknown:
+        raise ValueError(f"unknown user ids {unknown[:5]} (not in this dataset; ids are the raw ids of the source file, e.g. "
+                         f"{store.user_ids[:3]})")
+    wanted = [index[u] for u in users] if users else [int(u) for u in dataset.users[:num_users]]
     missing = [store.user_ids[u] for u in wanted if u not in positions]
     if missing:
         raise ValueError(f"users {missing} have no row in the {dataset.split} view (too short a history)")
-    ids = next_item_top_k(model, [dataset[positions[u]] for u in wanted], k)
-    for user, row in zip(wanted, ids):
-        example = dataset[positions[user]]
-        recent = [titles[int(t) - 4] for t in example["input_ids"][-3:]]
+    examples = [dataset[positions[u]] for u in wanted]
+    if getattr(model.config, "is_encoder_decoder", False):
+        batch = NextItemCollator(model.config.pad_token_id).pad_histories(examples)
+        out = model.generate(**batch, banned_item_ids=pad_item_lists([e["seen_items"] for e in examples]), num_beams=num_beams,
+                             max_new_tokens=k, min_new_tokens=k)
+        ids = out[:, 1 : k + 1]
+    else:
+        ids = next_item_top_k(model, examples, k)
+    for user, row, example in zip(wanted, ids, examples):
+        recent = [titles[int(t) - first] for t in example["input_ids"][-3:]]
         print(f"\nuser {store.user_ids[user]}  (last watched: {'; '.join(recent)})")
         for rank, token in enumerate(row.tolist(), start=1):
-            print(f"  {rank:2d}. {titles[token - 4]}   [{tokenizer.decode_items([token])[0]}]")
+            print(f"  {rank:2d}. {titles[token - first]}   [{tokenizer.decode_items([token])[0]}]")
 
 
 @dataclass
@@ -42,12 +57,13 @@ class RecommendArguments:
 def main(argv=None):
     parser = make_parser(RecommendArguments, description=__doc__)
     (args,) = parse_args(parser, argv)
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(args.model)
+    if args.k < 1:
+        parser.error(f"--k must be >= 1, got {args.k}")
     sequences, items, tokenizer, _ = load_processed(args.dataset)
+    model = load_checkpoint(args.model, tokenizer=tokenizer).eval()
     store = SequenceStore.from_dataset(sequences)
-    dataset = NextItemDataset(store, args.split, args.max_length or model.config.max_position_embeddings)
+    encoder = getattr(model.config, "encoder_config", model.config)
+    dataset = NextItemDataset(store, args.split, args.max_length or encoder.max_position_embeddings)
     print_next_item_recommendations(model, store, tokenizer, items, dataset, args.num_users, args.k, args.users)
 
 

@@ -28,6 +28,49 @@ def resume_checkpoint(training_args):
     return value
 
 
+def load_checkpoint(path: str, model_types=("hstu", "sasrec", "geniusrec"), tokenizer=None, auto_class=None, **kwargs):
+    """Loads a checkpoint strictly, for every entry point.
+
+    Raises `ValueError` naming the fix when: the folder has no config; its `model_type` is not one this command takes;
+    weights are missing from or unexpected in `model.safetensors` (a renamed `model_type`, a truncated or foreign
+    file); or its item vocabulary differs from `tokenizer`'s (the dataset's), by the `catalog_fingerprint` saved at
+    training time (older checkpoints: by vocabulary size).
+    """
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        raise ValueError(f"{path!r} is not a checkpoint folder (no config.json); pass the output_dir of train.pretrain / train.finetune")
+    with open(config_file) as f:
+        model_type = json.load(f).get("model_type")
+    if model_type not in model_types:
+        raise ValueError(f"{path!r} is a {model_type!r} checkpoint; this command takes {' or '.join(model_types)} checkpoints")
+    auto_class = auto_class or AutoModelForCausalLM
+    model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    problems = {key: sorted(info.get(key) or []) for key in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    problems = {key: value for key, value in problems.items() if value}
+    if problems:
+        detail = "; ".join(f"{key.replace('_', ' ')}: {value[:5]}{' ...' if len(value) > 5 else ''}" for key, value in problems.items())
+        raise ValueError(f"{path!r}: its weights do not match its config ({model_type}): {detail}. The folder was changed or mixed "
+                         "with another model; retrain or restore it")
+    if tokenizer is not None:
+        check_catalog(model.config, tokenizer, path)
+    return model
+
+
+def check_catalog(config, tokenizer, path: str = "the checkpoint") -> None:
+    """Raises when a model was trained on another item vocabulary than `tokenizer`'s (a dataset's)."""
+    expected = getattr(config, "catalog_fingerprint", None)
+    if expected is not None and expected != tokenizer.catalog_fingerprint():
+        raise ValueError(f"{path!r} was trained on another item catalog than this dataset's (catalog fingerprint {expected} != "
+                         f"{tokenizer.catalog_fingerprint()}): its item ids mean other items here; use the dataset it was trained on")
+    if config.vocab_size != len(tokenizer):
+        raise ValueError(f"{path!r} has a vocabulary of {config.vocab_size} tokens but this dataset has {len(tokenizer)}: "
+                         "use the dataset it was trained on")
+
+
 def parse_with_config(parser, argv=None):
     """Parses dataclasses from the command line; `--config file.json` (or `--config=file.json`) supplies defaults that
     flags override; hyphenated flags of earlier releases are accepted with a deprecation note."""
