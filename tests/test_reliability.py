@@ -133,3 +133,88 @@ def test_recommend_names_unknown_users_and_serves_geniusrec(raw, tmp_path, capsy
     capsys.readouterr()
     recommend.main(["--model", str(stage2), "--dataset", str(raw / "data"), "--num_users", "2", "--k", "4"])
     assert capsys.readouterr().out.count("  4. ") == 2
+
+
+def test_model_entry_points_give_a_clear_error_or_a_correct_result():
+    """Random shapes, dtypes, NaN/inf and out-of-range values: a ValueError naming the argument, or finite outputs."""
+    import torch
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig, HSTUForNextItemPrediction
+
+    vocab = 30
+    config = HSTUConfig(vocab_size=vocab, hidden_size=8, qk_head_dim=4, v_head_dim=4, max_position_embeddings=10, num_negatives=8)
+    torch.manual_seed(0)
+    hstu = HSTUForNextItemPrediction(config).eval()
+    genius = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=config, num_attention_heads=2, intermediate_size=8,
+                                                           max_session_length=4)).eval()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.data())
+    def check(data):
+        b, n = data.draw(st.integers(0, 3)), data.draw(st.integers(0, 12))
+        ids = torch.randint(-2, vocab + 3, (b, n)) if data.draw(st.booleans()) else torch.randint(4, vocab, (b, n))
+        if data.draw(st.booleans()):
+            ids = ids.float()
+        times = data.draw(st.sampled_from(["ok", "none", "float_nan", "wrong_shape"]))
+        ts = {"ok": torch.arange(b * n).view(b, n) * 60, "none": None, "float_nan": torch.full((b, n), float("nan")),
+              "wrong_shape": torch.zeros(b, n + 1, dtype=torch.long)}[times]
+        request = torch.full((b,), 10**6) if data.draw(st.booleans()) else None
+        k = data.draw(st.integers(-1, vocab + 2))
+        try:
+            out = hstu(ids, timestamps=ts, next_timestamps=request)
+        except ValueError:
+            return
+        assert torch.isfinite(out.user_embeddings).all()
+        users = out.user_embeddings.clone()
+        if data.draw(st.booleans()) and users.numel():
+            users[0, 0] = float("nan")
+        try:
+            _, top = hstu.top_k_items(users, k, exclude=ids.long())
+        except ValueError:
+            pass
+        else:
+            assert top.shape == (b, k) and bool(((top >= 4) & (top < vocab)).all())
+        labels = torch.randint(-1, vocab + 2, (b, 3)) if data.draw(st.booleans()) else torch.randint(4, vocab, (b, 3))
+        try:
+            loss = genius(input_ids=ids, timestamps=ts, next_timestamps=request, labels=labels).loss
+        except ValueError:
+            return
+        assert torch.isfinite(loss)
+
+    check()
+
+
+def test_movielens_reader_fuzz_counts_or_names_the_file_and_line(tmp_path_factory):
+    """Random bytes, random field types, extreme numbers, BOMs and CRLF in ratings.dat / movies.dat: the only outcomes
+    are a processed folder with the bad rows counted, or a ValueError naming the file (and the first bad lines)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    good = [f"{u}::{i}::4::{978300000 + 60 * (u * 10 + i)}" for u in range(1, 9) for i in range(1, 9)]
+    field_values = st.one_of(st.integers(-10**30, 10**30).map(str), st.sampled_from(["inf", "-inf", "nan", "1e20", "1e30", "true", "", " ",
+                                                                                     "Toy Story (1995)"]),
+                             st.text(max_size=8))
+    bad_line = st.one_of(st.lists(field_values, min_size=1, max_size=6).map("::".join), st.binary(max_size=30).map(lambda b: b.decode("latin-1")))
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(bad_ratings=st.lists(bad_line, max_size=6), bad_movies=st.lists(bad_line, max_size=3), bom=st.booleans(), crlf=st.booleans(),
+           tolerance=st.sampled_from(["0", "0.5"]))
+    def check(bad_ratings, bad_movies, bom, crlf, tolerance):
+        root = tmp_path_factory.mktemp("fuzz")
+        end = "\r\n" if crlf else "\n"
+        lines = good + [line.replace("\n", " ").replace("\r", " ") for line in bad_ratings]
+        text = ("\ufeff" if bom else "") + end.join(lines) + end
+        (root / "raw").mkdir()
+        (root / "raw" / "ratings.dat").write_bytes(text.encode("latin-1", errors="replace") if not bom else text.encode("utf-8"))
+        movies = [f"{i}::Movie {i} (1995)::Comedy" for i in range(1, 9)] + [line.replace("\n", " ").replace("\r", " ") for line in bad_movies]
+        (root / "raw" / "movies.dat").write_bytes((end.join(movies) + end).encode("latin-1", errors="replace"))
+        try:
+            stats = movielens.main(["--raw_dir", str(root / "raw"), "--out", str(root / "out"), "--max_malformed_fraction", tolerance])
+        except ValueError as err:
+            assert str(root / "raw") in str(err) and ("line" in str(err) or "interaction" in str(err)), str(err)
+            return
+        assert stats["interactions"] >= 1 and stats["malformed_rows"] <= len(bad_ratings) + 1
+
+    check()

@@ -108,6 +108,10 @@ def main(argv=None):
     (args,) = parse_args(parser, argv, aliases={"--no-filter-history": ["--filter_history", "none"]})
     if bool(args.model) == bool(args.baseline):
         parser.error("give exactly one of --model and --baseline")
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.max_length is not None and args.max_length < 1:
+        parser.error(f"--max_length must be >= 1, got {args.max_length}")
     filter_history = resolve_filter_history(args.filter_history, args.protocol)
     sequences, items, tokenizer, stats = load_processed(args.dataset)
     store = SequenceStore.from_dataset(sequences)

@@ -102,6 +102,8 @@ def main(argv=None):
     model_args, data_args, training_args = parse_with_config(parser, argv)
     if not data_args.dataset:
         parser.error("--dataset is required (a processed folder, e.g. data/ml-1m)")
+    if data_args.max_length < 1:
+        parser.error(f"--max_length must be >= 1, got {data_args.max_length}")
     set_seed(training_args.seed)
     sequences, items, tokenizer, stats = load_processed(data_args.dataset)
     store = SequenceStore.from_dataset(sequences)

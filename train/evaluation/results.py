@@ -26,6 +26,7 @@ def write_json_atomic(path: str, payload: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(payload, f, indent=2)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
     os.replace(tmp, path)
 
 
