@@ -31,6 +31,8 @@ except ImportError:  # pragma: no cover - orjson is a dependency, json is the fa
 
 from tqdm.auto import tqdm
 
+from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
+
 from .arguments import make_parser, parse_args
 from .preprocessing import InteractionLog, MalformedRows, check_output_dir, print_stats, process_log, write_processed
 
@@ -41,7 +43,12 @@ def open_lines(path: str):
             f"{path!r} not found: expected an Amazon Reviews 2023 file such as Books.jsonl.gz (reviews) or "
             "meta_Books.jsonl.gz (metadata) from https://amazon-reviews-2023.github.io/"
         )
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+    if path.endswith(".gz"):
+        with open(path, "rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                raise ValueError(f"{path}: not a gzip file (the name ends in .gz); decompress it or rename it without .gz")
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
 def iter_blocks(path: str, desc: str, progress: bool, block_size: int = 1 << 22):
@@ -50,7 +57,10 @@ def iter_blocks(path: str, desc: str, progress: bool, block_size: int = 1 << 22)
     number, rest = 1, b""
     with open_lines(path) as f:
         while True:
-            block = f.read(block_size)
+            try:
+                block = f.read(block_size)
+            except (EOFError, OSError, gzip.BadGzipFile) as err:  # truncated or corrupt gzip stream
+                raise ValueError(f"{path}: the file is truncated or corrupt after line {number} ({err}); download it again") from err
             if not block:
                 break
             lines = (rest + block).split(b"\n")
@@ -70,6 +80,9 @@ def iter_lines(path: str, desc: str, progress: bool):
             yield first + offset, line
 
 
+MAX_TIMESTAMP_MS = 2**62  # anything larger (1e30, inf) cannot be an event time
+
+
 def parse_block(job):
     """Worker: parses one block; ids are interned locally, so only each block's distinct ids cross processes."""
     first, lines, min_rating = job
@@ -80,13 +93,18 @@ def parse_block(job):
             continue
         total += 1
         try:
+            if first + offset == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]  # a byte-order mark on the first line
             row = loads(line)
-            user, item, timestamp = row["user_id"], row["parent_asin"], int(row["timestamp"]) // 1000
+            user, item, raw_time = row["user_id"], row["parent_asin"], row["timestamp"]
+            if not isinstance(user, str) or not isinstance(item, str) or not user or not item:
+                raise TypeError("user_id and parent_asin must be non-empty strings")
+            if isinstance(raw_time, bool) or not isinstance(raw_time, (int, float)) or not 0 <= raw_time < MAX_TIMESTAMP_MS:
+                raise ValueError(f"timestamp {raw_time!r} is not a time in milliseconds")
+            timestamp = int(raw_time) // 1000
             if min_rating is not None and float(row["rating"]) < min_rating:
                 continue
-            if not isinstance(user, str) or not isinstance(item, str):
-                raise TypeError("user_id and parent_asin must be strings")
-        except (JSONError, KeyError, TypeError, ValueError) as err:
+        except (JSONError, KeyError, TypeError, ValueError, OverflowError) as err:
             bad.append((first + offset, f"{err.__class__.__name__}: {line[:60]!r}"))
             continue
         u = users.get(user)
@@ -146,10 +164,15 @@ def item_row(meta: dict, max_chars: int) -> dict:
         if text:
             parts.append(f"{label}: {text}")
     categories = meta.get("categories") or []
+    if not isinstance(categories, list):  # a stray string or number: one category, never a character list
+        categories = [categories]
     if categories:
         parts.append("Categories: " + " > ".join(str(c) for c in categories))
     images = meta.get("images") or []
+    if not isinstance(images, list):  # e.g. an int: no usable image
+        images = []
     image = next((img.get("large") or img.get("hi_res") or img.get("thumb") for img in images if isinstance(img, dict)), None)
+    image = image if isinstance(image, str) else None
     return {
         "title": title,
         "text": "; ".join(parts)[:max_chars],
@@ -170,11 +193,13 @@ def read_meta(path: str, wanted: set, max_chars: int, bad: MalformedRows, progre
         try:
             meta = loads(line)
             asin = meta["parent_asin"]
-        except (JSONError, KeyError, TypeError) as err:
+            if not isinstance(asin, str):
+                raise TypeError(f"parent_asin must be a string, got {type(asin).__name__}")
+            if asin in wanted and asin not in found:
+                found[asin] = item_row(meta, max_chars)
+        except (JSONError, KeyError, TypeError, ValueError, AttributeError) as err:
             bad.add(number, f"{err.__class__.__name__}: {line[:60]!r}")
             continue
-        if asin in wanted and asin not in found:
-            found[asin] = item_row(meta, max_chars)
     return found
 
 
@@ -195,7 +220,7 @@ def build(args) -> dict:
         meta = read_meta(args.meta, set(processed.item_raw_ids), args.max_text_chars, bad_meta, progress=not args.quiet)
         bad_meta.check()
     rows, missing = [], 0
-    for token_id, asin in enumerate(processed.item_raw_ids, start=4):
+    for token_id, asin in enumerate(processed.item_raw_ids, start=NUM_SPECIAL_TOKENS):
         info = meta.get(asin)
         if info is None:
             missing += 1

@@ -218,3 +218,58 @@ def test_movielens_reader_fuzz_counts_or_names_the_file_and_line(tmp_path_factor
         assert stats["interactions"] >= 1 and stats["malformed_rows"] <= len(bad_ratings) + 1
 
     check()
+
+
+def test_amazon_reader_fuzz_counts_or_names_the_file(tmp_path_factory):
+    """Random field types (lists, ints, booleans, huge numbers) and broken lines in both Amazon files, a non-gzip
+    `.gz` and a truncated one: counted as malformed, or a ValueError naming the file; never a deep traceback."""
+    import gzip
+    import json
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from data_scripts import amazon_reviews
+
+    from .fixtures import write_amazon
+
+    rows = [(f"u{u}", f"i{i}", 5.0, 1_600_000_000_000 + 1000 * (u * 10 + i)) for u in range(6) for i in range(6)]
+    odd = st.one_of(st.none(), st.booleans(), st.integers(-10**40, 10**40), st.floats(allow_nan=True), st.text(max_size=5),
+                    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+    review = st.fixed_dictionaries({"user_id": st.one_of(st.just("u1"), odd), "parent_asin": st.one_of(st.just("i1"), odd),
+                                    "rating": st.one_of(st.just(5.0), odd), "timestamp": st.one_of(st.just(1_600_000_000_000), odd)})
+    meta = st.fixed_dictionaries({"parent_asin": st.one_of(st.just("i2"), odd), "title": odd, "images": odd, "categories": odd,
+                                  "features": odd})
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(reviews=st.lists(review, max_size=5), metas=st.lists(meta, max_size=4), bom=st.booleans())
+    def check(reviews, metas, bom):
+        root = tmp_path_factory.mktemp("amazon")
+        write_amazon(root / "raw", rows, [f"i{i}" for i in range(6)], broken_lines=[json.dumps(r) for r in reviews] + ["{not json"])
+        with gzip.open(root / "raw" / "meta_Books.jsonl.gz", "at") as f:
+            for m in metas:
+                f.write(json.dumps(m) + "\n")
+        if bom:
+            data = gzip.open(root / "raw" / "Books.jsonl.gz").read()
+            with gzip.open(root / "raw" / "Books.jsonl.gz", "wb") as f:
+                f.write(b"\xef\xbb\xbf" + data)
+        args = ["--reviews", str(root / "raw" / "Books.jsonl.gz"), "--meta", str(root / "raw" / "meta_Books.jsonl.gz"), "--out",
+                str(root / "out"), "--user_k", "1", "--item_k", "1", "--workers", "1", "--quiet", "--max_malformed_fraction", "0.5"]
+        try:
+            stats = amazon_reviews.main(args)
+        except ValueError as err:
+            assert "Books.jsonl.gz" in str(err), str(err)
+            return
+        assert stats["users"] >= 6 and stats["malformed_rows"] >= 1
+
+    check()
+    root = tmp_path_factory.mktemp("amazon-broken")
+    write_amazon(root / "raw", rows, ["i1"])
+    plain = root / "raw" / "plain.jsonl.gz"
+    plain.write_text('{"user_id": "u"}\n')
+    with pytest.raises(ValueError, match="plain.jsonl.gz: not a gzip file"):
+        amazon_reviews.main(["--reviews", str(plain), "--out", str(root / "o1"), "--quiet"])
+    truncated = root / "raw" / "cut.jsonl.gz"
+    truncated.write_bytes((root / "raw" / "Books.jsonl.gz").read_bytes()[:-20])
+    with pytest.raises(ValueError, match="cut.jsonl.gz: the file is truncated or corrupt"):
+        amazon_reviews.main(["--reviews", str(truncated), "--out", str(root / "o2"), "--quiet", "--workers", "1"])
