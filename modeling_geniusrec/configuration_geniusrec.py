@@ -44,6 +44,8 @@ class GeniusRecConfig(PretrainedConfig):
             Weight of the load-balancing loss of the expert gate.
         logit_scale (`float`, *optional*, defaults to 20.0):
             Inverse temperature: logits are `logit_scale * cos(state, item)`.
+        use_cache (`bool`, *optional*, defaults to `True`):
+            Whether the decoder keeps a key/value cache (`generate()` and manual step-by-step calls).
         layer_norm_eps (`float`, *optional*, defaults to 1e-6), initializer_range (`float`, *optional*, defaults to 0.02).
 
     Example:
@@ -76,6 +78,7 @@ class GeniusRecConfig(PretrainedConfig):
         next_item_loss_weight: float = 1.0,
         router_aux_loss_coef: float = 0.01,
         logit_scale: float = 20.0,
+        use_cache: bool = True,
         layer_norm_eps: float = 1e-6,
         initializer_range: float = 0.02,
         **kwargs,
@@ -108,6 +111,7 @@ class GeniusRecConfig(PretrainedConfig):
         self.next_item_loss_weight = next_item_loss_weight
         self.router_aux_loss_coef = router_aux_loss_coef
         self.logit_scale = logit_scale
+        self.use_cache = use_cache
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.num_special_tokens = encoder_config.num_special_tokens

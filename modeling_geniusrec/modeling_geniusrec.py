@@ -312,6 +312,8 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             [`GeniusRecOutput`] with `last_hidden_state` `(batch_size, target_length, hidden_size)` unit-normalised.
         """
         config = self.config
+        if cache is None and kwargs.get("past_key_values") is not None:
+            cache = kwargs.pop("past_key_values")  # the older name transformers still accepts
         if decoder_input_ids is None and encoder_outputs is None:
             return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         if decoder_input_ids is None:
@@ -329,7 +331,12 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         batch, length = decoder_input_ids.shape
         if past + length > config.max_session_length + 1:
             raise ValueError(f"session longer than max_session_length={config.max_session_length}")
-        session_ids = decoder_input_ids if session_ids is None else session_ids
+        if session_ids is None:
+            # a manual cached call passes only the new tokens: the experts read the whole session, kept with the cache
+            earlier = getattr(cache, "geniusrec_session_ids", None) if past else None
+            session_ids = decoder_input_ids if earlier is None else torch.cat([earlier, decoder_input_ids], dim=1)
+        if cache is not None:
+            cache.geniusrec_session_ids = session_ids
         positions = torch.arange(past, past + length, device=decoder_input_ids.device)
         user = encoder_outputs.user_embedding  # (B, D)
         hidden = self.get_input_embeddings()(decoder_input_ids) * config.hidden_size**0.5 + self.decoder_positions(positions)
@@ -514,6 +521,10 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         Returns:
             [`GeniusRecOutput`] with `logits` `(batch_size, target_length, vocab_size)`.
         """
+        if cache is None and kwargs.get("past_key_values") is not None:
+            cache = kwargs.pop("past_key_values")  # the older name transformers still accepts
+        if kwargs.get("decoder_attention_mask") is not None:
+            raise ValueError("decoder_attention_mask is not supported: sessions are left-aligned; mark padded labels with -100")
         if decoder_input_ids is None and labels is None and encoder_outputs is None:
             return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         if decoder_input_ids is None:
@@ -556,6 +567,10 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         Returns:
             `(batch_size * num_return_sequences, 1 + length)` token ids starting with `[SEP]`.
         """
+        if input_ids is None:
+            raise ValueError("generate() needs the history: input_ids (batch_size, history_length) with timestamps and next_timestamps")
+        if "decoder_attention_mask" in kwargs:
+            raise ValueError("decoder_attention_mask is not supported: sessions are generated left-aligned from [SEP]")
         processors = LogitsProcessorList(logits_processor or [])
         wanted = kwargs.get("min_new_tokens") or 0
         if wanted > self.config.vocab_size - self.config.num_special_tokens:

@@ -177,7 +177,9 @@ class HSTUModel(HSTUPreTrainedModel):
         if next_timestamps is not None and next_timestamps.shape != (input_ids.shape[0],):
             raise ValueError(f"next_timestamps must have shape ({input_ids.shape[0]},), got {tuple(next_timestamps.shape)}")
         batch, length = input_ids.shape
-        right_aligned = bool(mask[:, 0].all())  # no left padding: positions are arange(N) in every row
+        # every row a prefix (no left padding, no holes): positions are arange(N) in every row, one shared bias matrix;
+        # otherwise each row's positions come from its own mask, so a row never depends on the others in the batch
+        right_aligned = bool(mask[:, 0].all()) and bool((mask[:, 1:] <= mask[:, :-1]).all())
         if right_aligned:
             position_ids = torch.arange(length, device=input_ids.device).expand(batch, length)
         else:

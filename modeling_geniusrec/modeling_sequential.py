@@ -233,13 +233,16 @@ class NextItemPredictionMixin(ItemScoringMixin):
             return F.cross_entropy(logits, targets - config.num_special_tokens)
         pos_logits = (h * self.item_vectors()[targets]).sum(-1, keepdim=True) * config.logit_scale  # (P, 1)
         table = self.get_output_embeddings().weight
+        # training draws fresh negatives; evaluation draws the same ones every time (a deterministic eval loss)
+        generator = None if self.training else torch.Generator(device=h.device).manual_seed(0)
         if config.negatives_sharing == "batch":
-            negatives = torch.randint(config.num_special_tokens, config.vocab_size, (config.num_negatives,), device=h.device)
+            negatives = torch.randint(config.num_special_tokens, config.vocab_size, (config.num_negatives,), device=h.device,
+                                      generator=generator)
             neg_logits = h @ F.normalize(table[negatives], dim=-1).T * config.logit_scale  # (P, K)
             hits = negatives.unsqueeze(0) == targets.unsqueeze(1)
         else:
             negatives = torch.randint(
-                config.num_special_tokens, config.vocab_size, (h.shape[0], config.num_negatives), device=h.device
+                config.num_special_tokens, config.vocab_size, (h.shape[0], config.num_negatives), device=h.device, generator=generator
             )
             neg_vecs = F.normalize(table[negatives], dim=-1)  # (P, K, D)
             neg_logits = torch.einsum("pd,pkd->pk", h, neg_vecs) * config.logit_scale

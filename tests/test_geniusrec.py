@@ -305,3 +305,28 @@ def test_attn_implementation_is_real_and_both_agree(tmp_path, implementation, mo
     inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
     torch.testing.assert_close(model(**inputs).logits, reference(**inputs).logits, atol=1e-5, rtol=1e-5)
     assert calls  # the requested backend ran
+
+
+@pytest.mark.parametrize("cache_name", ["cache", "past_key_values"])
+def test_manual_cached_forward_equals_uncached(cache_name):
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    model = tiny()
+    hist, ts, labels = batch()
+    times = dict(timestamps=ts, next_timestamps=ts[:, -1] + 60)
+    decoder = torch.cat([torch.ones(3, 1, dtype=torch.long), labels[:, :-1]], dim=1)  # [SEP, s_1, ..., s_T-1]
+    full = model(input_ids=hist, decoder_input_ids=decoder, **times).logits
+    encoder_outputs = model.get_encoder()(input_ids=hist, **times)
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    steps = []
+    for t in range(decoder.shape[1]):  # one new token per call, as a user stepping by hand would
+        out = model(encoder_outputs=encoder_outputs, decoder_input_ids=decoder[:, t : t + 1], use_cache=True, **{cache_name: cache})
+        cache = out.cache
+        steps.append(out.logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert model.config.use_cache is True
+
+
+def test_generate_without_a_history_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs the history"):
+        tiny().generate(num_beams=2, max_new_tokens=3)

@@ -272,3 +272,31 @@ def test_sasrec_causal_padding_and_save_load(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(loaded(ids).user_embeddings, model(ids).user_embeddings, rtol=0, atol=0)
+
+
+def test_a_row_does_not_depend_on_the_other_rows_padding():
+    """Positions come from each row's own mask: a holed row gives the same states next to a right- or left-padded row."""
+    model = HSTUModel(tiny_config()).eval()
+    randomize_biases(model)
+    ids, ts = random_batch(batch=2, length=8)
+    holed = ids[0].clone()
+    holed[3] = 0  # a hole in row 0
+    left = torch.cat([torch.zeros(2, dtype=torch.long), ids[1, :6]])  # row 1 left-padded
+    right = torch.cat([ids[1, :6], torch.zeros(2, dtype=torch.long)])  # row 1 right-padded
+    outs = []
+    for other in (left, right):
+        batch_ids = torch.stack([holed, other])
+        out = model(batch_ids, attention_mask=batch_ids != 0, timestamps=ts, next_timestamps=request_time(ts)).last_hidden_state
+        outs.append(out[0])
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-6)
+
+
+def test_evaluation_loss_is_deterministic():
+    config = tiny_config(num_negatives=8)
+    model = HSTUForNextItemPrediction(config).eval()
+    ids, ts = random_batch(batch=2, length=6)
+    labels = torch.roll(ids, -1, dims=1)
+    inputs = dict(timestamps=ts, next_timestamps=request_time(ts), labels=labels)
+    assert model(ids, **inputs).loss == model(ids, **inputs).loss  # eval: the same negatives every time
+    model.train()
+    assert model(ids, **inputs).loss != model(ids, **inputs).loss  # training: fresh negatives
