@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed  # noqa: E402
 from data_scripts.splits import SequenceStore  # noqa: E402
 from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig  # noqa: E402
+from train.evaluation.results import git_commit, machine_description, today  # noqa: E402
 
 
 def main(argv=None):
@@ -63,6 +64,7 @@ def main(argv=None):
         result[f"{mode}_sessions_per_second"] = round(args.batch_size / best, 1)
     result["cache_speedup"] = round(result["uncached_seconds"] / result["cached_seconds"], 2)
     result["identical_outputs"] = bool(torch.equal(outputs["cached"], outputs["uncached"]))
+    result.update(machine=machine_description(), date=today(), commit=git_commit(), command="python benchmarks/generation_speed.py " + " ".join(sys.argv[1:]))
     print(json.dumps(result))
     if args.output:
         with open(args.output, "a") as f:
