@@ -64,7 +64,8 @@ def main(argv=None):
         result[f"{mode}_sessions_per_second"] = round(args.batch_size / best, 1)
     result["cache_speedup"] = round(result["uncached_seconds"] / result["cached_seconds"], 2)
     result["identical_outputs"] = bool(torch.equal(outputs["cached"], outputs["uncached"]))
-    result.update(machine=machine_description(), date=today(), commit=git_commit(), command="python benchmarks/generation_speed.py " + " ".join(sys.argv[1:]))
+    result.update(machine=machine_description(), date=today(), commit=git_commit(),
+                  command="python benchmarks/generation_speed.py " + " ".join(sys.argv[1:]))
     print(json.dumps(result))
     if args.output:
         with open(args.output, "a") as f:
