@@ -22,6 +22,7 @@ from transformers.generation import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
+from .catalog import CatalogMixin
 from .configuration_geniusrec import GeniusRecConfig
 from .experts import ExpertContext, build_expert
 from .modeling_hstu import HSTUModel
@@ -161,7 +162,7 @@ class ItemOutputEmbeddings(nn.Module):
         return self._model.item_output_matrix()
 
 
-class GeniusRecPreTrainedModel(PreTrainedModel):
+class GeniusRecPreTrainedModel(CatalogMixin, PreTrainedModel):
     config_class = GeniusRecConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
@@ -170,6 +171,19 @@ class GeniusRecPreTrainedModel(PreTrainedModel):
     # num_items_in_batch (wrong under gradient accumulation and DDP)
     accepts_loss_kwargs = False
     _supports_sdpa = True
+
+    # growing the catalog ([`CatalogMixin.add_items`]): the content tables grow with the ID table, and both configs
+    # (GeniusRec's and its encoder's) learn the new size
+    def _content_tables(self) -> dict:
+        return {kind: self.base_model.content_table(kind) for kind in self.config.content_embedding_dims}
+
+    def _set_content_table(self, kind: str, table: torch.Tensor) -> None:
+        setattr(self.base_model, f"{kind}_embeddings", table)
+
+    def _set_vocab_size(self, size: int) -> None:
+        self.config.vocab_size = size
+        self.config.encoder_config.vocab_size = size
+        self.base_model.encoder.config.vocab_size = size
 
     def _init_weights(self, module):
         init_recommender_weights(module, self.config.initializer_range)

@@ -13,6 +13,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .catalog import CatalogMixin
 from .configuration_sequential import SequentialRecConfig
 from .scoring import ItemScoringMixin
 
@@ -197,7 +198,7 @@ class SequentialRecPreTrainedModel(PreTrainedModel):
         init_recommender_weights(module, self.config.initializer_range)
 
 
-class NextItemPredictionMixin(ItemScoringMixin):
+class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
     """Losses over the tied item embedding table (scoring: [`ItemScoringMixin`]); the host has `self.model` (a base
     encoder)."""
 

@@ -69,6 +69,21 @@ class ItemTokenizer(PreTrainedTokenizerFast):
     def num_special_tokens(self) -> int:
         return len(SPECIAL_TOKENS)
 
+    def add_items(self, raw_ids: Iterable[str]) -> list[int]:
+        """Appends new items to the vocabulary (ids continue after the last one, as `model.add_items(n)` expects) and
+        returns their token ids. An id already in the vocabulary is an error."""
+        tokens = [escape_item_id(raw_id) for raw_id in raw_ids]
+        vocab = self.get_vocab()
+        clashes = [raw for raw, token in zip(raw_ids, tokens) if token in vocab]
+        if clashes or len(set(tokens)) != len(tokens):
+            raise ValueError(f"items already in the vocabulary (or repeated): {clashes[:5] or 'repeated ids'}")
+        first = len(self)
+        self.add_tokens(tokens)
+        ids = self.convert_tokens_to_ids(tokens)
+        if ids != list(range(first, first + len(tokens))):
+            raise RuntimeError("new item ids are not contiguous after the vocabulary")
+        return ids
+
     def catalog_fingerprint(self) -> str:
         """A short hash of the whole vocabulary in id order: equal for two tokenizers exactly when they map every item
         to the same id. Saved in each trained model's config, so that a checkpoint is never scored on another catalog."""

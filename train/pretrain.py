@@ -31,7 +31,7 @@ from .runner import MODELS, load_checkpoint, parse_with_config, resume_checkpoin
 
 @dataclass
 class ModelArguments:
-    model_type: str = field(default="hstu", metadata={"help": "hstu or sasrec"})
+    model_type: str = field(default="hstu", metadata={"help": "hstu or sasrec", "choices": ["hstu", "sasrec"]})
     hidden_size: int = field(default=50, metadata={"help": "embedding / hidden dimension D"})
     num_hidden_layers: int = field(default=2, metadata={"help": "number of blocks"})
     num_attention_heads: int = field(default=1, metadata={"help": "attention heads per block"})

@@ -1,0 +1,83 @@
+"""Growing the catalog: new items added to a trained model without touching the old ones.
+
+`model.add_items(n, content={"text": rows})` appends `n` item tokens (ids `vocab_size .. vocab_size + n - 1`, the
+same ids `tokenizer.add_items(raw_ids)` gives them): old rows are copied bit for bit, so old items keep their
+scores; a new item's ID vector is the mean ID vector of its `neighbours` most similar old items by content (cosine
+of centred content rows) when the model has that content table and the new rows are given, else the mean item
+vector. `resize_token_embeddings(new_size)` is the same operation with the mean initialisation.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CatalogMixin:
+    """`add_items` / `resize_token_embeddings` for a model whose item table is `get_input_embeddings()` (tied to
+    the output side). Hosts with frozen content tables override [`_content_tables`] and [`_set_content_table`]."""
+
+    def _content_tables(self) -> dict:
+        return {}
+
+    def _set_content_table(self, kind: str, table: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _set_vocab_size(self, size: int) -> None:
+        self.config.vocab_size = size
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of=None, mean_resizing: bool = True):
+        """Grows the item vocabulary to `new_num_tokens` (see [`add_items`]); shrinking would drop items and is refused."""
+        if new_num_tokens is None:
+            return self.get_input_embeddings()
+        if pad_to_multiple_of:
+            new_num_tokens = -(-new_num_tokens // pad_to_multiple_of) * pad_to_multiple_of
+        if new_num_tokens < self.config.vocab_size:
+            raise ValueError(f"new_num_tokens={new_num_tokens} is smaller than vocab_size={self.config.vocab_size}: removing items "
+                             "is not supported (their ids would be reused)")
+        return self.add_items(new_num_tokens - self.config.vocab_size)
+
+    @torch.no_grad()
+    def add_items(self, num_items: int, content: dict | None = None, neighbours: int = 10) -> nn.Embedding:
+        """Appends `num_items` items.
+
+        Args:
+            num_items: how many new item tokens.
+            content: optional `{kind: (num_items, dim) tensor}` rows for the model's content tables (e.g. "text"); kinds
+                the model has no table for are refused. Missing kinds get zero rows.
+            neighbours: how many content-nearest old items a new ID vector averages.
+        Returns:
+            the new input embedding table `(vocab_size + num_items, hidden_size)`.
+        """
+        if num_items < 0:
+            raise ValueError(f"num_items must be >= 0, got {num_items}")
+        content = dict(content or {})
+        tables = self._content_tables()
+        unknown = sorted(set(content) - set(tables))
+        if unknown:
+            raise ValueError(f"this model has no content tables {unknown} (it has {sorted(tables)})")
+        for kind, rows in content.items():
+            if tuple(rows.shape) != (num_items, tables[kind].shape[1]):
+                raise ValueError(f"content[{kind!r}] must have shape ({num_items}, {tables[kind].shape[1]}), got {tuple(rows.shape)}")
+        old = self.get_input_embeddings()
+        size, dim = old.weight.shape
+        first = self.config.num_special_tokens
+        new_vectors = old.weight[first:].mean(0, keepdim=True).expand(num_items, dim).clone()
+        for kind, rows in content.items():  # the first kind with rows decides (text before image by insertion order)
+            reference = tables[kind][first:size].float()
+            centre = reference.mean(0, keepdim=True)
+            similarity = F.normalize(rows.float() - centre, dim=-1) @ F.normalize(reference - centre, dim=-1).T  # (n, old items)
+            nearest = similarity.topk(min(neighbours, reference.shape[0]), dim=1).indices + first
+            new_vectors = old.weight[nearest].mean(1)
+            break
+        grown = nn.Embedding(size + num_items, dim, dtype=old.weight.dtype, device=old.weight.device)
+        grown.weight[:size] = old.weight
+        grown.weight[size:] = new_vectors.to(old.weight.dtype)
+        self.set_input_embeddings(grown)
+        for kind, table in tables.items():
+            rows = content.get(kind, table.new_zeros(num_items, table.shape[1]))
+            self._set_content_table(kind, torch.cat([table, rows.to(table)], dim=0))
+        self._set_vocab_size(size + num_items)
+        return grown
+
+
+__all__ = ["CatalogMixin"]
