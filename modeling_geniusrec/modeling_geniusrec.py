@@ -49,6 +49,7 @@ class GeniusRecEncoderOutput(ModelOutput):
     user_embedding: torch.FloatTensor | None = None
     cross_keys: torch.FloatTensor | None = None
     cross_values: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -62,6 +63,12 @@ class GeniusRecOutput(ModelOutput):
         aux_loss (`()`): the load-balancing loss.
         cache (`EncoderDecoderCache`, *optional*): key/value cache of the decoder.
         encoder_last_hidden_state (`(batch_size, history_length, hidden_size)`).
+        decoder_hidden_states (`tuple` of `(batch_size, target_length, hidden_size)`, *optional*): the decoder input
+            embeddings and each decoder layer's output, with `output_hidden_states=True`.
+        encoder_hidden_states (`tuple` of `(batch_size, history_length, hidden_size)`, *optional*): the HSTU encoder's
+            input embeddings and block outputs, with `output_hidden_states=True`.
+        decoder_attentions, cross_attentions: always None (attention maps are not returned; present so that
+            `generate(..., return_dict_in_generate=True, output_attentions=True)` works).
     """
 
     loss: torch.FloatTensor | None = None
@@ -71,6 +78,10 @@ class GeniusRecOutput(ModelOutput):
     aux_loss: torch.FloatTensor | None = None
     cache: Cache | None = None
     encoder_last_hidden_state: torch.FloatTensor | None = None
+    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def eager_attention_forward(q, k, v, mask, dropout: float = 0.0, training: bool = False):
@@ -200,8 +211,8 @@ class GeniusRecEncoderView:
         self.model = model
         self.main_input_name = "input_ids"
 
-    def forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None, **kwargs):
-        return self.model.encode(input_ids, attention_mask, timestamps, next_timestamps)
+    def forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None, output_hidden_states=None, **kwargs):
+        return self.model.encode(input_ids, attention_mask, timestamps, next_timestamps, output_hidden_states=output_hidden_states)
 
     __call__ = forward
 
@@ -277,7 +288,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         return F.normalize(vectors, dim=-1)
 
     # -- encoder ---------------------------------------------------------------------------------------------------
-    def encode(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None) -> GeniusRecEncoderOutput:
+    def encode(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None, output_hidden_states=None) -> GeniusRecEncoderOutput:
         """History `(B, N)` with its event times `(B, N)` and the request time `(B,)` -> [`GeniusRecEncoderOutput`].
 
         One time policy for every path (training, evaluation, `generate()`, preference pairs, the packed view that DPO
@@ -286,13 +297,15 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
         check_time_inputs(self.config.encoder_config, timestamps, next_timestamps)
-        states = self.encoder(input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps).last_hidden_state
+        encoded = self.encoder(input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps,
+                               output_hidden_states=bool(output_hidden_states), return_dict=True)
+        states = encoded.last_hidden_state
         user = states[torch.arange(states.shape[0], device=states.device), last_positions(attention_mask.bool())]
         memory = self.memory_projection(states)
         cross = [layer.cross_attn.project_key_value(memory) for layer in self.decoder_layers]
         output = GeniusRecEncoderOutput(last_hidden_state=memory, history_mask=attention_mask.long(), user_embedding=user,
                                         cross_keys=torch.stack([k for k, _ in cross], dim=1),
-                                        cross_values=torch.stack([v for _, v in cross], dim=1))
+                                        cross_values=torch.stack([v for _, v in cross], dim=1), hidden_states=encoded.hidden_states)
         for name, expert in self.experts.items():
             state = expert.encode(self, input_ids)
             if state is not None:
@@ -311,6 +324,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         session_ids: torch.LongTensor | None = None,
         cache: Cache | None = None,
         use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
         **kwargs,
     ) -> GeniusRecOutput:
         r"""
@@ -332,8 +346,9 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids is required with encoder_outputs")
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         if encoder_outputs is None:
-            encoder_outputs = self.encode(input_ids, attention_mask, timestamps, next_timestamps)
+            encoder_outputs = self.encode(input_ids, attention_mask, timestamps, next_timestamps, output_hidden_states=output_hidden_states)
         bad = (decoder_input_ids < 0) | (decoder_input_ids >= config.vocab_size)
         if bool(bad.any()):
             raise ValueError(f"decoder_input_ids contains ids outside [0, {config.vocab_size}): {decoder_input_ids[bad][:5].tolist()}")
@@ -358,8 +373,11 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         key_positions = torch.arange(past + length, device=hidden.device)
         self_mask = (key_positions.unsqueeze(0) <= positions.unsqueeze(1)).view(1, 1, length, past + length)
         cross_mask = history_mask.bool().view(batch, 1, 1, -1)
+        all_hidden = [hidden] if output_hidden_states else None
         for index, layer in enumerate(self.decoder_layers):
             hidden = layer(hidden, self_mask, encoder_outputs.cross_keys[:, index], encoder_outputs.cross_values[:, index], cross_mask, self_cache)
+            if output_hidden_states:
+                all_hidden.append(hidden)
         state = self.decoder_norm(hidden)
 
         gate_weights = torch.softmax(self.gate(state), dim=-1)  # (B, T, E)
@@ -368,13 +386,19 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             context = ExpertContext(self, encoder_outputs.get(f"expert_{name}"), history_mask, session_ids, past)
             mixed = mixed + gate_weights[..., index : index + 1] * expert(state, context)
         final = F.normalize(user.unsqueeze(1) + self.output_projection(self.output_norm(mixed)), dim=-1)
-        return GeniusRecOutput(
+        output = GeniusRecOutput(
             last_hidden_state=final,
             gate_weights=gate_weights,
             aux_loss=load_balancing_loss(gate_weights),
             cache=cache,
             encoder_last_hidden_state=memory,
+            decoder_hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            encoder_hidden_states=encoder_outputs.get("hidden_states") if output_hidden_states else None,
         )
+        return_dict = kwargs.get("return_dict")
+        if return_dict is False or (return_dict is None and not getattr(config, "return_dict", True)):
+            return output.to_tuple()
+        return output
 
 
     def packed_forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None) -> GeniusRecOutput:
@@ -415,7 +439,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         history_times = None if timestamps is None else _left_align(timestamps, hist_mask, hist_len, 0)
         decoder = _left_align(input_ids, dec_mask, dec_len, self.config.pad_token_id)
         out = self(input_ids=history, attention_mask=history != self.config.pad_token_id, timestamps=history_times,
-                   next_timestamps=next_timestamps, decoder_input_ids=decoder)
+                   next_timestamps=next_timestamps, decoder_input_ids=decoder, return_dict=True)
         rank = (dec_mask.long().cumsum(1) - 1).clamp(min=0, max=dec_len - 1).unsqueeze(-1)  # packed position -> decoder position
         hidden = out.last_hidden_state.gather(1, rank.expand(-1, -1, out.last_hidden_state.shape[-1])) * dec_mask.unsqueeze(-1)
         gates = out.gate_weights.gather(1, rank.expand(-1, -1, out.gate_weights.shape[-1])) * dec_mask.unsqueeze(-1)
@@ -545,7 +569,7 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps,
                          decoder_input_ids=decoder_input_ids, encoder_outputs=encoder_outputs, session_ids=session_ids,
-                         cache=cache, use_cache=use_cache)
+                         cache=cache, use_cache=use_cache, output_hidden_states=kwargs.get("output_hidden_states"), return_dict=True)
         matrix = self._frozen_item_matrix if self._frozen_item_matrix is not None else self.model.item_output_matrix()
         out.logits = out.last_hidden_state @ matrix.T * self.config.logit_scale
         if labels is not None:
@@ -558,6 +582,10 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             weights[:, 0] *= self.config.next_item_loss_weight
             ce = (token_ce * weights).sum() / weights.sum().clamp(min=1e-9)
             out.loss = ce + self.config.router_aux_loss_coef * out.aux_loss
+        return_dict = kwargs.get("return_dict")
+        if return_dict is False or (return_dict is None and not getattr(self.config, "return_dict", True)):
+            ordered = GeniusRecOutput(loss=out.loss, logits=out.logits, **{k: v for k, v in out.items() if k not in ("loss", "logits")})
+            return ordered.to_tuple()  # in field order: (loss,) logits, last_hidden_state, ...
         return out
 
     def packed_forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None) -> GeniusRecOutput:

@@ -26,6 +26,7 @@ from .modeling_sequential import (
     check_inputs,
     check_time_inputs,
     position_ids_from_mask,
+    resolve_output_flags,
 )
 
 
@@ -155,7 +156,8 @@ class HSTUModel(HSTUPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         timestamps: torch.LongTensor | None = None,
         next_timestamps: torch.LongTensor | None = None,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
     ) -> SequentialRecOutput:
         r"""
@@ -204,6 +206,7 @@ class HSTUModel(HSTUPreTrainedModel):
             query_times = self._query_times(timestamps, mask, next_timestamps)
             buckets = time_buckets(query_times, timestamps, config.num_time_buckets, config.time_bucket_scale)
 
+        output_hidden_states, return_dict = resolve_output_flags(self.config, output_hidden_states, return_dict)
         hidden = self.embeddings(input_ids, position_ids, mask)
         all_hidden = [hidden] if output_hidden_states else None
         keep = mask.unsqueeze(-1)
@@ -212,7 +215,8 @@ class HSTUModel(HSTUPreTrainedModel):
             if output_hidden_states:
                 all_hidden.append(hidden)
         hidden = F.normalize(hidden, dim=-1, eps=1e-6) * keep
-        return SequentialRecOutput(last_hidden_state=hidden, hidden_states=tuple(all_hidden) if all_hidden else None)
+        output = SequentialRecOutput(last_hidden_state=hidden, hidden_states=tuple(all_hidden) if all_hidden else None)
+        return output if return_dict else output.to_tuple()
 
 
 class HSTUForNextItemPrediction(NextItemPredictionMixin, HSTUPreTrainedModel):
@@ -231,7 +235,8 @@ class HSTUForNextItemPrediction(NextItemPredictionMixin, HSTUPreTrainedModel):
         next_timestamps: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         return_logits: bool = False,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
     ) -> NextItemPredictionOutput:
         r"""
@@ -244,7 +249,7 @@ class HSTUForNextItemPrediction(NextItemPredictionMixin, HSTUPreTrainedModel):
             [`NextItemPredictionOutput`].
         """
         encoder_kwargs = dict(timestamps=timestamps, next_timestamps=next_timestamps, output_hidden_states=output_hidden_states)
-        return self._next_item_forward(input_ids, attention_mask, labels, return_logits, encoder_kwargs)
+        return self._next_item_forward(input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict)
 
 
 HSTUConfig.register_for_auto_class()

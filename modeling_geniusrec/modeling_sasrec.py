@@ -21,6 +21,7 @@ from .modeling_sequential import (
     SequentialRecPreTrainedModel,
     check_inputs,
     position_ids_from_mask,
+    resolve_output_flags,
 )
 
 
@@ -81,7 +82,8 @@ class SASRecModel(SASRecPreTrainedModel):
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
     ) -> SequentialRecOutput:
         r"""
@@ -98,6 +100,7 @@ class SASRecModel(SASRecPreTrainedModel):
         eye = torch.eye(length, dtype=torch.bool, device=input_ids.device)
         # padding queries read themselves only, so no row of the softmax is empty (their outputs are zeroed)
         attn_mask = causal.unsqueeze(0) & (mask.unsqueeze(1) | eye.unsqueeze(0))
+        output_hidden_states, return_dict = resolve_output_flags(self.config, output_hidden_states, return_dict)
         hidden = self.embeddings(input_ids, position_ids_from_mask(mask), mask)
         all_hidden = [hidden] if output_hidden_states else None
         keep = mask.unsqueeze(-1)
@@ -106,7 +109,8 @@ class SASRecModel(SASRecPreTrainedModel):
             if output_hidden_states:
                 all_hidden.append(hidden)
         hidden = F.normalize(self.final_norm(hidden), dim=-1, eps=1e-6) * keep
-        return SequentialRecOutput(last_hidden_state=hidden, hidden_states=tuple(all_hidden) if all_hidden else None)
+        output = SequentialRecOutput(last_hidden_state=hidden, hidden_states=tuple(all_hidden) if all_hidden else None)
+        return output if return_dict else output.to_tuple()
 
 
 class SASRecForNextItemPrediction(NextItemPredictionMixin, SASRecPreTrainedModel):
@@ -123,12 +127,13 @@ class SASRecForNextItemPrediction(NextItemPredictionMixin, SASRecPreTrainedModel
         attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         return_logits: bool = False,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
     ) -> NextItemPredictionOutput:
         """As [`HSTUForNextItemPrediction.forward`]; `timestamps`/`next_timestamps` are accepted and ignored."""
         encoder_kwargs = dict(output_hidden_states=output_hidden_states)
-        return self._next_item_forward(input_ids, attention_mask, labels, return_logits, encoder_kwargs)
+        return self._next_item_forward(input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict)
 
 
 SASRecConfig.register_for_auto_class()

@@ -133,6 +133,13 @@ def check_time_inputs(encoder_config, timestamps, next_timestamps) -> None:
                          "the request time in seconds (the time of the event being predicted)")
 
 
+def resolve_output_flags(config, output_hidden_states=None, return_dict=None) -> tuple[bool, bool]:
+    """The transformers convention: an explicit argument wins, else the config's default."""
+    hidden = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+    as_dict = getattr(config, "return_dict", True) if return_dict is None else return_dict
+    return bool(hidden), bool(as_dict)
+
+
 def last_positions(mask: torch.Tensor) -> torch.Tensor:
     """`(batch_size, sequence_length)` bool -> `(batch_size,)` index of each row's last real item (either padding side)."""
     return mask.shape[1] - 1 - mask.long().flip(1).argmax(dim=1)
@@ -253,21 +260,29 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
         return F.cross_entropy(logits, torch.zeros_like(targets))
 
     def _next_item_forward(
-        self, input_ids, attention_mask, labels, return_logits, encoder_kwargs
+        self, input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict=None
     ) -> NextItemPredictionOutput:
-        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, **encoder_kwargs)
+        output_hidden_states, return_dict = resolve_output_flags(self.config, encoder_kwargs.pop("output_hidden_states", None), return_dict)
+        if labels is not None and labels.shape == input_ids.shape:
+            supervised = labels != -100
+            if int(supervised.sum()) >= 2 and bool((labels[supervised] == input_ids[supervised]).all()):
+                raise ValueError("labels equal input_ids at every supervised position: this model's labels are the NEXT items, already "
+                                 "shifted (labels[:, t] is the item after input_ids[:, t]); pass input_ids=seq[:, :-1], labels=seq[:, 1:]")
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states,
+                             return_dict=True, **encoder_kwargs)
         hidden = outputs.last_hidden_state
         mask = (input_ids != self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
         user_embeddings = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_positions(mask)]
         loss = self.next_item_loss(hidden, labels) if labels is not None else None
         logits = hidden @ self.item_vectors().T * self.config.logit_scale if return_logits else None
-        return NextItemPredictionOutput(
+        output = NextItemPredictionOutput(
             loss=loss,
             user_embeddings=user_embeddings,
             logits=logits,
             last_hidden_state=hidden,
             hidden_states=outputs.hidden_states,
         )
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = [
@@ -278,6 +293,7 @@ __all__ = [
     "ItemInputEmbeddings",
     "check_inputs",
     "check_time_inputs",
+    "resolve_output_flags",
     "init_recommender_weights",
     "position_ids_from_mask",
     "last_positions",

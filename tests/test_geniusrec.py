@@ -330,3 +330,18 @@ def test_manual_cached_forward_equals_uncached(cache_name):
 def test_generate_without_a_history_is_a_clear_error():
     with pytest.raises(ValueError, match="needs the history"):
         tiny().generate(num_beams=2, max_new_tokens=3)
+
+
+def test_outputs_hidden_states_tuples_and_dict_generation():
+    model = tiny()
+    hist, ts, labels = batch()
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
+    out = model(**inputs, output_hidden_states=True)
+    assert len(out.decoder_hidden_states) == model.config.num_hidden_layers + 1
+    assert len(out.encoder_hidden_states) == model.config.encoder_config.num_hidden_layers + 1
+    assert model(**inputs).decoder_hidden_states is None
+    as_tuple = model(**inputs, return_dict=False)
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], out.loss)
+    generated = model.generate(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=2, max_new_tokens=3,
+                               return_dict_in_generate=True, output_hidden_states=True, output_scores=True)
+    assert generated.sequences.shape[0] == 3 and generated.decoder_hidden_states is not None

@@ -300,3 +300,23 @@ def test_evaluation_loss_is_deterministic():
     assert model(ids, **inputs).loss == model(ids, **inputs).loss  # eval: the same negatives every time
     model.train()
     assert model(ids, **inputs).loss != model(ids, **inputs).loss  # training: fresh negatives
+
+
+def test_outputs_follow_the_config_and_return_dict_false():
+    model = HSTUForNextItemPrediction(tiny_config(output_hidden_states=True)).eval()
+    ids, ts = random_batch(batch=2, length=6)
+    inputs = dict(timestamps=ts, next_timestamps=request_time(ts))
+    out = model(ids, **inputs)
+    assert out.hidden_states is not None and len(out.hidden_states) == model.config.num_hidden_layers + 1
+    assert model(ids, **inputs, output_hidden_states=False).hidden_states is None  # the argument wins over the config
+    as_tuple = model(ids, **inputs, return_dict=False)
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], out.user_embeddings)
+    sasrec = SASRecForNextItemPrediction(SASRecConfig(vocab_size=VOCAB, hidden_size=16, max_position_embeddings=MAXLEN)).eval()
+    assert isinstance(sasrec(ids, return_dict=False), tuple)
+
+
+def test_unshifted_labels_are_refused():
+    model = HSTUForNextItemPrediction(tiny_config()).eval()
+    ids, ts = random_batch(batch=2, length=6)
+    with pytest.raises(ValueError, match="NEXT items, already shifted"):
+        model(ids, timestamps=ts, next_timestamps=request_time(ts), labels=ids)
