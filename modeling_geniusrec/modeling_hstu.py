@@ -174,14 +174,19 @@ class HSTUModel(HSTUPreTrainedModel):
             [`SequentialRecOutput`] with `last_hidden_state` `(batch_size, sequence_length, hidden_size)`.
         """
         config = self.config
-        mask = check_inputs(config, input_ids, attention_mask, timestamps)
-        check_time_inputs(config, timestamps, next_timestamps)
-        if next_timestamps is not None and next_timestamps.shape != (input_ids.shape[0],):
-            raise ValueError(f"next_timestamps must have shape ({input_ids.shape[0]},), got {tuple(next_timestamps.shape)}")
+        compiling = torch.compiler.is_compiling()
+        if compiling:  # torch.compile(fullgraph=True) / torch.export: the value checks are data-dependent; run them eagerly
+            mask = (input_ids != config.pad_token_id) if attention_mask is None else attention_mask.bool()
+        else:
+            mask = check_inputs(config, input_ids, attention_mask, timestamps)
+            check_time_inputs(config, timestamps, next_timestamps)
+            if next_timestamps is not None and next_timestamps.shape != (input_ids.shape[0],):
+                raise ValueError(f"next_timestamps must have shape ({input_ids.shape[0]},), got {tuple(next_timestamps.shape)}")
         batch, length = input_ids.shape
         # every row a prefix (no left padding, no holes): positions are arange(N) in every row, one shared bias matrix;
-        # otherwise each row's positions come from its own mask, so a row never depends on the others in the batch
-        right_aligned = bool(mask[:, 0].all()) and bool((mask[:, 1:] <= mask[:, :-1]).all())
+        # otherwise each row's positions come from its own mask, so a row never depends on the others in the batch.
+        # Compiled, always the per-row path (the same numbers, no data-dependent branch).
+        right_aligned = not compiling and bool(mask[:, 0].all()) and bool((mask[:, 1:] <= mask[:, :-1]).all())
         if right_aligned:
             position_ids = torch.arange(length, device=input_ids.device).expand(batch, length)
         else:
