@@ -8,9 +8,9 @@ TORCH_VERSION ?= 2.13.0
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install torch==$(TORCH_VERSION)   # first, so that no CUDA build is pulled in
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)   # first, so that no CUDA build is pulled in
+	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
