@@ -67,15 +67,21 @@ def strip_bom(line: str, number: int, first: int) -> str:
     return line
 
 
+def counted_lines(lines, bad: MalformedRows, start_line: int = 1):
+    """Yields `(line number, line)` for the non-empty lines, the first one without a byte-order mark, each counted
+    in `bad.total` (the denominator of the malformed-row threshold)."""
+    for number, line in enumerate(lines, start=start_line):
+        line = strip_bom(line, number, start_line)
+        if line.strip():
+            bad.total += 1
+            yield number, line
+
+
 def read_ratings(lines, parse, log: InteractionLog, bad: MalformedRows, min_rating, start_line: int = 1):
     """Feeds `(user, item, rating, timestamp)` rows from `parse(line)` into `log`. A line that does not parse, or whose
     rating is not a finite number or whose timestamp is not an integer in [0, 2**62) seconds, is counted as malformed
     (with its line number), never a crash. A byte-order mark on the first line is dropped."""
-    for number, line in enumerate(lines, start=start_line):
-        line = strip_bom(line, number, start_line)
-        if not line.strip():
-            continue
-        bad.total += 1
+    for number, line in counted_lines(lines, bad, start_line):
         try:
             user, item, rating, timestamp = parse(line)
             rating, seconds = float(rating), float(timestamp)
@@ -95,11 +101,7 @@ def read_ratings(lines, parse, log: InteractionLog, bad: MalformedRows, min_rati
 def read_metadata(lines, parse, meta: dict, bad: MalformedRows, start_line: int = 1) -> None:
     """Item metadata rows `parse(line) -> (item id, info dict)`, with the same tolerance as ratings: a row that does
     not parse is counted as malformed with its file and line number."""
-    for number, line in enumerate(lines, start=start_line):
-        line = strip_bom(line, number, start_line)
-        if not line.strip():
-            continue
-        bad.total += 1
+    for number, line in counted_lines(lines, bad, start_line):
         try:
             item, info = parse(line)
         except (ValueError, IndexError, KeyError) as err:
