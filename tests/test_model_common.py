@@ -1,0 +1,167 @@
+"""The common model checks, in transformers' shape: one `ModelTester` per model class builds a tiny config and inputs
+(`prepare_config_and_inputs`), and `create_and_check_*` methods run the same checks on every model."""
+
+import pytest
+import torch
+
+from modeling_geniusrec import (
+    GeniusRecConfig,
+    GeniusRecForSessionGeneration,
+    HSTUConfig,
+    HSTUForNextItemPrediction,
+    SASRecConfig,
+    SASRecForNextItemPrediction,
+)
+
+
+class ModelTester:
+    """Tiny sizes (hidden 16, 2 layers, vocabulary 40) and a batch of three right-padded histories with times."""
+
+    model_class = None
+    vocab_size, batch_size, seq_length = 40, 3, 7
+
+    def get_config(self):
+        raise NotImplementedError
+
+    def prepare_config_and_inputs(self):
+        generator = torch.Generator().manual_seed(0)
+        input_ids = torch.randint(4, self.vocab_size, (self.batch_size, self.seq_length), generator=generator)
+        input_ids[2, 5:] = 0  # a shorter, right-padded row
+        timestamps = (torch.arange(self.seq_length) * 3600 + 10**9).expand(self.batch_size, -1).clone()
+        inputs = {"input_ids": input_ids, "attention_mask": input_ids != 0, "timestamps": timestamps,
+                  "next_timestamps": timestamps[:, -1] + 600, "labels": self.labels(input_ids, generator)}
+        return self.get_config(), inputs
+
+    def labels(self, input_ids, generator):
+        labels = torch.randint(4, self.vocab_size, input_ids.shape, generator=generator)
+        return labels.masked_fill(input_ids == 0, -100)
+
+    def build(self, config):
+        torch.manual_seed(0)
+        return self.model_class(config).eval()
+
+    def main_output(self, outputs):
+        return outputs.logits if outputs.logits is not None else outputs.user_embeddings
+
+    def forward(self, model, inputs, **extra):
+        return model(**inputs, return_logits=True, **extra)
+
+    # -- checks --------------------------------------------------------------------------------------------------
+    def create_and_check_save_load(self, tmp_path):
+        config, inputs = self.prepare_config_and_inputs()
+        model = self.build(config)
+        model.save_pretrained(tmp_path)
+        reloaded = self.model_class.from_pretrained(tmp_path).eval()
+        torch.testing.assert_close(self.main_output(self.forward(reloaded, inputs)), self.main_output(self.forward(model, inputs)),
+                                   rtol=0, atol=0)
+
+    def create_and_check_row_alone_equals_batched(self):
+        config, inputs = self.prepare_config_and_inputs()
+        model = self.build(config)
+        batched = self.forward(model, inputs).last_hidden_state
+        n = int(inputs["attention_mask"][2].sum())
+        alone = {k: (v[2:3, :n] if v.dim() == 2 and k not in ("labels",) else v[2:3]) for k, v in inputs.items()}
+        alone["labels"] = inputs["labels"][2:3, : alone["labels"].shape[1] if self.model_class is GeniusRecForSessionGeneration else n]
+        single = self.forward(model, alone).last_hidden_state
+        rows = slice(None) if self.model_class is GeniusRecForSessionGeneration else slice(0, n)
+        torch.testing.assert_close(single[0, rows], batched[2, rows], atol=1e-5, rtol=1e-5)
+
+    def create_and_check_return_dict_false(self):
+        config, inputs = self.prepare_config_and_inputs()
+        model = self.build(config)
+        as_dict, as_tuple = model(**inputs), model(**inputs, return_dict=False)
+        assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], as_dict.loss)
+
+    def create_and_check_training_changes_weights(self):
+        config, inputs = self.prepare_config_and_inputs()
+        model = self.build(config).train()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(5):
+            loss = model(**inputs).loss
+            losses.append(float(loss))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        assert losses[-1] < losses[0]
+        assert sum(not torch.equal(before[n], p) for n, p in model.named_parameters()) > len(before) // 2
+
+    def create_and_check_add_items(self, tmp_path):
+        config, _ = self.prepare_config_and_inputs()
+        model = self.build(config)
+        table = model.get_input_embeddings().weight.detach().clone()
+        model.add_items(2)
+        assert model.config.vocab_size == self.vocab_size + 2 and torch.equal(model.get_input_embeddings().weight[: self.vocab_size], table)
+        model.save_pretrained(tmp_path)
+        assert self.model_class.from_pretrained(tmp_path).config.vocab_size == self.vocab_size + 2
+
+
+class HSTUModelTester(ModelTester):
+    model_class = HSTUForNextItemPrediction
+
+    def get_config(self):
+        return HSTUConfig(vocab_size=self.vocab_size, hidden_size=16, qk_head_dim=8, v_head_dim=8, num_attention_heads=2,
+                          max_position_embeddings=10, hidden_dropout_prob=0.0, num_negatives=8)
+
+
+class SASRecModelTester(ModelTester):
+    model_class = SASRecForNextItemPrediction
+
+    def get_config(self):
+        return SASRecConfig(vocab_size=self.vocab_size, hidden_size=16, num_attention_heads=2, max_position_embeddings=10,
+                            hidden_dropout_prob=0.0, intermediate_size=16, num_negatives=8)
+
+
+class GeniusRecModelTester(ModelTester):
+    model_class = GeniusRecForSessionGeneration
+
+    def get_config(self):
+        encoder = HSTUConfig(vocab_size=self.vocab_size, hidden_size=16, qk_head_dim=8, v_head_dim=8, num_attention_heads=2,
+                             max_position_embeddings=10, hidden_dropout_prob=0.0)
+        return GeniusRecConfig(encoder_config=encoder, num_attention_heads=2, intermediate_size=16, max_session_length=4,
+                               hidden_dropout_prob=0.0)
+
+    def labels(self, input_ids, generator):
+        session = torch.randint(4, self.vocab_size, (input_ids.shape[0], 3), generator=generator)
+        return torch.cat([session, torch.full((input_ids.shape[0], 1), 2)], dim=1)  # a session + EOS
+
+    def build(self, config):
+        model = super().build(config)
+        with torch.no_grad():  # zero-initialised residual branches would hide the decoder
+            for module in model.modules():
+                if getattr(module, "zero_init", False):
+                    module.weight.normal_(0, 0.3)
+        return model
+
+    def forward(self, model, inputs, **extra):
+        return model(**inputs, **extra)
+
+
+TESTERS = [HSTUModelTester(), SASRecModelTester(), GeniusRecModelTester()]
+IDS = ["hstu", "sasrec", "geniusrec"]
+
+
+@pytest.mark.parametrize("tester", TESTERS, ids=IDS)
+def test_save_load(tester, tmp_path):
+    tester.create_and_check_save_load(tmp_path)
+
+
+@pytest.mark.parametrize("tester", TESTERS, ids=IDS)
+def test_row_alone_equals_batched(tester):
+    tester.create_and_check_row_alone_equals_batched()
+
+
+@pytest.mark.parametrize("tester", TESTERS, ids=IDS)
+def test_return_dict_false(tester):
+    tester.create_and_check_return_dict_false()
+
+
+@pytest.mark.parametrize("tester", TESTERS, ids=IDS)
+def test_training_changes_weights(tester):
+    tester.create_and_check_training_changes_weights()
+
+
+@pytest.mark.parametrize("tester", TESTERS, ids=IDS)
+def test_add_items(tester, tmp_path):
+    tester.create_and_check_add_items(tmp_path)
