@@ -35,11 +35,11 @@ def pad_item_lists(lists, pad_token_id: int = 0) -> torch.LongTensor:
 class NextItemDataset(torch.utils.data.Dataset):
     """One example per user of a split view.
 
-    `train`: `input_ids = seq[:-1]`, `labels = seq[1:]` (every position supervised), the most recent
-    `max_length` of them, all inside the train view. Evaluation splits: `input_ids` = the history (last `max_length`
-    items), `seen_items` = the whole history (what full-history filtering removes), `target` = the first target item
-    and `target_session` the whole target. `next_timestamp` is the time of the item to predict after the last input
-    (the request time).
+    `train`: the most recent `max_length + 1` items of the train view `w`: `input_ids = w[:-1]`, `labels = w` (the
+    causal-LM convention, shifted inside the model: every input position is supervised with the item after it).
+    Evaluation splits: `input_ids` = the history (last `max_length` items), `seen_items` = the whole history (what
+    full-history filtering removes), `target` = the first target item and `target_session` the whole target.
+    `next_timestamp` is the time of the item to predict after the last input (the request time).
     """
 
     def __init__(self, store: SequenceStore, split: str, max_length: int, protocol: str = "leave-one-out", session_length: int = 10):
@@ -56,7 +56,7 @@ class NextItemDataset(torch.utils.data.Dataset):
         items, times = self.store.row(user)
         if self.split == "train":
             seq, ts = items[:history_end][-(self.max_length + 1):], times[:history_end][-(self.max_length + 1):]
-            return {"input_ids": seq[:-1], "timestamps": ts[:-1], "labels": seq[1:], "next_timestamp": ts[-1]}
+            return {"input_ids": seq[:-1], "timestamps": ts[:-1], "labels": seq, "next_timestamp": ts[-1]}
         lo = max(0, history_end - self.max_length)
         return {
             "input_ids": items[lo:history_end],
@@ -92,9 +92,10 @@ class NextItemDataset(torch.utils.data.Dataset):
 class NextItemCollator:
     """Right-pads a list of [`NextItemDataset`] examples into tensors.
 
-    Returns `input_ids`, `attention_mask`, `timestamps` `(B, N)`, `next_timestamps` `(B,)` and `labels` `(B, N)`:
-    the shifted sequence for training, and for evaluation the target at each row's last position (-100 elsewhere),
-    so that the Trainer's eval loss is the next-item loss of the evaluated item.
+    Returns `input_ids`, `attention_mask`, `timestamps` `(B, N)`, `next_timestamps` `(B,)` and `labels` `(B, N + 1)` in
+    the causal-LM convention (the model shifts them): for training the window plus its next item, for evaluation
+    the target after each row's last item (-100 elsewhere), so that the Trainer's eval loss is the next-item loss of
+    the evaluated item.
     """
 
     def __init__(self, pad_token_id: int = 0):
@@ -118,13 +119,14 @@ class NextItemCollator:
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = self.pad_histories(examples)
-        labels = torch.full(batch["input_ids"].shape, -100, dtype=torch.long)
+        batch_size, width = batch["input_ids"].shape
+        labels = torch.full((batch_size, width + 1), -100, dtype=torch.long)
         for row, example in enumerate(examples):
             n = len(example["input_ids"])
             if "labels" in example:
-                labels[row, :n] = torch.tensor(example["labels"], dtype=torch.long)
+                labels[row, : len(example["labels"])] = torch.tensor(example["labels"], dtype=torch.long)
             else:
-                labels[row, n - 1] = int(example["target"])
+                labels[row, n] = int(example["target"])
         batch["labels"] = labels
         return batch
 
@@ -212,7 +214,7 @@ def streaming_train_examples(sequences, max_length: int, protocol: str = "leave-
         cut = split_bounds(len(items), "train", protocol, session_length)
         end = 0 if cut is None else cut[0]
         seq, ts = items[:end][-(max_length + 1) :], times[:end][-(max_length + 1) :]
-        return {"input_ids": seq[:-1], "timestamps": ts[:-1], "labels": seq[1:], "next_timestamp": int(ts[-1]) if len(ts) else 0}
+        return {"input_ids": seq[:-1], "timestamps": ts[:-1], "labels": seq, "next_timestamp": int(ts[-1]) if len(ts) else 0}
 
     stream = sequences.to_iterable_dataset(num_shards=num_shards)
     if world_size is not None and world_size > 1:

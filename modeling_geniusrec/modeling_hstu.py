@@ -248,7 +248,9 @@ class HSTUForNextItemPrediction(NextItemPredictionMixin, HSTUPreTrainedModel):
         Args:
             input_ids, attention_mask, timestamps, next_timestamps: as [`HSTUModel.forward`].
             labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
-                The item to predict from each position (usually `input_ids` shifted left), -100 where unsupervised.
+                Causal-LM convention: position t predicts `labels[:, t + 1]`, so `labels=input_ids` trains next-item
+                prediction; `(batch_size, sequence_length + 1)` (the next item appended) supervises the last position
+                too. -100 where unsupervised.
             return_logits (`bool`, *optional*): also return `(B, N, vocab_size)` scores (small catalogs only).
         Returns:
             [`NextItemPredictionOutput`].

@@ -133,6 +133,19 @@ def check_time_inputs(encoder_config, timestamps, next_timestamps) -> None:
                          "the request time in seconds (the time of the event being predicted)")
 
 
+def shift_labels(labels: torch.Tensor, length: int) -> torch.Tensor:
+    """The causal-LM label convention: position t predicts `labels[:, t + 1]`, so `labels=input_ids` trains next-item
+    prediction (the last position unsupervised). `labels` may be one column longer than `input_ids` (`(B, N + 1)`:
+    the window plus the item after it) to supervise the last position too. Returns `(B, N)` targets, -100 where none."""
+    if labels.dim() != 2 or labels.shape[1] not in (length, length + 1):
+        raise ValueError(f"labels must have shape (batch_size, {length}) like input_ids (causal-LM convention: shifted inside) or "
+                         f"(batch_size, {length + 1}) with the next item appended; got {tuple(labels.shape)}")
+    shifted = labels[:, 1:]
+    if shifted.shape[1] < length:
+        shifted = F.pad(shifted, (0, length - shifted.shape[1]), value=-100)
+    return shifted
+
+
 def resolve_output_flags(config, output_hidden_states=None, return_dict=None) -> tuple[bool, bool]:
     """The transformers convention: an explicit argument wins, else the config's default."""
     hidden = config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -263,17 +276,12 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
         self, input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict=None
     ) -> NextItemPredictionOutput:
         output_hidden_states, return_dict = resolve_output_flags(self.config, encoder_kwargs.pop("output_hidden_states", None), return_dict)
-        if labels is not None and labels.shape == input_ids.shape:
-            supervised = labels != -100
-            if int(supervised.sum()) >= 2 and bool((labels[supervised] == input_ids[supervised]).all()):
-                raise ValueError("labels equal input_ids at every supervised position: this model's labels are the NEXT items, already "
-                                 "shifted (labels[:, t] is the item after input_ids[:, t]); pass input_ids=seq[:, :-1], labels=seq[:, 1:]")
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states,
                              return_dict=True, **encoder_kwargs)
         hidden = outputs.last_hidden_state
         mask = (input_ids != self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
         user_embeddings = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_positions(mask)]
-        loss = self.next_item_loss(hidden, labels) if labels is not None else None
+        loss = self.next_item_loss(hidden, shift_labels(labels, input_ids.shape[1])) if labels is not None else None
         logits = hidden @ self.item_vectors().T * self.config.logit_scale if return_logits else None
         output = NextItemPredictionOutput(
             loss=loss,
@@ -294,6 +302,7 @@ __all__ = [
     "check_inputs",
     "check_time_inputs",
     "resolve_output_flags",
+    "shift_labels",
     "init_recommender_weights",
     "position_ids_from_mask",
     "last_positions",

@@ -315,11 +315,25 @@ def test_outputs_follow_the_config_and_return_dict_false():
     assert isinstance(sasrec(ids, return_dict=False), tuple)
 
 
-def test_unshifted_labels_are_refused():
-    model = HSTUForNextItemPrediction(tiny_config()).eval()
+def test_causal_lm_label_convention():
+    """`labels=input_ids` trains next-item prediction (shifted inside, the last position unsupervised), as for any
+    transformers causal LM; one more column supervises the last position too."""
+    import torch.nn.functional as F
+
+    model = HSTUForNextItemPrediction(tiny_config(loss_type="full_softmax")).eval()
     ids, ts = random_batch(batch=2, length=6)
-    with pytest.raises(ValueError, match="NEXT items, already shifted"):
-        model(ids, timestamps=ts, next_timestamps=request_time(ts), labels=ids)
+    inputs = dict(timestamps=ts, next_timestamps=request_time(ts))
+    out = model(ids, **inputs, labels=ids, return_logits=True)
+    logits = out.logits[:, :-1, 4:]  # items only: special tokens are never targets
+    expected = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), (ids[:, 1:] - 4).reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+    following = torch.randint(4, VOCAB, (2, 1))
+    longer = model(ids, **inputs, labels=torch.cat([ids, following], dim=1), return_logits=True)
+    all_logits = longer.logits[..., 4:]
+    targets = torch.cat([ids[:, 1:], following], dim=1) - 4
+    torch.testing.assert_close(longer.loss, F.cross_entropy(all_logits.reshape(-1, all_logits.shape[-1]), targets.reshape(-1)))
+    with pytest.raises(ValueError, match="causal-LM convention"):
+        model(ids, **inputs, labels=ids[:, :3])
 
 
 def test_compiled_fullgraph_forward_equals_eager():
