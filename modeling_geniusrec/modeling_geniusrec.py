@@ -18,13 +18,14 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
-from transformers.generation import LogitsProcessor, LogitsProcessorList
+from transformers.generation import LogitsProcessorList
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .catalog import CatalogMixin
 from .configuration_geniusrec import GeniusRecConfig
 from .experts import ExpertContext, build_expert
+from .generation import BanItemsLogitsProcessor
 from .modeling_hstu import HSTUModel
 from .modeling_sequential import check_time_inputs, init_recommender_weights, last_positions
 from .scoring import ItemScoringMixin
@@ -454,27 +455,6 @@ def load_balancing_loss(gate_weights: torch.Tensor) -> torch.Tensor:
     flat = gate_weights.reshape(-1, num_experts)
     share = F.one_hot(flat.argmax(-1), num_experts).float().mean(0)
     return num_experts * (share * flat.mean(0)).sum()
-
-
-class BanItemsLogitsProcessor(LogitsProcessor):
-    """Bans, per row: special tokens (all but EOS), the user's history (expanded over beams / returned sequences),
-    and items already generated in the session."""
-
-    def __init__(self, config, history_ids: torch.LongTensor | None = None, ban_history: bool = True, ban_repeats: bool = True):
-        self.config, self.ban_history, self.ban_repeats = config, ban_history, ban_repeats
-        self.history = history_ids
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores = scores.clone()
-        specials = [i for i in range(self.config.num_special_tokens) if i != self.config.eos_token_id]
-        scores[:, specials] = float("-inf")
-        if self.ban_history and self.history is not None:
-            factor = scores.shape[0] // self.history.shape[0]
-            history = self.history.to(scores.device).repeat_interleave(factor, dim=0)
-            scores.scatter_(1, history, float("-inf"))  # pad ids land on the (already banned) pad column
-        if self.ban_repeats:
-            scores.scatter_(1, input_ids, float("-inf"))
-        return scores
 
 
 class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, GenerationMixin):

@@ -14,6 +14,7 @@ function, `hstu_attention_forward`; the tests compare it with a loop-based compu
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .configuration_hstu import HSTUConfig
@@ -224,7 +225,7 @@ class HSTUModel(HSTUPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-class HSTUForNextItemPrediction(NextItemPredictionMixin, HSTUPreTrainedModel):
+class HSTUForNextItemPrediction(NextItemPredictionMixin, HSTUPreTrainedModel, GenerationMixin):
     """HSTU with the next-item head: tied cosine scores, sampled or full softmax, chunked full-catalog scoring."""
 
     def __init__(self, config: HSTUConfig):
@@ -256,7 +257,8 @@ class HSTUForNextItemPrediction(NextItemPredictionMixin, HSTUPreTrainedModel):
             [`NextItemPredictionOutput`].
         """
         encoder_kwargs = dict(timestamps=timestamps, next_timestamps=next_timestamps, output_hidden_states=output_hidden_states)
-        return self._next_item_forward(input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict)
+        return self._next_item_forward(input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict,
+                                       kwargs.get("logits_to_keep"))
 
 
 HSTUConfig.register_for_auto_class()

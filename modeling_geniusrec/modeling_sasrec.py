@@ -10,6 +10,7 @@ Block (the original SASRec layout)::
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .configuration_sasrec import SASRecConfig
@@ -113,7 +114,7 @@ class SASRecModel(SASRecPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-class SASRecForNextItemPrediction(NextItemPredictionMixin, SASRecPreTrainedModel):
+class SASRecForNextItemPrediction(NextItemPredictionMixin, SASRecPreTrainedModel, GenerationMixin):
     """SASRec with the shared next-item head (cosine scores, sampled or full softmax)."""
 
     def __init__(self, config: SASRecConfig):
@@ -133,7 +134,8 @@ class SASRecForNextItemPrediction(NextItemPredictionMixin, SASRecPreTrainedModel
     ) -> NextItemPredictionOutput:
         """As [`HSTUForNextItemPrediction.forward`]; `timestamps`/`next_timestamps` are accepted and ignored."""
         encoder_kwargs = dict(output_hidden_states=output_hidden_states)
-        return self._next_item_forward(input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict)
+        return self._next_item_forward(input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict,
+                                       kwargs.get("logits_to_keep"))
 
 
 SASRecConfig.register_for_auto_class()

@@ -228,6 +228,42 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
     def get_output_embeddings(self) -> nn.Embedding:
         return self.model.embeddings.item_embeddings
 
+    # -- generation: next items one at a time, each appended to the history -------------------------------------------
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None, **kwargs):
+        """Generated items happen at the request time; the most recent `max_position_embeddings` items are encoded."""
+        if timestamps is not None and input_ids.shape[1] > timestamps.shape[1]:
+            extra = input_ids.shape[1] - timestamps.shape[1]
+            request = timestamps[:, -1:] if next_timestamps is None else next_timestamps.view(-1, 1)
+            timestamps = torch.cat([timestamps, request.expand(-1, extra)], dim=1)
+        keep = self.config.max_position_embeddings
+        cut = lambda x: None if x is None else x[:, -keep:]  # noqa: E731
+        return {"input_ids": cut(input_ids), "attention_mask": cut(attention_mask), "timestamps": cut(timestamps),
+                "next_timestamps": next_timestamps, "logits_to_keep": 1}
+
+    @torch.no_grad()
+    def generate(self, input_ids=None, attention_mask=None, timestamps=None, next_timestamps=None, banned_item_ids=None,
+                 ban_history: bool = True, logits_processor=None, **kwargs):
+        """The next `max_new_tokens` items, autoregressively (greedy, beam search or sampling), each scored from the
+        history plus the items generated so far, with special tokens, the history (`banned_item_ids`, default
+        `input_ids`) and repeats banned. Returns `(batch * num_return_sequences, history_length + k)`: the generated
+        session is `out[:, history_length:]`."""
+        from transformers.generation import LogitsProcessorList
+
+        from .generation import BanItemsLogitsProcessor
+
+        if input_ids is None:
+            raise ValueError("generate() needs the history: input_ids (batch_size, history_length) with timestamps and next_timestamps")
+        k = kwargs.setdefault("max_new_tokens", 10)
+        kwargs.setdefault("min_new_tokens", k)  # a session of exactly k items: no EOS in the item space
+        processors = LogitsProcessorList(logits_processor or [])
+        processors.append(BanItemsLogitsProcessor(self.config, input_ids if banned_item_ids is None else banned_item_ids, ban_history,
+                                                  ban_repeats=True, ban_eos=True))
+        kwargs.setdefault("use_cache", False)  # no key/value cache: each step re-encodes the history (it is short)
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_token_id
+        return super().generate(input_ids=input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps,
+                                logits_processor=processors, **kwargs)
+
     def item_vectors(self, start: int = 0, end: int | None = None) -> torch.Tensor:
         """Unit-normalised item embeddings of token ids `[start, end)`: `(end - start, hidden_size)`."""
         return F.normalize(self.get_output_embeddings().weight[start:end], dim=-1)
@@ -273,7 +309,7 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
         return F.cross_entropy(logits, torch.zeros_like(targets))
 
     def _next_item_forward(
-        self, input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict=None
+        self, input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict=None, logits_to_keep=None
     ) -> NextItemPredictionOutput:
         output_hidden_states, return_dict = resolve_output_flags(self.config, encoder_kwargs.pop("output_hidden_states", None), return_dict)
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states,
@@ -282,7 +318,10 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
         mask = (input_ids != self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
         user_embeddings = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_positions(mask)]
         loss = self.next_item_loss(hidden, shift_labels(labels, input_ids.shape[1])) if labels is not None else None
-        logits = hidden @ self.item_vectors().T * self.config.logit_scale if return_logits else None
+        if logits_to_keep == 1:  # generation: only the next item after each row's last real position, (B, 1, V)
+            logits = (user_embeddings @ self.item_vectors().T * self.config.logit_scale).unsqueeze(1)
+        else:
+            logits = hidden @ self.item_vectors().T * self.config.logit_scale if return_logits else None
         output = NextItemPredictionOutput(
             loss=loss,
             user_embeddings=user_embeddings,

@@ -347,3 +347,25 @@ def test_compiled_fullgraph_forward_equals_eager():
     eager = model(ids, **inputs).last_hidden_state
     compiled = torch.compile(model, fullgraph=True)(ids, **inputs).last_hidden_state
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_class", ["hstu", "sasrec"])
+def test_stage1_models_generate_sessions(model_class):
+    """HSTU and SASRec generate next items autoregressively with the shared ban processor: valid, new, unique items;
+    greedy's first item is the model's top-1 next item."""
+    if model_class == "hstu":
+        model = HSTUForNextItemPrediction(tiny_config()).eval()
+    else:
+        model = SASRecForNextItemPrediction(SASRecConfig(vocab_size=VOCAB, hidden_size=16, max_position_embeddings=MAXLEN)).eval()
+    ids, ts = random_batch(batch=3, length=5)
+    ids[2, 3:] = 0  # a shorter, right-padded row
+    request = ts[:, -1] + 600
+    out = model.generate(input_ids=ids, timestamps=ts, next_timestamps=request, num_beams=4, num_return_sequences=2, max_new_tokens=4)
+    sessions = out[:, ids.shape[1]:]
+    assert sessions.shape == (6, 4)
+    for row, session in enumerate(sessions.tolist()):
+        history = set(ids[row // 2].tolist())
+        assert all(4 <= item < VOCAB for item in session) and len(set(session)) == 4 and not history & set(session)
+    greedy = model.generate(input_ids=ids, timestamps=ts, next_timestamps=request, max_new_tokens=1)[:, -1]
+    users = model(ids, timestamps=ts, next_timestamps=request).user_embeddings
+    assert torch.equal(greedy, model.top_k_items(users, 1, exclude=ids)[1][:, 0])
