@@ -43,7 +43,7 @@ class ModelArguments:
     loss_type: str = field(default="sampled_softmax", metadata={"help": "sampled_softmax or full_softmax"})
     num_negatives: int = field(default=128, metadata={"help": "negatives per position for the sampled softmax"})
     negatives_sharing: str = field(default="position", metadata={"help": "position (reference) or batch (shared, faster on CPU)"})
-    softmax_temperature: float = field(default=0.05, metadata={"help": "scores are cos / temperature"})
+    softmax_temperature: float = field(default=0.05, metadata={"help": "scores are cos / temperature (stored as logit_scale = 1 / t)"})
     init_from: str = field(default=None, metadata={"help": "start from this checkpoint folder instead of random weights"})
 
 
