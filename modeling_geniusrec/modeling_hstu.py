@@ -46,7 +46,8 @@ def hstu_attention_forward(
     divisor: torch.Tensor | float,
     dropout: float = 0.0,
     training: bool = False,
-) -> torch.Tensor:
+    return_weights: bool = False,
+):
     """Pointwise SiLU attention.
 
     Args:
@@ -55,7 +56,7 @@ def hstu_attention_forward(
         mask: `(B, N, N)` bool, True where query i may read key j (causal, both real items).
         divisor: scalar or tensor broadcastable to `(B, H, N, N)`: the N of `SiLU(.) / N`.
     Returns:
-        `(B, N, H * d_v)`.
+        `(B, N, H * d_v)`, and the pointwise attention weights `(B, H, N, N)` when `return_weights`.
     """
     scores = q @ k.transpose(-1, -2)  # (B, H, N, N)
     if bias is not None:
@@ -64,7 +65,8 @@ def hstu_attention_forward(
     attn = F.dropout(attn, p=dropout, training=training)
     out = attn @ v  # (B, H, N, d_v)
     batch, heads, length, d_v = out.shape
-    return out.transpose(1, 2).reshape(batch, length, heads * d_v)
+    out = out.transpose(1, 2).reshape(batch, length, heads * d_v)
+    return (out, attn) if return_weights else out
 
 
 class HSTURelativeBias(nn.Module):
@@ -104,8 +106,9 @@ class HSTULayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.relative_bias = HSTURelativeBias(config) if (config.use_position_bias or config.use_time_bias) else None
 
-    def forward(self, hidden_states, mask, divisor, relative_positions=None, buckets=None):
-        """`(B, N, D)` -> `(B, N, D)`; `mask` `(B, N, N)`; index tensors as [`HSTURelativeBias`]."""
+    def forward(self, hidden_states, mask, divisor, relative_positions=None, buckets=None, output_attentions=False):
+        """`(B, N, D)` -> `(B, N, D)` (and the `(B, H, N, N)` pointwise weights with `output_attentions`); `mask`
+        `(B, N, N)`; index tensors as [`HSTURelativeBias`]."""
         config = self.config
         batch, length, _ = hidden_states.shape
         normed = F.layer_norm(hidden_states, (config.hidden_size,), eps=config.layer_norm_eps)
@@ -116,10 +119,14 @@ class HSTULayer(GradientCheckpointingLayer):
         v = v.view(batch, length, heads, config.v_head_dim).transpose(1, 2)  # (B, H, N, d_v)
         bias = self.relative_bias(relative_positions, buckets) if self.relative_bias is not None else None
         attn = hstu_attention_forward(
-            q, k, v, bias, mask, divisor, dropout=config.attention_dropout_prob, training=self.training
+            q, k, v, bias, mask, divisor, dropout=config.attention_dropout_prob, training=self.training, return_weights=output_attentions
         )
+        weights = None
+        if output_attentions:
+            attn, weights = attn
         gated = u * F.layer_norm(attn, (heads * config.v_head_dim,), eps=config.layer_norm_eps)
-        return hidden_states + self.output(self.dropout(gated))
+        out = hidden_states + self.output(self.dropout(gated))
+        return (out, weights) if output_attentions else out
 
 
 class HSTUPreTrainedModel(SequentialRecPreTrainedModel):
@@ -159,6 +166,7 @@ class HSTUModel(HSTUPreTrainedModel):
         next_timestamps: torch.LongTensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> SequentialRecOutput:
         r"""
@@ -216,12 +224,20 @@ class HSTUModel(HSTUPreTrainedModel):
         hidden = self.embeddings(input_ids, position_ids, mask)
         all_hidden = [hidden] if output_hidden_states else None
         keep = mask.unsqueeze(-1)
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        all_attentions = [] if output_attentions else None
         for layer in self.layers:
-            hidden = layer(hidden, attn_mask, divisor, relative_positions, buckets) * keep
+            if output_attentions:
+                hidden, weights = layer(hidden, attn_mask, divisor, relative_positions, buckets, output_attentions=True)
+                all_attentions.append(weights)
+            else:
+                hidden = layer(hidden, attn_mask, divisor, relative_positions, buckets)
+            hidden = hidden * keep
             if output_hidden_states:
                 all_hidden.append(hidden)
         hidden = F.normalize(hidden, dim=-1, eps=1e-6) * keep
-        output = SequentialRecOutput(last_hidden_state=hidden, hidden_states=tuple(all_hidden) if all_hidden else None)
+        output = SequentialRecOutput(last_hidden_state=hidden, hidden_states=tuple(all_hidden) if all_hidden else None,
+                                     attentions=tuple(all_attentions) if output_attentions else None)
         return output if return_dict else output.to_tuple()
 
 
@@ -256,7 +272,8 @@ class HSTUForNextItemPrediction(NextItemPredictionMixin, HSTUPreTrainedModel, Ge
         Returns:
             [`NextItemPredictionOutput`].
         """
-        encoder_kwargs = dict(timestamps=timestamps, next_timestamps=next_timestamps, output_hidden_states=output_hidden_states)
+        encoder_kwargs = dict(timestamps=timestamps, next_timestamps=next_timestamps, output_hidden_states=output_hidden_states,
+                              output_attentions=kwargs.get("output_attentions"))
         return self._next_item_forward(input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict,
                                        kwargs.get("logits_to_keep"))
 

@@ -28,10 +28,14 @@ class SequentialRecOutput(ModelOutput):
             Unit-normalised user state at every position (zero at padding).
         hidden_states (`tuple(torch.FloatTensor)`, *optional*):
             The input embeddings and each block's output, each `(batch_size, sequence_length, hidden_size)`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Each block's attention weights `(batch_size, num_heads, sequence_length, sequence_length)` (HSTU: the pointwise
+            `SiLU(.) / N` weights), with `output_attentions=True`.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -50,6 +54,8 @@ class NextItemPredictionOutput(ModelOutput):
             Unit-normalised state at every position.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*):
             Per-block states, with `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Per-block attention weights, with `output_attentions=True` (HSTU).
     """
 
     loss: torch.FloatTensor | None = None
@@ -57,6 +63,7 @@ class NextItemPredictionOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def check_inputs(
@@ -328,6 +335,7 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
             logits=logits,
             last_hidden_state=hidden,
             hidden_states=outputs.hidden_states,
+            attentions=outputs.get("attentions"),
         )
         return output if return_dict else output.to_tuple()
 

@@ -369,3 +369,19 @@ def test_stage1_models_generate_sessions(model_class):
     greedy = model.generate(input_ids=ids, timestamps=ts, next_timestamps=request, max_new_tokens=1)[:, -1]
     users = model(ids, timestamps=ts, next_timestamps=request).user_embeddings
     assert torch.equal(greedy, model.top_k_items(users, 1, exclude=ids)[1][:, 0])
+
+
+def test_output_attentions_are_hstus_pointwise_weights():
+    model = HSTUForNextItemPrediction(tiny_config()).eval()
+    randomize_biases(model.model)
+    ids, ts = random_batch(batch=2, length=6)
+    ids[1, 4:] = 0
+    inputs = dict(timestamps=ts, next_timestamps=request_time(ts))
+    out = model(ids, **inputs, output_attentions=True)
+    assert len(out.attentions) == model.config.num_hidden_layers
+    weights = out.attentions[0]
+    assert weights.shape == (2, model.config.num_attention_heads, 6, 6)
+    assert bool((weights.triu(1) == 0).all())  # causal: no weight on later items
+    assert bool((weights[1, :, :, 4:] == 0).all())  # padding is never read
+    torch.testing.assert_close(model(ids, **inputs).user_embeddings, out.user_embeddings, rtol=0, atol=0)
+    assert model(ids, **inputs).attentions is None
