@@ -23,8 +23,9 @@ $PY -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data
 # stage 2 with the MiniLM text expert
 $PY -m data_scripts.embed --dataset data/ml-1m --text_model minilm --output_name text-minilm.safetensors --quiet
 $PY -m train.finetune $GR --use_text_embeddings true --text_embeddings text-minilm.safetensors --output_dir runs/ml-1m-geniusrec-text-minilm --results_file benchmarks/results/ml-1m-geniusrec-text-minilm.json
-# not re-run since the fixes of 2026-11-28 (their old rows were removed): SASRec, HSTU-large, SmolLM2 text
-# $PY -m train.pretrain --config train/configs/ml-1m-sasrec.json --dataset data/ml-1m --output_dir runs/ml-1m-sasrec --results_file benchmarks/results/ml-1m-sasrec.json
+# the SASRec baseline (same protocol and recipe)
+$PY -m train.pretrain --config train/configs/ml-1m-sasrec.json --dataset data/ml-1m --output_dir runs/ml-1m-sasrec --results_file benchmarks/results/ml-1m-sasrec.json
+# not re-run since the fixes of 2026-11-28 (their old rows were removed): HSTU-large, SmolLM2 text
 # $PY -m train.pretrain --config train/configs/ml-1m-hstu-large.json --dataset data/ml-1m --output_dir runs/ml-1m-hstu-large --results_file benchmarks/results/ml-1m-hstu-large.json
 # generation speed (quiet machine)
 $PY benchmarks/generation_speed.py --dataset data/ml-1m --model runs/ml-1m-geniusrec-sessions --batch_size 256 --num_beams 10 --session_length 10 --repeats 2 --output benchmarks/results/generation-speed.jsonl
