@@ -78,15 +78,19 @@ class NextItemDataset(torch.utils.data.Dataset):
         """Items each row's ranking must not recommend, `(M, S)` right-padded with 0 (a special id, ignored), or None
         for `mode="none"`. `full`: the whole history before the target; `window`: the model's input window only."""
         mode = resolve_filter_history(mode, self.protocol)
-        if mode == "none":
-            return None
-        rows = range(len(self)) if rows is None else rows
-        lists = []
-        for index in rows:
-            items, _ = self.store.row(int(self.users[index]))
-            end = int(self.bounds[index][0])
-            lists.append(items[:end] if mode == "full" else items[max(0, end - self.max_length) : end])
-        return pad_item_lists(lists)
+        return excluded_items([self[i] for i in (range(len(self)) if rows is None else rows)], mode)
+
+    def select(self, rows) -> None:
+        """Keeps only the given rows (indices into this view), in that order."""
+        self.users, self.bounds = self.users[rows], self.bounds[rows]
+
+
+def excluded_items(examples: list[dict], mode: str = "full") -> torch.LongTensor | None:
+    """What each split-view example must not be recommended, `(len(examples), S)` padded with 0: its `seen_items`
+    (`full`), its input window (`window`), or None (`none`)."""
+    if mode == "none":
+        return None
+    return pad_item_lists([e["seen_items"] if mode == "full" else e["input_ids"] for e in examples])
 
 
 class NextItemCollator:
@@ -260,5 +264,5 @@ def load_processed(dataset_dir: str):
     return sequences, items, tokenizer, stats
 
 
-__all__ = ["FILTER_MODES", "resolve_filter_history", "pad_item_lists", "NextItemDataset", "streaming_train_examples", "NextItemCollator",
-           "SessionTrainingDataset", "SessionCollator", "load_item_embeddings", "load_processed"]
+__all__ = ["FILTER_MODES", "resolve_filter_history", "pad_item_lists", "excluded_items", "NextItemDataset", "streaming_train_examples",
+           "NextItemCollator", "SessionTrainingDataset", "SessionCollator", "load_item_embeddings", "load_processed"]

@@ -27,7 +27,7 @@ from .configuration_geniusrec import GeniusRecConfig
 from .experts import ExpertContext, build_expert
 from .generation import BanItemsLogitsProcessor
 from .modeling_hstu import HSTUModel
-from .modeling_sequential import check_time_inputs, init_recommender_weights, last_positions
+from .modeling_sequential import check_time_inputs, init_recommender_weights, last_positions, resolve_output_flags
 from .scoring import ItemScoringMixin
 
 
@@ -347,7 +347,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids is required with encoder_outputs")
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_hidden_states, return_dict = resolve_output_flags(config, output_hidden_states, kwargs.get("return_dict"))
         if encoder_outputs is None:
             encoder_outputs = self.encode(input_ids, attention_mask, timestamps, next_timestamps, output_hidden_states=output_hidden_states)
         bad = (decoder_input_ids < 0) | (decoder_input_ids >= config.vocab_size)
@@ -396,10 +396,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             decoder_hidden_states=tuple(all_hidden) if output_hidden_states else None,
             encoder_hidden_states=encoder_outputs.get("hidden_states") if output_hidden_states else None,
         )
-        return_dict = kwargs.get("return_dict")
-        if return_dict is False or (return_dict is None and not getattr(config, "return_dict", True)):
-            return output.to_tuple()
-        return output
+        return output if return_dict else output.to_tuple()
 
 
     def packed_forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None) -> GeniusRecOutput:
@@ -562,8 +559,7 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             weights[:, 0] *= self.config.next_item_loss_weight
             ce = (token_ce * weights).sum() / weights.sum().clamp(min=1e-9)
             out.loss = ce + self.config.router_aux_loss_coef * out.aux_loss
-        return_dict = kwargs.get("return_dict")
-        if return_dict is False or (return_dict is None and not getattr(self.config, "return_dict", True)):
+        if not resolve_output_flags(self.config, False, kwargs.get("return_dict"))[1]:
             ordered = GeniusRecOutput(loss=out.loss, logits=out.logits, **{k: v for k, v in out.items() if k not in ("loss", "logits")})
             return ordered.to_tuple()  # in field order: (loss,) logits, last_hidden_state, ...
         return out

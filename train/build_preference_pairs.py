@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data_scripts.arguments import make_parser, parse_args
-from data_scripts.processed import NextItemCollator, load_processed, pad_item_lists
+from data_scripts.processed import NextItemCollator, excluded_items, load_processed
 from data_scripts.splits import SequenceStore, split_users
 from modeling_geniusrec import GeniusRecForSessionGeneration
 
@@ -98,7 +98,7 @@ def build_pairs(model, store, items, tokenizer, args) -> list[dict]:
     model.eval()
     for lo in tqdm(range(0, len(examples), args.batch_size), desc="preference pairs", disable=args.quiet):
         chunk = examples[lo : lo + args.batch_size]
-        gen = dict(**collator.pad_histories(chunk), banned_item_ids=pad_item_lists([e["seen_items"] for e in chunk]),
+        gen = dict(**collator.pad_histories(chunk), banned_item_ids=excluded_items(chunk, "full"),
                    max_new_tokens=k, min_new_tokens=k)
         beams = model.generate(**gen, num_beams=args.num_candidates, num_return_sequences=args.num_candidates)[:, 1 : k + 1]
         candidates = beams.view(len(chunk), args.num_candidates, k)

@@ -56,7 +56,7 @@ def restrict_to_cold_targets(store, dataset, vocab_size: int, max_count: int) ->
     keep = [i for i in range(len(dataset)) if counts[int(dataset[i]["target"])] <= max_count]
     if not keep:
         raise ValueError(f"no user of the {dataset.split} view has a target with <= {max_count} training interactions")
-    dataset.users, dataset.bounds = dataset.users[keep], dataset.bounds[keep]
+    dataset.select(keep)
 
 
 def read_user_ids(path: str) -> set:
@@ -127,9 +127,9 @@ def main(argv=None):
     if args.exclude_users:
         excluded = read_user_ids(args.exclude_users)
         keep = [i for i, u in enumerate(dataset.users) if store.user_ids[int(u)] not in excluded]
-        dataset.users, dataset.bounds = dataset.users[keep], dataset.bounds[keep]
+        dataset.select(keep)
     if args.max_users:
-        dataset.users, dataset.bounds = dataset.users[: args.max_users], dataset.bounds[: args.max_users]
+        dataset.select(slice(0, args.max_users))
     metrics = {}
     if args.task in ("next-item", "all"):
         if args.model:

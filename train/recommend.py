@@ -6,7 +6,7 @@
 from dataclasses import dataclass, field
 
 from data_scripts.arguments import make_parser, parse_args
-from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, pad_item_lists
+from data_scripts.processed import NextItemCollator, NextItemDataset, excluded_items, load_processed
 from data_scripts.splits import SequenceStore
 from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
 
@@ -31,7 +31,7 @@ def print_next_item_recommendations(model, store, tokenizer, items, dataset, num
     examples = [dataset[positions[u]] for u in wanted]
     if getattr(model.config, "is_encoder_decoder", False):
         batch = NextItemCollator(model.config.pad_token_id).pad_histories(examples)
-        out = model.generate(**batch, banned_item_ids=pad_item_lists([e["seen_items"] for e in examples]), num_beams=num_beams,
+        out = model.generate(**batch, banned_item_ids=excluded_items(examples, "full"), num_beams=num_beams,
                              max_new_tokens=k, min_new_tokens=k)
         ids = out[:, 1 : k + 1]
     else:

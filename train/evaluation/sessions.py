@@ -8,7 +8,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from data_scripts.processed import NextItemCollator, NextItemDataset, SessionCollator
+from data_scripts.processed import NextItemCollator, NextItemDataset, SessionCollator, excluded_items
 
 from .baselines import item_user_counts, popularity_lists
 from .session_metrics import beyond_accuracy, session_accuracy
@@ -44,12 +44,8 @@ def next_item_top_k(model, examples: list[dict], k: int = 10, filter_history: st
     batch = NextItemCollator(model.config.pad_token_id).pad_histories(examples)
     batch = {key: value.to(device) for key, value in batch.items()}
     out = model(**batch)
-    exclude = None
-    if filter_history != "none":
-        from data_scripts.processed import pad_item_lists
-
-        exclude = pad_item_lists([e["seen_items"] if filter_history == "full" else e["input_ids"] for e in examples]).to(device)
-    return model.top_k_items(out.user_embeddings, k, exclude=exclude)[1].cpu()
+    exclude = excluded_items(examples, filter_history)
+    return model.top_k_items(out.user_embeddings, k, exclude=None if exclude is None else exclude.to(device))[1].cpu()
 
 
 def next_item_lists(model, dataset: NextItemDataset, k: int = 10, batch_size: int = 256, filter_history: str = "full") -> list[list[int]]:
@@ -58,8 +54,6 @@ def next_item_lists(model, dataset: NextItemDataset, k: int = 10, batch_size: in
     for examples in _batches(dataset, batch_size, "stage-1 top-k", progress=False):
         lists += next_item_top_k(model, examples, k, filter_history).tolist()
     return lists
-
-
 
 
 def item_feature_vectors(items, vocab_size: int, text_embeddings: torch.Tensor | None = None) -> torch.Tensor:
