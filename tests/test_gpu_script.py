@@ -26,3 +26,27 @@ def test_gpu_script_smoke(tmp_path):
     assert "seconds_to_hstu_quality" in run and "seconds_to_hstu_large_quality" in run
     assert module.time_to([{"epoch": 1.0, "eval_ndcg@10": 0.1}, {"epoch": 2.0, "eval_ndcg@10": 0.18}], 100.0, 4.0, 0.172) == (2.0, 50.0)
     assert module.time_to([{"epoch": 1.0, "eval_ndcg@10": 0.1}], 100.0, 1.0, 0.172) == (None, None)
+    # measured time-to-quality is the stamped wall clock at that validation, not an epoch share
+    assert all(h["elapsed_s"] > 0 for h in run["eval_history"]) and len(run["eval_history"]) == 2
+    assert module.time_to([{"epoch": 1.0, "eval_ndcg@10": 0.2, "elapsed_s": 7.5}], 100.0, 4.0, 0.172) == (1.0, 7.5)
+    # a second run compared with the first (the bf16 / compile check): same seed and flags on CPU give the same curve
+    again = tmp_path / "gpu-again.json"
+    module.main(["--dataset", str(tmp_path / "data"), "--smoke", "--models", "ml-1m-hstu", "--output_dir", str(tmp_path / "runs2"),
+                 "--output", str(again), "--compare_to", str(out), "--results_dir", str(tmp_path / "full")])
+    compared = json.loads(again.read_text())["runs"]["ml-1m-hstu"]["compared_to"]
+    assert compared["epochs_compared"] == 2 and compared["max_abs_ndcg@10_difference"] < 1e-6
+    assert json.loads((tmp_path / "full" / "ml-1m-hstu.json").read_text())["eval_history"]
+    assert module.compare_histories([{"epoch": 1.0, "eval_ndcg@10": 0.2}, {"epoch": 2.0, "eval_ndcg@10": 0.3}],
+                                    [{"epoch": 1.0, "eval_ndcg@10": 0.25}]) == {"epochs_compared": 1, "max_abs_ndcg@10_difference": 0.05}
+
+
+def test_time_budget_stops_training(tmp_path):
+    """`--max_train_seconds` stops at the first epoch end past the budget, tests the best checkpoint and says so."""
+    from train import pretrain
+
+    write_learnable_ml(tmp_path / "raw", users=40, items=40)
+    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])
+    results = pretrain.main(["--dataset", str(tmp_path / "data"), "--output_dir", str(tmp_path / "run"), "--hidden_size", "16",
+                             "--qk_head_dim", "8", "--v_head_dim", "8", "--max_length", "20", "--num_train_epochs", "50",
+                             "--max_train_seconds", "0.001", "--disable_tqdm", "true", "--report_to", "none"])
+    assert results["epochs"] == 1.0 and results["stopped_by"] == "time_budget" and results["metrics"]["test"]

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from data_scripts.arguments import make_parser
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history, streaming_train_examples
@@ -63,6 +63,27 @@ class DataArguments:
     num_shards: int = field(default=8, metadata={"help": "shards of the streamed training data"})
     show_recommendations: int = field(default=0, metadata={"help": "print top-10 titles for this many test users"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
+    max_train_seconds: float = field(default=None, metadata={"help": "stop at the first epoch end past this many seconds of training "
+                                                                       "(validation included); the best checkpoint so far is tested"})
+
+
+class WallClockCallback(TrainerCallback):
+    """Stamps every evaluation log entry with `elapsed_s` (seconds since training began, evaluations included) and
+    stops training at the first epoch end past `max_seconds` (if given); `stopped` tells whether it did."""
+
+    def __init__(self, max_seconds: float | None = None):
+        self.max_seconds, self.start, self.stopped = max_seconds, None, False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.start is not None and state.log_history and "eval_ndcg@10" in state.log_history[-1]:
+            state.log_history[-1]["elapsed_s"] = round(time.time() - self.start, 2)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.max_seconds is not None and self.start is not None and time.time() - self.start >= self.max_seconds:
+            control.should_training_stop, self.stopped = True, True
 
 
 def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size: int, tokenizer=None):
@@ -128,7 +149,8 @@ def main(argv=None):
     model = build_model(model_args, data_args, len(tokenizer), tokenizer)
     model.config.catalog_fingerprint = tokenizer.catalog_fingerprint()  # checked by every later loader
     selecting = not reference and training_args.eval_strategy != "no"
-    callbacks = [EarlyStoppingCallback(data_args.early_stopping_patience)] if selecting else []
+    clock = WallClockCallback(data_args.max_train_seconds)
+    callbacks = [clock] + ([EarlyStoppingCallback(data_args.early_stopping_patience)] if selecting else [])
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
         data_collator=NextItemCollator(tokenizer.pad_token_id), processing_class=tokenizer,
@@ -165,7 +187,7 @@ def main(argv=None):
         "date": today(),
         "commit": git_commit(),
         "resumed_from": resumed,
-        "stopped_by": _stopped_by(trainer.state, training_args),
+        "stopped_by": _stopped_by(trainer.state, training_args, clock.stopped),
         "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
         "train_loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h],
         "world_size": training_args.world_size,
@@ -183,8 +205,11 @@ def main(argv=None):
     return results
 
 
-def _stopped_by(state, args) -> str:
-    """"max_epochs" when the configured epochs (or steps) all ran, else "early_stopping"."""
+def _stopped_by(state, args, out_of_time: bool = False) -> str:
+    """"max_epochs" when the configured epochs (or steps) all ran, "time_budget" when `--max_train_seconds` stopped
+    it, else "early_stopping"."""
+    if out_of_time and (state.epoch or 0) < args.num_train_epochs - 1e-6:
+        return "time_budget"
     if args.max_steps and args.max_steps > 0:
         return "max_steps" if state.global_step >= args.max_steps else "early_stopping"
     return "max_epochs" if (state.epoch or 0) >= args.num_train_epochs - 1e-6 else "early_stopping"
