@@ -165,6 +165,9 @@ def last_positions(mask: torch.Tensor) -> torch.Tensor:
     return mask.shape[1] - 1 - mask.long().flip(1).argmax(dim=1)
 
 
+DENSE_NEGATIVES_FACTOR = 32  # per-position negatives are scored densely when vocab_size <= this x num_negatives
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """`(batch_size, sequence_length)` bool -> position of each item within its row's history, left or right padded."""
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
@@ -295,21 +298,25 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
         if config.loss_type == "full_softmax":
             logits = h @ self.item_vectors(config.num_special_tokens).T * config.logit_scale  # (P, num_items)
             return F.cross_entropy(logits, targets - config.num_special_tokens)
-        pos_logits = (h * self.item_vectors()[targets]).sum(-1, keepdim=True) * config.logit_scale  # (P, 1)
-        table = self.get_output_embeddings().weight
+        items = self.item_vectors()  # (V, D), normalised once: gathered rows are never normalised again
+        pos_logits = (h * items[targets]).sum(-1, keepdim=True) * config.logit_scale  # (P, 1)
         # training draws fresh negatives; evaluation draws the same ones every time (a deterministic eval loss)
         generator = None if self.training else torch.Generator(device=h.device).manual_seed(0)
         if config.negatives_sharing == "batch":
             negatives = torch.randint(config.num_special_tokens, config.vocab_size, (config.num_negatives,), device=h.device,
                                       generator=generator)
-            neg_logits = h @ F.normalize(table[negatives], dim=-1).T * config.logit_scale  # (P, K)
+            neg_logits = h @ items[negatives].T * config.logit_scale  # (P, K)
             hits = negatives.unsqueeze(0) == targets.unsqueeze(1)
         else:
             negatives = torch.randint(
                 config.num_special_tokens, config.vocab_size, (h.shape[0], config.num_negatives), device=h.device, generator=generator
             )
-            neg_vecs = F.normalize(table[negatives], dim=-1)  # (P, K, D)
-            neg_logits = torch.einsum("pd,pkd->pk", h, neg_vecs) * config.logit_scale
+            if config.vocab_size <= DENSE_NEGATIVES_FACTOR * config.num_negatives:
+                # small catalog: one (P, V) matmul and a gather beat gathering (P, K, D) vectors and scatter-adding
+                # their gradient (about 2x on CPU for ML-1M's 3,706 items and 128 negatives); same numbers
+                neg_logits = (h @ items.T).gather(1, negatives) * config.logit_scale  # (P, K)
+            else:
+                neg_logits = torch.einsum("pd,pkd->pk", h, items[negatives]) * config.logit_scale  # (P, K)
             hits = negatives == targets.unsqueeze(1)
         neg_logits = neg_logits.masked_fill(hits, float("-inf"))  # accidental hits are not negatives
         logits = torch.cat([pos_logits, neg_logits], dim=1)

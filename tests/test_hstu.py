@@ -104,6 +104,22 @@ def test_time_buckets_reach_many_values():
     assert int(time_buckets(torch.tensor([[0]]), torch.tensor([[10**18]]), 128, 0.301).max()) == 128
 
 
+@pytest.mark.parametrize("num_buckets, scale", [(128, 0.301), (64, 0.5), (10, 1.7)])
+def test_time_buckets_equal_the_float64_formula_at_every_threshold(num_buckets, scale):
+    """The bucketize path gives the definition's bucket, bit for bit, on both sides of every bucket boundary and on
+    random deltas up to 2^62 (it replaced a float64 log over every pair)."""
+    from modeling_geniusrec.modeling_hstu import _bucket_formula, _bucket_thresholds, time_buckets
+
+    thresholds = [t for t in _bucket_thresholds(num_buckets, scale).tolist() if t < 2**62]
+    probes = sorted({max(d, 0) for t in thresholds for d in (t - 2, t - 1, t, t + 1)} | {0, 1, 2})
+    g = torch.Generator().manual_seed(0)
+    deltas = torch.cat([torch.tensor(probes), torch.randint(0, 2**62, (2000,), generator=g), torch.randint(0, 10**9, (2000,), generator=g)])
+    fast = time_buckets(deltas.view(1, -1), torch.zeros(1, 1, dtype=torch.long), num_buckets, scale).view(-1)
+    slow = _bucket_formula(deltas.clamp(min=1), num_buckets, scale)
+    assert torch.equal(fast, slow)
+    assert len(fast.unique()) > num_buckets // 2
+
+
 @pytest.mark.parametrize("use_next_event_time", [False, True])
 def test_causality(use_next_event_time):
     model = HSTUModel(tiny_config(use_next_event_time=use_next_event_time)).eval()
