@@ -100,3 +100,46 @@ def test_full_history_filtering_removes_items_outside_the_input_window():
     full = popularity_metrics(store, test, vocab_size=13, filter_history="full")
     window = popularity_metrics(store, test, vocab_size=13, filter_history="window")
     assert full["mrr"] > window["mrr"]  # item 4 (seen, most popular) no longer outranks the target
+
+
+def test_ordering_a_view_by_length_keeps_every_rank():
+    """Evaluation views are batched shortest-first (`order_by_length`, and inside `evaluate_next_item`) so batches pad
+    little: every user's rank, hence every metric, is the one of the original order, by both evaluation paths."""
+    import numpy as np
+
+    from data_scripts.processed import NextItemCollator, NextItemDataset
+    from data_scripts.splits import SequenceStore
+    from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction
+    from train.evaluate import evaluate_next_item, query_states
+    from train.evaluation.ranking import make_compute_metrics
+
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(4, 40, size=int(n)) for n in rng.integers(4, 30, size=37)]
+    offsets = np.cumsum([0] + [len(r) for r in rows])
+    store = SequenceStore([f"u{i}" for i in range(37)], offsets, np.concatenate(rows).astype(np.int32), np.arange(offsets[-1]) * 1000)
+    torch.manual_seed(0)
+    model = HSTUForNextItemPrediction(HSTUConfig(vocab_size=40, hidden_size=16, qk_head_dim=8, v_head_dim=8, max_position_embeddings=12)).eval()
+    collator = NextItemCollator()
+
+    def ranks_by_user(view, batch_size):
+        out = {}
+        for lo in range(0, len(view), batch_size):
+            rows = list(range(lo, min(lo + batch_size, len(view))))
+            with torch.no_grad():
+                states = query_states(model, collator.pad_histories([view[i] for i in rows]))
+            ranks = target_ranks(model, states, view.targets()[rows], view.filter_items("full")[rows])
+            out.update({int(view.users[i]): int(r) for i, r in zip(rows, ranks)})
+        return out
+
+    plain = NextItemDataset(store, "test", max_length=12)
+    ordered = NextItemDataset(store, "test", max_length=12).order_by_length()
+    lengths = ordered.input_lengths()
+    assert (np.diff(lengths) >= 0).all() and not (np.diff(plain.input_lengths()) >= 0).all()
+    assert ranks_by_user(plain, 5) == ranks_by_user(ordered, 5)
+    direct = evaluate_next_item(model, plain, batch_size=5, progress=False)
+    with torch.no_grad():
+        states = torch.cat([query_states(model, collator.pad_histories([ordered[i] for i in range(lo, min(lo + 5, len(ordered)))]))
+                            for lo in range(0, len(ordered), 5)])
+    trainer_path = make_compute_metrics(lambda: model, ordered, "full")(type("P", (), {"predictions": states.numpy()})())
+    for k, v in direct.items():
+        assert v == pytest.approx(trainer_path[k], abs=1e-12), k

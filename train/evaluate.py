@@ -10,6 +10,7 @@ Uses the same split module, collator and metrics as training, so it reproduces w
 import sys
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -30,13 +31,14 @@ def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, f
     device = next(model.parameters()).device
     collator = NextItemCollator(model.config.pad_token_id)
     targets, seen = dataset.targets(), dataset.filter_items(filter_history)
+    order = torch.as_tensor(np.argsort(dataset.input_lengths(), kind="stable"))  # batches of similar lengths pad little
     ranks = []
     for lo in tqdm(range(0, len(dataset), batch_size), desc=f"evaluating {dataset.split}", disable=not progress):
-        hi = min(lo + batch_size, len(dataset))
-        batch = collator.pad_histories([dataset[i] for i in range(lo, hi)])
+        rows = order[lo : lo + batch_size]
+        batch = collator.pad_histories([dataset[int(i)] for i in rows])
         batch = {k: v.to(device) for k, v in batch.items()}
         users = query_states(model, batch)
-        ranks.append(target_ranks(model, users, targets[lo:hi], None if seen is None else seen[lo:hi]))
+        ranks.append(target_ranks(model, users, targets[rows], None if seen is None else seen[rows]))
     return ranking_metrics(torch.cat(ranks), ks)
 
 
@@ -91,7 +93,8 @@ class EvaluateArguments:
         "help": "items removed from rankings and banned from sessions: full (the user's whole history), window (the input window only, "
                 "the HSTU reference's rule), none; auto = window under hstu-reference, else full",
         "choices": ["auto", "full", "window", "none"]})
-    task: str = field(default="next-item", metadata={"help": "next-item ranking, generated-session metrics (GeniusRec), or both",
+    task: str = field(default="next-item", metadata={"help": "next-item ranking, generated-session metrics (GeniusRec's decoder, "
+                                                             "or a stage-1 model's beam search), or both",
                                                      "choices": ["next-item", "sessions", "all"]})
     num_beams: int = field(default=10, metadata={"help": "beams for session generation"})
     max_users: int | None = field(default=None, metadata={"help": "evaluate only the first N users of the view (quick looks)"})
@@ -137,8 +140,8 @@ def main(argv=None):
         else:
             metrics.update(popularity_metrics(store, dataset, len(tokenizer), filter_history=filter_history))
     if args.task in ("sessions", "all"):
-        if not (args.model and getattr(model.config, "is_encoder_decoder", False)):
-            parser.error("--task sessions needs a GeniusRec checkpoint")
+        if not args.model:
+            parser.error("--task sessions needs --model: a GeniusRec checkpoint (decoder sessions) or a stage-1 one (its beam search)")
         from .evaluation.sessions import session_table
 
         metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams, filter_history=filter_history))

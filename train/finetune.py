@@ -132,8 +132,8 @@ def main(argv=None):
     split = dict(protocol=data_args.protocol, session_length=data_args.session_length)
     train_set = SessionTrainingDataset(store, max_length, data_args.target_length, data_args.protocol, model.config.eos_token_id,
                                        data_args.session_length, data_args.samples_per_user)
-    eval_set = NextItemDataset(store, "validation", max_length, **split)
-    test_set = NextItemDataset(store, "test", max_length, **split)
+    eval_set = NextItemDataset(store, "validation", max_length, **split).order_by_length()  # little padding per batch
+    test_set = NextItemDataset(store, "test", max_length, **split).order_by_length()
     collator = SessionCollator(model.config.pad_token_id, model.config.eos_token_id)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
                       processing_class=tokenizer, preprocess_logits_for_metrics=first_step_states,

@@ -140,8 +140,9 @@ def main(argv=None):
         training_args.accelerator_config.dispatch_batches = False
     else:
         train_set = NextItemDataset(store, "train", **split_kwargs)
-    eval_set = NextItemDataset(store, eval_split, **split_kwargs)
-    test_set = NextItemDataset(store, "test", **split_kwargs)
+    # evaluation views ordered by length: batches of similar lengths pad little (same metrics, ~2.5x faster)
+    eval_set = NextItemDataset(store, eval_split, **split_kwargs).order_by_length()
+    test_set = NextItemDataset(store, "test", **split_kwargs).order_by_length()
     if reference:  # no model selection on the test view
         training_args.load_best_model_at_end = False
         training_args.save_strategy = "no"
