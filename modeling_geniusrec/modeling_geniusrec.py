@@ -43,6 +43,9 @@ class GeniusRecEncoderOutput(ModelOutput):
         Each expert's own `encode(...)` result is stored under the key `expert_<name>` (e.g. `expert_text`, the content
         expert's projected history keys `(batch_size, num_heads, history_length, head_dim)`), so that `generate()`
         expands it over beams like the fields above.
+        hidden_states (`tuple`, *optional*): the HSTU encoder's input embeddings and block outputs.
+        attentions (`tuple` of `(batch_size, encoder_heads, history_length, history_length)`, *optional*): the HSTU
+            blocks' pointwise attention weights, with `output_attentions=True`.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -51,6 +54,7 @@ class GeniusRecEncoderOutput(ModelOutput):
     cross_keys: torch.FloatTensor | None = None
     cross_values: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -68,8 +72,12 @@ class GeniusRecOutput(ModelOutput):
             embeddings and each decoder layer's output, with `output_hidden_states=True`.
         encoder_hidden_states (`tuple` of `(batch_size, history_length, hidden_size)`, *optional*): the HSTU encoder's
             input embeddings and block outputs, with `output_hidden_states=True`.
-        decoder_attentions, cross_attentions: always None (attention maps are not returned; present so that
-            `generate(..., return_dict_in_generate=True, output_attentions=True)` works).
+        decoder_attentions (`tuple` of `(batch_size, num_heads, target_length, past + target_length)`, *optional*):
+            each decoder layer's self-attention weights, with `output_attentions=True`.
+        cross_attentions (`tuple` of `(batch_size, num_heads, target_length, history_length)`, *optional*): each
+            decoder layer's attention weights over the history, with `output_attentions=True`.
+        encoder_attentions (`tuple` of `(batch_size, encoder_heads, history_length, history_length)`, *optional*): the
+            HSTU blocks' pointwise weights, with `output_attentions=True`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -83,15 +91,18 @@ class GeniusRecOutput(ModelOutput):
     encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    encoder_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-def eager_attention_forward(q, k, v, mask, dropout: float = 0.0, training: bool = False):
+def eager_attention_forward(q, k, v, mask, dropout: float = 0.0, training: bool = False, return_weights: bool = False):
     """Softmax attention written out: q `(B, H, Tq, d)`, k/v `(B, H, Tk, d)`, mask bool broadcastable to
-    `(B, H, Tq, Tk)` (True = may attend). Returns `(B, H, Tq, d)`."""
+    `(B, H, Tq, Tk)` (True = may attend). Returns `(B, H, Tq, d)`, and the softmax weights `(B, H, Tq, Tk)` (before
+    dropout) with `return_weights`."""
     scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, Tq, Tk)
     scores = scores.masked_fill(~mask, float("-inf"))
-    weights = F.dropout(torch.softmax(scores, dim=-1), dropout, training)
-    return weights @ v
+    probs = torch.softmax(scores, dim=-1)
+    out = F.dropout(probs, dropout, training) @ v
+    return (out, probs) if return_weights else out
 
 
 def sdpa_attention_forward(q, k, v, mask, dropout: float = 0.0, training: bool = False):
@@ -123,9 +134,11 @@ class GeniusRecAttention(nn.Module):
         """`(B, T, D)` -> keys, values `(B, H, T, d)`."""
         return self._heads(self.k_proj(states)), self._heads(self.v_proj(states))
 
-    def forward(self, hidden_states, mask, key_value=None, cache=None):
+    def forward(self, hidden_states, mask, key_value=None, cache=None, output_attentions=False):
         """`hidden_states` `(B, Tq, D)`; `key_value` precomputed `(k, v)` for cross-attention, else self-attention
-        over `hidden_states` (appended to `cache`, a [`DynamicCache`], when given)."""
+        over `hidden_states` (appended to `cache`, a [`DynamicCache`], when given). With `output_attentions`, also
+        returns the `(B, H, Tq, Tk)` weights (computed by the eager path: SDPA does not return them, as in
+        transformers)."""
         q = self._heads(self.q_proj(hidden_states))
         if key_value is not None:
             k, v = key_value
@@ -133,6 +146,9 @@ class GeniusRecAttention(nn.Module):
             k, v = self.project_key_value(hidden_states)
             if cache is not None:
                 k, v = cache.update(k, v, self.layer_idx)
+        if output_attentions:
+            out, weights = eager_attention_forward(q, k, v, mask, self.config.attention_dropout_prob, self.training, return_weights=True)
+            return self.o_proj(out.transpose(1, 2).reshape(*hidden_states.shape[:2], -1)), weights
         attention = ATTENTION_FUNCTIONS.get(self.config._attn_implementation or "sdpa", sdpa_attention_forward)  # config's attn_implementation
         out = attention(q, k, v, mask, self.config.attention_dropout_prob, self.training)
         return self.o_proj(out.transpose(1, 2).reshape(*hidden_states.shape[:2], -1))
@@ -153,10 +169,18 @@ class GeniusRecDecoderLayer(GradientCheckpointingLayer):
                                  nn.Linear(config.intermediate_size, config.hidden_size))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states, self_mask, cross_keys, cross_values, cross_mask, cache=None):
-        h = hidden_states + self.dropout(self.self_attn(self.self_attn_norm(hidden_states), self_mask, cache=cache))
-        h = h + self.dropout(self.cross_attn(self.cross_attn_norm(h), cross_mask, key_value=(cross_keys, cross_values)))
-        return h + self.dropout(self.ffn(self.ffn_norm(h)))
+    def forward(self, hidden_states, self_mask, cross_keys, cross_values, cross_mask, cache=None, output_attentions=False):
+        """`(B, T, D)` -> `(B, T, D)`; with `output_attentions`, `(states, self-attention weights, cross-attention
+        weights)`."""
+        if not output_attentions:
+            h = hidden_states + self.dropout(self.self_attn(self.self_attn_norm(hidden_states), self_mask, cache=cache))
+            h = h + self.dropout(self.cross_attn(self.cross_attn_norm(h), cross_mask, key_value=(cross_keys, cross_values)))
+            return h + self.dropout(self.ffn(self.ffn_norm(h)))
+        attended, self_weights = self.self_attn(self.self_attn_norm(hidden_states), self_mask, cache=cache, output_attentions=True)
+        h = hidden_states + self.dropout(attended)
+        attended, cross_weights = self.cross_attn(self.cross_attn_norm(h), cross_mask, key_value=(cross_keys, cross_values), output_attentions=True)
+        h = h + self.dropout(attended)
+        return h + self.dropout(self.ffn(self.ffn_norm(h))), self_weights, cross_weights
 
 
 class ItemOutputEmbeddings(nn.Module):
@@ -212,8 +236,10 @@ class GeniusRecEncoderView:
         self.model = model
         self.main_input_name = "input_ids"
 
-    def forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None, output_hidden_states=None, **kwargs):
-        return self.model.encode(input_ids, attention_mask, timestamps, next_timestamps, output_hidden_states=output_hidden_states)
+    def forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None, output_hidden_states=None,
+                output_attentions=None, **kwargs):
+        return self.model.encode(input_ids, attention_mask, timestamps, next_timestamps, output_hidden_states=output_hidden_states,
+                                 output_attentions=output_attentions)
 
     __call__ = forward
 
@@ -289,7 +315,8 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         return F.normalize(vectors, dim=-1)
 
     # -- encoder ---------------------------------------------------------------------------------------------------
-    def encode(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None, output_hidden_states=None) -> GeniusRecEncoderOutput:
+    def encode(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None, output_hidden_states=None,
+               output_attentions=None) -> GeniusRecEncoderOutput:
         """History `(B, N)` with its event times `(B, N)` and the request time `(B,)` -> [`GeniusRecEncoderOutput`].
 
         One time policy for every path (training, evaluation, `generate()`, preference pairs, the packed view that DPO
@@ -299,14 +326,15 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             attention_mask = input_ids != self.config.pad_token_id
         check_time_inputs(self.config.encoder_config, timestamps, next_timestamps)
         encoded = self.encoder(input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps,
-                               output_hidden_states=bool(output_hidden_states), return_dict=True)
+                               output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions), return_dict=True)
         states = encoded.last_hidden_state
         user = states[torch.arange(states.shape[0], device=states.device), last_positions(attention_mask.bool())]
         memory = self.memory_projection(states)
         cross = [layer.cross_attn.project_key_value(memory) for layer in self.decoder_layers]
         output = GeniusRecEncoderOutput(last_hidden_state=memory, history_mask=attention_mask.long(), user_embedding=user,
                                         cross_keys=torch.stack([k for k, _ in cross], dim=1),
-                                        cross_values=torch.stack([v for _, v in cross], dim=1), hidden_states=encoded.hidden_states)
+                                        cross_values=torch.stack([v for _, v in cross], dim=1), hidden_states=encoded.hidden_states,
+                                        attentions=encoded.attentions)
         for name, expert in self.experts.items():
             state = expert.encode(self, input_ids)
             if state is not None:
@@ -326,6 +354,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         cache: Cache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> GeniusRecOutput:
         r"""
@@ -348,8 +377,10 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids is required with encoder_outputs")
         output_hidden_states, return_dict = resolve_output_flags(config, output_hidden_states, kwargs.get("return_dict"))
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
         if encoder_outputs is None:
-            encoder_outputs = self.encode(input_ids, attention_mask, timestamps, next_timestamps, output_hidden_states=output_hidden_states)
+            encoder_outputs = self.encode(input_ids, attention_mask, timestamps, next_timestamps, output_hidden_states=output_hidden_states,
+                                          output_attentions=output_attentions)
         bad = (decoder_input_ids < 0) | (decoder_input_ids >= config.vocab_size)
         if bool(bad.any()):
             raise ValueError(f"decoder_input_ids contains ids outside [0, {config.vocab_size}): {decoder_input_ids[bad][:5].tolist()}")
@@ -375,8 +406,14 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         self_mask = (key_positions.unsqueeze(0) <= positions.unsqueeze(1)).view(1, 1, length, past + length)
         cross_mask = history_mask.bool().view(batch, 1, 1, -1)
         all_hidden = [hidden] if output_hidden_states else None
+        self_weights, cross_weights = ([], []) if output_attentions else (None, None)
         for index, layer in enumerate(self.decoder_layers):
-            hidden = layer(hidden, self_mask, encoder_outputs.cross_keys[:, index], encoder_outputs.cross_values[:, index], cross_mask, self_cache)
+            hidden = layer(hidden, self_mask, encoder_outputs.cross_keys[:, index], encoder_outputs.cross_values[:, index], cross_mask, self_cache,
+                           output_attentions=output_attentions)
+            if output_attentions:
+                hidden, weights, cross = hidden
+                self_weights.append(weights)
+                cross_weights.append(cross)
             if output_hidden_states:
                 all_hidden.append(hidden)
         state = self.decoder_norm(hidden)
@@ -395,6 +432,9 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             encoder_last_hidden_state=memory,
             decoder_hidden_states=tuple(all_hidden) if output_hidden_states else None,
             encoder_hidden_states=encoder_outputs.get("hidden_states") if output_hidden_states else None,
+            decoder_attentions=tuple(self_weights) if output_attentions else None,
+            cross_attentions=tuple(cross_weights) if output_attentions else None,
+            encoder_attentions=encoder_outputs.get("attentions") if output_attentions else None,
         )
         return output if return_dict else output.to_tuple()
 
@@ -546,7 +586,8 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps,
                          decoder_input_ids=decoder_input_ids, encoder_outputs=encoder_outputs, session_ids=session_ids,
-                         cache=cache, use_cache=use_cache, output_hidden_states=kwargs.get("output_hidden_states"), return_dict=True)
+                         cache=cache, use_cache=use_cache, output_hidden_states=kwargs.get("output_hidden_states"),
+                         output_attentions=kwargs.get("output_attentions"), return_dict=True)
         matrix = self._frozen_item_matrix if self._frozen_item_matrix is not None else self.model.item_output_matrix()
         out.logits = out.last_hidden_state @ matrix.T * self.config.logit_scale
         if labels is not None:

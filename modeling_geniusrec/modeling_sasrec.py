@@ -38,22 +38,30 @@ class SASRecLayer(GradientCheckpointingLayer):
         self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """`(B, N, D)` -> `(B, N, D)`; `mask` `(B, N, N)` bool, True where query i may read key j."""
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor, output_attentions: bool = False):
+        """`(B, N, D)` -> `(B, N, D)`; `mask` `(B, N, N)` bool, True where query i may read key j. With
+        `output_attentions`, also the softmax weights `(B, H, N, N)` (computed written out, as SDPA returns none)."""
         batch, length, dim = hidden_states.shape
         heads = self.config.num_attention_heads
         q_in = self.attention_norm(hidden_states)
         q = F.linear(q_in, self.qkv.weight[:dim], self.qkv.bias[:dim])
         k, v = F.linear(hidden_states, self.qkv.weight[dim:], self.qkv.bias[dim:]).chunk(2, dim=-1)
         q, k, v = (t.view(batch, length, heads, dim // heads).transpose(1, 2) for t in (q, k, v))  # (B, H, N, d)
-        attn = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask.unsqueeze(1),
-            dropout_p=self.config.attention_dropout_prob if self.training else 0.0,
-        )
+        weights = None
+        if output_attentions:
+            scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+            weights = torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1)  # (B, H, N, N)
+            attn = F.dropout(weights, self.config.attention_dropout_prob, self.training) @ v
+        else:
+            attn = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask.unsqueeze(1),
+                dropout_p=self.config.attention_dropout_prob if self.training else 0.0,
+            )
         attn = attn.transpose(1, 2).reshape(batch, length, dim)
         hidden_states = q_in + self.dropout(self.attention_output(attn))
         normed = self.ffn_norm(hidden_states)
-        return normed + self.dropout(self.ffn_out(self.dropout(F.relu(self.ffn_in(normed)))))
+        out = normed + self.dropout(self.ffn_out(self.dropout(F.relu(self.ffn_in(normed)))))
+        return (out, weights) if output_attentions else out
 
 
 class SASRecPreTrainedModel(SequentialRecPreTrainedModel):
@@ -85,6 +93,7 @@ class SASRecModel(SASRecPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> SequentialRecOutput:
         r"""
@@ -92,6 +101,8 @@ class SASRecModel(SASRecPreTrainedModel):
             input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): item token ids, padded either side.
             attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): 1 for real items.
             Timestamps are accepted and ignored (SASRec has no time signal).
+            output_attentions (`bool`, *optional*): also return each layer's softmax weights `(batch_size,
+                num_heads, sequence_length, sequence_length)` (default: `config.output_attentions`).
         Returns:
             [`SequentialRecOutput`] with `last_hidden_state` `(batch_size, sequence_length, hidden_size)`.
         """
@@ -105,12 +116,20 @@ class SASRecModel(SASRecPreTrainedModel):
         hidden = self.embeddings(input_ids, position_ids_from_mask(mask), mask)
         all_hidden = [hidden] if output_hidden_states else None
         keep = mask.unsqueeze(-1)
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        all_attentions = [] if output_attentions else None
         for layer in self.layers:
-            hidden = layer(hidden, attn_mask) * keep
+            if output_attentions:
+                hidden, weights = layer(hidden, attn_mask, output_attentions=True)
+                all_attentions.append(weights)
+            else:
+                hidden = layer(hidden, attn_mask)
+            hidden = hidden * keep
             if output_hidden_states:
                 all_hidden.append(hidden)
         hidden = F.normalize(self.final_norm(hidden), dim=-1, eps=1e-6) * keep
-        output = SequentialRecOutput(last_hidden_state=hidden, hidden_states=tuple(all_hidden) if all_hidden else None)
+        output = SequentialRecOutput(last_hidden_state=hidden, hidden_states=tuple(all_hidden) if all_hidden else None,
+                                     attentions=tuple(all_attentions) if output_attentions else None)
         return output if return_dict else output.to_tuple()
 
 
@@ -133,7 +152,7 @@ class SASRecForNextItemPrediction(NextItemPredictionMixin, SASRecPreTrainedModel
         **kwargs,
     ) -> NextItemPredictionOutput:
         """As [`HSTUForNextItemPrediction.forward`]; `timestamps`/`next_timestamps` are accepted and ignored."""
-        encoder_kwargs = dict(output_hidden_states=output_hidden_states)
+        encoder_kwargs = dict(output_hidden_states=output_hidden_states, output_attentions=kwargs.get("output_attentions"))
         return self._next_item_forward(input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict,
                                        kwargs.get("logits_to_keep"))
 

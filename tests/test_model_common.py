@@ -96,6 +96,35 @@ class ModelTester:
         model.save_pretrained(tmp_path)
         assert self.model_class.from_pretrained(tmp_path).config.vocab_size == self.vocab_size + 2
 
+    def create_and_check_output_attentions(self):
+        """`output_attentions=True` (argument or config default) returns one map per layer, causal, never reading
+        padding, rows summing to 1 where attention is a softmax; the outputs themselves do not change."""
+        config, inputs = self.prepare_config_and_inputs()
+        model = self.build(config)
+        plain = self.forward(model, inputs)
+        out = self.forward(model, inputs, output_attentions=True)
+        torch.testing.assert_close(self.main_output(out), self.main_output(plain), atol=1e-5, rtol=1e-5)  # eager vs SDPA
+        maps = self.attention_maps(out)
+        assert plain.get("attentions") is None and plain.get("decoder_attentions") is None
+        for name, (weights, causal, padded_keys, softmax) in maps.items():
+            assert len(weights) == 2, name
+            for w in weights:
+                assert w.shape[:2] == (self.batch_size, 2), name
+                if causal:
+                    assert bool((w.triu(1) == 0).all()), name
+                if padded_keys:
+                    assert bool((w[2, :, :5 if w.shape[2] == self.seq_length else None, 5:] == 0).all()), name
+                if softmax:
+                    torch.testing.assert_close(w[:2].sum(-1), torch.ones_like(w[:2].sum(-1)))
+        model.config._attn_implementation = "eager"  # transformers allows the config default only with eager attention
+        model.config.output_attentions = True
+        assert len(self.attention_maps(self.forward(model, inputs))) == len(maps)
+
+    def attention_maps(self, out):
+        """name -> (maps, causal?, padding of row 2 at keys 5+ never read?, rows sum to 1?)."""
+        softmax = self.model_class is SASRecForNextItemPrediction
+        return {"encoder": (out.attentions, True, True, softmax)}
+
 
 class HSTUModelTester(ModelTester):
     model_class = HSTUForNextItemPrediction
@@ -137,6 +166,10 @@ class GeniusRecModelTester(ModelTester):
     def forward(self, model, inputs, **extra):
         return model(**inputs, **extra)
 
+    def attention_maps(self, out):
+        return {"encoder": (out.encoder_attentions, True, True, False), "decoder": (out.decoder_attentions, True, False, True),
+                "cross": (out.cross_attentions, False, True, True)}
+
 
 TESTERS = [HSTUModelTester(), SASRecModelTester(), GeniusRecModelTester()]
 IDS = ["hstu", "sasrec", "geniusrec"]
@@ -165,3 +198,18 @@ def test_training_changes_weights(tester):
 @pytest.mark.parametrize("tester", TESTERS, ids=IDS)
 def test_add_items(tester, tmp_path):
     tester.create_and_check_add_items(tmp_path)
+
+
+@pytest.mark.parametrize("tester", TESTERS, ids=IDS)
+def test_output_attentions(tester):
+    tester.create_and_check_output_attentions()
+
+
+def test_geniusrec_generate_returns_attention_maps():
+    tester = GeniusRecModelTester()
+    config, inputs = tester.prepare_config_and_inputs()
+    model = tester.build(config)
+    inputs.pop("labels")
+    out = model.generate(**inputs, max_new_tokens=3, num_beams=2, return_dict_in_generate=True, output_attentions=True)
+    assert len(out.decoder_attentions) == 3 and len(out.decoder_attentions[0]) == 2  # steps x layers
+    assert out.cross_attentions[0][0].shape[-1] == tester.seq_length and len(out.encoder_attentions) == 2
