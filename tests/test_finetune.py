@@ -82,3 +82,26 @@ def test_pipeline_fast_mode_end_to_end(tmp_path, capsys):
     assert set(results) == {"HSTU (stage 1)", "GeniusRec (decoder)"}
     out = capsys.readouterr().out
     assert "next session: Movie" in out and "ndcg@10" in out
+
+
+def test_stage1_beam_search_sessions_in_the_session_table(stage1):
+    """`train.evaluate --task sessions` on a stage-1 checkpoint: its beam-search session (HSTU `generate()`) is the row,
+    its top-k list beside it; generate_sessions returns the view's order though it batches rows by length."""
+    from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed
+    from data_scripts.splits import SequenceStore
+    from train.evaluation.sessions import generate_sessions
+
+    metrics = evaluate.main(["--model", str(stage1 / "hstu"), "--dataset", str(stage1 / "data"), "--protocol", "sessions",
+                             "--session_length", "5", "--task", "sessions", "--num_beams", "3"])
+    for key in ("session_recall@5", "session_ndcg@5", "hstu_session_recall@5", "popularity_session_recall@5", "ild", "coverage"):
+        assert key in metrics, key
+    assert metrics["repetition_rate"] == 0.0 and "perplexity" not in metrics
+    model = HSTUForNextItemPrediction.from_pretrained(stage1 / "hstu").eval()
+    sequences, _, _, _ = load_processed(str(stage1 / "data"))
+    view = NextItemDataset(SequenceStore.from_dataset(sequences), "test", 20, "sessions", 5)
+    view.select(list(range(12)))
+    sessions = generate_sessions(model, view, k=3, num_beams=2, batch_size=5, progress=False)
+    for row in (0, 7, 11):  # each row alone gives the same session
+        batch = NextItemCollator().pad_histories([view[row]])
+        alone = model.generate(**batch, banned_item_ids=view.filter_items("full", [row]), num_beams=2, max_new_tokens=3)
+        assert sessions[row] == alone[0, batch["input_ids"].shape[1]:].tolist()

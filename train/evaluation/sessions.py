@@ -5,6 +5,7 @@ Used by `train.finetune` (after training) and `train.evaluate --task sessions`.
 
 import math
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -23,15 +24,23 @@ def _batches(dataset, batch_size, desc, progress=True):
 def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64, progress=True,
                       filter_history: str = "full") -> list[list[int]]:
     """Top beam-search session of exactly `k` items per user of `dataset` (token ids), with the history's times and
-    the request time, and the user's seen items (`filter_history`) banned."""
+    the request time, and the user's seen items (`filter_history`) banned. `model` is GeniusRec (the decoder writes
+    the session) or a stage-1 model (HSTU / SASRec `generate()`: each item appended to the history in turn). Rows are
+    batched by history length (little padding) and returned in the view's order."""
     model.eval()
-    collator, sessions = NextItemCollator(model.config.pad_token_id), []
+    collator, sessions = NextItemCollator(model.config.pad_token_id), [None] * len(dataset)
+    order = np.argsort(dataset.input_lengths(), kind="stable")
+    seq2seq = getattr(model.config, "is_encoder_decoder", False)
+    device = next(model.parameters()).device
     for lo in tqdm(range(0, len(dataset), batch_size), desc="generating sessions", disable=not progress):
-        rows = range(lo, min(lo + batch_size, len(dataset)))
-        batch = collator.pad_histories([dataset[i] for i in rows])
-        out = model.generate(**batch, banned_item_ids=dataset.filter_items(filter_history, rows), ban_history=filter_history != "none",
+        rows = [int(i) for i in order[lo : lo + batch_size]]
+        batch = {key: value.to(device) for key, value in collator.pad_histories([dataset[i] for i in rows]).items()}
+        banned = dataset.filter_items(filter_history, rows)
+        out = model.generate(**batch, banned_item_ids=None if banned is None else banned.to(device), ban_history=filter_history != "none",
                              num_beams=num_beams, max_new_tokens=k, min_new_tokens=k)
-        sessions += out[:, 1 : k + 1].tolist()
+        start = 1 if seq2seq else batch["input_ids"].shape[1]  # after [SEP] / after the history
+        for row, session in zip(rows, out[:, start : start + k].tolist()):
+            sessions[row] = session
     return sessions
 
 
@@ -92,19 +101,25 @@ def session_perplexity(model, dataset: NextItemDataset, batch_size: int = 128) -
 
 def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64,
                   stage1=None, filter_history: str = "full") -> dict:
-    """GeniusRec's generated sessions on a split view scored against the real next items, with perplexity, the
-    popularity baseline (`popularity_*`) and, given a stage-1 model, its top-k list (`hstu_*`) in the same table."""
+    """Generated sessions on a split view scored against the real next items, with the popularity baseline
+    (`popularity_*`) and, given a stage-1 model, its top-k list (`hstu_*`) in the same table. `model` is GeniusRec
+    (with the teacher-forced perplexity of the real sessions) or a stage-1 model, whose beam-search session (its
+    `generate()`) is then the row, beside its own top-k list (`hstu_*`)."""
     import time
 
     vocab = model.config.vocab_size
+    seq2seq = getattr(model.config, "is_encoder_decoder", False)
     counts, num_users = item_user_counts(store, dataset.protocol, dataset.session_length, vocab)
-    vectors = item_feature_vectors(items, vocab, getattr(model.model, "text_embeddings", None))
+    vectors = item_feature_vectors(items, vocab, getattr(model.model, "text_embeddings", None) if seq2seq else None)
     report = dict(k=k, counts=counts, num_users=num_users, vectors=vectors, num_items=vocab - model.config.num_special_tokens)
     start = time.time()
     sessions = generate_sessions(model, dataset, k, num_beams, batch_size, filter_history=filter_history)
     out = session_report(sessions, dataset, **report)
     out["sessions_per_second"] = len(sessions) / (time.time() - start)
-    out.update(session_perplexity(model, dataset))
+    if seq2seq:
+        out.update(session_perplexity(model, dataset))
+    elif stage1 is None:
+        stage1 = model  # a stage-1 model's beam session beside its own top-k list
     out.update(session_report(popularity_lists(counts, dataset, k, filter_history=filter_history), dataset, **report, prefix="popularity_"))
     if stage1 is not None:
         out.update(session_report(next_item_lists(stage1, dataset, k, filter_history=filter_history), dataset, **report, prefix="hstu_"))
