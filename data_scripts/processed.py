@@ -118,15 +118,19 @@ class NextItemCollator:
     def __init__(self, pad_token_id: int = 0):
         self.pad_token_id = pad_token_id
 
-    def pad_histories(self, examples: list[dict]) -> dict:
-        """`input_ids`, `attention_mask`, `timestamps` `(B, N)` right-padded and `next_timestamps` `(B,)`."""
+    def pad_histories(self, examples: list[dict], padding_side: str = "right") -> dict:
+        """`input_ids`, `attention_mask`, `timestamps` `(B, N)` padded on `padding_side` ("left" for a decoder-only
+        `generate()`, which appends after the last column) and `next_timestamps` `(B,)`."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         batch, length = len(examples), max(len(e["input_ids"]) for e in examples)
         input_ids = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
         timestamps = torch.zeros((batch, length), dtype=torch.long)
         for row, example in enumerate(examples):
             n = len(example["input_ids"])
-            input_ids[row, :n] = torch.tensor(example["input_ids"], dtype=torch.long)
-            timestamps[row, :n] = torch.tensor(example["timestamps"], dtype=torch.long)
+            cols = slice(0, n) if padding_side == "right" else slice(length - n, length)
+            input_ids[row, cols] = torch.tensor(example["input_ids"], dtype=torch.long)
+            timestamps[row, cols] = torch.tensor(example["timestamps"], dtype=torch.long)
         return {
             "input_ids": input_ids,
             "attention_mask": input_ids != self.pad_token_id,

@@ -102,6 +102,6 @@ def test_stage1_beam_search_sessions_in_the_session_table(stage1):
     view.select(list(range(12)))
     sessions = generate_sessions(model, view, k=3, num_beams=2, batch_size=5, progress=False)
     for row in (0, 7, 11):  # each row alone gives the same session
-        batch = NextItemCollator().pad_histories([view[row]])
+        batch = NextItemCollator().pad_histories([view[row]], "left")
         alone = model.generate(**batch, banned_item_ids=view.filter_items("full", [row]), num_beams=2, max_new_tokens=3)
         assert sessions[row] == alone[0, batch["input_ids"].shape[1]:].tolist()

@@ -34,7 +34,8 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
     device = next(model.parameters()).device
     for lo in tqdm(range(0, len(dataset), batch_size), desc="generating sessions", disable=not progress):
         rows = [int(i) for i in order[lo : lo + batch_size]]
-        batch = {key: value.to(device) for key, value in collator.pad_histories([dataset[i] for i in rows]).items()}
+        examples = [dataset[i] for i in rows]
+        batch = {key: value.to(device) for key, value in collator.pad_histories(examples, "right" if seq2seq else "left").items()}
         banned = dataset.filter_items(filter_history, rows)
         out = model.generate(**batch, banned_item_ids=None if banned is None else banned.to(device), ban_history=filter_history != "none",
                              num_beams=num_beams, max_new_tokens=k, min_new_tokens=k)
