@@ -105,3 +105,32 @@ def test_stage1_beam_search_sessions_in_the_session_table(stage1):
         batch = NextItemCollator().pad_histories([view[row]], "left")
         alone = model.generate(**batch, banned_item_ids=view.filter_items("full", [row]), num_beams=2, max_new_tokens=3)
         assert sessions[row] == alone[0, batch["input_ids"].shape[1]:].tolist()
+
+
+def test_session_decodings(stage1):
+    """Every decoding gives k distinct, never-seen items per user; `first_step` is the first step's top-k ranking;
+    `beam_vote` with one beam is the beam; the vote is a Borda count."""
+    from data_scripts.processed import NextItemDataset, load_processed
+    from data_scripts.splits import SequenceStore
+    from train.evaluation.sessions import generate_sessions, vote
+    from train.evaluate import query_states
+
+    assert vote([[1, 2, 3], [2, 4, 1]], 3) == [2, 1, 4]  # points: 2 -> 2+3, 1 -> 3+1, 4 -> 2, 3 -> 1
+    model = GeniusRecForSessionGeneration.from_encoder_pretrained(str(stage1 / "hstu"), num_hidden_layers=1).eval()
+    sequences, _, _, _ = load_processed(str(stage1 / "data"))
+    view = NextItemDataset(SequenceStore.from_dataset(sequences), "test", 20, "sessions", 5)
+    view.select(list(range(9)))
+    results = {d: generate_sessions(model, view, k=4, num_beams=3, batch_size=4, decoding=d, num_samples=5, progress=False)
+               for d in ("beam", "first_step", "beam_vote", "sample_vote")}
+    for decoding, sessions in results.items():
+        for row, session in enumerate(sessions):
+            assert len(set(session)) == 4 and not set(session) & set(view[row]["seen_items"].tolist()), decoding
+            assert all(item >= 4 for item in session), decoding
+    from data_scripts.processed import NextItemCollator
+
+    states = query_states(model, NextItemCollator().pad_histories([view[i] for i in range(9)]))
+    assert results["first_step"] == model.top_k_items(states, 4, exclude=view.filter_items("full"))[1].tolist()
+    one = generate_sessions(model, view, k=4, num_beams=1, batch_size=4, decoding="beam_vote", progress=False)
+    assert one == generate_sessions(model, view, k=4, num_beams=1, batch_size=4, decoding="beam", progress=False)
+    with pytest.raises(ValueError, match="decoding must be one of"):
+        generate_sessions(model, view, decoding="nucleus")

@@ -80,6 +80,24 @@ def test_session_metrics_hand_computed():
     assert repetition_rate([[4, 5, 4], [7]], [[5], []]) == pytest.approx(2 / 4)
 
 
+def test_next_basket_metrics_hand_computed():
+    """PHR@k, the repeat / explore split and the invalid / duplicate rates, by hand."""
+    from train.evaluation.session_metrics import session_accuracy, validity
+
+    sessions = [[5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]
+    targets = [[6, 8, 20, 21], [1, 2, 3, 4], [13, 30]]
+    histories = [[8, 40], [], [50]]
+    m = session_accuracy(sessions, targets, k=4, histories=histories)
+    assert m["phr@4"] == pytest.approx(2 / 3)  # users 0 and 2 have a hit
+    # user 0: repeat part {8} (hit) -> 1.0; explore part {6, 20, 21} -> 1/3; user 1: explore {1..4} -> 0; user 2: explore {13, 30} -> 1/2
+    assert m["repeat_recall@4"] == pytest.approx(1.0)
+    assert m["explore_recall@4"] == pytest.approx((1 / 3 + 0 + 1 / 2) / 3)
+    assert m["target_repeat_share"] == pytest.approx(1 / 10)
+    assert session_accuracy(sessions, targets, k=4, histories=[[], [], []])["repeat_recall@4"] is None
+    v = validity([[5, 1, 5, 99], [6, 7]], num_special_tokens=4, vocab_size=50)
+    assert v == {"invalid_rate": pytest.approx(2 / 6), "duplicate_rate": pytest.approx(1 / 6)}
+
+
 def test_full_history_filtering_removes_items_outside_the_input_window():
     """`full` (the default) never ranks an item the user saw before the target, even one older than the model's input
     window; `window` (the HSTU reference's rule) only removes the window."""

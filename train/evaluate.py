@@ -97,6 +97,9 @@ class EvaluateArguments:
                                                              "or a stage-1 model's beam search), or both",
                                                      "choices": ["next-item", "sessions", "all"]})
     num_beams: int = field(default=10, metadata={"help": "beams for session generation"})
+    decoding: str = field(default="beam", metadata={"help": "session decoding: beam (top beam), first_step (the first step's top-k), "
+                                                            "beam_vote (all beams, Borda count), sample_vote (20 samples, Borda count)",
+                                                    "choices": ["beam", "first_step", "beam_vote", "sample_vote"]})
     max_users: int | None = field(default=None, metadata={"help": "evaluate only the first N users of the view (quick looks)"})
     exclude_users: str | None = field(default=None, metadata={"help":
             "leave these users out: a preference-pairs folder (its user_id column) or a text file of user ids, one per "
@@ -144,7 +147,9 @@ def main(argv=None):
             parser.error("--task sessions needs --model: a GeniusRec checkpoint (decoder sessions) or a stage-1 one (its beam search)")
         from .evaluation.sessions import session_table
 
-        metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams, filter_history=filter_history))
+        metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams, filter_history=filter_history,
+                                     decoding=args.decoding))
+        metrics["decoding"] = args.decoding
     print_table(args.model or args.baseline, metrics)
     if args.output:
         write_json_atomic(args.output, {

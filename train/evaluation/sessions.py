@@ -10,9 +10,10 @@ import torch
 from tqdm.auto import tqdm
 
 from data_scripts.processed import NextItemCollator, NextItemDataset, SessionCollator, excluded_items
+from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
 
 from .baselines import item_user_counts, popularity_lists
-from .session_metrics import beyond_accuracy, session_accuracy
+from .session_metrics import beyond_accuracy, session_accuracy, validity
 
 
 def _batches(dataset, batch_size, desc, progress=True):
@@ -20,27 +21,61 @@ def _batches(dataset, batch_size, desc, progress=True):
         yield [dataset[i] for i in range(lo, min(lo + batch_size, len(dataset)))]
 
 
+DECODINGS = ("beam", "first_step", "beam_vote", "sample_vote")
+
+
+def vote(candidates: list[list[int]], k: int) -> list[int]:
+    """Aggregates several ranked item lists (best list first) into one of `k` items: each occurrence at position p
+    of a list of length L adds `L - p` points (a Borda count), ties broken by first appearance."""
+    points, first = {}, {}
+    for lst in candidates:
+        for pos, item in enumerate(lst):
+            points[item] = points.get(item, 0) + len(lst) - pos
+            first.setdefault(item, len(first))
+    return sorted(points, key=lambda item: (-points[item], first[item]))[:k]
+
+
 @torch.no_grad()
 def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64, progress=True,
-                      filter_history: str = "full") -> list[list[int]]:
-    """Top beam-search session of exactly `k` items per user of `dataset` (token ids), with the history's times and
-    the request time, and the user's seen items (`filter_history`) banned. `model` is GeniusRec (the decoder writes
-    the session) or a stage-1 model (HSTU / SASRec `generate()`: each item appended to the history in turn). Rows are
-    batched by history length (little padding) and returned in the view's order."""
+                      filter_history: str = "full", decoding: str = "beam", num_samples: int = 20, seed: int = 0) -> list[list[int]]:
+    """A session of exactly `k` items per user of `dataset` (token ids), with the history's times and the request
+    time, and the user's seen items (`filter_history`) banned. `model` is GeniusRec (the decoder writes the session)
+    or a stage-1 model (HSTU / SASRec `generate()`: each item appended to the history in turn). Rows are batched by
+    history length (little padding) and returned in the view's order.
+
+    decoding: `beam` (the top beam of `num_beams`), `first_step` (the `k` best items of the first step alone: the
+    next-item ranking read as a list), `beam_vote` (all `num_beams` beams aggregated by [`vote`]) or `sample_vote`
+    (`num_samples` sampled sessions aggregated by [`vote`], seeded)."""
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
     model.eval()
     collator, sessions = NextItemCollator(model.config.pad_token_id), [None] * len(dataset)
     order = np.argsort(dataset.input_lengths(), kind="stable")
     seq2seq = getattr(model.config, "is_encoder_decoder", False)
     device = next(model.parameters()).device
-    for lo in tqdm(range(0, len(dataset), batch_size), desc="generating sessions", disable=not progress):
+    if decoding == "sample_vote":
+        torch.manual_seed(seed)
+    for lo in tqdm(range(0, len(dataset), batch_size), desc=f"generating sessions ({decoding})", disable=not progress):
         rows = [int(i) for i in order[lo : lo + batch_size]]
         examples = [dataset[i] for i in rows]
         batch = {key: value.to(device) for key, value in collator.pad_histories(examples, "right" if seq2seq else "left").items()}
         banned = dataset.filter_items(filter_history, rows)
-        out = model.generate(**batch, banned_item_ids=None if banned is None else banned.to(device), ban_history=filter_history != "none",
-                             num_beams=num_beams, max_new_tokens=k, min_new_tokens=k)
-        start = 1 if seq2seq else batch["input_ids"].shape[1]  # after [SEP] / after the history
-        for row, session in zip(rows, out[:, start : start + k].tolist()):
+        banned = None if banned is None else banned.to(device)
+        if decoding == "first_step":
+            from train.evaluate import query_states
+
+            states = query_states(model, collator.pad_histories(examples) if not seq2seq else batch)
+            lists = model.top_k_items(states, k, exclude=banned)[1].tolist()
+        else:
+            options = dict(num_beams=num_beams) if decoding == "beam" else (
+                dict(num_beams=num_beams, num_return_sequences=num_beams) if decoding == "beam_vote"
+                else dict(do_sample=True, num_beams=1, num_return_sequences=num_samples))
+            out = model.generate(**batch, banned_item_ids=banned, ban_history=filter_history != "none", max_new_tokens=k, min_new_tokens=k, **options)
+            start = 1 if seq2seq else batch["input_ids"].shape[1]  # after [SEP] / after the history
+            generated = out[:, start : start + k].tolist()
+            per_row = options.get("num_return_sequences", 1)
+            lists = [generated[i] if per_row == 1 else vote(generated[i * per_row : (i + 1) * per_row], k) for i in range(len(rows))]
+        for row, session in zip(rows, lists):
             sessions[row] = session
     return sessions
 
@@ -101,7 +136,7 @@ def session_perplexity(model, dataset: NextItemDataset, batch_size: int = 128) -
 
 
 def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64,
-                  stage1=None, filter_history: str = "full") -> dict:
+                  stage1=None, filter_history: str = "full", decoding: str = "beam") -> dict:
     """Generated sessions on a split view scored against the real next items, with the popularity baseline
     (`popularity_*`) and, given a stage-1 model, its top-k list (`hstu_*`) in the same table. `model` is GeniusRec
     (with the teacher-forced perplexity of the real sessions) or a stage-1 model, whose beam-search session (its
@@ -114,7 +149,7 @@ def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, nu
     vectors = item_feature_vectors(items, vocab, getattr(model.model, "text_embeddings", None) if seq2seq else None)
     report = dict(k=k, counts=counts, num_users=num_users, vectors=vectors, num_items=vocab - model.config.num_special_tokens)
     start = time.time()
-    sessions = generate_sessions(model, dataset, k, num_beams, batch_size, filter_history=filter_history)
+    sessions = generate_sessions(model, dataset, k, num_beams, batch_size, filter_history=filter_history, decoding=decoding)
     out = session_report(sessions, dataset, **report)
     out["sessions_per_second"] = len(sessions) / (time.time() - start)
     if seq2seq:
@@ -130,5 +165,6 @@ def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, nu
 def session_report(lists, dataset, counts, num_users, vectors, num_items, k, prefix="") -> dict:
     targets = [dataset[i]["target_session"].tolist() for i in range(len(dataset))]
     histories = [dataset[i]["seen_items"].tolist() for i in range(len(dataset))]  # repetition counts against the whole history
-    report = {**session_accuracy(lists, targets, k), **beyond_accuracy(lists, histories, vectors, counts, num_users, num_items)}
+    report = {**session_accuracy(lists, targets, k, histories), **beyond_accuracy(lists, histories, vectors, counts, num_users, num_items),
+              **validity(lists, NUM_SPECIAL_TOKENS, NUM_SPECIAL_TOKENS + num_items)}
     return {f"{prefix}{key}": value for key, value in report.items()}
