@@ -638,8 +638,13 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         if banned_item_ids is not None and input_ids is not None and banned_item_ids.shape[0] != input_ids.shape[0]:
             raise ValueError(f"banned_item_ids has {banned_item_ids.shape[0]} rows but input_ids has {input_ids.shape[0]}")
         banned = input_ids if banned_item_ids is None else banned_item_ids
-        processors.append(BanItemsLogitsProcessor(self.config, banned, ban_history, ban_repeats))
         kwargs.setdefault("max_new_tokens", self.config.max_session_length)
+        # a session of exactly max_new_tokens items: EOS is banned by our processor rather than by transformers'
+        # min-length processors (the same sessions; those copy the whole score matrix twice per step)
+        exact = wanted >= kwargs["max_new_tokens"]
+        if exact:
+            kwargs.pop("min_new_tokens")
+        processors.append(BanItemsLogitsProcessor(self.config, banned, ban_history, ban_repeats, ban_eos=exact))
         self._frozen_item_matrix = self.model.item_output_matrix()
         try:
             return super().generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors, **kwargs)

@@ -263,8 +263,7 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
 
         if input_ids is None:
             raise ValueError("generate() needs the history: input_ids (batch_size, history_length) with timestamps and next_timestamps")
-        k = kwargs.setdefault("max_new_tokens", 10)
-        kwargs.setdefault("min_new_tokens", k)  # a session of exactly k items: no EOS in the item space
+        kwargs.setdefault("max_new_tokens", 10)  # exactly this many items: EOS is banned below, so no min-length processor is needed
         processors = LogitsProcessorList(logits_processor or [])
         processors.append(BanItemsLogitsProcessor(self.config, input_ids if banned_item_ids is None else banned_item_ids, ban_history,
                                                   ban_repeats=True, ban_eos=True))

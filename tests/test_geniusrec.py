@@ -345,3 +345,51 @@ def test_outputs_hidden_states_tuples_and_dict_generation():
     generated = model.generate(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=2, max_new_tokens=3,
                                return_dict_in_generate=True, output_hidden_states=True, output_scores=True)
     assert generated.sequences.shape[0] == 3 and generated.decoder_hidden_states is not None
+
+
+class ReferenceBan:
+    """Yesterday's ban processor, written out: copy the scores, ban specials (but EOS), the history repeated over
+    the beams, and the session so far."""
+
+    def __init__(self, config, history):
+        self.config, self.history = config, history
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        scores[:, [i for i in range(self.config.num_special_tokens) if i != self.config.eos_token_id]] = float("-inf")
+        history = self.history.repeat_interleave(scores.shape[0] // self.history.shape[0], dim=0)
+        scores.scatter_(1, history, float("-inf"))
+        return scores.scatter_(1, input_ids, float("-inf"))
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=5), dict(num_beams=4, num_return_sequences=2), dict(num_beams=1)])
+def test_fast_ban_and_exact_length_decode_as_before(kwargs):
+    """The one-mask-per-call ban processor and the EOS ban for exact-length sessions give the sessions of the old
+    path (transformers' min-new-tokens processor + the per-step ban), token for token."""
+    from transformers import GenerationMixin
+
+    model = tiny()
+    hist, ts, _ = batch()
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60)
+    fast = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, **kwargs)
+    old = GenerationMixin.generate(model, **inputs, logits_processor=[ReferenceBan(model.config, hist)], max_new_tokens=6,
+                                   min_new_tokens=6, **kwargs)
+    assert torch.equal(fast, old)
+    assert not (fast[:, 1:] == model.config.eos_token_id).any()  # exactly 6 items
+
+
+def test_cached_generation_uses_the_cache():
+    """With the cache each decoding step feeds the decoder layers one new position; without it, the whole session so
+    far (so a cache that silently stopped working would fail here, while outputs stayed equal)."""
+    model = tiny()
+    hist, ts, _ = batch()
+    widths = []
+    hook = model.model.decoder_layers[0].register_forward_hook(lambda module, args, output: widths.append(args[0].shape[1]))
+    try:
+        for use_cache in (True, False):
+            widths.clear()
+            model.generate(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=3, max_new_tokens=5, min_new_tokens=5,
+                           use_cache=use_cache)
+            assert widths == ([1] * 5 if use_cache else [1, 2, 3, 4, 5]), (use_cache, widths)
+    finally:
+        hook.remove()
