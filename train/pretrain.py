@@ -63,7 +63,7 @@ class DataArguments:
     num_shards: int = field(default=8, metadata={"help": "shards of the streamed training data"})
     show_recommendations: int = field(default=0, metadata={"help": "print top-10 titles for this many test users"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
-    max_train_seconds: float = field(default=None, metadata={"help": "stop at the first epoch end past this many seconds of training "
+    max_train_seconds: float = field(default=None, metadata={"help": "stop at the first epoch end past this many seconds of training in this sitting "
                                                                        "(validation included); the best checkpoint so far is tested"})
 
 
