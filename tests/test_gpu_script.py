@@ -50,3 +50,25 @@ def test_time_budget_stops_training(tmp_path):
                              "--qk_head_dim", "8", "--v_head_dim", "8", "--max_length", "20", "--num_train_epochs", "50",
                              "--max_train_seconds", "0.001", "--disable_tqdm", "true", "--report_to", "none"])
     assert results["epochs"] == 1.0 and results["stopped_by"] == "time_budget" and results["metrics"]["test"]
+    # a selection run never reads the test split
+    unread = pretrain.main(["--dataset", str(tmp_path / "data"), "--output_dir", str(tmp_path / "run2"), "--hidden_size", "16",
+                            "--qk_head_dim", "8", "--v_head_dim", "8", "--max_length", "20", "--num_train_epochs", "1",
+                            "--evaluate_test", "false", "--disable_tqdm", "true", "--report_to", "none"])
+    assert unread["metrics"]["test"] == {} and unread["metrics"]["validation"]
+
+
+def test_loss_per_second_script(tmp_path):
+    """The loss comparison runs each loss for the budget, never reads test, and reads curves by elapsed time."""
+    spec = importlib.util.spec_from_file_location("loss_per_second", os.path.join(ROOT, "benchmarks", "loss_per_second.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.best_by([{"eval_ndcg@10": 0.1, "elapsed_s": 5}, {"eval_ndcg@10": 0.3, "elapsed_s": 20}], 10) == 0.1
+    write_learnable_ml(tmp_path / "raw", users=40, items=40)
+    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"model_type": "hstu", "hidden_size": 16, "qk_head_dim": 8, "v_head_dim": 8, "max_length": 20,
+                                  "num_negatives": 16, "num_train_epochs": 2}))
+    out = module.main(["--dataset", str(tmp_path / "data"), "--config", str(config), "--seconds", "1000", "--checkpoints", "1000",
+                       "--losses", "sampled_shared_512", "full_softmax", "--output_dir", str(tmp_path / "runs"), "--output", str(tmp_path / "o.json")])
+    assert set(out["losses"]) == {"sampled_shared_512", "full_softmax"} and out["winner_on_validation"] in out["losses"]
+    assert all(len(row["curve"]) == 2 for row in out["losses"].values())

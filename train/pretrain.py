@@ -63,6 +63,8 @@ class DataArguments:
     num_shards: int = field(default=8, metadata={"help": "shards of the streamed training data"})
     show_recommendations: int = field(default=0, metadata={"help": "print top-10 titles for this many test users"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
+    evaluate_test: bool = field(default=True, metadata={"help": "score the test split at the end; false for runs that only choose "
+                                                                 "settings on validation (the test split stays unread)"})
     max_train_seconds: float = field(default=None, metadata={"help": "stop at the first epoch end past this many seconds of training in this sitting "
                                                                        "(validation included); the best checkpoint so far is tested"})
 
@@ -168,7 +170,7 @@ def main(argv=None):
     trainer.remove_callback(EarlyStoppingCallback)  # the final evaluations below are not model selection
     validation = {} if reference else trainer.evaluate(eval_set, metric_key_prefix="validation")
     trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
-    test = trainer.evaluate(test_set, metric_key_prefix="test")
+    test = trainer.evaluate(test_set, metric_key_prefix="test") if data_args.evaluate_test else {}
     save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
     strip = lambda metrics, prefix: {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}  # noqa: E731
     results = {
