@@ -69,6 +69,7 @@ def test_loss_per_second_script(tmp_path):
     config.write_text(json.dumps({"model_type": "hstu", "hidden_size": 16, "qk_head_dim": 8, "v_head_dim": 8, "max_length": 20,
                                   "num_negatives": 16, "num_train_epochs": 2}))
     out = module.main(["--dataset", str(tmp_path / "data"), "--config", str(config), "--seconds", "1000", "--checkpoints", "1000",
-                       "--losses", "sampled_shared_512", "full_softmax", "--output_dir", str(tmp_path / "runs"), "--output", str(tmp_path / "o.json")])
+                       "--losses", "sampled_shared_512", "full_softmax", "--output_dir", str(tmp_path / "runs"),
+                       "--output", str(tmp_path / "o.json")])
     assert set(out["losses"]) == {"sampled_shared_512", "full_softmax"} and out["winner_on_validation"] in out["losses"]
     assert all(len(row["curve"]) == 2 for row in out["losses"].values())
