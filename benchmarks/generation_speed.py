@@ -6,11 +6,17 @@
 Histories are the first `--batch-size` test users of the leave-one-out split (length up to 200). Without `--model`,
 a paper-size GeniusRec (HSTU 2x50 encoder, 2 decoder layers, text expert of width `--text-dim`) with random
 weights is timed: speed does not depend on the weights. Writes a JSON line to `--output` when given.
+
+`--profile` adds where the cached run's time goes (one extra cached run under cProfile, cumulative seconds):
+the encoder pass, the decoder steps (model forward, logits over the catalog included), the logits processors (the
+ban), the log-softmax, and the rest of transformers' beam search (beam top-k, reordering, copies).
 """
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import sys
 import time
 
@@ -34,6 +40,7 @@ def main(argv=None):
     p.add_argument("--text_dim", "--text-dim", type=int, default=576, help="text expert width for the random model (0: no text expert)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per mode (the best is kept)")
     p.add_argument("--output", default=None, help="append the result as a JSON line to this file")
+    p.add_argument("--profile", action="store_true", help="also report the cached run's time per part (cProfile)")
     args = p.parse_args(argv)
     sequences, _, tokenizer, _ = load_processed(args.dataset)
     store = SequenceStore.from_dataset(sequences)
@@ -64,6 +71,8 @@ def main(argv=None):
         result[f"{mode}_sessions_per_second"] = round(args.batch_size / best, 1)
     result["cache_speedup"] = round(result["uncached_seconds"] / result["cached_seconds"], 2)
     result["identical_outputs"] = bool(torch.equal(outputs["cached"], outputs["uncached"]))
+    if args.profile:
+        result["profile_seconds"] = profile_parts(model, kwargs)
     result.update(machine=machine_description(), date=today(), commit=git_commit(),
                   command="python benchmarks/generation_speed.py " + " ".join(sys.argv[1:]))
     print(json.dumps(result))
@@ -71,6 +80,34 @@ def main(argv=None):
         with open(args.output, "a") as f:
             f.write(json.dumps(result) + "\n")
     return result
+
+
+PARTS = {  # part -> (file suffix, function name) whose cumulative time is that part
+    "encoder": ("modeling_geniusrec.py", "encode"),
+    "decoder_steps": ("modeling_geniusrec.py", "forward"),
+    "logits_processors": ("logits_process.py", "__call__"),
+    "log_softmax": ("functional.py", "log_softmax"),
+    "beam_search_total": ("utils.py", "_beam_search"),
+    "generate_total": ("utils.py", "generate"),
+}
+
+
+def profile_parts(model, kwargs) -> dict:
+    """Cumulative seconds per part of one cached `generate()` (see `PARTS`); `beam_search_other` is the beam search
+    minus the decoder steps, processors and log-softmax inside it. cProfile adds some overhead to every call."""
+    profiler = cProfile.Profile()
+    with torch.no_grad():
+        profiler.runcall(model.generate, use_cache=True, **kwargs)
+    stats = pstats.Stats(profiler).stats
+    out = {}
+    for part, (suffix, name) in PARTS.items():
+        times = [v[3] for (path, _, fn), v in stats.items() if fn == name and path.endswith(suffix)]
+        out[part] = round(max(times), 3) if times else None
+    out["decoder_steps"] = round(max(v[3] for (path, _, fn), v in stats.items() if fn == "forward" and path.endswith("modeling_geniusrec.py")
+                                     and v[0] == v[1] and v[0] >= kwargs["max_new_tokens"]), 3)
+    inside = sum(out[p] or 0 for p in ("decoder_steps", "logits_processors", "log_softmax"))
+    out["beam_search_other"] = round((out["beam_search_total"] or 0) - inside, 3)
+    return out
 
 
 if __name__ == "__main__":
