@@ -42,7 +42,8 @@ def test_finetune_sessions_end_to_end(stage1):
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["protocol"] == "sessions" and on_disk["model"] == "geniusrec"
     again = evaluate.main(["--model", str(out), "--dataset", str(stage1 / "data"), "--protocol", "sessions", "--session_length", "5",
-                           "--task", "all", "--num_beams", "4", "--batch_size", "33"])
+                           "--task", "all", "--num_beams", "4", "--batch_size", "33", "--stage1_baseline", str(stage1 / "hstu")])
+    assert again["hstu_session_recall@5"] == pytest.approx(test["hstu_session_recall@5"], abs=1e-9)
     for key in ("ndcg@10", "hr@50", "mrr", "session_recall@5", "session_ndcg@5", "novelty", "perplexity"):
         assert again[key] == pytest.approx(test[key], abs=1e-5), key  # evaluate.py reproduces what training reported
     model = GeniusRecForSessionGeneration.from_pretrained(out)

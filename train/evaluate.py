@@ -97,6 +97,8 @@ class EvaluateArguments:
                                                              "or a stage-1 model's beam search), or both",
                                                      "choices": ["next-item", "sessions", "all"]})
     num_beams: int = field(default=10, metadata={"help": "beams for session generation"})
+    stage1_baseline: str | None = field(default=None, metadata={"help": "with --task sessions: a stage-1 checkpoint whose top-k list is "
+                                                                         "scored on the same users (hstu_* keys)"})
     decoding: str = field(default="beam", metadata={"help": "session decoding: beam (top beam), first_step (the first step's top-k), "
                                                             "beam_vote (all beams, Borda count), sample_vote (20 samples, Borda count)",
                                                     "choices": ["beam", "first_step", "beam_vote", "sample_vote"]})
@@ -147,8 +149,9 @@ def main(argv=None):
             parser.error("--task sessions needs --model: a GeniusRec checkpoint (decoder sessions) or a stage-1 one (its beam search)")
         from .evaluation.sessions import session_table
 
+        stage1 = load_checkpoint(args.stage1_baseline, ("hstu", "sasrec"), tokenizer).eval() if args.stage1_baseline else None
         metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams, filter_history=filter_history,
-                                     decoding=args.decoding))
+                                     decoding=args.decoding, stage1=stage1))
         metrics["decoding"] = args.decoding
     print_table(args.model or args.baseline, metrics)
     if args.output:
