@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from data_scripts.arguments import make_parser, parse_args
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history
 from data_scripts.splits import SequenceStore
-from train.evaluation.ranking import DEFAULT_KS, ranking_metrics, target_ranks
+from train.evaluation.ranking import DEFAULT_KS, query_states, ranking_metrics, target_ranks
 
 from .evaluation.baselines import item_user_counts, popularity_metrics
 from .evaluation.results import format_table, git_commit, machine_description, today, write_json_atomic
@@ -40,16 +40,6 @@ def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, f
         users = query_states(model, batch)
         ranks.append(target_ranks(model, users, targets[rows], None if seen is None else seen[rows]))
     return ranking_metrics(torch.cat(ranks), ks)
-
-
-def query_states(model, batch) -> torch.Tensor:
-    """The `(B, D)` states that rank the next item: the encoder's last state for stage-1 models, the decoder's first
-    step (after `[SEP]`) for GeniusRec, so that GeniusRec's numbers are its own and not the encoder's."""
-    if getattr(model.config, "is_encoder_decoder", False):
-        start = torch.full((batch["input_ids"].shape[0], 1), model.config.decoder_start_token_id, device=batch["input_ids"].device)
-        return model(**batch, decoder_input_ids=start).last_hidden_state[:, 0]
-    return model(**batch).user_embeddings
-
 
 
 def restrict_to_cold_targets(store, dataset, vocab_size: int, max_count: int) -> None:

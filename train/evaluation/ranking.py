@@ -95,4 +95,13 @@ def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=No
     return compute_metrics
 
 
-__all__ = ["target_ranks", "ranking_metrics", "make_compute_metrics", "DEFAULT_KS"]
+def query_states(model, batch) -> torch.Tensor:
+    """The `(B, D)` states that rank the next item: the encoder's last state for stage-1 models, the decoder's first
+    step (after `[SEP]`) for GeniusRec, so that GeniusRec's numbers are its own and not the encoder's."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        start = torch.full((batch["input_ids"].shape[0], 1), model.config.decoder_start_token_id, device=batch["input_ids"].device)
+        return model(**batch, decoder_input_ids=start).last_hidden_state[:, 0]
+    return model(**batch).user_embeddings
+
+
+__all__ = ["target_ranks", "ranking_metrics", "make_compute_metrics", "query_states", "DEFAULT_KS"]

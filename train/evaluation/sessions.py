@@ -13,6 +13,7 @@ from data_scripts.processed import NextItemCollator, NextItemDataset, SessionCol
 from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
 
 from .baselines import item_user_counts, popularity_lists
+from .ranking import query_states
 from .session_metrics import beyond_accuracy, session_accuracy, validity
 
 
@@ -62,8 +63,6 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
         banned = dataset.filter_items(filter_history, rows)
         banned = None if banned is None else banned.to(device)
         if decoding == "first_step":
-            from train.evaluate import query_states
-
             states = query_states(model, collator.pad_histories(examples) if not seq2seq else batch)
             lists = model.top_k_items(states, k, exclude=banned)[1].tolist()
         else:
