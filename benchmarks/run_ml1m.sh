@@ -6,7 +6,7 @@ set -euo pipefail
 PY=${PY:-python}
 $PY -m data_scripts.movielens --variant ml-1m --out data/ml-1m
 # stage 1 (leave-one-out, validation early stopping, full-history filtering)
-$PY -m train.pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --output_dir runs/ml-1m-hstu --results_file benchmarks/results/ml-1m-hstu.json
+$PY -m train.pretrain --config train/configs/ml-1m-hstu-shared512.json --dataset data/ml-1m --output_dir runs/ml-1m-hstu --results_file benchmarks/results/ml-1m-hstu.json
 # stage 2, next-item table: GeniusRec's decoder from the stage-1 HSTU (encoder frozen)
 GR="--config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --encoder_path runs/ml-1m-hstu"
 $PY -m train.finetune $GR --output_dir runs/ml-1m-geniusrec-no-text --results_file benchmarks/results/ml-1m-geniusrec-no-text.json
@@ -17,7 +17,7 @@ $PY -m train.build_preference_pairs --model runs/ml-1m-geniusrec-no-text --datas
 $PY -m train.build_preference_pairs --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --out runs/pairs/ml-1m-pairs-nov2-div3 --num_users 2000 --num_candidates 8 --num_sampled 4 --w_novelty 2 --w_diversity 3 --quiet
 $PY benchmarks/dpo_tradeoff.py --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --pairs runs/pairs/ml-1m-pairs-default runs/pairs/ml-1m-pairs-nov2-div3 --betas 0.1 0.3 --max_users 2000 --work_dir runs/dpo-sweep --output benchmarks/results/ml-1m-geniusrec-dpo.json
 # stage 1 on the sessions split (the session table's HSTU baseline and GeniusRec's encoder there), then GeniusRec sessions
-$PY -m train.pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --protocol sessions --num_train_epochs 40 --output_dir runs/ml-1m-hstu-sessions --results_file benchmarks/results/ml-1m-hstu-sessions.json
+$PY -m train.pretrain --config train/configs/ml-1m-hstu-shared512.json --dataset data/ml-1m --protocol sessions --num_train_epochs 40 --output_dir runs/ml-1m-hstu-sessions --results_file benchmarks/results/ml-1m-hstu-sessions.json
 $PY -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --protocol sessions --encoder_path runs/ml-1m-hstu-sessions \
     --stage1_baseline runs/ml-1m-hstu-sessions --output_dir runs/ml-1m-geniusrec-sessions --results_file benchmarks/results/ml-1m-geniusrec.json
 # stage 2 with the MiniLM text expert
