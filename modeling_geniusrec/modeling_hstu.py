@@ -72,8 +72,7 @@ def hstu_attention_forward(
     k: torch.Tensor,
     v: torch.Tensor,
     bias: torch.Tensor | None,
-    mask: torch.Tensor,
-    divisor: torch.Tensor | float,
+    weights_mask: torch.Tensor,
     dropout: float = 0.0,
     training: bool = False,
     return_weights: bool = False,
@@ -83,20 +82,16 @@ def hstu_attention_forward(
     Args:
         q, k: `(B, H, N, d_qk)`; v: `(B, H, N, d_v)`.
         bias: `(B or 1, N, N)` relative position + time bias, or None.
-        mask: `(B, N, N)` bool, True where query i may read key j (causal, both real items); or, precomputed once
-            per forward for all blocks, the float weights `mask / divisor` broadcastable to `(B, H, N, N)` (then
-            `divisor` is not used).
-        divisor: scalar or tensor broadcastable to `(B, H, N, N)`: the N of `SiLU(.) / N`.
+        weights_mask: float, broadcastable to `(B, H, N, N)`: `1 / N` where query i may read key j (causal, both real
+            items), 0 elsewhere, i.e. the mask and the divisor of `SiLU(.) / N` in one tensor (computed once per
+            forward for all blocks by [`HSTUModel`]).
     Returns:
         `(B, N, H * d_v)`, and the pointwise attention weights `(B, H, N, N)` when `return_weights`.
     """
     scores = q @ k.transpose(-1, -2)  # (B, H, N, N)
     if bias is not None:
         scores = scores + bias.unsqueeze(1)
-    if mask.dtype == torch.bool:
-        attn = F.silu(scores) / divisor * mask.unsqueeze(1)
-    else:
-        attn = F.silu(scores) * mask
+    attn = F.silu(scores) * weights_mask
     attn = F.dropout(attn, p=dropout, training=training)
     out = attn @ v  # (B, H, N, d_v)
     batch, heads, length, d_v = out.shape
@@ -141,9 +136,9 @@ class HSTULayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.relative_bias = HSTURelativeBias(config) if (config.use_position_bias or config.use_time_bias) else None
 
-    def forward(self, hidden_states, mask, divisor, relative_positions=None, buckets=None, output_attentions=False):
-        """`(B, N, D)` -> `(B, N, D)` (and the `(B, H, N, N)` pointwise weights with `output_attentions`); `mask`
-        `(B, N, N)`; index tensors as [`HSTURelativeBias`]."""
+    def forward(self, hidden_states, weights_mask, relative_positions=None, buckets=None, output_attentions=False):
+        """`(B, N, D)` -> `(B, N, D)` (and the `(B, H, N, N)` pointwise weights with `output_attentions`);
+        `weights_mask` as [`hstu_attention_forward`]; index tensors as [`HSTURelativeBias`]."""
         config = self.config
         batch, length, _ = hidden_states.shape
         normed = F.layer_norm(hidden_states, (config.hidden_size,), eps=config.layer_norm_eps)
@@ -154,7 +149,7 @@ class HSTULayer(GradientCheckpointingLayer):
         v = v.view(batch, length, heads, config.v_head_dim).transpose(1, 2)  # (B, H, N, d_v)
         bias = self.relative_bias(relative_positions, buckets) if self.relative_bias is not None else None
         attn = hstu_attention_forward(
-            q, k, v, bias, mask, divisor, dropout=config.attention_dropout_prob, training=self.training, return_weights=output_attentions
+            q, k, v, bias, weights_mask, dropout=config.attention_dropout_prob, training=self.training, return_weights=output_attentions
         )
         weights = None
         if output_attentions:
@@ -266,10 +261,10 @@ class HSTUModel(HSTUPreTrainedModel):
         all_attentions = [] if output_attentions else None
         for layer in self.layers:
             if output_attentions:
-                hidden, weights = layer(hidden, attn_weights_mask, 1.0, relative_positions, buckets, output_attentions=True)
+                hidden, weights = layer(hidden, attn_weights_mask, relative_positions, buckets, output_attentions=True)
                 all_attentions.append(weights)
             else:
-                hidden = layer(hidden, attn_weights_mask, 1.0, relative_positions, buckets)
+                hidden = layer(hidden, attn_weights_mask, relative_positions, buckets)
             hidden = hidden * keep
             if output_hidden_states:
                 all_hidden.append(hidden)
