@@ -84,7 +84,6 @@ def main(argv=None):
 
 PARTS = {  # part -> (file suffix, function name) whose cumulative time is that part
     "encoder": ("modeling_geniusrec.py", "encode"),
-    "decoder_steps": ("modeling_geniusrec.py", "forward"),
     "logits_processors": ("logits_process.py", "__call__"),
     "log_softmax": ("functional.py", "log_softmax"),
     "beam_search_total": ("utils.py", "_beam_search"),
@@ -93,7 +92,7 @@ PARTS = {  # part -> (file suffix, function name) whose cumulative time is that 
 
 
 def profile_parts(model, kwargs) -> dict:
-    """Cumulative seconds per part of one cached `generate()` (see `PARTS`); `beam_search_other` is the beam search
+    """Cumulative seconds per part of one cached `generate()` (see `PARTS`, and `decoder_steps`); `beam_search_other` is the beam search
     minus the decoder steps, processors and log-softmax inside it. cProfile adds some overhead to every call."""
     profiler = cProfile.Profile()
     with torch.no_grad():
@@ -103,6 +102,7 @@ def profile_parts(model, kwargs) -> dict:
     for part, (suffix, name) in PARTS.items():
         times = [v[3] for (path, _, fn), v in stats.items() if fn == name and path.endswith(suffix)]
         out[part] = round(max(times), 3) if times else None
+    # the decoder steps: the outermost GeniusRec forward called once per generated token (not the encoder's view)
     out["decoder_steps"] = round(max(v[3] for (path, _, fn), v in stats.items() if fn == "forward" and path.endswith("modeling_geniusrec.py")
                                      and v[0] == v[1] and v[0] >= kwargs["max_new_tokens"]), 3)
     inside = sum(out[p] or 0 for p in ("decoder_steps", "logits_processors", "log_softmax"))

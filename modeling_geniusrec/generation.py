@@ -31,10 +31,11 @@ class BanItemsLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows = scores.shape[0] if self.history is None else self.history.shape[0]
-        if self._fixed is None or self._fixed.shape != (rows, scores.shape[1]) or self._fixed.device != scores.device:
-            self._fixed = self.fixed_mask(rows, scores.shape[1], scores.dtype, scores.device)
+        fixed = self._fixed
+        if fixed is None or fixed.shape != (rows, scores.shape[1]) or fixed.dtype != scores.dtype or fixed.device != scores.device:
+            fixed = self._fixed = self.fixed_mask(rows, scores.shape[1], scores.dtype, scores.device)
         factor = scores.shape[0] // rows  # beams / returned sequences per user, consecutive rows
-        scores = (scores.view(rows, factor, -1) + self._fixed.to(scores.dtype).unsqueeze(1)).view(scores.shape)
+        scores = (scores.view(rows, factor, -1) + fixed.unsqueeze(1)).view(scores.shape)
         if self.ban_repeats:
             scores.scatter_(1, input_ids, float("-inf"))
         return scores

@@ -59,11 +59,13 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
     for lo in tqdm(range(0, len(dataset), batch_size), desc=f"generating sessions ({decoding})", disable=not progress):
         rows = [int(i) for i in order[lo : lo + batch_size]]
         examples = [dataset[i] for i in rows]
-        batch = {key: value.to(device) for key, value in collator.pad_histories(examples, "right" if seq2seq else "left").items()}
+        # a decoder-only generate() appends after the last column (left padding); scoring alone reads right-padded rows
+        padding = "left" if not seq2seq and decoding != "first_step" else "right"
+        batch = {key: value.to(device) for key, value in collator.pad_histories(examples, padding).items()}
         banned = dataset.filter_items(filter_history, rows)
         banned = None if banned is None else banned.to(device)
         if decoding == "first_step":
-            states = query_states(model, collator.pad_histories(examples) if not seq2seq else batch)
+            states = query_states(model, batch)
             lists = model.top_k_items(states, k, exclude=banned)[1].tolist()
         else:
             options = dict(num_beams=num_beams) if decoding == "beam" else (
