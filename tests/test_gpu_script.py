@@ -1,22 +1,16 @@
 """The GPU stage-1 benchmark script runs (on CPU, `--smoke`), so that it cannot rot between GPU sessions."""
 
-import importlib.util
 import json
-import os
 
 from data_scripts import movielens
 
-from .fixtures import write_learnable_ml
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .fixtures import load_benchmark, write_learnable_ml
 
 
 def test_gpu_script_smoke(tmp_path):
     write_learnable_ml(tmp_path / "raw", users=40, items=40)
     movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])
-    spec = importlib.util.spec_from_file_location("gpu_ml1m", os.path.join(ROOT, "benchmarks", "gpu_ml1m.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("gpu_ml1m")
     out = tmp_path / "gpu.json"
     module.main(["--dataset", str(tmp_path / "data"), "--smoke", "--models", "ml-1m-hstu", "--output_dir", str(tmp_path / "runs"),
                  "--output", str(out)])
@@ -59,9 +53,7 @@ def test_time_budget_stops_training(tmp_path):
 
 def test_loss_per_second_script(tmp_path):
     """The loss comparison runs each loss for the budget, never reads test, and reads curves by elapsed time."""
-    spec = importlib.util.spec_from_file_location("loss_per_second", os.path.join(ROOT, "benchmarks", "loss_per_second.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("loss_per_second")
     assert module.best_by([{"eval_ndcg@10": 0.1, "elapsed_s": 5}, {"eval_ndcg@10": 0.3, "elapsed_s": 20}], 10) == 0.1
     write_learnable_ml(tmp_path / "raw", users=40, items=40)
     movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])

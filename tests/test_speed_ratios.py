@@ -1,32 +1,16 @@
 """The speed benchmark compares like with like: the plain implementation in benchmarks/ computes the package's numbers
 (encoder states, each loss, their gradients), and the faster loss paths give the numbers of the formula they replace."""
 
-import importlib.util
-import os
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from modeling_geniusrec import modeling_sequential
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .fixtures import load_benchmark
 
-
-def _load(name):
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.pop(0)
-
-
-speed = _load("speed_ratios")
-plain_hstu = _load("plain_hstu")
+speed = load_benchmark("speed_ratios")
+plain_hstu = load_benchmark("plain_hstu")
 
 
 def test_plain_encoder_equals_package_encoder_outputs_and_gradients():
