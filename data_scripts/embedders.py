@@ -72,6 +72,42 @@ def postprocess(embeddings: torch.Tensor, center: bool = False, whiten: bool = F
     return x.float(), {"centered": center or whiten, "whitened": whiten, "l2_normalized": normalize}
 
 
+CONTENT_PREPROCESSING = ("raw", "center", "whiten", "shrink")
+
+
+def prepare_content_table(table: torch.Tensor, mode: str = "whiten", shrink: float = 1.0, eps: float = 1e-8) -> torch.Tensor:
+    """A content table `(vocab_size, width)` made ready for a model's item representation.
+
+    Only rows that hold content (not all zero: special tokens, items without an image) are used and changed; absent rows
+    stay zero. Raw LLM item vectors are nearly collinear, so:
+    - `raw`: unchanged;
+    - `center`: the mean row subtracted;
+    - `whiten`: centred, then the covariance mapped to the identity (ZCA: `x V diag(1 / sqrt(e)) V^T`);
+    - `shrink`: centred, then spectrally shrunk (soft whitening, ACE-style): `x V diag(1 / sqrt(e + lambda)) V^T` with
+      `lambda = shrink * mean(e)`, which flattens the dominant directions without blowing up the noise ones
+      (`shrink -> 0` is whitening, large `shrink` is centring).
+    Every mode then scales the table so that the mean row norm is 1 (one scalar), so that an adapter starts on the
+    same scale whatever the embedder. Returns a float32 `(vocab_size, width)` table.
+    """
+    if mode not in CONTENT_PREPROCESSING:
+        raise ValueError(f"content preprocessing must be one of {CONTENT_PREPROCESSING}, got {mode!r}")
+    present = table.abs().amax(dim=-1) > 0
+    if int(present.sum()) < 2:
+        raise ValueError("the content table has fewer than 2 non-zero rows: nothing to preprocess (was it computed for this dataset?)")
+    x = table[present].double()
+    if mode != "raw":
+        x = x - x.mean(0, keepdim=True)
+    if mode in ("whiten", "shrink"):
+        values, vectors = torch.linalg.eigh(x.T @ x / max(x.shape[0] - 1, 1))
+        values = values.clamp(min=0)
+        ridge = eps if mode == "whiten" else shrink * float(values.mean()) + eps
+        x = x @ vectors @ torch.diag(1.0 / torch.sqrt(values + ridge)) @ vectors.T
+    x = x / x.norm(dim=-1).mean().clamp(min=eps)
+    out = torch.zeros(table.shape, dtype=torch.float32)
+    out[present] = x.float()
+    return out
+
+
 def read_image(source: str, timeout: float = 10.0):
     """A PIL image from a local path or an http(s) URL; raises on failure."""
     from PIL import Image
@@ -114,4 +150,5 @@ def embed_images(sources: list[str | None], name_or_path: str = DEFAULT_IMAGE_MO
     return out, mask, failures
 
 
-__all__ = ["load_text_model", "pool", "embed_texts", "postprocess", "embed_images", "read_image", "DEFAULT_TEXT_MODEL", "DEFAULT_IMAGE_MODEL"]
+__all__ = ["prepare_content_table", "CONTENT_PREPROCESSING",
+           "load_text_model", "pool", "embed_texts", "postprocess", "embed_images", "read_image", "DEFAULT_TEXT_MODEL", "DEFAULT_IMAGE_MODEL"]

@@ -2,9 +2,14 @@
 
 `model.add_items(n, content={"text": rows})` appends `n` item tokens (ids `vocab_size .. vocab_size + n - 1`, the
 same ids `tokenizer.add_items(raw_ids)` gives them): old rows are copied bit for bit, so old items keep their
-scores; a new item's ID vector is the mean ID vector of its `neighbours` most similar old items by content (cosine
-of centred content rows) when the model has that content table and the new rows are given, else the mean item
-vector. `resize_token_embeddings(new_size)` is the same operation with the mean initialisation.
+scores. A new item's ID vector is (the one rule, [`CatalogMixin.new_item_id_rows`]):
+- zero when the model's item vectors read content (`content_embedding_dims` of the encoder: item = ID + adapter(content))
+  and the new rows are given: the item is its content, exactly what ID dropout trains for;
+- else the mean ID vector of its `neighbours` most similar old items by content (cosine of centred content rows) when
+  the model has a content table and the new rows are given;
+- else the mean item vector.
+`resize_token_embeddings(new_size)` is the same operation without content. `reset_item_ids(ids)` gives existing items
+the ID rows of new items (item cold-start evaluation: items never seen in training are scored as if added after it).
 """
 
 import torch
@@ -24,6 +29,44 @@ class CatalogMixin:
 
     def _set_vocab_size(self, size: int) -> None:
         self.config.vocab_size = size
+
+    def _content_in_item_vectors(self) -> bool:
+        return False
+
+    @torch.no_grad()
+    def new_item_id_rows(self, content: dict, num_items: int, neighbours: int = 10, exclude=None) -> torch.Tensor:
+        """ID rows `(num_items, hidden)` for new items with content rows `content` (`{kind: (num_items, width)}`, may be
+        empty), by the rule in the module docstring; the old items are every item token but `exclude` (token ids that are
+        new items themselves); `neighbours` content-nearest old items are averaged."""
+        weight = self.get_input_embeddings().weight
+        first = self.config.num_special_tokens
+        old = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
+        old[:first] = False
+        if exclude is not None:
+            old[torch.as_tensor(exclude, device=weight.device)] = False
+        old_ids = old.nonzero().flatten()
+        if content and self._content_in_item_vectors():
+            return weight.new_zeros(num_items, weight.shape[1])
+        tables = self._content_tables()
+        for kind, rows in content.items():  # the first kind with rows decides (text before image by insertion order)
+            reference = tables[kind][old_ids].float()
+            centre = reference.mean(0, keepdim=True)
+            similarity = F.normalize(rows.float() - centre, dim=-1) @ F.normalize(reference - centre, dim=-1).T  # (n, old items)
+            nearest = old_ids[similarity.topk(min(neighbours, reference.shape[0]), dim=1).indices]
+            return weight[nearest].mean(1)
+        return weight[old_ids].mean(0, keepdim=True).expand(num_items, weight.shape[1]).clone()
+
+    @torch.no_grad()
+    def reset_item_ids(self, token_ids) -> None:
+        """Gives the items `token_ids` the ID rows a new item with their content would get ([`new_item_id_rows`]):
+        cold-start evaluation scores items never seen in training as if they had been added after it (their rows may
+        have been touched as sampled negatives, which a truly new item never is)."""
+        ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
+        if ids.numel() == 0:
+            return
+        weight = self.get_input_embeddings().weight
+        content = {kind: table[ids.to(table.device)] for kind, table in self._content_tables().items()}
+        weight[ids.to(weight.device)] = self.new_item_id_rows(content, ids.numel(), exclude=ids).to(weight.dtype)
 
     def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of=None, mean_resizing: bool = True):
         """Grows the item vocabulary to `new_num_tokens` (see [`add_items`]); shrinking would drop items and is refused."""
@@ -60,15 +103,7 @@ class CatalogMixin:
                 raise ValueError(f"content[{kind!r}] must have shape ({num_items}, {tables[kind].shape[1]}), got {tuple(rows.shape)}")
         old = self.get_input_embeddings()
         size, dim = old.weight.shape
-        first = self.config.num_special_tokens
-        new_vectors = old.weight[first:].mean(0, keepdim=True).expand(num_items, dim).clone()
-        for kind, rows in content.items():  # the first kind with rows decides (text before image by insertion order)
-            reference = tables[kind][first:size].float()
-            centre = reference.mean(0, keepdim=True)
-            similarity = F.normalize(rows.float() - centre, dim=-1) @ F.normalize(reference - centre, dim=-1).T  # (n, old items)
-            nearest = similarity.topk(min(neighbours, reference.shape[0]), dim=1).indices + first
-            new_vectors = old.weight[nearest].mean(1)
-            break
+        new_vectors = self.new_item_id_rows(content, num_items, neighbours)
         grown = nn.Embedding(size + num_items, dim, dtype=old.weight.dtype, device=old.weight.device)
         grown.weight[:size] = old.weight
         grown.weight[size:] = new_vectors.to(old.weight.dtype)

@@ -50,6 +50,20 @@ class SequentialRecConfig(PretrainedConfig):
             Ids of the special tokens; item ids start at `num_special_tokens`.
         num_special_tokens (`int`, *optional*, defaults to 4):
             Number of special tokens at the start of the vocabulary.
+        content_embedding_dims (`dict[str, int]`, *optional*, defaults to `{}`):
+            Frozen item content tables read by the item representation, e.g. `{"text": 384}`: every item's vector (input
+            and tied output side) is `E_id[i] + adapter(content[i])`, so items with few or no interactions still get
+            meaningful vectors. The tables are buffers saved in the checkpoint (`model.embeddings.<kind>_embeddings`);
+            an all-zero row means "no content for this item" (e.g. no image) and adds nothing.
+        content_adapter (`str`, *optional*, defaults to `"linear"`):
+            How a content row becomes a `hidden_size` vector: `"linear"` (one bias-free projection) or `"mlp"`
+            (Linear-GELU-Linear).
+        item_id_dropout (`float`, *optional*, defaults to 0.0):
+            In training, each item's ID vector is dropped (zeroed, input and output side alike) with this
+            probability per batch, so that the content path alone must carry an item (what a new item has).
+        content_preprocessing (`dict[str, str]`, *optional*, defaults to `{}`):
+            What was done to each content table before it was stored (e.g. `{"text": "whiten"}`): a record, read
+            by reports; the stored tables are already preprocessed.
     """
 
     def __init__(
@@ -74,12 +88,20 @@ class SequentialRecConfig(PretrainedConfig):
         eos_token_id: int = EOS_TOKEN_ID,
         unk_token_id: int = UNK_TOKEN_ID,
         num_special_tokens: int = NUM_SPECIAL_TOKENS,
+        content_embedding_dims: dict | None = None,
+        content_adapter: str = "linear",
+        item_id_dropout: float = 0.0,
+        content_preprocessing: dict | None = None,
         **kwargs,
     ):
         if loss_type not in ("sampled_softmax", "full_softmax"):
             raise ValueError(f"loss_type must be 'sampled_softmax' or 'full_softmax', got {loss_type!r}")
         if negatives_sharing not in ("position", "batch"):
             raise ValueError(f"negatives_sharing must be 'position' or 'batch', got {negatives_sharing!r}")
+        if content_adapter not in ("linear", "mlp"):
+            raise ValueError(f"content_adapter must be 'linear' or 'mlp', got {content_adapter!r}")
+        if not 0.0 <= item_id_dropout < 1.0:
+            raise ValueError(f"item_id_dropout must be in [0, 1), got {item_id_dropout}")
         if vocab_size <= num_special_tokens:
             raise ValueError(
                 f"vocab_size={vocab_size} leaves no item after the {num_special_tokens} special tokens; "
@@ -106,6 +128,10 @@ class SequentialRecConfig(PretrainedConfig):
         self.sep_token_id = sep_token_id
         self.unk_token_id = unk_token_id
         self.num_special_tokens = num_special_tokens
+        self.content_embedding_dims = {str(kind): int(width) for kind, width in (content_embedding_dims or {}).items() if width}
+        self.content_adapter = content_adapter
+        self.item_id_dropout = float(item_id_dropout)
+        self.content_preprocessing = dict(content_preprocessing or {})
         kwargs.setdefault("tie_word_embeddings", True)
         super().__init__(pad_token_id=pad_token_id, eos_token_id=eos_token_id, **kwargs)
 

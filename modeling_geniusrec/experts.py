@@ -11,7 +11,9 @@ Interface:
 - `encode(model, input_ids) -> torch.Tensor | None`: what the expert precomputes from the history `(B, N)` once per
   encoding (e.g. projected keys); it is stored in the encoder output, expanded over beams by `generate()`;
 - `forward(state, context: ExpertContext) -> (B, Tq, D)`. Causality is the expert's duty: at session position t it
-  may read the history and the session inputs `[SEP, s_1, .., s_{t-1}]` (`context.session_ids[:, : t + 1]`) only.
+  may read the history and the session inputs `[SEP, s_1, .., s_{t-1}]` (`context.session_ids[:, : t + 1]`) only;
+- optionally `history_key_mask(model, input_ids, attention_mask) -> (B, N) bool`: which history items the expert may
+  read (e.g. only items that have an image); it replaces `context.history_mask` for this expert.
 """
 
 from dataclasses import dataclass
@@ -100,6 +102,10 @@ class ContentExpert(nn.Module):
         """Projected history rows, split into heads once: `(B, N)` ids -> `(B, H, N, d)` contiguous."""
         return self._split(self.projection(model.content_table(self.name)[input_ids])).contiguous()
 
+    def history_key_mask(self, model, input_ids, attention_mask):
+        """Real history items that have content (an all-zero row, e.g. an item without an image, is never attended)."""
+        return attention_mask.bool() & (model.content_table(self.name)[input_ids].abs().amax(-1) > 0)
+
     def forward(self, state, context: ExpertContext):
         """state `(B, Tq, D)` at session positions `query_offset .. query_offset + Tq - 1` -> `(B, Tq, D)`."""
         batch, t_q, _ = state.shape
@@ -107,9 +113,13 @@ class ContentExpert(nn.Module):
         k_hist = context.history_state  # (B, H, N, d); keys double as values
         k_sess = self._split(self.projection(context.model.content_table(self.name)[context.session_ids]))  # (B, H, Ts, d)
         positions = torch.arange(t_q, device=state.device) + context.query_offset
-        session_visible = torch.arange(context.session_ids.shape[1], device=state.device).unsqueeze(0) <= positions.unsqueeze(1)
+        session_visible = torch.arange(context.session_ids.shape[1], device=state.device).unsqueeze(0) <= positions.unsqueeze(1)  # (Tq, Ts)
+        # session items without content are not read; [SEP] (column 0, no content) always is: a learned "nothing" key
+        rows = context.model.content_table(self.name)[context.session_ids]  # (B, Ts, width)
+        has_content = (rows.abs().amax(-1) > 0) | (torch.arange(rows.shape[1], device=state.device) == 0)  # (B, Ts)
+        session_visible = session_visible.unsqueeze(0) & has_content.unsqueeze(1)  # (B, Tq, Ts)
         s_hist = (q @ k_hist.transpose(-1, -2)).masked_fill(~context.history_mask.bool().view(batch, 1, 1, -1), float("-inf"))
-        s_sess = (q @ k_sess.transpose(-1, -2)).masked_fill(~session_visible.view(1, 1, t_q, -1), float("-inf"))
+        s_sess = (q @ k_sess.transpose(-1, -2)).masked_fill(~session_visible.unsqueeze(1), float("-inf"))
         weights = torch.softmax(torch.cat([s_hist, s_sess], dim=-1), dim=-1)  # one softmax over history + session
         weights = F.dropout(weights, self.dropout, self.training)
         n = k_hist.shape[2]

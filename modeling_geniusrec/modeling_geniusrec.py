@@ -27,7 +27,7 @@ from .configuration_geniusrec import GeniusRecConfig
 from .experts import ExpertContext, build_expert
 from .generation import BanItemsLogitsProcessor
 from .modeling_hstu import HSTUModel
-from .modeling_sequential import check_time_inputs, init_recommender_weights, last_positions, resolve_output_flags
+from .modeling_sequential import check_time_inputs, content_present, init_recommender_weights, last_positions, resolve_output_flags
 from .scoring import ItemScoringMixin
 
 
@@ -211,10 +211,16 @@ class GeniusRecPreTrainedModel(CatalogMixin, PreTrainedModel):
     # growing the catalog ([`CatalogMixin.add_items`]): the content tables grow with the ID table, and both configs
     # (GeniusRec's and its encoder's) learn the new size
     def _content_tables(self) -> dict:
-        return {kind: self.base_model.content_table(kind) for kind in self.config.content_embedding_dims}
+        return {kind: self.base_model.content_table(kind) for kind in self.base_model.content_kinds}
 
     def _set_content_table(self, kind: str, table: torch.Tensor) -> None:
-        setattr(self.base_model, f"{kind}_embeddings", table)
+        if kind in self.base_model.encoder.embeddings.content_kinds:
+            self.base_model.encoder.embeddings.set_content_table(kind, table)
+        else:
+            setattr(self.base_model, f"{kind}_embeddings", table)
+
+    def _content_in_item_vectors(self) -> bool:
+        return bool(self.base_model.encoder.embeddings.content_kinds)
 
     def _set_vocab_size(self, size: int) -> None:
         self.config.vocab_size = size
@@ -224,7 +230,7 @@ class GeniusRecPreTrainedModel(CatalogMixin, PreTrainedModel):
     def _init_weights(self, module):
         init_recommender_weights(module, self.config.initializer_range)
         if isinstance(module, GeniusRecModel):  # its own frozen content tables start empty (loaded with set_item_embeddings)
-            for kind in self.config.content_embedding_dims:
+            for kind in module.own_content_kinds:
                 init.zeros_(module.content_table(kind))
 
 
@@ -270,7 +276,14 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         self.decoder_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.content_output = nn.ModuleDict()
+        shared = set(self.encoder.embeddings.content_kinds)  # tables the encoder's item representation already holds
+        self.own_content_kinds = [kind for kind in config.content_embedding_dims if kind not in shared]
         for kind, dim in config.content_embedding_dims.items():  # frozen tables, saved in the checkpoint as `<kind>_embeddings`
+            if kind in shared:  # one table, read by the encoder's item vectors and by this expert; item vectors have it already
+                if self.encoder.embeddings.content_table(kind).shape[1] != dim:
+                    raise ValueError(f"content_embedding_dims[{kind!r}]={dim} differs from the encoder's table width "
+                                     f"{self.encoder.embeddings.content_table(kind).shape[1]}")
+                continue
             self.register_buffer(f"{kind}_embeddings", torch.zeros(config.vocab_size, dim))
             if config.content_output:  # LayerNorm first: raw LM states have very different scales
                 self.content_output[kind] = nn.Sequential(nn.LayerNorm(dim, eps=config.layer_norm_eps), zero_linear(dim, d, bias=False))
@@ -291,27 +304,36 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
     def get_encoder(self):
         return GeniusRecEncoderView(self)
 
+    @property
+    def content_kinds(self) -> list[str]:
+        """Every content table of the model: the encoder's (in its item vectors) and GeniusRec's own (experts)."""
+        return list(dict.fromkeys(self.encoder.embeddings.content_kinds + self.own_content_kinds))
+
     def content_table(self, kind: str) -> torch.Tensor:
-        """The frozen content table `kind` (e.g. "text"): `(vocab_size, content_embedding_dims[kind])`."""
+        """The frozen content table `kind` (e.g. "text"): `(vocab_size, width)`; the encoder's when it has one."""
+        if kind in self.encoder.embeddings.content_kinds:
+            return self.encoder.embeddings.content_table(kind)
         return getattr(self, f"{kind}_embeddings")
 
     def set_item_embeddings(self, kind: str, table: torch.Tensor) -> None:
-        """Loads frozen item embeddings (`kind` = "text", "image", ...) of shape `(vocab_size, dim)`, rows aligned to token ids."""
-        name = f"{kind}_embeddings"
-        if kind not in self.config.content_embedding_dims:
+        """Loads frozen item embeddings (`kind` = "text", "image", ...) of shape `(vocab_size, dim)`, rows aligned to
+        token ids (all-zero rows: no content for that item)."""
+        if kind not in self.content_kinds:
             raise ValueError(f"this config has no {kind} table; build the model with "
                              f"content_embedding_dims={{{kind!r}: {table.shape[-1]}}}")
-        expected = tuple(getattr(self, name).shape)
+        expected = tuple(self.content_table(kind).shape)
         if tuple(table.shape) != expected:
             raise ValueError(f"{kind} embeddings have shape {tuple(table.shape)}, expected {expected} "
                              "(vocab_size rows aligned to token ids, special tokens included)")
-        getattr(self, name).copy_(table.to(getattr(self, name).dtype))
+        self.content_table(kind).copy_(table.to(self.content_table(kind).dtype))
 
     def item_output_matrix(self, start: int = 0, end: int | None = None) -> torch.Tensor:
-        """Unit-normalised item vectors of token ids `[start, end)`: `(end - start, hidden_size)`."""
-        vectors = self.get_input_embeddings().weight[start:end]
+        """Unit-normalised item vectors of token ids `[start, end)`: `(end - start, hidden_size)`: the encoder's item
+        vectors (ID + its content adapters) plus stage 2's own content projections."""
+        vectors = self.encoder.embeddings.item_matrix(start, end)
         for kind, projection in self.content_output.items():
-            vectors = vectors + projection(getattr(self, f"{kind}_embeddings")[start:end])
+            rows = getattr(self, f"{kind}_embeddings")[start:end]
+            vectors = vectors + projection(rows) * content_present(rows).unsqueeze(-1).to(rows.dtype)
         return F.normalize(vectors, dim=-1)
 
     # -- encoder ---------------------------------------------------------------------------------------------------
@@ -339,6 +361,9 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             state = expert.encode(self, input_ids)
             if state is not None:
                 output[f"expert_{name}"] = state
+            key_mask = expert.history_key_mask(self, input_ids, attention_mask) if hasattr(expert, "history_key_mask") else None
+            if key_mask is not None:
+                output[f"expert_{name}_mask"] = key_mask.long()
         return output
 
     # -- decoder ---------------------------------------------------------------------------------------------------
@@ -400,7 +425,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             cache.geniusrec_session_ids = session_ids
         positions = torch.arange(past, past + length, device=decoder_input_ids.device)
         user = encoder_outputs.user_embedding  # (B, D)
-        hidden = self.get_input_embeddings()(decoder_input_ids) * config.hidden_size**0.5 + self.decoder_positions(positions)
+        hidden = self.encoder.embeddings.item_rows(decoder_input_ids) * config.hidden_size**0.5 + self.decoder_positions(positions)
         hidden = self.dropout(hidden + self.query_projection(user).unsqueeze(1))
         key_positions = torch.arange(past + length, device=hidden.device)
         self_mask = (key_positions.unsqueeze(0) <= positions.unsqueeze(1)).view(1, 1, length, past + length)
@@ -421,7 +446,8 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         gate_weights = torch.softmax(self.gate(state), dim=-1)  # (B, T, E)
         mixed = state
         for index, (name, expert) in enumerate(self.experts.items()):
-            context = ExpertContext(self, encoder_outputs.get(f"expert_{name}"), history_mask, session_ids, past)
+            key_mask = encoder_outputs.get(f"expert_{name}_mask")
+            context = ExpertContext(self, encoder_outputs.get(f"expert_{name}"), history_mask if key_mask is None else key_mask, session_ids, past)
             mixed = mixed + gate_weights[..., index : index + 1] * expert(state, context)
         final = F.normalize(user.unsqueeze(1) + self.output_projection(self.output_norm(mixed)), dim=-1)
         output = GeniusRecOutput(

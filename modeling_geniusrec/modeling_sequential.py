@@ -173,8 +173,27 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
+def content_present(table: torch.Tensor) -> torch.Tensor:
+    """`(..., d)` content rows -> `(...)` bool: True where the row holds content (an all-zero row means "none", e.g. an
+    item without an image, and must not be read as a real vector)."""
+    return table.abs().amax(dim=-1) > 0
+
+
+def build_content_adapter(kind_width: int, hidden_size: int, adapter: str) -> nn.Module:
+    """`(..., kind_width)` content rows -> `(..., hidden_size)`: one bias-free projection, or a small MLP."""
+    if adapter == "linear":
+        return nn.Linear(kind_width, hidden_size, bias=False)
+    return nn.Sequential(nn.Linear(kind_width, 2 * hidden_size), nn.GELU(), nn.Linear(2 * hidden_size, hidden_size))
+
+
 class ItemInputEmbeddings(nn.Module):
-    """`x0 = Dropout(E[id] * sqrt(D) + P[pos])`, zero at padding (the HSTU reference input preprocessor)."""
+    """Item vectors and the HSTU reference input: `x0 = Dropout(item(id) * sqrt(D) + P[pos])`, zero at padding.
+
+    `item(i) = E_id[i] + sum_kind adapter_kind(content_kind[i])` (the content sum only for items with a non-zero row of
+    a frozen table named in `config.content_embedding_dims`; without tables `item(i) = E_id[i]`). The same vectors are
+    the tied output side ([`item_matrix`]). With `config.item_id_dropout = p`, training drops each item's ID part with
+    probability p, one draw per forward shared by the input and output sides.
+    """
 
     def __init__(self, config: SequentialRecConfig):
         super().__init__()
@@ -182,10 +201,73 @@ class ItemInputEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.scale = config.hidden_size**0.5
+        self.id_dropout = getattr(config, "item_id_dropout", 0.0)
+        dims = getattr(config, "content_embedding_dims", None) or {}
+        self.content_adapters = nn.ModuleDict()
+        for kind, width in dims.items():  # frozen tables, saved in the checkpoint as `embeddings.<kind>_embeddings`
+            self.register_buffer(f"{kind}_embeddings", torch.zeros(config.vocab_size, width))
+            self.content_adapters[kind] = build_content_adapter(width, config.hidden_size, config.content_adapter)
+        self._id_keep = None  # (V,) the ID-dropout draw of the current training forward
+
+    @property
+    def content_kinds(self) -> list[str]:
+        return list(self.content_adapters)
+
+    def content_table(self, kind: str) -> torch.Tensor:
+        """The frozen table `kind`: `(vocab_size, content_embedding_dims[kind])`."""
+        return getattr(self, f"{kind}_embeddings")
+
+    def set_content_table(self, kind: str, table: torch.Tensor) -> None:
+        """Stores `table` `(vocab_size, width)` (rows aligned to token ids) as the frozen table `kind`."""
+        if kind not in self.content_adapters:
+            raise ValueError(f"this model has no {kind!r} content table (it has {self.content_kinds}); build it with "
+                             f"content_embedding_dims={{{kind!r}: {table.shape[-1]}}}")
+        current = self.content_table(kind)
+        if table.shape[1] != current.shape[1]:
+            raise ValueError(f"{kind} content rows have width {table.shape[1]}, expected {current.shape[1]}")
+        if table.shape[0] == current.shape[0]:
+            current.copy_(table.to(current))
+        else:  # the catalog grew (add_items)
+            setattr(self, f"{kind}_embeddings", table.to(current).contiguous())
+
+    def content_vectors(self, ids: torch.Tensor | None = None, start: int = 0, end: int | None = None) -> torch.Tensor | None:
+        """`sum_kind adapter(content[ids])` `(*ids.shape, D)` (or of the rows `[start, end)`), None without tables."""
+        out = None
+        for kind, adapter in self.content_adapters.items():
+            rows = self.content_table(kind)[start:end] if ids is None else self.content_table(kind)[ids]
+            vectors = adapter(rows) * content_present(rows).unsqueeze(-1).to(rows.dtype)
+            out = vectors if out is None else out + vectors
+        return out
+
+    def _keep(self) -> torch.Tensor | None:
+        return self._id_keep if (self.training and self._id_keep is not None) else None
+
+    def item_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """`(...)` token ids -> `(..., D)` item vectors (ID + content)."""
+        vectors = self.item_embeddings(ids)
+        keep = self._keep()
+        if keep is not None:
+            vectors = vectors * keep[ids].unsqueeze(-1)
+        content = self.content_vectors(ids)
+        return vectors if content is None else vectors + content
+
+    def item_matrix(self, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """Item vectors of token ids `[start, end)` (not normalised): `(end - start, D)`."""
+        vectors = self.item_embeddings.weight[start:end]
+        keep = self._keep()
+        if keep is not None:
+            vectors = vectors * keep[start:end].unsqueeze(-1)
+        content = self.content_vectors(start=start, end=end)
+        return vectors if content is None else vectors + content
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """`(B, N)` ids, positions and bool mask -> `(B, N, D)`."""
-        x = self.item_embeddings(input_ids) * self.scale + self.position_embeddings(position_ids)
+        if self.training and self.id_dropout > 0:  # one draw per forward, read again by the output side (item_matrix)
+            weight = self.item_embeddings.weight
+            self._id_keep = (torch.rand(weight.shape[0], device=weight.device) >= self.id_dropout).to(weight.dtype)
+        else:
+            self._id_keep = None
+        x = self.item_rows(input_ids) * self.scale + self.position_embeddings(position_ids)
         return self.dropout(x) * mask.unsqueeze(-1)
 
 
@@ -207,6 +289,9 @@ def init_recommender_weights(module: nn.Module, std: float) -> None:
     elif isinstance(module, nn.LayerNorm) and module.weight is not None:
         init.ones_(module.weight)
         init.zeros_(module.bias)
+    if isinstance(module, ItemInputEmbeddings):  # frozen content tables start empty (filled by set_item_embeddings / loading)
+        for kind in module.content_kinds:
+            init.zeros_(module.content_table(kind))
     for name, param in module.named_parameters(recurse=False):
         if name.endswith("bias_weight"):  # relative position / time-bucket biases
             init.normal_(param, mean=0.0, std=std)
@@ -274,8 +359,27 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
                                 logits_processor=processors, **kwargs)
 
     def item_vectors(self, start: int = 0, end: int | None = None) -> torch.Tensor:
-        """Unit-normalised item embeddings of token ids `[start, end)`: `(end - start, hidden_size)`."""
-        return F.normalize(self.get_output_embeddings().weight[start:end], dim=-1)
+        """Unit-normalised item vectors (ID + content, see [`ItemInputEmbeddings`]) of token ids `[start, end)`:
+        `(end - start, hidden_size)`."""
+        return F.normalize(self.model.embeddings.item_matrix(start, end), dim=-1)
+
+    # -- content: the frozen tables of the item representation ([`CatalogMixin`] grows them with the catalog) ---------
+    def _content_tables(self) -> dict:
+        return {kind: self.model.embeddings.content_table(kind) for kind in self.model.embeddings.content_kinds}
+
+    def _set_content_table(self, kind: str, table: torch.Tensor) -> None:
+        self.model.embeddings.set_content_table(kind, table)
+
+    def _content_in_item_vectors(self) -> bool:
+        return bool(self.model.embeddings.content_kinds)
+
+    def set_item_embeddings(self, kind: str, table: torch.Tensor) -> None:
+        """Loads the frozen content table `kind` ("text", "image", ...) of shape `(vocab_size, width)`, rows aligned to
+        token ids (all-zero rows: no content)."""
+        if tuple(table.shape[:1]) != (self.config.vocab_size,):
+            raise ValueError(f"{kind} embeddings have {table.shape[0]} rows, expected vocab_size={self.config.vocab_size} "
+                             "(rows aligned to token ids, special tokens included)")
+        self.model.embeddings.set_content_table(kind, table)
 
     def next_item_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of predicting `labels` from the states `hidden`.
@@ -352,6 +456,7 @@ __all__ = [
     "SequentialRecPreTrainedModel",
     "NextItemPredictionMixin",
     "ItemInputEmbeddings",
+    "content_present",
     "check_inputs",
     "check_time_inputs",
     "resolve_output_flags",

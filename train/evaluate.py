@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 
 from data_scripts.arguments import make_parser, parse_args
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history
-from data_scripts.splits import SequenceStore
+from data_scripts.splits import SequenceStore, protocol_store
 from train.evaluation.ranking import DEFAULT_KS, query_states, ranking_metrics, target_ranks
 
-from .evaluation.baselines import item_user_counts, popularity_metrics
+from .evaluation.baselines import content_knn_metrics, item_user_counts, popularity_metrics
 from .evaluation.results import format_table, git_commit, machine_description, today, write_json_atomic
 from .runner import load_checkpoint
 
@@ -72,10 +72,15 @@ def print_table(name: str, metrics: dict) -> None:
 class EvaluateArguments:
     dataset: str = field(metadata={"help": "processed dataset folder"})
     model: str | None = field(default=None, metadata={"help": "checkpoint folder (train.pretrain output)"})
-    baseline: str | None = field(default=None, metadata={"help": "evaluate a baseline instead of a checkpoint", "choices": ["popularity"]})
+    baseline: str | None = field(default=None, metadata={"help": "evaluate a baseline instead of a checkpoint: popularity, or content_knn "
+                                                                   "(cosine between the mean of the history's last 10 content vectors and "
+                                                                   "each item; --content_embeddings)", "choices": ["popularity", "content_knn"]})
+    content_embeddings: str = field(default="text-minilm.safetensors", metadata={"help": "content_knn: file under <dataset>/embeddings/"})
+    content_preprocessing: str = field(default="whiten", metadata={"help": "content_knn: raw, center, whiten or shrink",
+                                                                     "choices": ["raw", "center", "whiten", "shrink"]})
     split: str = field(default="test", metadata={"help": "which view to score (default test)", "choices": ["validation", "test"]})
     protocol: str = field(default="leave-one-out", metadata={"help": "split protocol (see data_scripts.splits)",
-                                                             "choices": ["leave-one-out", "hstu-reference", "sessions"]})
+                                                             "choices": ["leave-one-out", "hstu-reference", "sessions", "cold-items"]})
     session_length: int = field(default=10, metadata={"help": "k of the sessions protocol"})
     max_length: int | None = field(default=None, metadata={"help": "history length (default: the model's max_position_embeddings)"})
     batch_size: int = field(default=256, metadata={"help": "users per forward pass"})
@@ -112,9 +117,11 @@ def main(argv=None):
         parser.error(f"--max_length must be >= 1, got {args.max_length}")
     filter_history = resolve_filter_history(args.filter_history, args.protocol)
     sequences, items, tokenizer, stats = load_processed(args.dataset)
-    store = SequenceStore.from_dataset(sequences)
+    store = protocol_store(SequenceStore.from_dataset(sequences), args.protocol, len(tokenizer), tokenizer.num_special_tokens)
     if args.model:
         model = load_checkpoint(args.model, tokenizer=tokenizer)
+        if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
+            model.reset_item_ids(store.cold_items)
         encoder = getattr(model.config, "encoder_config", model.config)
         max_length = args.max_length or encoder.max_position_embeddings
     else:
@@ -132,6 +139,12 @@ def main(argv=None):
     if args.task in ("next-item", "all"):
         if args.model:
             metrics.update(evaluate_next_item(model, dataset, args.batch_size, filter_history))
+        elif args.baseline == "content_knn":
+            from data_scripts.embedders import prepare_content_table
+            from data_scripts.processed import load_item_embeddings
+
+            table = prepare_content_table(load_item_embeddings(args.dataset, args.content_embeddings)[0], args.content_preprocessing)
+            metrics.update(content_knn_metrics(table, dataset, filter_history=filter_history))
         else:
             metrics.update(popularity_metrics(store, dataset, len(tokenizer), filter_history=filter_history))
     if args.task in ("sessions", "all"):

@@ -29,7 +29,7 @@ from data_scripts.processed import (
     load_processed,
     resolve_filter_history,
 )
-from data_scripts.splits import SequenceStore
+from data_scripts.splits import SequenceStore, protocol_store
 from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
 
 from .console import quiet_trainer
@@ -61,7 +61,9 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     dataset: str = field(default=None, metadata={"help": "processed dataset folder"})
-    protocol: str = field(default="leave-one-out", metadata={"help": "leave-one-out (next-item table) or sessions (session table)"})
+    protocol: str = field(default="leave-one-out", metadata={"help": "leave-one-out (next-item table), sessions (session table) or "
+                                                                     "cold-items (item cold start, see data_scripts.splits)",
+                                                             "choices": ["leave-one-out", "sessions", "cold-items"]})
     session_length: int = field(default=10, metadata={"help": "k: the held-out session length of the sessions protocol"})
     target_length: int = field(default=10, metadata={"help": "items per training target session (+ EOS)"})
     max_length: int = field(default=200, metadata={"help": "history length fed to the encoder"})
@@ -92,8 +94,9 @@ def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
     else:
         model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=vocab_size, max_position_embeddings=max_length),
                                                               **kwargs))
+    shared = model.model.encoder.embeddings.content_kinds  # the stage-1 encoder's own (preprocessed) tables are kept, not overwritten
     for kind, (table, meta) in (("text", text), ("image", image)):
-        if table is not None:
+        if table is not None and kind not in shared:
             model.model.set_item_embeddings(kind, table)
             setattr(model.config, f"{kind}_embedding_source", meta.get("model", "unknown"))
     return model
@@ -121,7 +124,7 @@ def main(argv=None):
         parser.error(f"--max_length must be >= 1, got {data_args.max_length}")
     set_seed(training_args.seed)
     sequences, items, tokenizer, stats = load_processed(data_args.dataset)
-    store = SequenceStore.from_dataset(sequences)
+    store = protocol_store(SequenceStore.from_dataset(sequences), data_args.protocol, len(tokenizer), tokenizer.num_special_tokens)
     model = build_model(model_args, data_args, len(tokenizer), data_args.max_length, tokenizer)
     model.config.catalog_fingerprint = tokenizer.catalog_fingerprint()
     if model.config.vocab_size != len(tokenizer):
@@ -149,6 +152,8 @@ def main(argv=None):
     trainer.remove_callback(EarlyStoppingCallback)
     metrics = {"validation": trainer.evaluate(eval_set, metric_key_prefix="validation")}
     trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
+    if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
+        unwrapped().reset_item_ids(store.cold_items)
     metrics["test"] = trainer.evaluate(test_set, metric_key_prefix="test")
     metrics = {split_name: {k[len(split_name) + 1 :]: v for k, v in m.items() if k.startswith(split_name + "_")} for split_name, m in metrics.items()}
     save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)

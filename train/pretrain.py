@@ -20,7 +20,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from data_scripts.arguments import make_parser
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history, streaming_train_examples
-from data_scripts.splits import SequenceStore
+from data_scripts.splits import SequenceStore, protocol_store
 
 from .console import quiet_trainer
 from .evaluation.ranking import make_compute_metrics
@@ -45,13 +45,28 @@ class ModelArguments:
     negatives_sharing: str = field(default="position", metadata={"help": "position (reference) or batch (shared, faster on CPU)"})
     softmax_temperature: float = field(default=0.05, metadata={"help": "scores are cos / temperature (stored as logit_scale = 1 / t)"})
     init_from: str = field(default=None, metadata={"help": "start from this checkpoint folder instead of random weights"})
+    text_embeddings: str = field(default=None, metadata={"help": "item content: a file under <dataset>/embeddings/ (data_scripts.embed "
+                                                                   "--output_name), added to every item vector through an adapter "
+                                                                   "(item = ID + adapter(text)); unset = ID only"})
+    image_embeddings: str = field(default=None, metadata={"help": "the same for an image table (e.g. image.safetensors); items without an "
+                                                                    "image add nothing"})
+    content_preprocessing: str = field(default="whiten", metadata={"help": "what is done to the content tables first: raw, center, "
+                                                                             "whiten (ZCA) or shrink (soft whitening, see --content_shrink)",
+                                                                     "choices": ["raw", "center", "whiten", "shrink"]})
+    content_shrink: float = field(default=1.0, metadata={"help": "shrink's ridge, in units of the mean covariance eigenvalue"})
+    content_adapter: str = field(default="linear", metadata={"help": "content row -> item vector: linear or mlp",
+                                                               "choices": ["linear", "mlp"]})
+    item_id_dropout: float = field(default=0.0, metadata={"help": "probability of dropping an item's ID vector per training batch "
+                                                                  "(content must carry the item, as for a new one)"})
 
 
 @dataclass
 class DataArguments:
     dataset: str = field(default=None, metadata={"help": "processed dataset folder (data_scripts.movielens / amazon_reviews)"})
     max_length: int = field(default=200, metadata={"help": "longest history fed to the model (most recent items)"})
-    protocol: str = field(default="leave-one-out", metadata={"help": "leave-one-out, hstu-reference or sessions"})
+    protocol: str = field(default="leave-one-out", metadata={"help": "leave-one-out, hstu-reference, sessions or cold-items (10% of "
+                                                                     "the items held out of training; test on users whose target is one)",
+                                                             "choices": ["leave-one-out", "hstu-reference", "sessions", "cold-items"]})
     session_length: int = field(default=10, metadata={"help": "k of the sessions protocol"})
     filter_history: str = field(default="auto", metadata={"help": "items removed from each ranking: full (everything the user saw "
                                                                      "before the target), window (the input window only, as the HSTU "
@@ -100,12 +115,33 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size
         hidden_dropout_prob=model_args.dropout, loss_type=model_args.loss_type, num_negatives=model_args.num_negatives,
         negatives_sharing=model_args.negatives_sharing, softmax_temperature=model_args.softmax_temperature,
     )
+    tables = load_content_tables(data_args.dataset, model_args)
+    common.update(content_embedding_dims={kind: table.shape[1] for kind, table in tables.items()}, content_adapter=model_args.content_adapter,
+                  item_id_dropout=model_args.item_id_dropout,
+                  content_preprocessing={kind: model_args.content_preprocessing for kind in tables})
     if model_args.model_type == "hstu":
         config = config_class(qk_head_dim=model_args.qk_head_dim, v_head_dim=model_args.v_head_dim,
                               attention_normalization=model_args.attention_normalization, **common)
     else:
         config = config_class(intermediate_size=model_args.intermediate_size, **common)
-    return model_class(config)
+    model = model_class(config)
+    for kind, table in tables.items():
+        model.set_item_embeddings(kind, table)
+    return model
+
+
+def load_content_tables(dataset: str, model_args: ModelArguments) -> dict:
+    """`{kind: (vocab_size, width) table}` for the content files named by `--text_embeddings` / `--image_embeddings`,
+    preprocessed (`--content_preprocessing`); empty for an ID-only model."""
+    from data_scripts.embedders import prepare_content_table
+    from data_scripts.processed import load_item_embeddings
+
+    tables = {}
+    for kind, file_name in (("text", model_args.text_embeddings), ("image", model_args.image_embeddings)):
+        if file_name:
+            table, _ = load_item_embeddings(dataset, file_name)
+            tables[kind] = prepare_content_table(table, model_args.content_preprocessing, model_args.content_shrink)
+    return tables
 
 
 def keep_user_embeddings(logits, labels):
@@ -129,7 +165,7 @@ def main(argv=None):
         parser.error(f"--max_length must be >= 1, got {data_args.max_length}")
     set_seed(training_args.seed)
     sequences, items, tokenizer, stats = load_processed(data_args.dataset)
-    store = SequenceStore.from_dataset(sequences)
+    store = protocol_store(SequenceStore.from_dataset(sequences), data_args.protocol, len(tokenizer), tokenizer.num_special_tokens)
     reference = data_args.protocol == "hstu-reference"
     eval_split = "test" if reference else "validation"
     split_kwargs = dict(max_length=data_args.max_length, protocol=data_args.protocol, session_length=data_args.session_length)
@@ -170,6 +206,8 @@ def main(argv=None):
     trainer.remove_callback(EarlyStoppingCallback)  # the final evaluations below are not model selection
     validation = {} if reference else trainer.evaluate(eval_set, metric_key_prefix="validation")
     trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
+    if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
+        unwrapped().reset_item_ids(store.cold_items)
     test = trainer.evaluate(test_set, metric_key_prefix="test") if data_args.evaluate_test else {}
     save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
     strip = lambda metrics, prefix: {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}  # noqa: E731

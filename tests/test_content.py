@@ -1,0 +1,258 @@
+"""Item content in both stages: item = ID + adapter(content), saved and reloaded; ID dropout; new-item rows; the
+cold-items protocol (no cold item ever trained on); the content kNN baseline; preprocessing; image rows that are
+missing are never read as real vectors; content carrying new items end to end."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from data_scripts import movielens
+from data_scripts.embedders import prepare_content_table
+from data_scripts.processed import NextItemDataset, load_processed
+from data_scripts.splits import SequenceStore, cold_items, cold_items_store, protocol_store
+from modeling_geniusrec import GeniusRecForSessionGeneration, HSTUConfig, HSTUForNextItemPrediction
+from train import evaluate, finetune, pretrain
+from train.evaluation.baselines import content_knn_metrics
+
+from .fixtures import write_learnable_ml
+from .test_pretrain import TINY
+
+VOCAB = 30
+
+
+def content_hstu(width=6, **overrides):
+    config = HSTUConfig(vocab_size=VOCAB, hidden_size=8, qk_head_dim=4, v_head_dim=4, max_position_embeddings=10, hidden_dropout_prob=0.0,
+                        content_embedding_dims={"text": width}, **overrides)
+    torch.manual_seed(0)
+    model = HSTUForNextItemPrediction(config).eval()
+    table = torch.randn(VOCAB, width)
+    table[:4] = 0  # special tokens have no content
+    table[7] = 0  # nor has item 7
+    model.set_item_embeddings("text", table)
+    return model, table
+
+
+def inputs():
+    ids = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]])
+    ts = torch.arange(5).repeat(2, 1) * 100 + 1000
+    return dict(input_ids=ids, timestamps=ts, next_timestamps=ts[:, -1] + 50)
+
+
+def test_item_vectors_are_id_plus_adapted_content_and_a_missing_row_adds_nothing():
+    model, table = content_hstu()
+    emb = model.model.embeddings
+    adapter = emb.content_adapters["text"]
+    expected = torch.nn.functional.normalize(emb.item_embeddings.weight + adapter(table) * (table.abs().amax(-1, keepdim=True) > 0), dim=-1)
+    torch.testing.assert_close(model.item_vectors(), expected)
+    torch.testing.assert_close(model.item_vectors(7, 8), torch.nn.functional.normalize(emb.item_embeddings.weight[7:8], dim=-1))
+    # the content changes what the model computes: another table, other states
+    before = model(**inputs()).user_embeddings
+    model.set_item_embeddings("text", torch.randn(VOCAB, 6))
+    assert not torch.allclose(model(**inputs()).user_embeddings, before)
+
+
+def test_content_model_saves_and_loads_identically(tmp_path):
+    model, table = content_hstu(content_adapter="mlp")
+    model.save_pretrained(tmp_path)
+    loaded = HSTUForNextItemPrediction.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded.model.embeddings.content_table("text"), table)
+    assert loaded.config.content_embedding_dims == {"text": 6} and loaded.config.content_adapter == "mlp"
+    torch.testing.assert_close(loaded(**inputs()).user_embeddings, model(**inputs()).user_embeddings, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.item_vectors(), model.item_vectors(), rtol=0, atol=0)
+
+
+def test_id_dropout_is_one_draw_shared_by_input_and_output_and_off_in_eval():
+    model, table = content_hstu(item_id_dropout=0.5)
+    model.train()
+    torch.manual_seed(3)
+    labels = inputs()["input_ids"].masked_fill(inputs()["input_ids"] == 0, -100)
+    model(**inputs(), labels=labels)
+    keep = model.model.embeddings._id_keep
+    assert keep is not None and 0 < int(keep.sum()) < VOCAB
+    emb = model.model.embeddings
+    dropped = int((keep == 0).nonzero()[0])
+    content = emb.content_vectors(torch.tensor([dropped]))[0]
+    torch.testing.assert_close(model.item_vectors(dropped, dropped + 1)[0], torch.nn.functional.normalize(content, dim=-1))
+    model.eval()
+    first, second = model(**inputs()).user_embeddings, model(**inputs()).user_embeddings
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    torch.testing.assert_close(model.item_vectors(), torch.nn.functional.normalize(emb.item_matrix(), dim=-1))
+
+
+def test_reset_item_ids_gives_new_item_rows():
+    model, _ = content_hstu()
+    model.reset_item_ids([12, 13])
+    assert torch.count_nonzero(model.get_input_embeddings().weight[[12, 13]]) == 0  # content models: the item is its content
+    plain = HSTUForNextItemPrediction(HSTUConfig(vocab_size=VOCAB, hidden_size=8, qk_head_dim=4, v_head_dim=4, max_position_embeddings=10))
+    weight = plain.get_input_embeddings().weight
+    others = [i for i in range(4, VOCAB) if i not in (12, 13)]
+    mean = weight[others].mean(0).detach().clone()
+    plain.reset_item_ids(torch.tensor([12, 13]))
+    torch.testing.assert_close(weight[12], mean)
+    torch.testing.assert_close(weight[13], mean)
+
+
+def test_geniusrec_shares_the_encoder_table_and_keeps_causality(tmp_path):
+    stage1, table = content_hstu(width=6)
+    stage1.model.embeddings.content_adapters["text"].weight.data.normal_(0, 0.5)
+    model = GeniusRecForSessionGeneration.from_encoder_pretrained(stage1, content_embedding_dims={"text": 6}, num_attention_heads=2,
+                                                                  intermediate_size=16, max_session_length=5, hidden_dropout_prob=0.0).eval()
+    assert model.model.content_table("text").data_ptr() == model.model.encoder.embeddings.content_table("text").data_ptr()
+    assert "text" not in model.model.content_output and model.model.own_content_kinds == []
+    torch.testing.assert_close(model.model.item_output_matrix(), stage1.item_vectors())  # stage 2 starts as stage 1 scores
+    with torch.no_grad():
+        for module in model.modules():
+            if getattr(module, "zero_init", False):
+                module.weight.normal_(0, 0.3)
+    labels = torch.tensor([[20, 21, 22, 2], [23, 24, 25, 2]])
+    base = model(**inputs(), labels=labels)
+    with torch.no_grad():  # the target's own content row (read by the decoder inputs and the text expert) must not reach its state
+        model.model.content_table("text")[22] += 3.0
+    out = model(**inputs(), labels=labels)
+    torch.testing.assert_close(out.last_hidden_state[:, :3], base.last_hidden_state[:, :3], rtol=0, atol=1e-6)
+    assert not torch.allclose(out.last_hidden_state[:, 3], base.last_hidden_state[:, 3])
+    model.save_pretrained(tmp_path)
+    loaded = GeniusRecForSessionGeneration.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded(**inputs(), labels=labels).logits, out.logits, rtol=0, atol=1e-5)
+
+
+def test_missing_image_rows_are_never_read_as_vectors():
+    from .test_geniusrec import VOCAB as GV
+    from .test_geniusrec import batch, tiny
+
+    model = tiny()
+    hist, ts, labels = batch()
+    spare = next(i for i in range(4, 24) if i not in hist.tolist()[0] + hist.tolist()[1] + hist.tolist()[2])  # in no history or session
+    with torch.no_grad():
+        for module in model.model.content_output.modules():  # a trained LayerNorm has a bias: LN(0) would be a real vector
+            if isinstance(module, torch.nn.LayerNorm):
+                module.bias.normal_(0, 1.0)
+        model.model.image_embeddings[hist[0, 2]] = 0.0  # this history item has no image
+        model.model.image_embeddings[spare] = 0.0  # nor has this item
+    encoded = model.model.encode(hist, timestamps=ts, next_timestamps=ts[:, -1] + 60)
+    assert encoded["expert_image_mask"][0, 2] == 0 and encoded["expert_image_mask"][0, 1] == 1
+    assert bool((encoded["expert_text_mask"] == 1).all())
+    text_part = model.model.content_output["text"](model.model.text_embeddings[spare : spare + 1])
+    ids_only = model.model.encoder.embeddings.item_matrix(spare, spare + 1) + text_part
+    torch.testing.assert_close(model.model.item_output_matrix(spare, spare + 1), torch.nn.functional.normalize(ids_only, dim=-1))
+    # the image-less history item's image row is not read: any other absent-looking row gives the same output
+    base = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels).logits
+    other = hist.clone()
+    other[0, 2] = spare  # another item without an image, with the same text and ID rows copied in
+    with torch.no_grad():
+        model.model.text_embeddings[spare] = model.model.text_embeddings[hist[0, 2]]
+        model.model.encoder.embeddings.item_embeddings.weight[spare] = model.model.encoder.embeddings.item_embeddings.weight[hist[0, 2]]
+    again = model(input_ids=other, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels).logits
+    keep = torch.ones(GV, dtype=torch.bool)
+    keep[[spare, int(hist[0, 2])]] = False
+    torch.testing.assert_close(again[..., keep], base[..., keep], rtol=0, atol=1e-5)
+
+
+def test_prepare_content_table():
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(50, 5, generator=g) @ torch.randn(5, 5, generator=g) + 4.0  # correlated, off-centre
+    table[:4] = 0
+    white = prepare_content_table(table, "whiten")
+    rows = white[4:].double()
+    cov = (rows - rows.mean(0)).T @ (rows - rows.mean(0)) / (rows.shape[0] - 1)
+    torch.testing.assert_close(cov / cov.diagonal().mean(), torch.eye(5, dtype=torch.float64), atol=1e-4, rtol=0)  # isotropic
+    assert torch.count_nonzero(white[:4]) == 0 and float(white[4:].norm(dim=-1).mean()) == pytest.approx(1.0, abs=1e-5)
+    centred = prepare_content_table(table, "center")
+    assert float(centred[4:].mean(0).abs().max()) < 1e-5
+    shrunk = prepare_content_table(table, "shrink", shrink=1.0)
+    spread = lambda x: torch.linalg.eigvalsh(torch.cov(x[4:].T.double()))  # noqa: E731
+    ratio = lambda x: float(spread(x).max() / spread(x).min())  # noqa: E731
+    assert ratio(white) < ratio(shrunk) < ratio(centred)  # shrinking sits between whitening and centring
+    with pytest.raises(ValueError, match="preprocessing"):
+        prepare_content_table(table, "pca")
+
+
+def test_content_knn_equals_hand_computed(tmp_path):
+    write_learnable_ml(tmp_path / "raw", users=12, items=10, length=6)
+    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])
+    sequences, _, tokenizer, _ = load_processed(str(tmp_path / "data"))
+    view = NextItemDataset(SequenceStore.from_dataset(sequences), "test", 10)
+    table = torch.randn(len(tokenizer), 3)
+    table[:4] = 0
+    metrics = content_knn_metrics(table, view, last=2)
+    items = torch.nn.functional.normalize(table, dim=-1)
+    ranks = []
+    for i in range(len(view)):
+        ex = view[i]
+        query = torch.nn.functional.normalize(table[torch.as_tensor(ex["input_ids"][-2:], dtype=torch.long)].mean(0), dim=0)
+        scores = (items @ query).tolist()
+        target, seen = int(ex["target"]), set(int(x) for x in ex["seen_items"])
+        ranks.append(sum(1 for j in range(4, len(tokenizer)) if j != target and j not in seen and scores[j] >= scores[target]))
+    ranks = np.asarray(ranks)
+    assert metrics["hr@10"] == pytest.approx(float((ranks < 10).mean()))
+    assert metrics["mrr"] == pytest.approx(float((1 / (ranks + 1)).mean()))
+
+
+def test_cold_items_protocol_never_trains_on_a_cold_item():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 30, size=200)
+    items = np.concatenate([rng.choice(np.arange(4, 104), size=n, replace=False) for n in lengths]).astype(np.int32)
+    store = SequenceStore(user_ids=[str(u) for u in range(200)], offsets=np.concatenate([[0], np.cumsum(lengths)]),
+                          item_ids=items, timestamps=np.arange(len(items), dtype=np.int64))
+    cold = cold_items(104)
+    assert len(cold) == 10 and np.array_equal(cold, cold_items(104)) and cold.min() >= 4  # fixed, seeded, 10% of the items
+    derived = protocol_store(store, "cold-items", 104)
+    assert np.array_equal(derived.cold_items, cold)
+    for split in ("train", "validation"):
+        view = NextItemDataset(derived, split, 50, "cold-items")
+        for i in range(len(view)):
+            ex = view[i]
+            seen = np.concatenate([ex["input_ids"], ex["labels"] if split == "train" else [ex["target"]]])
+            assert not np.isin(seen, cold).any(), (split, i)
+    test = NextItemDataset(derived, "test", 50, "cold-items")
+    expected = [u for u in range(200) if store.row(u)[0][-1] in cold and (~np.isin(store.row(u)[0][:-1], cold)).sum() >= 1]
+    assert list(test.users) == expected and len(expected) > 0
+    for i in range(len(test)):
+        ex = test[i]
+        user_items = store.row(int(test.users[i]))[0]
+        assert ex["target"] == user_items[-1] and list(ex["seen_items"]) == [x for x in user_items[:-1] if x not in cold]
+    with pytest.raises(ValueError, match="protocol_store"):
+        NextItemDataset(store, "test", 50, "cold-items")
+    assert cold_items_store(store, cold).item_ids.size < store.item_ids.size
+
+
+@pytest.fixture(scope="module")
+def content_data(tmp_path_factory):
+    """The learnable walk (item i -> i + 1) with a text table in which item i's vector encodes i smoothly, so that content
+    predicts the next item even for items never trained on."""
+    root = tmp_path_factory.mktemp("content")
+    write_learnable_ml(root / "raw", users=300, items=200, length=20)
+    movielens.main(["--raw_dir", str(root / "raw"), "--out", str(root / "data")])
+    _, items, tokenizer, _ = load_processed(str(root / "data"))
+    table = torch.zeros(len(tokenizer), 8)
+    for token, raw in zip(items["id"], items["raw_id"]):
+        angle = 2 * np.pi * (int(raw) - 1) / 200
+        table[token] = torch.tensor([np.cos(k * angle) for k in (1, 2, 3, 4)] + [np.sin(k * angle) for k in (1, 2, 3, 4)])
+    (root / "data" / "embeddings").mkdir()
+    save_file({"embeddings": table}, str(root / "data" / "embeddings" / "text-walk.safetensors"), metadata={"model": "fixture"})
+    return root
+
+
+def test_content_carries_cold_items_end_to_end(content_data):
+    data = str(content_data / "data")
+    common = ["--dataset", data, "--protocol", "cold-items", "--num_train_epochs", "8", *TINY]
+    ids = pretrain.main([*common, "--output_dir", str(content_data / "ids")])["metrics"]["test"]
+    text = pretrain.main([*common, "--output_dir", str(content_data / "text"), "--text_embeddings", "text-walk.safetensors",
+                          "--item_id_dropout", "0.2"])["metrics"]["test"]
+    knn = evaluate.main(["--baseline", "content_knn", "--dataset", data, "--protocol", "cold-items", "--content_embeddings",
+                         "text-walk.safetensors"])
+    assert ids["hr@10"] <= 0.05  # ID-only: every cold item gets the same new-item vector, so it can only guess
+    assert text["hr@10"] > max(0.3, ids["hr@10"] + 0.25)  # content carries the new items
+    again = evaluate.main(["--model", str(content_data / "text"), "--dataset", data, "--protocol", "cold-items"])
+    assert again["hr@10"] == pytest.approx(text["hr@10"], abs=1e-9)  # the folder alone scores the same
+    assert knn["hr@10"] >= 0.0
+    # stage 2 on the content encoder: the encoder's table is shared, and the folder alone loads and generates
+    out = content_data / "geniusrec"
+    results = finetune.main(["--dataset", data, "--encoder_path", str(content_data / "text"), "--output_dir", str(out), "--protocol",
+                             "cold-items", "--use_text_embeddings", "true", "--text_embeddings", "text-walk.safetensors",
+                             "--num_train_epochs", "1", "--num_hidden_layers", "1", "--intermediate_size", "16", "--max_length", "20",
+                             "--per_device_train_batch_size", "32", "--disable_tqdm", "true"])
+    assert results["metrics"]["test"]["hr@10"] > ids["hr@10"]
+    model = GeniusRecForSessionGeneration.from_pretrained(out).eval()
+    assert model.model.own_content_kinds == [] and model.config.expert_names == ["behaviour", "text"]
