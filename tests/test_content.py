@@ -16,6 +16,7 @@ from train import evaluate, finetune, pretrain
 from train.evaluation.baselines import content_knn_metrics
 
 from .fixtures import write_learnable_ml
+from .test_embedding import tiny_clip  # noqa: F401 (a fixture)
 from .test_pretrain import TINY
 
 VOCAB = 30
@@ -256,3 +257,52 @@ def test_content_carries_cold_items_end_to_end(content_data):
     assert results["metrics"]["test"]["hr@10"] > ids["hr@10"]
     model = GeniusRecForSessionGeneration.from_pretrained(out).eval()
     assert model.model.own_content_kinds == [] and model.config.expert_names == ["behaviour", "text"]
+
+
+def test_image_embeddings_end_to_end_with_a_tiny_clip(tmp_path, tiny_clip):  # noqa: F811 (the imported fixture)
+    """data_scripts.embed --image_model on generated images (a third of the items without one), then stage 2 with
+    --use_image_embeddings: the missing images are zero rows, never attended, and the folder alone generates."""
+    import datasets
+    from PIL import Image
+
+    from data_scripts import embed
+    from data_scripts.processed import load_item_embeddings
+
+    write_learnable_ml(tmp_path / "raw", users=40, items=30, length=10)
+    data = tmp_path / "data"
+    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(data)])
+    items = datasets.load_from_disk(str(data / "items"))
+    paths = []
+    for row, token in enumerate(items["id"]):
+        if row % 3 == 2:
+            paths.append(None)
+            continue
+        path = tmp_path / f"poster-{token}.png"
+        Image.new("RGB", (40, 40), color=(row * 8 % 256, 255 - row * 8 % 256, 90)).save(path)
+        paths.append(str(path))
+    items.add_column("image", paths).save_to_disk(str(tmp_path / "items-with-images"))
+    import shutil
+
+    shutil.rmtree(data / "items")
+    shutil.move(str(tmp_path / "items-with-images"), str(data / "items"))
+    embed.main(["--dataset", str(data), "--image_model", tiny_clip, "--batch_size", "8", "--quiet", "true"])
+    table, meta = load_item_embeddings(str(data), "image.safetensors")
+    present = table.abs().amax(-1) > 0
+    assert int(present.sum()) == sum(p is not None for p in paths) and meta["model"] == tiny_clip
+    out = tmp_path / "geniusrec"
+    finetune.main(["--dataset", str(data), "--output_dir", str(out), "--use_image_embeddings", "true", "--num_train_epochs", "1",
+                   "--num_hidden_layers", "1", "--intermediate_size", "16", "--max_length", "10", "--session_length", "3",
+                   "--target_length", "3", "--per_device_train_batch_size", "16", "--disable_tqdm", "true"])
+    model = GeniusRecForSessionGeneration.from_pretrained(out).eval()
+    assert model.config.expert_names == ["behaviour", "image"]
+    torch.testing.assert_close(model.model.content_table("image"), table)
+    sequences, _, _, _ = load_processed(str(data))
+    view = NextItemDataset(SequenceStore.from_dataset(sequences), "test", 10)
+    ex = view[0]
+    ids = torch.as_tensor(np.asarray(ex["input_ids"], dtype=np.int64)).unsqueeze(0)
+    ts = torch.as_tensor(np.asarray(ex["timestamps"], dtype=np.int64)).unsqueeze(0)
+    encoded = model.model.encode(ids, timestamps=ts, next_timestamps=torch.tensor([int(ex["next_timestamp"])]))
+    assert encoded["expert_image_mask"][0].tolist() == present[ids[0]].long().tolist()  # image-less items are not attended
+    session = model.generate(input_ids=ids, timestamps=ts, next_timestamps=torch.tensor([int(ex["next_timestamp"])]), num_beams=2,
+                             max_new_tokens=3, min_new_tokens=3)
+    assert session.shape == (1, 4)

@@ -171,12 +171,12 @@ def main(argv=None):
         "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
     }
     if trainer.is_world_process_zero():
+        results["gate_weights"] = gate_statistics(model, store, test_set, collator)
         write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
         if data_args.results_file:
             write_json_atomic(os.path.join(training_args.output_dir, "results.json"), results)
         write_reports(training_args.output_dir, results)
-        gates = mean_gate_weights(model, test_set, collator)
-        plot_gate_weights(gates, model.config.expert_names, os.path.join(training_args.output_dir, "plots", "gate_weights.png"))
+        plot_gate_weights(results["gate_weights"], model.config.expert_names, os.path.join(training_args.output_dir, "plots", "gate_weights.png"))
         print(f"\nGeniusRec ({data_args.protocol}, history filter: {data_args.filter_history}), {trainer.state.epoch:.0f} epochs, {round(wall, 1)} s")
         print(format_table({split: metrics[split] for split in ("validation", "test")}, TABLE_KEYS, name_width=12))
         session_keys = [k for k in metrics["test"] if k.startswith(("session_", "hstu_session_", "popularity_session_"))]
@@ -185,14 +185,39 @@ def main(argv=None):
     return results
 
 
+RARE_TARGET_USERS = 20  # the gate plot's groups: a next item with at most this many training users is "rare"
+
+
 @torch.no_grad()
-def mean_gate_weights(model, dataset, collator, max_users: int = 512):
-    """Mean gate weight per expert at each session position over (up to `max_users`) evaluation users: `(T, E)`."""
+def gate_statistics(model, store, dataset, collator, max_users: int = 1024, batch_size: int = 128) -> dict:
+    """Gate weights per session position over (up to `max_users`) users of an evaluation view, grouped by how often the
+    row's next item was seen in training: `{group: {"mean": (T, E), "std": (T, E), "users": n}}` (lists), so a reader
+    sees whether the content experts weigh more when the next item is rare (or cold) in training."""
+    from .evaluation.baselines import item_user_counts
+
     model.eval()
-    batch = collator([dataset[i] for i in range(min(max_users, len(dataset)))])
-    gates = model(**{k: v.to(model.device) for k, v in batch.items()}).gate_weights  # (B, T, E)
-    valid = (batch["labels"] != -100).to(gates.device).unsqueeze(-1)
-    return ((gates * valid).sum(0) / valid.sum(0).clamp(min=1)).cpu().tolist()
+    counts, _ = item_user_counts(store, dataset.protocol, dataset.session_length, model.config.vocab_size)
+    rows = list(range(min(max_users, len(dataset))))
+    gates, valid, rare = [], [], []
+    for lo in range(0, len(rows), batch_size):
+        examples = [dataset[i] for i in rows[lo : lo + batch_size]]
+        batch = collator(examples)
+        out = model(**{k: v.to(model.device) for k, v in batch.items()})
+        gates.append(out.gate_weights.float().cpu())
+        valid.append(batch["labels"] != -100)
+        rare += [counts[int(e["target"])] <= RARE_TARGET_USERS for e in examples]
+    width = max(g.shape[1] for g in gates)  # batches may differ in session length: pad positions (not counted)
+    gates = torch.cat([torch.nn.functional.pad(g, (0, 0, 0, width - g.shape[1])) for g in gates])  # (U, T, E)
+    valid = torch.cat([torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in valid]).unsqueeze(-1).float()  # (U, T, 1)
+    rare = torch.as_tensor(rare)
+    out = {}
+    for group, members in ((f"next item seen by <= {RARE_TARGET_USERS} training users", rare), ("other users", ~rare)):
+        g, v = gates[members], valid[members]
+        n = v.sum(0).clamp(min=1)
+        mean = (g * v).sum(0) / n
+        std = (((g - mean) ** 2) * v).sum(0).div(n).sqrt()
+        out[group] = {"mean": mean.tolist(), "std": std.tolist(), "users": int(members.sum())}
+    return out
 
 
 if __name__ == "__main__":

@@ -37,20 +37,26 @@ def plot_metrics_vs_k(metrics: dict, path: str, title: str = "") -> str:
     return _save(fig, path)
 
 
-def plot_gate_weights(weights, names: list[str], path: str) -> str:
-    """Mean gate weight of each expert at each session position: `weights` `(positions, experts)`."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    positions = list(range(1, len(weights) + 1))
-    bottom = [0.0] * len(weights)
-    for e, name in enumerate(names):
-        column = [float(row[e]) for row in weights]
-        ax.bar(positions, column, bottom=bottom, label=name)
-        bottom = [b + c for b, c in zip(bottom, column)]
-    ax.set_xticks(positions)
-    ax.set_xlabel("session position (the last one predicts EOS)")
-    ax.set_ylabel("mean gate weight")
-    ax.set_ylim(0, 1)
-    ax.legend()
+def plot_gate_weights(statistics: dict, names: list[str], path: str) -> str:
+    """Gate weight of each expert at each session position, one panel per user group (e.g. users whose next item is
+    rare in training vs the others): the mean over the group's users as a line, their spread (one standard deviation)
+    as a band. `statistics` is `{group: {"mean": (T, E), "std": (T, E), "users": n}}` (see `train.finetune.gate_statistics`)."""
+    groups = [g for g, stats in statistics.items() if stats["users"]]
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5.5 * max(len(groups), 1), 3.6), sharey=True, squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        mean, std = statistics[group]["mean"], statistics[group]["std"]
+        positions = list(range(1, len(mean) + 1))
+        for e, name in enumerate(names):
+            m = [float(row[e]) for row in mean]
+            s = [float(row[e]) for row in std]
+            ax.plot(positions, m, marker="o", label=name)
+            ax.fill_between(positions, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], alpha=0.2)
+        ax.set_title(f"{group} ({statistics[group]['users']} users)", fontsize=9)
+        ax.set_xticks(positions)
+        ax.set_xlabel("session position (the last one predicts EOS)")
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("gate weight (mean +- std over users)")
+    axes[0][0].legend(fontsize=8)
     return _save(fig, path)
 
 
