@@ -33,21 +33,42 @@ VARIANTS = {  # name: extra train.pretrain flags (the text file is added for eve
     "shrink": ["--content_preprocessing", "shrink", "--content_shrink", "1.0"],
     "whiten_mlp": ["--content_preprocessing", "whiten", "--content_adapter", "mlp"],
     "whiten_id_dropout": ["--content_preprocessing", "whiten", "--item_id_dropout", "0.1"],
+    "pca_init": ["--item_id_init", "{file}", "--no_content"],  # ID only, the ID table initialised from the text's principal components
+    "whiten_mlp_pca_init": ["--content_preprocessing", "whiten", "--content_adapter", "mlp", "--item_id_init", "{file}"],
 }
 KEYS = ("hr@10", "ndcg@10", "hr@50", "ndcg@50")
 
 
 def run_variant(args, name: str, embedder: str | None) -> dict:
-    flags = [] if name == "id_only" else ["--text_embeddings", f"text-{embedder}.safetensors"]
+    file = f"text-{embedder}.safetensors"
+    extra = [flag.format(file=file) for flag in VARIANTS[name] if flag != "--no_content"]
+    flags = [] if name == "id_only" or "--no_content" in VARIANTS[name] else ["--text_embeddings", file]
     out_dir = os.path.join(args.output_dir, name if name == "id_only" else f"{embedder}-{name}")
     results = pretrain.main(["--config", args.config, "--dataset", args.dataset, "--output_dir", out_dir, "--max_length", str(args.max_length),
                              "--num_train_epochs", str(args.epochs), "--evaluate_test", "false", "--early_stopping_patience", "1000",
-                             "--seed", str(args.seed), "--disable_tqdm", "true", "--report_to", "none", *flags, *VARIANTS[name]])
+                             "--seed", str(args.seed), "--disable_tqdm", "true", "--report_to", "none", *flags, *extra])
     history = results["eval_history"]
     best = max(history, key=lambda h: h["eval_ndcg@10"])
     return {"best_epoch": best["epoch"], "validation": {k: round(best[f"eval_{k}"], 5) for k in KEYS},
-            "seconds_per_epoch": results["seconds_per_epoch"], "flags": flags + VARIANTS[name],
+            "seconds_per_epoch": results["seconds_per_epoch"], "flags": flags + extra,
             "curve": [round(h["eval_ndcg@10"], 5) for h in history]}
+
+
+def earlier_rows(path: str | None, args) -> dict:
+    """The variants an earlier call wrote to `path` with the same setting (else none)."""
+    import json
+
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        earlier = json.load(f)
+    same = earlier.get("setting", {}) == {"max_length": args.max_length, "epochs": args.epochs, "seed": args.seed,
+                                           "config": os.path.relpath(args.config, ROOT)}
+    if not same:
+        raise SystemExit(f"{path} holds a different setting ({earlier.get('setting')}): use another --output_prefix")
+    commands = earlier.get("commands", [earlier.get("command")])
+    args.earlier_commands = [c for c in commands if c]
+    return dict(earlier.get("hstu_validation", {}))
 
 
 def main(argv=None):
@@ -70,7 +91,10 @@ def main(argv=None):
         knn = {mode: {k: round(v, 5) for k, v in content_knn_metrics(prepare_content_table(raw_table, mode), validation).items() if k in KEYS}
                for mode in CONTENT_PREPROCESSING}
         print(embedder, "content kNN (validation):", knn, flush=True)
-        rows = {"id_only": id_only} if id_only else {}
+        path = f"{args.output_prefix}-{embedder}.json" if args.output_prefix else None
+        rows = earlier_rows(path, args)  # a later call adds variants to the same table (same setting only)
+        if id_only:
+            rows["id_only"] = id_only
         for name in args.variants:
             if name != "id_only":
                 rows[name] = run_variant(args, name, embedder)
@@ -82,8 +106,9 @@ def main(argv=None):
                "setting": {"max_length": args.max_length, "epochs": args.epochs, "seed": args.seed, "config": os.path.relpath(args.config, ROOT)},
                "machine": machine_description(), "date": today(), "commit": git_commit(),
                "command": "python benchmarks/content_ablation.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-        if args.output_prefix:
-            write_json_atomic(f"{args.output_prefix}-{embedder}.json", out)
+        out["commands"] = getattr(args, "earlier_commands", []) + [out["command"]]  # every call that added rows
+        if path:
+            write_json_atomic(path, out)
         print(embedder, "winner on validation:", winner, flush=True)
 
 

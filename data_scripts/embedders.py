@@ -108,6 +108,22 @@ def prepare_content_table(table: torch.Tensor, mode: str = "whiten", shrink: flo
     return out
 
 
+def pca_rows(table: torch.Tensor, dim: int, std: float) -> torch.Tensor:
+    """ID-table initialisation from content: the rows' projection on the `dim` leading principal components of the
+    centred content rows (rows without content stay zero), scaled so that the entries' standard deviation is `std` (the
+    model's init scale). `(vocab_size, width)` -> `(vocab_size, dim)`."""
+    present = table.abs().amax(dim=-1) > 0
+    x = table[present].double()
+    x = x - x.mean(0, keepdim=True)
+    if dim > min(x.shape):
+        raise ValueError(f"cannot take {dim} principal components of {x.shape[0]} rows of width {x.shape[1]}")
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    projected = x @ v[:dim].T
+    out = torch.zeros(table.shape[0], dim, dtype=torch.float32)
+    out[present] = (projected * (std / projected.std().clamp(min=1e-12))).float()
+    return out
+
+
 def read_image(source: str, timeout: float = 10.0):
     """A PIL image from a local path or an http(s) URL; raises on failure."""
     from PIL import Image
@@ -150,5 +166,5 @@ def embed_images(sources: list[str | None], name_or_path: str = DEFAULT_IMAGE_MO
     return out, mask, failures
 
 
-__all__ = ["prepare_content_table", "CONTENT_PREPROCESSING",
+__all__ = ["prepare_content_table", "pca_rows", "CONTENT_PREPROCESSING",
            "load_text_model", "pool", "embed_texts", "postprocess", "embed_images", "read_image", "DEFAULT_TEXT_MODEL", "DEFAULT_IMAGE_MODEL"]

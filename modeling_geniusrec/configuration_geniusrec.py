@@ -37,6 +37,11 @@ class GeniusRecConfig(PretrainedConfig):
         content_output (`bool`, *optional*, defaults to `True`):
             Item output vectors add the projected content embeddings to the ID embedding, so that items with few
             interactions still get meaningful scores.
+        content_output_norm (`bool`, *optional*, defaults to `True`):
+            LayerNorm the content rows before the output projection (for raw LM states of any scale). `train.finetune`
+            turns it off: its tables are preprocessed (`data_scripts.embedders.prepare_content_table`, mean row norm 1),
+            and a LayerNorm would blow each row back up to norm sqrt(width), which let the projection swamp the ID
+            vectors within a few steps.
         next_item_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the first session position (the next item) in the session loss, relative to the later ones
             (1.0: a plain mean over session tokens).
@@ -75,6 +80,7 @@ class GeniusRecConfig(PretrainedConfig):
         content_embedding_dims: dict | None = None,
         expert_types: dict | None = None,
         content_output: bool = True,
+        content_output_norm: bool = True,
         next_item_loss_weight: float = 1.0,
         router_aux_loss_coef: float = 0.01,
         logit_scale: float = 20.0,
@@ -108,6 +114,7 @@ class GeniusRecConfig(PretrainedConfig):
             expert_types = {"behaviour": "behaviour", **{kind: "content" for kind in self.content_embedding_dims}}
         self.expert_types = dict(expert_types)
         self.content_output = content_output
+        self.content_output_norm = content_output_norm
         self.next_item_loss_weight = next_item_loss_weight
         self.router_aux_loss_coef = router_aux_loss_coef
         self.logit_scale = logit_scale

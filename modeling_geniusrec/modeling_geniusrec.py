@@ -285,8 +285,9 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
                                      f"{self.encoder.embeddings.content_table(kind).shape[1]}")
                 continue
             self.register_buffer(f"{kind}_embeddings", torch.zeros(config.vocab_size, dim))
-            if config.content_output:  # LayerNorm first: raw LM states have very different scales
-                self.content_output[kind] = nn.Sequential(nn.LayerNorm(dim, eps=config.layer_norm_eps), zero_linear(dim, d, bias=False))
+            if config.content_output:  # LayerNorm first for raw LM states of any scale (content_output_norm)
+                norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if getattr(config, "content_output_norm", True) else nn.Identity()
+                self.content_output[kind] = nn.Sequential(norm, zero_linear(dim, d, bias=False))
         self.experts = nn.ModuleDict({name: build_expert(config, name, kind) for name, kind in config.expert_types.items()})
         self.gate = nn.Linear(d, len(self.experts))
         self.output_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)

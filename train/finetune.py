@@ -21,6 +21,7 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 from data_scripts.arguments import make_parser
+from data_scripts.embedders import prepare_content_table
 from data_scripts.processed import (
     NextItemDataset,
     SessionCollator,
@@ -54,6 +55,9 @@ class ModelArguments:
     use_image_embeddings: bool = field(default=False, metadata={"help": "build the image expert from <dataset>/embeddings/image.safetensors"})
     router_aux_loss_coef: float = field(default=0.01, metadata={"help": "weight of the gate's load-balancing loss"})
     content_output: bool = field(default=True, metadata={"help": "add projected text/image embeddings to the output item vectors"})
+    content_preprocessing: str = field(default="whiten", metadata={"help": "what is done to stage 2's own content tables first: raw, "
+                                                                             "center, whiten or shrink (an encoder's tables stay as stage 1 "
+                                                                             "made them)", "choices": ["raw", "center", "whiten", "shrink"]})
     next_item_loss_weight: float = field(default=1.0, metadata={"help": "weight of the first session position (the next item) in the loss"})
     logit_scale: float = field(default=20.0, metadata={"help": "inverse temperature of the cosine output head"})
 
@@ -82,12 +86,15 @@ def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
         return load_checkpoint(model_args.init_from, ("geniusrec",), tokenizer, auto_class=GeniusRecForSessionGeneration)
     text = load_item_embeddings(data_args.dataset, model_args.text_embeddings) if model_args.use_text_embeddings else (None, {})
     image = load_item_embeddings(data_args.dataset, "image.safetensors") if model_args.use_image_embeddings else (None, {})
+    text, image = ((prepare_content_table(table, model_args.content_preprocessing), meta) if table is not None else (None, meta)
+                   for table, meta in (text, image))
     kwargs = dict(num_hidden_layers=model_args.num_hidden_layers, num_attention_heads=model_args.num_attention_heads,
                   intermediate_size=model_args.intermediate_size, hidden_dropout_prob=model_args.dropout,
                   max_session_length=max(data_args.target_length, data_args.session_length),
                   content_embedding_dims={kind: table.shape[1] for kind, (table, _) in (("text", text), ("image", image)) if table is not None},
                   router_aux_loss_coef=model_args.router_aux_loss_coef, logit_scale=model_args.logit_scale,
-                  next_item_loss_weight=model_args.next_item_loss_weight, content_output=model_args.content_output)
+                  next_item_loss_weight=model_args.next_item_loss_weight, content_output=model_args.content_output,
+                  content_output_norm=False)  # the tables are preprocessed (mean row norm 1): no LayerNorm blow-up
     if model_args.encoder_path:
         stage1 = load_checkpoint(model_args.encoder_path, ("hstu",), tokenizer)  # refuses a GeniusRec or foreign checkpoint
         model = GeniusRecForSessionGeneration.from_encoder_pretrained(stage1, **kwargs)

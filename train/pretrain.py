@@ -56,6 +56,9 @@ class ModelArguments:
     content_shrink: float = field(default=1.0, metadata={"help": "shrink's ridge, in units of the mean covariance eigenvalue"})
     content_adapter: str = field(default="linear", metadata={"help": "content row -> item vector: linear or mlp",
                                                                "choices": ["linear", "mlp"]})
+    item_id_init: str = field(default=None, metadata={"help": "initialise the ID table from a content file under <dataset>/embeddings/: "
+                                                              "its leading principal components (centred), scaled to the init's std; "
+                                                              "items without content keep the random init"})
     item_id_dropout: float = field(default=0.0, metadata={"help": "probability of dropping an item's ID vector per training batch "
                                                                   "(content must carry the item, as for a new one)"})
 
@@ -127,6 +130,16 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size
     model = model_class(config)
     for kind, table in tables.items():
         model.set_item_embeddings(kind, table)
+    if model_args.item_id_init:
+        from data_scripts.embedders import pca_rows
+        from data_scripts.processed import load_item_embeddings
+
+        rows = pca_rows(load_item_embeddings(data_args.dataset, model_args.item_id_init)[0], config.hidden_size, config.initializer_range)
+        with torch.no_grad():
+            weight = model.get_input_embeddings().weight
+            present = rows.abs().amax(-1) > 0
+            weight[present] = rows[present].to(weight)
+        model.config.item_id_init = model_args.item_id_init
     return model
 
 
