@@ -50,7 +50,7 @@ def run_variant(args, name: str, embedder: str | None) -> dict:
     history = results["eval_history"]
     best = max(history, key=lambda h: h["eval_ndcg@10"])
     return {"best_epoch": best["epoch"], "validation": {k: round(best[f"eval_{k}"], 5) for k in KEYS},
-            "seconds_per_epoch": results["seconds_per_epoch"], "flags": flags + extra,
+            "seconds_per_epoch": results["seconds_per_epoch"], "flags": flags + extra, "commit": results["commit"],
             "curve": [round(h["eval_ndcg@10"], 5) for h in history]}
 
 
