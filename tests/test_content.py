@@ -306,3 +306,22 @@ def test_image_embeddings_end_to_end_with_a_tiny_clip(tmp_path, tiny_clip):  # n
     session = model.generate(input_ids=ids, timestamps=ts, next_timestamps=torch.tensor([int(ex["next_timestamp"])]), num_beams=2,
                              max_new_tokens=3, min_new_tokens=3)
     assert session.shape == (1, 4)
+
+
+def test_aggregate_seeds_means_and_spread(tmp_path):
+    import json
+
+    from .fixtures import load_benchmark
+
+    aggregate = load_benchmark("aggregate_seeds")
+    files = []
+    for seed, ndcg in ((42, 0.10), (43, 0.14), (44, 0.12)):
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps({"seed": seed, "commit": "abc", "command": "x", "protocol": "leave-one-out",
+                                    "metrics": {"validation": {"ndcg@10": ndcg + 0.01}, "test": {"ndcg@10": ndcg, "hr@10": 2 * ndcg}}}))
+        files.append(str(path))
+    out = aggregate.main(["--output", str(tmp_path / "all.json"), *files])
+    assert out["metrics"]["test"]["ndcg@10"] == pytest.approx(0.12) and out["metrics_std"]["test"]["ndcg@10"] == pytest.approx(0.02)
+    assert [row["seed"] for row in out["seeds"]] == [42, 43, 44] and out["protocol"] == "leave-one-out"
+    with pytest.raises(SystemExit, match="duplicate"):
+        aggregate.main(["--output", str(tmp_path / "bad.json"), files[0], files[0]])
