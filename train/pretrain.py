@@ -67,7 +67,7 @@ class ModelArguments:
 class DataArguments:
     dataset: str = field(default=None, metadata={"help": "processed dataset folder (data_scripts.movielens / amazon_reviews)"})
     max_length: int = field(default=200, metadata={"help": "longest history fed to the model (most recent items)"})
-    protocol: str = field(default="leave-one-out", metadata={"help": "leave-one-out, hstu-reference, sessions or cold-items (10% of "
+    protocol: str = field(default="leave-one-out", metadata={"help": "leave-one-out, hstu-reference, sessions or cold-items (a tenth of "
                                                                      "the items held out of training; test on users whose target is one)",
                                                              "choices": ["leave-one-out", "hstu-reference", "sessions", "cold-items"]})
     session_length: int = field(default=10, metadata={"help": "k of the sessions protocol"})
