@@ -58,9 +58,13 @@ class NextItemDataset(torch.utils.data.Dataset):
             seq, ts = items[:history_end][-(self.max_length + 1):], times[:history_end][-(self.max_length + 1):]
             return {"input_ids": seq[:-1], "timestamps": ts[:-1], "labels": seq, "next_timestamp": ts[-1]}
         lo = max(0, history_end - self.max_length)
+        seen = items[:history_end]
+        if self.split == "validation" and self.store.cold_items is not None:
+            # cold-items: the held-out items are not in the catalog before the test (they arrive after training)
+            seen = np.concatenate([seen, self.store.cold_items.astype(seen.dtype)])
         return {
             "input_ids": items[lo:history_end],
-            "seen_items": items[:history_end],
+            "seen_items": seen,
             "timestamps": times[lo:history_end],
             "target": items[history_end],
             "next_timestamp": times[history_end],

@@ -56,6 +56,22 @@ class CatalogMixin:
             return weight[nearest].mean(1)
         return weight[old_ids].mean(0, keepdim=True).expand(num_items, weight.shape[1]).clone()
 
+    def exclude_items_from_training(self, token_ids) -> None:
+        """Items that are not in the catalog while this model trains (the cold-items protocol's held-out items): they are
+        never a candidate of the training loss (no sampled negative, no softmax column), as items added after training
+        would not be. Not saved with the model; `None` or no ids clears it."""
+        if token_ids is None or len(token_ids) == 0:
+            self._training_excluded = None
+            return
+        mask = torch.zeros(self.config.vocab_size, dtype=torch.bool)
+        mask[torch.as_tensor(token_ids, dtype=torch.long)] = True
+        self._training_excluded = mask
+
+    def training_excluded_items(self, device=None) -> torch.Tensor | None:
+        """`(vocab_size,)` bool: the items [`exclude_items_from_training`] took out of the training loss, or None."""
+        mask = getattr(self, "_training_excluded", None)
+        return None if mask is None else mask.to(device)
+
     @torch.no_grad()
     def reset_item_ids(self, token_ids) -> None:
         """Gives the items `token_ids` the ID rows a new item with their content would get ([`new_item_id_rows`]):

@@ -622,7 +622,9 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             if bool(bad.any()):
                 raise ValueError(f"labels must be item token ids or EOS in [1, {self.config.vocab_size}) (never [PAD]), or -100 where "
                                  f"nothing is supervised; got {sorted(set(labels[bad].tolist()))[:5]}")
-            token_ce = F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none").view(labels.shape)
+            excluded = self.training_excluded_items(out.logits.device)  # not in the training catalog (cold-items protocol)
+            scores = out.logits if excluded is None else out.logits.masked_fill(excluded, float("-inf"))
+            token_ce = F.cross_entropy(scores.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none").view(labels.shape)
             weights = (labels != -100).float()
             weights[:, 0] *= self.config.next_item_loss_weight
             ce = (token_ce * weights).sum() / weights.sum().clamp(min=1e-9)

@@ -398,8 +398,11 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
                 f"labels must be item token ids in [{config.num_special_tokens}, {config.vocab_size}) or -100"
             )
         h = hidden[supervised]  # (P, D)
+        excluded = self.training_excluded_items(h.device)  # items not in the catalog while training (cold-items protocol)
         if config.loss_type == "full_softmax":
             logits = h @ self.item_vectors(config.num_special_tokens).T * config.logit_scale  # (P, num_items)
+            if excluded is not None:
+                logits = logits.masked_fill(excluded[config.num_special_tokens :], float("-inf"))
             return F.cross_entropy(logits, targets - config.num_special_tokens)
         items = self.item_vectors()  # (V, D), normalised once: gathered rows are never normalised again
         pos_logits = (h * items[targets]).sum(-1, keepdim=True) * config.logit_scale  # (P, 1)
@@ -421,6 +424,8 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
             else:
                 neg_logits = torch.einsum("pd,pkd->pk", h, items[negatives]) * config.logit_scale  # (P, K)
             hits = negatives == targets.unsqueeze(1)
+        if excluded is not None:
+            hits = hits | excluded[negatives]  # not in the training catalog: never a negative
         neg_logits = neg_logits.masked_fill(hits, float("-inf"))  # accidental hits are not negatives
         logits = torch.cat([pos_logits, neg_logits], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(targets))

@@ -325,3 +325,48 @@ def test_aggregate_seeds_means_and_spread(tmp_path):
     assert [row["seed"] for row in out["seeds"]] == [42, 43, 44] and out["protocol"] == "leave-one-out"
     with pytest.raises(SystemExit, match="duplicate"):
         aggregate.main(["--output", str(tmp_path / "bad.json"), files[0], files[0]])
+
+
+@pytest.mark.parametrize("loss", ["full_softmax", "sampled_softmax"])
+def test_items_excluded_from_training_are_no_candidates(loss):
+    """cold-items: held-out items must not be trained as negatives (a new item never is); the loss does not read them."""
+    model, _ = content_hstu(loss_type=loss, num_negatives=20, negatives_sharing="position")
+    model.train()
+    labels = inputs()["input_ids"].masked_fill(inputs()["input_ids"] == 0, -100)
+    cold = [20, 21, 22]
+
+    def loss_value():
+        torch.manual_seed(5)
+        return float(model(**inputs(), labels=labels).loss)
+
+    model.exclude_items_from_training(cold)
+    before = loss_value()
+    with torch.no_grad():
+        model.get_input_embeddings().weight[cold] += 5.0
+    assert loss_value() == pytest.approx(before, abs=1e-6)
+    model.exclude_items_from_training(None)
+    assert loss_value() != pytest.approx(before, abs=1e-6)  # without the exclusion they are candidates
+
+
+def test_geniusrec_training_excludes_items_and_cold_validation_filters_them():
+    from .test_geniusrec import batch, tiny
+
+    model = tiny()
+    hist, ts, labels = batch()
+    labels = labels.clamp(max=35)  # items 36 and 37: in no history and no target
+    model.exclude_items_from_training([36, 37])
+    base = float(model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels).loss)
+    with torch.no_grad():
+        model.model.get_input_embeddings().weight[[36, 37]] += 5.0
+    again = float(model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels).loss)
+    assert np.isfinite(base) and again == pytest.approx(base, abs=1e-5)
+    model.exclude_items_from_training(None)
+    assert float(model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels).loss) != pytest.approx(base, abs=1e-5)
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, 20, size=50)
+    items = np.concatenate([rng.choice(np.arange(4, 104), size=n, replace=False) for n in lengths]).astype(np.int32)
+    store = protocol_store(SequenceStore(user_ids=[str(u) for u in range(50)], offsets=np.concatenate([[0], np.cumsum(lengths)]),
+                                         item_ids=items, timestamps=np.arange(len(items), dtype=np.int64)), "cold-items", 104)
+    validation = NextItemDataset(store, "validation", 50, "cold-items")
+    filtered = validation.filter_items("full")
+    assert all(set(store.cold_items.tolist()) <= set(row.tolist()) for row in filtered)  # not in the catalog before the test

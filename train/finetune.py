@@ -134,6 +134,7 @@ def main(argv=None):
     store = protocol_store(SequenceStore.from_dataset(sequences), data_args.protocol, len(tokenizer), tokenizer.num_special_tokens)
     model = build_model(model_args, data_args, len(tokenizer), data_args.max_length, tokenizer)
     model.config.catalog_fingerprint = tokenizer.catalog_fingerprint()
+    model.exclude_items_from_training(store.cold_items)  # cold-items: held-out items are no candidate while training
     if model.config.vocab_size != len(tokenizer):
         raise ValueError(f"the encoder's vocabulary ({model.config.vocab_size}) differs from the dataset's ({len(tokenizer)})")
     if model_args.freeze_encoder:

@@ -200,6 +200,7 @@ def main(argv=None):
 
     model = build_model(model_args, data_args, len(tokenizer), tokenizer)
     model.config.catalog_fingerprint = tokenizer.catalog_fingerprint()  # checked by every later loader
+    model.exclude_items_from_training(store.cold_items)  # cold-items: held-out items are no candidate while training
     selecting = not reference and training_args.eval_strategy != "no"
     clock = WallClockCallback(data_args.max_train_seconds)
     callbacks = [clock] + ([EarlyStoppingCallback(data_args.early_stopping_patience)] if selecting else [])
