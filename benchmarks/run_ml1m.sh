@@ -9,7 +9,7 @@ $PY -m data_scripts.movielens --variant ml-1m --out data/ml-1m
 $PY -m train.pretrain --config train/configs/ml-1m-hstu-shared512.json --dataset data/ml-1m --output_dir runs/ml-1m-hstu --results_file benchmarks/results/ml-1m-hstu.json
 # stage 2, next-item table: GeniusRec's decoder from the stage-1 HSTU (encoder frozen)
 GR="--config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --encoder_path runs/ml-1m-hstu"
-$PY -m train.finetune $GR --output_dir runs/ml-1m-geniusrec-no-text --results_file benchmarks/results/ml-1m-geniusrec-no-text.json
+$PY -m train.finetune $GR --output_dir runs/ml-1m-geniusrec-no-text --results_file benchmarks/results/ml-1m-geniusrec-no-text-shared512-encoder.json
 $PY -m train.evaluate --model runs/ml-1m-hstu --dataset data/ml-1m --cold_items 20 --output benchmarks/results/ml-1m-hstu-cold20.json
 $PY -m train.evaluate --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m --cold_items 20 --output benchmarks/results/ml-1m-geniusrec-no-text-cold20.json
 # stage 3: pairs from 2,000 seeded users' train view (two reward settings), DPO chosen on 2,000 other users' validation view, test once
@@ -20,14 +20,18 @@ $PY benchmarks/dpo_tradeoff.py --model runs/ml-1m-geniusrec-no-text --dataset da
 $PY -m train.pretrain --config train/configs/ml-1m-hstu-shared512.json --dataset data/ml-1m --protocol sessions --num_train_epochs 40 --output_dir runs/ml-1m-hstu-sessions --results_file benchmarks/results/ml-1m-hstu-sessions.json
 $PY -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --protocol sessions --encoder_path runs/ml-1m-hstu-sessions \
     --stage1_baseline runs/ml-1m-hstu-sessions --output_dir runs/ml-1m-geniusrec-sessions --results_file benchmarks/results/ml-1m-geniusrec.json
-# stage 2 with the MiniLM text expert
+# item content (BENCHMARKS "Item content"): embeddings, the ablation on validation, then both stages with and without text
 $PY -m data_scripts.embed --dataset data/ml-1m --text_model minilm --output_name text-minilm.safetensors --quiet
-$PY -m train.finetune $GR --use_text_embeddings true --text_embeddings text-minilm.safetensors --output_dir runs/ml-1m-geniusrec-text-minilm --results_file benchmarks/results/ml-1m-geniusrec-text-minilm.json
+$PY -m data_scripts.embed --dataset data/ml-1m --text_model smollm2 --output_name text-smollm2.safetensors --quiet
+$PY benchmarks/content_ablation.py --dataset data/ml-1m --embedders minilm --epochs 10 --max_length 50 --output_prefix benchmarks/results/ml-1m-content-ablation
+$PY benchmarks/content_ablation.py --dataset data/ml-1m --embedders minilm --variants pca_init whiten_mlp_pca_init --epochs 10 --max_length 50 --output_prefix benchmarks/results/ml-1m-content-ablation
+$PY benchmarks/content_ablation.py --dataset data/ml-1m --embedders smollm2 --variants raw whiten whiten_mlp --epochs 10 --max_length 50 --output_prefix benchmarks/results/ml-1m-content-ablation
+PY=$PY RES=benchmarks/results benchmarks/run_content.sh --text_embeddings text-smollm2.safetensors --content_adapter mlp
 # the SASRec baseline (same protocol and recipe)
 $PY -m train.pretrain --config train/configs/ml-1m-sasrec.json --dataset data/ml-1m --output_dir runs/ml-1m-sasrec --results_file benchmarks/results/ml-1m-sasrec-sampled.json
 # SASRec tuned on validation (full softmax; chosen over the sampled recipe above)
 $PY -m train.pretrain --config train/configs/ml-1m-sasrec-full.json --dataset data/ml-1m --output_dir runs/ml-1m-sasrec-full --results_file benchmarks/results/ml-1m-sasrec.json
-# not re-run since the fixes of 2026-11-28 (their old rows were removed): HSTU-large, SmolLM2 text
+# not re-run on the CPU since the fixes of 2026-11-28: HSTU-large (its row is the GPU run, benchmarks/gpu_ml1m.sh)
 # $PY -m train.pretrain --config train/configs/ml-1m-hstu-large.json --dataset data/ml-1m --output_dir runs/ml-1m-hstu-large --results_file benchmarks/results/ml-1m-hstu-large.json
 # generation speed (quiet machine)
 $PY benchmarks/generation_speed.py --dataset data/ml-1m --model runs/ml-1m-geniusrec-sessions --batch_size 256 --num_beams 10 --session_length 10 --repeats 2 --output benchmarks/results/generation-speed.jsonl
