@@ -234,6 +234,10 @@ def streaming_train_examples(sequences, max_length: int, protocol: str = "leave-
 
     from .splits import split_bounds
 
+    if protocol == "cold-items":
+        raise ValueError("--streaming does not support the cold-items protocol (it removes held-out items from every row, which the "
+                         "stream does not): train it without --streaming")
+
     def to_example(row):
         items, times = np.asarray(row["item_ids"], dtype=np.int64), np.asarray(row["timestamps"], dtype=np.int64)
         cut = split_bounds(len(items), "train", protocol, session_length)

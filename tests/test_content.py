@@ -215,6 +215,21 @@ def test_cold_items_protocol_never_trains_on_a_cold_item():
         assert ex["target"] == user_items[-1] and list(ex["seen_items"]) == [x for x in user_items[:-1] if x not in cold]
     with pytest.raises(ValueError, match="protocol_store"):
         NextItemDataset(store, "test", 50, "cold-items")
+    # stage 2's examples and the preference pairs' prompts and references: no cold item either
+    from data_scripts.processed import SessionTrainingDataset
+    from train.build_preference_pairs import pair_users, reference_examples
+
+    np.random.seed(0)
+    sessions = SessionTrainingDataset(derived, 50, 5, "cold-items", 2, samples_per_user=20)
+    for i in range(len(sessions)):
+        ex = sessions[i]
+        assert not np.isin(np.concatenate([ex["input_ids"], ex["session_labels"]]), cold).any()
+    for ex in reference_examples(derived, pair_users(derived, "cold-items", 10, 5, num_users=100, seed=0), 5, 50):
+        assert not np.isin(np.concatenate([ex["input_ids"], ex["reference"]]), cold).any()
+    with pytest.raises(ValueError, match="streaming"):
+        from data_scripts.processed import streaming_train_examples
+
+        streaming_train_examples(None, 50, "cold-items")
     assert cold_items_store(store, cold).item_ids.size < store.item_ids.size
 
 
