@@ -13,6 +13,8 @@ import urllib.request
 import torch
 from tqdm.auto import tqdm
 
+from modeling_geniusrec.modeling_sequential import content_present
+
 DEFAULT_TEXT_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 DEFAULT_IMAGE_MODEL = "openai/clip-vit-base-patch32"
 
@@ -91,7 +93,7 @@ def prepare_content_table(table: torch.Tensor, mode: str = "whiten", shrink: flo
     """
     if mode not in CONTENT_PREPROCESSING:
         raise ValueError(f"content preprocessing must be one of {CONTENT_PREPROCESSING}, got {mode!r}")
-    present = table.abs().amax(dim=-1) > 0
+    present = content_present(table)
     if int(present.sum()) < 2:
         raise ValueError("the content table has fewer than 2 non-zero rows: nothing to preprocess (was it computed for this dataset?)")
     x = table[present].double()
@@ -112,7 +114,7 @@ def pca_rows(table: torch.Tensor, dim: int, std: float) -> torch.Tensor:
     """ID-table initialisation from content: the rows' projection on the `dim` leading principal components of the
     centred content rows (rows without content stay zero), scaled so that the entries' standard deviation is `std` (the
     model's init scale). `(vocab_size, width)` -> `(vocab_size, dim)`."""
-    present = table.abs().amax(dim=-1) > 0
+    present = content_present(table)
     x = table[present].double()
     x = x - x.mean(0, keepdim=True)
     if dim > min(x.shape):

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .modeling_sequential import content_present
+
 EXPERT_REGISTRY: dict[str, type] = {}
 
 
@@ -104,7 +106,7 @@ class ContentExpert(nn.Module):
 
     def history_key_mask(self, model, input_ids, attention_mask):
         """Real history items that have content (an all-zero row, e.g. an item without an image, is never attended)."""
-        return attention_mask.bool() & (model.content_table(self.name)[input_ids].abs().amax(-1) > 0)
+        return attention_mask.bool() & content_present(model.content_table(self.name)[input_ids])
 
     def forward(self, state, context: ExpertContext):
         """state `(B, Tq, D)` at session positions `query_offset .. query_offset + Tq - 1` -> `(B, Tq, D)`."""
@@ -116,7 +118,7 @@ class ContentExpert(nn.Module):
         session_visible = torch.arange(context.session_ids.shape[1], device=state.device).unsqueeze(0) <= positions.unsqueeze(1)  # (Tq, Ts)
         # session items without content are not read; [SEP] (column 0, no content) always is: a learned "nothing" key
         rows = context.model.content_table(self.name)[context.session_ids]  # (B, Ts, width)
-        has_content = (rows.abs().amax(-1) > 0) | (torch.arange(rows.shape[1], device=state.device) == 0)  # (B, Ts)
+        has_content = content_present(rows) | (torch.arange(rows.shape[1], device=state.device) == 0)  # (B, Ts)
         session_visible = session_visible.unsqueeze(0) & has_content.unsqueeze(1)  # (B, Tq, Ts)
         s_hist = (q @ k_hist.transpose(-1, -2)).masked_fill(~context.history_mask.bool().view(batch, 1, 1, -1), float("-inf"))
         s_sess = (q @ k_sess.transpose(-1, -2)).masked_fill(~session_visible.unsqueeze(1), float("-inf"))

@@ -133,11 +133,12 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size
     if model_args.item_id_init:
         from data_scripts.embedders import pca_rows
         from data_scripts.processed import load_item_embeddings
+        from modeling_geniusrec.modeling_sequential import content_present
 
         rows = pca_rows(load_item_embeddings(data_args.dataset, model_args.item_id_init)[0], config.hidden_size, config.initializer_range)
         with torch.no_grad():
             weight = model.get_input_embeddings().weight
-            present = rows.abs().amax(-1) > 0
+            present = content_present(rows)
             weight[present] = rows[present].to(weight)
         model.config.item_id_init = model_args.item_id_init
     return model
