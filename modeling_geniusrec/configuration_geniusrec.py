@@ -45,6 +45,10 @@ class GeniusRecConfig(PretrainedConfig):
         next_item_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the first session position (the next item) in the session loss, relative to the later ones
             (1.0: a plain mean over session tokens).
+        session_set_loss_weight (`float`, *optional*, defaults to 0.0):
+            Weight of a multi-label loss beside the autoregressive one: at session position t, the mean negative
+            log-probability of every item still to come (`s_t, ..., s_T`, an unordered set), so that each step's
+            distribution also spreads over the rest of the session rather than only the exact next item.
         router_aux_loss_coef (`float`, *optional*, defaults to 0.01):
             Weight of the load-balancing loss of the expert gate.
         logit_scale (`float`, *optional*, defaults to 20.0):
@@ -82,6 +86,7 @@ class GeniusRecConfig(PretrainedConfig):
         content_output: bool = True,
         content_output_norm: bool = True,
         next_item_loss_weight: float = 1.0,
+        session_set_loss_weight: float = 0.0,
         router_aux_loss_coef: float = 0.01,
         logit_scale: float = 20.0,
         use_cache: bool = True,
@@ -116,6 +121,7 @@ class GeniusRecConfig(PretrainedConfig):
         self.content_output = content_output
         self.content_output_norm = content_output_norm
         self.next_item_loss_weight = next_item_loss_weight
+        self.session_set_loss_weight = session_set_loss_weight
         self.router_aux_loss_coef = router_aux_loss_coef
         self.logit_scale = logit_scale
         self.use_cache = use_cache

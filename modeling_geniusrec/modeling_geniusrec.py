@@ -629,6 +629,8 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             weights[:, 0] *= self.config.next_item_loss_weight
             ce = (token_ce * weights).sum() / weights.sum().clamp(min=1e-9)
             out.loss = ce + self.config.router_aux_loss_coef * out.aux_loss
+            if getattr(self.config, "session_set_loss_weight", 0.0):
+                out.loss = out.loss + self.config.session_set_loss_weight * session_set_loss(scores, labels, self.config.eos_token_id)
         if not resolve_output_flags(self.config, False, kwargs.get("return_dict"))[1]:
             ordered = GeniusRecOutput(loss=out.loss, logits=out.logits, **{k: v for k, v in out.items() if k not in ("loss", "logits")})
             return ordered.to_tuple()  # in field order: (loss,) logits, last_hidden_state, ...
@@ -681,6 +683,21 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             self._frozen_item_matrix = None
 
 
+def session_set_loss(scores: torch.Tensor, labels: torch.LongTensor, eos_token_id: int) -> torch.Tensor:
+    """Multi-label loss over the rest of the session: scores `(B, T, V)`, labels `(B, T)` (`[s_1, .., s_T, EOS]`, -100
+    at padding) -> `()`: at each position t with an item label, the mean of `-log softmax(scores[:, t])[s_j]` over the
+    items `s_j` with j >= t (the targets still to come, in any order), averaged over those positions."""
+    items = (labels != -100) & (labels != eos_token_id)  # (B, T)
+    log_probs = F.log_softmax(scores.float(), dim=-1)
+    index = labels.clamp(min=0).unsqueeze(1).expand(-1, labels.shape[1], -1)  # (B, T, T): [b, t, j] = s_j
+    picked = log_probs.gather(-1, index)  # (B, T, T): log p_t(s_j)
+    positions = torch.arange(labels.shape[1], device=labels.device)
+    later = (positions.view(1, -1) >= positions.view(-1, 1)).unsqueeze(0) & items.unsqueeze(1)  # j >= t, s_j an item
+    later = later & items.unsqueeze(2)  # only positions that predict an item
+    per_position = -torch.where(later, picked, 0.0).sum(-1) / later.sum(-1).clamp(min=1)  # (B, T)
+    return (per_position * items).sum() / items.sum().clamp(min=1)
+
+
 def shift_right(labels: torch.LongTensor, start_token_id: int, pad_token_id: int) -> torch.LongTensor:
     """`[s_1, .., s_T]` -> `[start, s_1, .., s_{T-1}]`, -100 replaced by pad."""
     shifted = labels.new_full(labels.shape, pad_token_id)
@@ -710,6 +727,7 @@ __all__ = [
     "GeniusRecEncoderOutput",
     "BanItemsLogitsProcessor",
     "load_balancing_loss",
+    "session_set_loss",
     "eager_attention_forward",
     "sdpa_attention_forward",
 ]

@@ -59,6 +59,8 @@ class ModelArguments:
                                                                              "center, whiten or shrink (an encoder's tables stay as stage 1 "
                                                                              "made them)", "choices": ["raw", "center", "whiten", "shrink"]})
     next_item_loss_weight: float = field(default=1.0, metadata={"help": "weight of the first session position (the next item) in the loss"})
+    session_set_loss_weight: float = field(default=0.0, metadata={"help": "weight of the multi-label loss: at each position, every item "
+                                                                           "still to come in the session is a target (0: off)"})
     logit_scale: float = field(default=20.0, metadata={"help": "inverse temperature of the cosine output head"})
 
 
@@ -78,6 +80,8 @@ class DataArguments:
     num_beams: int = field(default=10, metadata={"help": "beams for session generation"})
     stage1_baseline: str = field(default=None, metadata={"help": "stage-1 checkpoint (same split) whose top-k list is the session baseline"})
     results_file: str = field(default=None, metadata={"help": "results JSON (default <output_dir>/results.json)"})
+    evaluate_test: bool = field(default=True, metadata={"help": "score the test split at the end (false while comparing variants: "
+                                                                 "choose on validation, read the test once for the winner)"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
 
 
@@ -93,7 +97,8 @@ def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
                   max_session_length=max(data_args.target_length, data_args.session_length),
                   content_embedding_dims={kind: table.shape[1] for kind, (table, _) in (("text", text), ("image", image)) if table is not None},
                   router_aux_loss_coef=model_args.router_aux_loss_coef, logit_scale=model_args.logit_scale,
-                  next_item_loss_weight=model_args.next_item_loss_weight, content_output=model_args.content_output,
+                  next_item_loss_weight=model_args.next_item_loss_weight,
+                  session_set_loss_weight=model_args.session_set_loss_weight, content_output=model_args.content_output,
                   content_output_norm=False)  # the tables are preprocessed (mean row norm 1): no LayerNorm blow-up
     if model_args.encoder_path:
         stage1 = load_checkpoint(model_args.encoder_path, ("hstu",), tokenizer)  # refuses a GeniusRec or foreign checkpoint
@@ -162,11 +167,12 @@ def main(argv=None):
     trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
     if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
         unwrapped().reset_item_ids(store.cold_items)
-    metrics["test"] = trainer.evaluate(test_set, metric_key_prefix="test")
+    if data_args.evaluate_test:
+        metrics["test"] = trainer.evaluate(test_set, metric_key_prefix="test")
     metrics = {split_name: {k[len(split_name) + 1 :]: v for k, v in m.items() if k.startswith(split_name + "_")} for split_name, m in metrics.items()}
     save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
     model = trainer.accelerator.unwrap_model(trainer.model)
-    if data_args.protocol == "sessions" and trainer.is_world_process_zero():
+    if data_args.protocol == "sessions" and data_args.evaluate_test and trainer.is_world_process_zero():
         stage1 = load_checkpoint(data_args.stage1_baseline, ("hstu", "sasrec"), tokenizer) if data_args.stage1_baseline else None
         metrics["test"].update(session_eval.session_table(model, store, items, test_set, data_args.session_length, data_args.num_beams, stage1=stage1,
                                                                filter_history=data_args.filter_history))
@@ -179,15 +185,15 @@ def main(argv=None):
         "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
     }
     if trainer.is_world_process_zero():
-        results["gate_weights"] = gate_statistics(model, store, test_set, collator)
+        results["gate_weights"] = gate_statistics(model, store, test_set if data_args.evaluate_test else eval_set, collator)
         write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
         if data_args.results_file:
             write_json_atomic(os.path.join(training_args.output_dir, "results.json"), results)
         write_reports(training_args.output_dir, results)
         plot_gate_weights(results["gate_weights"], model.config.expert_names, os.path.join(training_args.output_dir, "plots", "gate_weights.png"))
         print(f"\nGeniusRec ({data_args.protocol}, history filter: {data_args.filter_history}), {trainer.state.epoch:.0f} epochs, {round(wall, 1)} s")
-        print(format_table({split: metrics[split] for split in ("validation", "test")}, TABLE_KEYS, name_width=12))
-        session_keys = [k for k in metrics["test"] if k.startswith(("session_", "hstu_session_", "popularity_session_"))]
+        print(format_table({split: metrics[split] for split in ("validation", "test") if split in metrics}, TABLE_KEYS, name_width=12))
+        session_keys = [k for k in metrics.get("test", {}) if k.startswith(("session_", "hstu_session_", "popularity_session_"))]
         if session_keys:
             print(format_table({"test sessions": metrics["test"]}, session_keys[:8], name_width=14))
     return results
