@@ -41,7 +41,17 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2, help="timed runs per mode (the best is kept)")
     p.add_argument("--output", default=None, help="append the result as a JSON line to this file")
     p.add_argument("--profile", action="store_true", help="also report the cached run's time per part (cProfile)")
+    p.add_argument("--save_sessions", default=None, help="save the cached run's sessions (a torch file) to compare other code with")
+    p.add_argument("--compare_sessions", default=None, help="sessions saved by --save_sessions (e.g. by older code): reports "
+                                                            "identical_to_reference and how many sessions differ")
+    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                   help="tuned: train.runner.tune_cpu_allocator() as the inference entry points do; default: glibc as it comes")
     args = p.parse_args(argv)
+    allocator_tuned = False
+    if args.allocator == "tuned":
+        from train.runner import tune_cpu_allocator
+
+        allocator_tuned = tune_cpu_allocator(True)
     sequences, _, tokenizer, _ = load_processed(args.dataset)
     store = SequenceStore.from_dataset(sequences)
     if args.model:
@@ -58,7 +68,8 @@ def main(argv=None):
     kwargs = dict(**batch, banned_item_ids=data.filter_items("full", range(args.batch_size)), num_beams=args.num_beams,
                   max_new_tokens=args.session_length, min_new_tokens=args.session_length)
     result = {"batch_size": args.batch_size, "num_beams": args.num_beams, "session_length": args.session_length,
-              "threads": torch.get_num_threads(), "model": args.model or f"random paper-size, text_dim={args.text_dim}"}
+              "threads": torch.get_num_threads(), "allocator_tuned": allocator_tuned,
+              "model": args.model or f"random paper-size, text_dim={args.text_dim}"}
     outputs = {}
     for mode, use_cache in (("cached", True), ("uncached", False)):
         best = float("inf")
@@ -71,6 +82,13 @@ def main(argv=None):
         result[f"{mode}_sessions_per_second"] = round(args.batch_size / best, 1)
     result["cache_speedup"] = round(result["uncached_seconds"] / result["cached_seconds"], 2)
     result["identical_outputs"] = bool(torch.equal(outputs["cached"], outputs["uncached"]))
+    if args.save_sessions:
+        torch.save(outputs["cached"], args.save_sessions)
+    if args.compare_sessions:
+        reference = torch.load(args.compare_sessions)
+        result["identical_to_reference"] = bool(torch.equal(outputs["cached"], reference))
+        same_shape = reference.shape == outputs["cached"].shape
+        result["sessions_differing_from_reference"] = int((outputs["cached"] != reference).any(1).sum()) if same_shape else None
     if args.profile:
         result["profile_seconds"] = profile_parts(model, kwargs)
     result.update(machine=machine_description(), date=today(), commit=git_commit(),

@@ -8,8 +8,10 @@ the gate, the outputs and the plots.
 
 Interface:
 - `__init__(config, name)`;
-- `encode(model, input_ids) -> torch.Tensor | None`: what the expert precomputes from the history `(B, N)` once per
-  encoding (e.g. projected keys); it is stored in the encoder output, expanded over beams by `generate()`;
+- `encode(model, input_ids) -> torch.Tensor | None`: what the expert precomputes from the history `(B_h, N)` once per
+  encoding (e.g. projected keys); it is stored in the encoder output, one row per history: during `generate()` the
+  decoder has `context.group` consecutive rows (beams) per history row (`context.per_row(x)` expands a history
+  tensor to the decoder's rows; [`group_beams`] lets attention read each history once);
 - `forward(state, context: ExpertContext) -> (B, Tq, D)`. Causality is the expert's duty: at session position t it
   may read the history and the session inputs `[SEP, s_1, .., s_{t-1}]` (`context.session_ids[:, : t + 1]`) only;
 - optionally `history_key_mask(model, input_ids, attention_mask) -> (B, N) bool`: which history items the expert may
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .generation import group_beams, ungroup_beams
 from .modeling_sequential import content_present
 
 EXPERT_REGISTRY: dict[str, type] = {}
@@ -51,10 +54,12 @@ class ExpertContext:
 
     Args:
         model: the [`GeniusRecModel`] (its content tables: `model.content_table(kind)`).
-        history_state: this expert's own `encode(...)` result (expanded over beams), or None.
-        history_mask (`(B, N)`): 1 for real history items.
+        history_state: this expert's own `encode(...)` result, one row per history `(B_h, ...)`, or None.
+        history_mask (`(B_h, N)`): 1 for real history items.
         session_ids (`(B, Ts)`): every decoder input so far, `[SEP, s_1, ...]`.
         query_offset (`int`): session position of the first query row (the cache length when generating).
+        group (`int`): decoder rows per history row, `B = B_h * group` (the beams of `generate()`, consecutive; 1 in
+            training).
     """
 
     model: nn.Module
@@ -62,6 +67,11 @@ class ExpertContext:
     history_mask: torch.Tensor
     session_ids: torch.LongTensor
     query_offset: int
+    group: int = 1
+
+    def per_row(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        """A history tensor `(B_h, ...)` repeated to the decoder's rows `(B, ...)` (for experts that do not group)."""
+        return x if x is None or self.group == 1 else x.repeat_interleave(self.group, dim=0)
 
 
 @register_expert("behaviour")
@@ -120,12 +130,14 @@ class ContentExpert(nn.Module):
         rows = context.model.content_table(self.name)[context.session_ids]  # (B, Ts, width)
         has_content = content_present(rows) | (torch.arange(rows.shape[1], device=state.device) == 0)  # (B, Ts)
         session_visible = session_visible.unsqueeze(0) & has_content.unsqueeze(1)  # (B, Tq, Ts)
-        s_hist = (q @ k_hist.transpose(-1, -2)).masked_fill(~context.history_mask.bool().view(batch, 1, 1, -1), float("-inf"))
+        group = context.group  # the beams of one history read its keys once
+        s_hist = group_beams(q, group) @ k_hist.transpose(-1, -2)  # (B_h, H, group * Tq, N)
+        s_hist = ungroup_beams(s_hist.masked_fill(~context.history_mask.bool().view(k_hist.shape[0], 1, 1, -1), float("-inf")), group)
         s_sess = (q @ k_sess.transpose(-1, -2)).masked_fill(~session_visible.unsqueeze(1), float("-inf"))
         weights = torch.softmax(torch.cat([s_hist, s_sess], dim=-1), dim=-1)  # one softmax over history + session
         weights = F.dropout(weights, self.dropout, self.training)
         n = k_hist.shape[2]
-        out = weights[..., :n] @ k_hist + weights[..., n:] @ k_sess
+        out = ungroup_beams(group_beams(weights[..., :n], group) @ k_hist, group) + weights[..., n:] @ k_sess
         return self.o_proj(out.transpose(1, 2).reshape(batch, t_q, -1))
 
 

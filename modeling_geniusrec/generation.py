@@ -1,7 +1,26 @@
-"""Generation pieces shared by the models: the logits processor that bans what must not be recommended."""
+"""Generation pieces shared by the models: the logits processor that bans what must not be recommended, and the
+beam grouping that lets every beam of a user read that user's history once."""
 
 import torch
 from transformers.generation import LogitsProcessor
+
+
+def group_beams(x: torch.Tensor, group: int) -> torch.Tensor:
+    """`(B * group, H, T, d)` -> `(B, H, group * T, d)`: the rows of one history (consecutive, as `generate()` orders
+    beams and returned sequences) become one row of `group * T` queries, so that attention over that history's keys
+    `(B, H, N, d)` runs once per history instead of on `group` copies of it."""
+    if group == 1:
+        return x
+    rows, heads, length, width = x.shape
+    return x.view(rows // group, group, heads, length, width).transpose(1, 2).reshape(rows // group, heads, group * length, width)
+
+
+def ungroup_beams(x: torch.Tensor, group: int) -> torch.Tensor:
+    """The inverse of [`group_beams`]: `(B, H, group * T, d)` -> `(B * group, H, T, d)`."""
+    if group == 1:
+        return x
+    rows, heads, length, width = x.shape
+    return x.view(rows, heads, group, length // group, width).transpose(1, 2).reshape(rows * group, heads, length // group, width)
 
 
 class BanItemsLogitsProcessor(LogitsProcessor):
@@ -41,4 +60,4 @@ class BanItemsLogitsProcessor(LogitsProcessor):
         return scores
 
 
-__all__ = ["BanItemsLogitsProcessor"]
+__all__ = ["BanItemsLogitsProcessor", "group_beams", "ungroup_beams"]

@@ -53,8 +53,11 @@ def test_finetune_sessions_end_to_end(stage1):
 
 
 def test_freeze_encoder(stage1, tmp_path):
-    finetune.main(["--dataset", str(stage1 / "data"), "--encoder_path", str(stage1 / "hstu"), "--output_dir", str(tmp_path),
-                   "--freeze_encoder", "true", "--num_train_epochs", "1", *DECODER])
+    results = finetune.main(["--dataset", str(stage1 / "data"), "--encoder_path", str(stage1 / "hstu"), "--output_dir", str(tmp_path),
+                             "--freeze_encoder", "true", "--num_train_epochs", "1", "--session_set_loss_weight", "0.5",
+                             "--evaluate_test", "false", *DECODER])
+    assert "test" not in results["metrics"] and "ndcg@10" in results["metrics"]["validation"]  # variants are chosen on validation
+    assert GeniusRecForSessionGeneration.from_pretrained(tmp_path).config.session_set_loss_weight == 0.5
     before = HSTUForNextItemPrediction.from_pretrained(stage1 / "hstu").model.state_dict()
     after = GeniusRecForSessionGeneration.from_pretrained(tmp_path).model.encoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -393,3 +393,90 @@ def test_cached_generation_uses_the_cache():
             assert widths == ([1] * 5 if use_cache else [1, 2, 3, 4, 5]), (use_cache, widths)
     finally:
         hook.remove()
+
+
+def test_session_set_loss_by_hand():
+    """At each position with an item label, the mean -log p of every item still to come; EOS and padding are no
+    targets; the model adds it with session_set_loss_weight."""
+    from modeling_geniusrec.modeling_geniusrec import session_set_loss
+
+    torch.manual_seed(0)
+    scores = torch.randn(2, 4, 7)
+    labels = torch.tensor([[4, 5, 6, 2], [6, 2, -100, -100]])  # EOS = 2
+    lp = scores.log_softmax(-1)
+    by_hand = [-(lp[0, 0, 4] + lp[0, 0, 5] + lp[0, 0, 6]) / 3, -(lp[0, 1, 5] + lp[0, 1, 6]) / 2, -lp[0, 2, 6], -lp[1, 0, 6]]
+    torch.testing.assert_close(session_set_loss(scores, labels, 2), sum(by_hand) / 4)
+    model = tiny()
+    hist, ts, labels = batch()
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
+    plain = model(**inputs)
+    model.config.session_set_loss_weight = 0.5
+    torch.testing.assert_close(model(**inputs).loss, plain.loss + 0.5 * session_set_loss(plain.logits, labels, 2))
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=5), dict(num_beams=4, num_return_sequences=2), dict(do_sample=True, num_return_sequences=3)])
+def test_beams_read_each_history_once_and_decode_as_before(kwargs, monkeypatch):
+    """generate() keeps one encoding per user and the decoder groups each user's beams over it (cross-attention and
+    the content experts read each history's keys once). The sessions are those of the old path, which expanded the
+    encoding over the beams, token for token."""
+    from transformers import GenerationMixin
+
+    model = tiny()
+    hist, ts, _ = batch()
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, max_new_tokens=6, min_new_tokens=6, **kwargs)
+    key_rows = []
+    hook = model.model.decoder_layers[0].cross_attn.register_forward_hook(lambda m, args, kw, out: key_rows.append(kw["key_value"][0].shape[0]),
+                                                                          with_kwargs=True)
+    torch.manual_seed(5)
+    grouped = model.generate(**inputs)
+    assert set(key_rows) == {hist.shape[0]}  # one row of keys per user, not per beam
+    key_rows.clear()
+    monkeypatch.setattr(type(model), "_expand_inputs_for_generation", GenerationMixin._expand_inputs_for_generation)
+    torch.manual_seed(5)
+    expanded = model.generate(**inputs)
+    hook.remove()
+    expand = kwargs.get("num_beams") or kwargs["num_return_sequences"]
+    assert set(key_rows) == {hist.shape[0] * expand}  # the old path: a copy of the keys per beam
+    assert torch.equal(grouped, expanded)
+
+
+def test_encoding_by_length_equals_the_batched_pass(monkeypatch):
+    """Inference encodes histories sorted by length, in chunks cut to their longest row: the same states as one
+    batched pass (right padding), the plain pass for left padding, and the same generated sessions."""
+    model = tiny()
+    monkeypatch.setattr(type(model.model), "ENCODE_CHUNK_ROWS", 3)
+    g = torch.Generator().manual_seed(7)
+    lengths = torch.tensor([12, 3, 7, 1, 12, 5, 9, 2, 11, 4])
+    hist = torch.randint(4, 30, (10, 12), generator=g) * (torch.arange(12) < lengths.unsqueeze(1))
+    ts = 1000 + torch.randint(1, 500, (10, 12), generator=g).cumsum(1)
+    times = dict(timestamps=ts, next_timestamps=ts[:, -1] + 60)
+    with torch.no_grad():
+        chunked = model.model.encode(hist, **times)
+        plain = model.model.encoder(hist, attention_mask=hist != 0, **times).last_hidden_state
+        calls = []
+        hook = model.model.encoder.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
+        model.model.encode(hist, **times)
+        hook.remove()
+    assert [shape[0] for shape in calls] == [3, 3, 3, 1] and max(shape[1] for shape in calls[:1]) <= 3  # shortest rows first, cut
+    torch.testing.assert_close(chunked.user_embedding, plain[torch.arange(10), lengths - 1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(chunked.last_hidden_state, model.model.memory_projection(plain), rtol=0, atol=1e-5)
+    left = torch.stack([row.roll(int(12 - n)) for row, n in zip(hist, lengths)])  # left padded: the plain pass, exactly
+    left_ts = torch.stack([row.roll(int(12 - n)) for row, n in zip(ts, lengths)])
+    with torch.no_grad():
+        left_plain = model.model.encoder(left, attention_mask=left != 0, timestamps=left_ts, next_timestamps=ts[:, -1] + 60).last_hidden_state
+        assert torch.equal(model.model.encode(left, timestamps=left_ts, next_timestamps=ts[:, -1] + 60).user_embedding, left_plain[:, -1])
+    sessions = model.generate(input_ids=hist, **times, num_beams=3, max_new_tokens=4, min_new_tokens=4)
+    monkeypatch.setattr(type(model.model), "ENCODE_CHUNK_ROWS", 1000)
+    assert torch.equal(sessions, model.generate(input_ids=hist, **times, num_beams=3, max_new_tokens=4, min_new_tokens=4))
+
+
+def test_tune_cpu_allocator_is_optional(monkeypatch):
+    import platform
+
+    from train.runner import tune_cpu_allocator
+
+    assert tune_cpu_allocator(False) is False
+    monkeypatch.setenv("GENIUSREC_TUNE_MALLOC", "0")
+    assert tune_cpu_allocator() is False
+    monkeypatch.delenv("GENIUSREC_TUNE_MALLOC")
+    assert tune_cpu_allocator() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")

@@ -21,7 +21,7 @@ from train.evaluation.ranking import DEFAULT_KS, query_states, ranking_metrics, 
 
 from .evaluation.baselines import content_knn_metrics, item_user_counts, popularity_metrics
 from .evaluation.results import format_table, git_commit, machine_description, today, write_json_atomic
-from .runner import load_checkpoint
+from .runner import load_checkpoint, tune_cpu_allocator
 
 
 @torch.no_grad()
@@ -115,6 +115,7 @@ def main(argv=None):
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.max_length is not None and args.max_length < 1:
         parser.error(f"--max_length must be >= 1, got {args.max_length}")
+    tune_cpu_allocator()  # inference: reuse large freed blocks (see its docstring)
     filter_history = resolve_filter_history(args.filter_history, args.protocol)
     sequences, items, tokenizer, stats = load_processed(args.dataset)
     store = protocol_store(SequenceStore.from_dataset(sequences), args.protocol, len(tokenizer), tokenizer.num_special_tokens)

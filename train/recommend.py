@@ -11,7 +11,7 @@ from data_scripts.splits import SequenceStore
 from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
 
 from .evaluation.sessions import next_item_top_k
-from .runner import load_checkpoint
+from .runner import load_checkpoint, tune_cpu_allocator
 
 
 def print_next_item_recommendations(model, store, tokenizer, items, dataset, num_users=3, k=10, users=None, num_beams=10):
@@ -59,6 +59,7 @@ def main(argv=None):
     (args,) = parse_args(parser, argv)
     if args.k < 1:
         parser.error(f"--k must be >= 1, got {args.k}")
+    tune_cpu_allocator()  # inference: reuse large freed blocks (see its docstring)
     sequences, items, tokenizer, _ = load_processed(args.dataset)
     model = load_checkpoint(args.model, tokenizer=tokenizer).eval()
     store = SequenceStore.from_dataset(sequences)
