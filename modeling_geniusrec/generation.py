@@ -60,4 +60,19 @@ class BanItemsLogitsProcessor(LogitsProcessor):
         return scores
 
 
-__all__ = ["BanItemsLogitsProcessor", "group_beams", "ungroup_beams"]
+class ItemBiasLogitsProcessor(LogitsProcessor):
+    """Adds a fixed per-item bias `(vocab_size,)` to every step's scores, e.g. `-alpha * log(1 + training count)`,
+    a popularity penalty that trades a little accuracy for coverage and novelty (chosen on validation)."""
+
+    def __init__(self, bias: torch.Tensor):
+        if bias.dim() != 1:
+            raise ValueError(f"the item bias must be one value per token id (vocab_size,), got shape {tuple(bias.shape)}")
+        self.bias = bias
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape[-1] != self.bias.shape[0]:
+            raise ValueError(f"item bias has {self.bias.shape[0]} entries, the scores {scores.shape[-1]} columns")
+        return scores + self.bias.to(scores.device, scores.dtype)
+
+
+__all__ = ["BanItemsLogitsProcessor", "ItemBiasLogitsProcessor", "group_beams", "ungroup_beams"]

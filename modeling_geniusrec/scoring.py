@@ -32,7 +32,8 @@ class ItemScoringMixin:
 
     @torch.no_grad()
     def top_k_items(
-        self, user_embeddings: torch.Tensor, k: int, exclude: torch.Tensor | None = None, chunk_size: int = 65536
+        self, user_embeddings: torch.Tensor, k: int, exclude: torch.Tensor | None = None, chunk_size: int = 65536,
+        item_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k items per user with a running top-k over catalog chunks.
 
@@ -40,6 +41,7 @@ class ItemScoringMixin:
             user_embeddings: `(M, D)`.
             k: number of items to return.
             exclude: `(M, L)` token ids to leave out per row (e.g. the history); pad ids are ignored.
+            item_bias: `(vocab_size,)` added to every row's scores before ranking (e.g. a popularity penalty).
         Returns:
             `(scores, token_ids)`, each `(M, k)`, best first.
         """
@@ -55,7 +57,11 @@ class ItemScoringMixin:
                              f"got {tuple(exclude.shape)}")
         best_scores = user_embeddings.new_full((user_embeddings.shape[0], 0), float("-inf"))
         best_ids = torch.zeros((user_embeddings.shape[0], 0), dtype=torch.long, device=user_embeddings.device)
+        if item_bias is not None and item_bias.shape != (self.config.vocab_size,):
+            raise ValueError(f"item_bias must have shape ({self.config.vocab_size},), got {tuple(item_bias.shape)}")
         for lo, scores in self.iter_item_scores(user_embeddings, chunk_size):
+            if item_bias is not None:
+                scores = scores + item_bias[lo : lo + scores.shape[1]].to(scores.device, scores.dtype)
             if exclude is not None:
                 local = exclude - lo
                 ok = (local >= 0) & (local < scores.shape[1]) & (exclude >= self.config.num_special_tokens)

@@ -480,3 +480,25 @@ def test_tune_cpu_allocator_is_optional(monkeypatch):
     assert tune_cpu_allocator() is False
     monkeypatch.delenv("GENIUSREC_TUNE_MALLOC")
     assert tune_cpu_allocator() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+def test_item_bias_shifts_rankings_and_beams_as_written():
+    """A per-item bias (the popularity penalty) is added to every step's scores: with a large bias on one item it is
+    always generated and ranked first; the first-step ranking adds it before the top-k."""
+    from modeling_geniusrec.generation import ItemBiasLogitsProcessor
+
+    model = tiny()
+    hist, ts, _ = batch()
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=3, max_new_tokens=4, min_new_tokens=4)
+    bias = torch.zeros(VOCAB)
+    bias[33] = 100.0
+    sessions = model.generate(**inputs, logits_processor=[ItemBiasLogitsProcessor(bias)])
+    assert (sessions[:, 1:] == 33).any(1).all()  # every session has it (once: repeats stay banned)
+    states = torch.nn.functional.normalize(torch.randn(3, 16), dim=-1)
+    plain_scores, plain = model.top_k_items(states, 5)
+    scores, ranked = model.top_k_items(states, 5, item_bias=-bias)  # a large penalty removes it from every list
+    assert not (ranked == 33).any() and (ranked[:, 0] == 33).sum() == 0
+    scores, ranked = model.top_k_items(states, 5, item_bias=bias)
+    assert (ranked[:, 0] == 33).all()
+    with pytest.raises(ValueError, match="item_bias must have shape"):
+        model.top_k_items(states, 5, item_bias=bias[:-1])

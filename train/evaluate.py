@@ -97,6 +97,8 @@ class EvaluateArguments:
     decoding: str = field(default="beam", metadata={"help": "session decoding: beam (top beam), first_step (the first step's top-k), "
                                                             "beam_vote (all beams, Borda count), sample_vote (20 samples, Borda count)",
                                                     "choices": ["beam", "first_step", "beam_vote", "sample_vote"]})
+    popularity_penalty: float = field(default=0.0, metadata={"help": "with --task sessions: subtract alpha * log(1 + training count) "
+                                                                       "from every item's score in the model's decoding (0: off)"})
     max_users: int | None = field(default=None, metadata={"help": "evaluate only the first N users of the view (quick looks)"})
     exclude_users: str | None = field(default=None, metadata={"help":
             "leave these users out: a preference-pairs folder (its user_id column) or a text file of user ids, one per "
@@ -155,8 +157,9 @@ def main(argv=None):
 
         stage1 = load_checkpoint(args.stage1_baseline, ("hstu", "sasrec"), tokenizer).eval() if args.stage1_baseline else None
         metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams, filter_history=filter_history,
-                                     decoding=args.decoding, stage1=stage1))
+                                     decoding=args.decoding, stage1=stage1, popularity_penalty=args.popularity_penalty))
         metrics["decoding"] = args.decoding
+        metrics["popularity_penalty"] = args.popularity_penalty
     print_table(args.model or args.baseline, metrics)
     if args.output:
         write_json_atomic(args.output, {

@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data_scripts.processed import NextItemCollator, NextItemDataset, SessionCollator, excluded_items
+from modeling_geniusrec.generation import ItemBiasLogitsProcessor
 from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
 
 from .baselines import item_user_counts, popularity_lists
@@ -38,7 +39,8 @@ def vote(candidates: list[list[int]], k: int) -> list[int]:
 
 @torch.no_grad()
 def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64, progress=True,
-                      filter_history: str = "full", decoding: str = "beam", num_samples: int = 20, seed: int = 0) -> list[list[int]]:
+                      filter_history: str = "full", decoding: str = "beam", num_samples: int = 20, seed: int = 0,
+                      item_bias: torch.Tensor | None = None) -> list[list[int]]:
     """A session of exactly `k` items per user of `dataset` (token ids), with the history's times and the request
     time, and the user's seen items (`filter_history`) banned. `model` is GeniusRec (the decoder writes the session)
     or a stage-1 model (HSTU / SASRec `generate()`: each item appended to the history in turn). Rows are batched by
@@ -46,7 +48,8 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
 
     decoding: `beam` (the top beam of `num_beams`), `first_step` (the `k` best items of the first step alone: the
     next-item ranking read as a list), `beam_vote` (all `num_beams` beams aggregated by [`vote`]) or `sample_vote`
-    (`num_samples` sampled sessions aggregated by [`vote`], seeded)."""
+    (`num_samples` sampled sessions aggregated by [`vote`], seeded). `item_bias` `(vocab_size,)` is added to the scores
+    of every step (first_step: to the ranking), e.g. [`popularity_bias`]."""
     if decoding not in DECODINGS:
         raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
     model.eval()
@@ -66,11 +69,13 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
         banned = None if banned is None else banned.to(device)
         if decoding == "first_step":
             states = query_states(model, batch)
-            lists = model.top_k_items(states, k, exclude=banned)[1].tolist()
+            lists = model.top_k_items(states, k, exclude=banned, item_bias=item_bias)[1].tolist()
         else:
             options = dict(num_beams=num_beams) if decoding == "beam" else (
                 dict(num_beams=num_beams, num_return_sequences=num_beams) if decoding == "beam_vote"
                 else dict(do_sample=True, num_beams=1, num_return_sequences=num_samples))
+            if item_bias is not None:
+                options["logits_processor"] = [ItemBiasLogitsProcessor(item_bias)]
             out = model.generate(**batch, banned_item_ids=banned, ban_history=filter_history != "none", max_new_tokens=k, min_new_tokens=k, **options)
             start = 1 if seq2seq else batch["input_ids"].shape[1]  # after [SEP] / after the history
             generated = out[:, start : start + k].tolist()
@@ -79,6 +84,12 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
         for row, session in zip(rows, lists):
             sessions[row] = session
     return sessions
+
+
+def popularity_bias(counts, alpha: float) -> torch.Tensor:
+    """`-alpha * log(1 + count)` per token id `(vocab_size,)`: a popularity penalty from the training split's item
+    counts (never the evaluated items), added to the log-probabilities of each decoding step."""
+    return -alpha * torch.log1p(torch.as_tensor(counts, dtype=torch.float32))
 
 
 @torch.no_grad()
@@ -137,11 +148,12 @@ def session_perplexity(model, dataset: NextItemDataset, batch_size: int = 128) -
 
 
 def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64,
-                  stage1=None, filter_history: str = "full", decoding: str = "beam") -> dict:
+                  stage1=None, filter_history: str = "full", decoding: str = "beam", popularity_penalty: float = 0.0) -> dict:
     """Generated sessions on a split view scored against the real next items, with the popularity baseline
     (`popularity_*`) and, given a stage-1 model, its top-k list (`hstu_*`) in the same table. `model` is GeniusRec
     (with the teacher-forced perplexity of the real sessions) or a stage-1 model, whose beam-search session (its
-    `generate()`) is then the row, beside its own top-k list (`hstu_*`)."""
+    `generate()`) is then the row, beside its own top-k list (`hstu_*`). `popularity_penalty` alpha adds
+    [`popularity_bias`] to the model's decoding (the baselines are left as they are)."""
     import time
 
     vocab = model.config.vocab_size
@@ -150,7 +162,8 @@ def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, nu
     vectors = item_feature_vectors(items, vocab, getattr(model.model, "text_embeddings", None) if seq2seq else None)
     report = dict(k=k, counts=counts, num_users=num_users, vectors=vectors, num_items=vocab - model.config.num_special_tokens)
     start = time.time()
-    sessions = generate_sessions(model, dataset, k, num_beams, batch_size, filter_history=filter_history, decoding=decoding)
+    bias = popularity_bias(counts, popularity_penalty) if popularity_penalty else None
+    sessions = generate_sessions(model, dataset, k, num_beams, batch_size, filter_history=filter_history, decoding=decoding, item_bias=bias)
     out = session_report(sessions, dataset, **report)
     out["sessions_per_second"] = len(sessions) / (time.time() - start)
     if seq2seq:
