@@ -75,4 +75,25 @@ class ItemBiasLogitsProcessor(LogitsProcessor):
         return scores + self.bias.to(scores.device, scores.dtype)
 
 
-__all__ = ["BanItemsLogitsProcessor", "ItemBiasLogitsProcessor", "group_beams", "ungroup_beams"]
+class FirstStepMixLogitsProcessor(LogitsProcessor):
+    """Mixes the session's first-step ranking into every later step: `scores_t + weight * scores_1` per user.
+
+    The first call's scores (the next-item distribution, identical over a user's `rows_per_history` consecutive
+    beams) are kept per user; each later step adds `weight` times them to every beam of that user (and the first step
+    counts `1 + weight` times itself), so a session's score is `sum_t log p_t(s_t) + weight * sum_t log p_1(s_t)`. `weight=0` is plain
+    beam search; a large weight ranks by the first step alone (the next-item list), so the weight moves a session
+    between the decoder's sequence and the first step's list. One instance per `generate()` call (it remembers the
+    first step); for encoder-decoder models, whose `input_ids` are the session alone."""
+
+    def __init__(self, weight: float, rows_per_history: int):
+        self.weight, self.group, self.first = weight, rows_per_history, None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.first is None:
+            self.first = scores[:: self.group].clone()  # (users, vocab): every beam of a user sees the same first step
+            return scores * (1 + self.weight)  # the first step mixed with itself: every position carries the same weight
+        users = self.first.shape[0]
+        return (scores.view(users, self.group, -1) + self.weight * self.first.unsqueeze(1)).view(scores.shape)
+
+
+__all__ = ["BanItemsLogitsProcessor", "ItemBiasLogitsProcessor", "FirstStepMixLogitsProcessor", "group_beams", "ungroup_beams"]

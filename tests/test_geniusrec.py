@@ -502,3 +502,28 @@ def test_item_bias_shifts_rankings_and_beams_as_written():
     assert (ranked[:, 0] == 33).all()
     with pytest.raises(ValueError, match="item_bias must have shape"):
         model.top_k_items(states, 5, item_bias=bias[:-1])
+
+
+def test_first_step_mix_moves_beams_toward_the_first_step_list():
+    """weight 0 is plain beam search; a large weight makes the session the first step's top-k set; the session's
+    score is sum_t log p_t + weight * sum_t log p_1 (checked against the beam's own score)."""
+    from modeling_geniusrec.generation import FirstStepMixLogitsProcessor
+
+    model = tiny()
+    hist, ts, _ = batch()
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=4, max_new_tokens=4, min_new_tokens=4)
+    plain = model.generate(**inputs)
+    assert torch.equal(plain, model.generate(**inputs, logits_processor=[FirstStepMixLogitsProcessor(0.0, 4)]))
+    mixed = model.generate(**inputs, logits_processor=[FirstStepMixLogitsProcessor(1000.0, 4)])
+    first = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, decoder_input_ids=mixed[:, :1]).logits[:, 0]
+    first[:, : model.config.num_special_tokens] = float("-inf")
+    first.scatter_(1, hist, float("-inf"))
+    top = first.topk(4, dim=1).indices
+    assert all(set(m.tolist()) == set(t.tolist()) for m, t in zip(mixed[:, 1:], top))
+    out = model.generate(**inputs, logits_processor=[FirstStepMixLogitsProcessor(0.5, 4)], return_dict_in_generate=True, output_scores=True)
+    decoder = out.sequences[:, :-1]
+    logp = model(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, decoder_input_ids=decoder).logits.log_softmax(-1)
+    items = out.sequences[:, 1:]
+    per_step = logp.gather(2, items.unsqueeze(-1)).squeeze(-1)  # log p_t(s_t)
+    first_step = logp[:, 0].gather(1, items)  # log p_1(s_t)
+    torch.testing.assert_close(out.sequences_scores * 4, (per_step + 0.5 * first_step).sum(1), rtol=1e-4, atol=1e-4)

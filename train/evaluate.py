@@ -99,6 +99,9 @@ class EvaluateArguments:
                                                     "choices": ["beam", "first_step", "beam_vote", "sample_vote"]})
     popularity_penalty: float = field(default=0.0, metadata={"help": "with --task sessions: subtract alpha * log(1 + training count) "
                                                                        "from every item's score in the model's decoding (0: off)"})
+    first_step_weight: float = field(default=0.0, metadata={"help": "with --task sessions and a beam decoding of GeniusRec: add this weight "
+                                                                     "times the first step's log-probabilities to every later step (0: plain "
+                                                                     "beam search; large: the first step's list)"})
     max_users: int | None = field(default=None, metadata={"help": "evaluate only the first N users of the view (quick looks)"})
     exclude_users: str | None = field(default=None, metadata={"help":
             "leave these users out: a preference-pairs folder (its user_id column) or a text file of user ids, one per "
@@ -157,9 +160,9 @@ def main(argv=None):
 
         stage1 = load_checkpoint(args.stage1_baseline, ("hstu", "sasrec"), tokenizer).eval() if args.stage1_baseline else None
         metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams, filter_history=filter_history,
-                                     decoding=args.decoding, stage1=stage1, popularity_penalty=args.popularity_penalty))
-        metrics["decoding"] = args.decoding
-        metrics["popularity_penalty"] = args.popularity_penalty
+                                     decoding=args.decoding, stage1=stage1, popularity_penalty=args.popularity_penalty,
+                                     first_step_weight=args.first_step_weight))
+        metrics.update(decoding=args.decoding, popularity_penalty=args.popularity_penalty, first_step_weight=args.first_step_weight)
     print_table(args.model or args.baseline, metrics)
     if args.output:
         write_json_atomic(args.output, {

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data_scripts.processed import NextItemCollator, NextItemDataset, SessionCollator, excluded_items
-from modeling_geniusrec.generation import ItemBiasLogitsProcessor
+from modeling_geniusrec.generation import FirstStepMixLogitsProcessor, ItemBiasLogitsProcessor
 from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
 
 from .baselines import item_user_counts, popularity_lists
@@ -40,7 +40,7 @@ def vote(candidates: list[list[int]], k: int) -> list[int]:
 @torch.no_grad()
 def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64, progress=True,
                       filter_history: str = "full", decoding: str = "beam", num_samples: int = 20, seed: int = 0,
-                      item_bias: torch.Tensor | None = None) -> list[list[int]]:
+                      item_bias: torch.Tensor | None = None, first_step_weight: float = 0.0) -> list[list[int]]:
     """A session of exactly `k` items per user of `dataset` (token ids), with the history's times and the request
     time, and the user's seen items (`filter_history`) banned. `model` is GeniusRec (the decoder writes the session)
     or a stage-1 model (HSTU / SASRec `generate()`: each item appended to the history in turn). Rows are batched by
@@ -49,7 +49,8 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
     decoding: `beam` (the top beam of `num_beams`), `first_step` (the `k` best items of the first step alone: the
     next-item ranking read as a list), `beam_vote` (all `num_beams` beams aggregated by [`vote`]) or `sample_vote`
     (`num_samples` sampled sessions aggregated by [`vote`], seeded). `item_bias` `(vocab_size,)` is added to the scores
-    of every step (first_step: to the ranking), e.g. [`popularity_bias`]."""
+    of every step (first_step: to the ranking), e.g. [`popularity_bias`]. `first_step_weight` (GeniusRec's beam
+    decodings) adds that weight times the first step's scores to every later step ([`FirstStepMixLogitsProcessor`])."""
     if decoding not in DECODINGS:
         raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
     model.eval()
@@ -74,8 +75,14 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
             options = dict(num_beams=num_beams) if decoding == "beam" else (
                 dict(num_beams=num_beams, num_return_sequences=num_beams) if decoding == "beam_vote"
                 else dict(do_sample=True, num_beams=1, num_return_sequences=num_samples))
-            if item_bias is not None:
-                options["logits_processor"] = [ItemBiasLogitsProcessor(item_bias)]
+            processors = [ItemBiasLogitsProcessor(item_bias)] if item_bias is not None else []
+            if first_step_weight:
+                if not seq2seq:
+                    raise ValueError("first_step_weight mixes a decoder's first step into later ones: GeniusRec checkpoints only")
+                rows_per_user = options.get("num_return_sequences", 1) if options.get("do_sample") else num_beams
+                processors.append(FirstStepMixLogitsProcessor(first_step_weight, rows_per_user))
+            if processors:
+                options["logits_processor"] = processors
             out = model.generate(**batch, banned_item_ids=banned, ban_history=filter_history != "none", max_new_tokens=k, min_new_tokens=k, **options)
             start = 1 if seq2seq else batch["input_ids"].shape[1]  # after [SEP] / after the history
             generated = out[:, start : start + k].tolist()
@@ -148,12 +155,14 @@ def session_perplexity(model, dataset: NextItemDataset, batch_size: int = 128) -
 
 
 def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64,
-                  stage1=None, filter_history: str = "full", decoding: str = "beam", popularity_penalty: float = 0.0) -> dict:
+                  stage1=None, filter_history: str = "full", decoding: str = "beam", popularity_penalty: float = 0.0,
+                  first_step_weight: float = 0.0) -> dict:
     """Generated sessions on a split view scored against the real next items, with the popularity baseline
     (`popularity_*`) and, given a stage-1 model, its top-k list (`hstu_*`) in the same table. `model` is GeniusRec
     (with the teacher-forced perplexity of the real sessions) or a stage-1 model, whose beam-search session (its
     `generate()`) is then the row, beside its own top-k list (`hstu_*`). `popularity_penalty` alpha adds
-    [`popularity_bias`] to the model's decoding (the baselines are left as they are)."""
+    [`popularity_bias`] to the model's decoding (the baselines are left as they are); `first_step_weight` as
+    [`generate_sessions`]."""
     import time
 
     vocab = model.config.vocab_size
@@ -163,7 +172,8 @@ def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, nu
     report = dict(k=k, counts=counts, num_users=num_users, vectors=vectors, num_items=vocab - model.config.num_special_tokens)
     start = time.time()
     bias = popularity_bias(counts, popularity_penalty) if popularity_penalty else None
-    sessions = generate_sessions(model, dataset, k, num_beams, batch_size, filter_history=filter_history, decoding=decoding, item_bias=bias)
+    sessions = generate_sessions(model, dataset, k, num_beams, batch_size, filter_history=filter_history, decoding=decoding, item_bias=bias,
+                                 first_step_weight=first_step_weight)
     out = session_report(sessions, dataset, **report)
     out["sessions_per_second"] = len(sessions) / (time.time() - start)
     if seq2seq:
