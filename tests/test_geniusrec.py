@@ -527,3 +527,20 @@ def test_first_step_mix_moves_beams_toward_the_first_step_list():
     per_step = logp.gather(2, items.unsqueeze(-1)).squeeze(-1)  # log p_t(s_t)
     first_step = logp[:, 0].gather(1, items)  # log p_1(s_t)
     torch.testing.assert_close(out.sequences_scores * 4, (per_step + 0.5 * first_step).sum(1), rtol=1e-4, atol=1e-4)
+
+
+def test_encoder_query_weight_leans_sessions_toward_the_encoder_ranking():
+    """generate(encoder_query_weight=w) scores items with state_t + w * u: 0 is the plain decoding; a huge weight
+    gives the encoder's own top-k set (the bias is the same at every step, so the decoder still orders it); the
+    setting does not outlive the call."""
+    model = tiny()
+    hist, ts, _ = batch()
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=3, max_new_tokens=4, min_new_tokens=4)
+    plain = model.generate(**inputs)
+    assert torch.equal(plain, model.generate(**inputs, encoder_query_weight=0.0))
+    leaning = model.generate(**inputs, encoder_query_weight=1e4)
+    with torch.no_grad():
+        user = model.model.encode(hist, timestamps=ts, next_timestamps=ts[:, -1] + 60).user_embedding
+    top = model.top_k_items(user, 4, exclude=hist)[1]
+    assert torch.equal(leaning[:, 1:].sort(1).values, top.sort(1).values) and not torch.equal(plain, leaning)
+    assert model._encoder_query_weight == 0.0 and torch.equal(plain, model.generate(**inputs))

@@ -102,6 +102,9 @@ class EvaluateArguments:
     first_step_weight: float = field(default=0.0, metadata={"help": "with --task sessions and a beam decoding of GeniusRec: add this weight "
                                                                      "times the first step's log-probabilities to every later step (0: plain "
                                                                      "beam search; large: the first step's list)"})
+    encoder_query_weight: float = field(default=0.0, metadata={"help": "with --task sessions and GeniusRec: score items with the decoder "
+                                                                           "state plus this weight times the encoder's next-item query, at "
+                                                                           "every step (0: off)"})
     max_users: int | None = field(default=None, metadata={"help": "evaluate only the first N users of the view (quick looks)"})
     exclude_users: str | None = field(default=None, metadata={"help":
             "leave these users out: a preference-pairs folder (its user_id column) or a text file of user ids, one per "
@@ -161,8 +164,9 @@ def main(argv=None):
         stage1 = load_checkpoint(args.stage1_baseline, ("hstu", "sasrec"), tokenizer).eval() if args.stage1_baseline else None
         metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams, filter_history=filter_history,
                                      decoding=args.decoding, stage1=stage1, popularity_penalty=args.popularity_penalty,
-                                     first_step_weight=args.first_step_weight))
-        metrics.update(decoding=args.decoding, popularity_penalty=args.popularity_penalty, first_step_weight=args.first_step_weight)
+                                     first_step_weight=args.first_step_weight, encoder_query_weight=args.encoder_query_weight))
+        metrics.update(decoding=args.decoding, popularity_penalty=args.popularity_penalty, first_step_weight=args.first_step_weight,
+                       encoder_query_weight=args.encoder_query_weight)
     print_table(args.model or args.baseline, metrics)
     if args.output:
         write_json_atomic(args.output, {

@@ -40,7 +40,8 @@ def vote(candidates: list[list[int]], k: int) -> list[int]:
 @torch.no_grad()
 def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64, progress=True,
                       filter_history: str = "full", decoding: str = "beam", num_samples: int = 20, seed: int = 0,
-                      item_bias: torch.Tensor | None = None, first_step_weight: float = 0.0) -> list[list[int]]:
+                      item_bias: torch.Tensor | None = None, first_step_weight: float = 0.0,
+                      encoder_query_weight: float = 0.0) -> list[list[int]]:
     """A session of exactly `k` items per user of `dataset` (token ids), with the history's times and the request
     time, and the user's seen items (`filter_history`) banned. `model` is GeniusRec (the decoder writes the session)
     or a stage-1 model (HSTU / SASRec `generate()`: each item appended to the history in turn). Rows are batched by
@@ -50,7 +51,9 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
     next-item ranking read as a list), `beam_vote` (all `num_beams` beams aggregated by [`vote`]) or `sample_vote`
     (`num_samples` sampled sessions aggregated by [`vote`], seeded). `item_bias` `(vocab_size,)` is added to the scores
     of every step (first_step: to the ranking), e.g. [`popularity_bias`]. `first_step_weight` (GeniusRec's beam
-    decodings) adds that weight times the first step's scores to every later step ([`FirstStepMixLogitsProcessor`])."""
+    decodings) adds that weight times the first step's scores to every later step ([`FirstStepMixLogitsProcessor`]).
+    `encoder_query_weight` (GeniusRec) leans every step toward the encoder's next-item query: states `s_t + w * u`
+    (see `GeniusRecForSessionGeneration.generate`)."""
     if decoding not in DECODINGS:
         raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
     model.eval()
@@ -68,7 +71,14 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
         batch = {key: value.to(device) for key, value in collator.pad_histories(examples, padding).items()}
         banned = dataset.filter_items(filter_history, rows)
         banned = None if banned is None else banned.to(device)
-        if decoding == "first_step":
+        if (first_step_weight or encoder_query_weight) and not seq2seq:
+            raise ValueError("first_step_weight / encoder_query_weight are GeniusRec decodings (a decoder over an encoder's query)")
+        if decoding == "first_step" and encoder_query_weight:
+            encoded = model.get_encoder()(**batch)
+            start = torch.full((len(rows), 1), model.config.decoder_start_token_id, device=device)
+            states = model(encoder_outputs=encoded, decoder_input_ids=start).last_hidden_state[:, 0] + encoder_query_weight * encoded.user_embedding
+            lists = model.top_k_items(states, k, exclude=banned, item_bias=item_bias)[1].tolist()
+        elif decoding == "first_step":
             states = query_states(model, batch)
             lists = model.top_k_items(states, k, exclude=banned, item_bias=item_bias)[1].tolist()
         else:
@@ -76,9 +86,9 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
                 dict(num_beams=num_beams, num_return_sequences=num_beams) if decoding == "beam_vote"
                 else dict(do_sample=True, num_beams=1, num_return_sequences=num_samples))
             processors = [ItemBiasLogitsProcessor(item_bias)] if item_bias is not None else []
+            if encoder_query_weight:
+                options["encoder_query_weight"] = encoder_query_weight
             if first_step_weight:
-                if not seq2seq:
-                    raise ValueError("first_step_weight mixes a decoder's first step into later ones: GeniusRec checkpoints only")
                 rows_per_user = options.get("num_return_sequences", 1) if options.get("do_sample") else num_beams
                 processors.append(FirstStepMixLogitsProcessor(first_step_weight, rows_per_user))
             if processors:
@@ -156,13 +166,13 @@ def session_perplexity(model, dataset: NextItemDataset, batch_size: int = 128) -
 
 def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64,
                   stage1=None, filter_history: str = "full", decoding: str = "beam", popularity_penalty: float = 0.0,
-                  first_step_weight: float = 0.0) -> dict:
+                  first_step_weight: float = 0.0, encoder_query_weight: float = 0.0) -> dict:
     """Generated sessions on a split view scored against the real next items, with the popularity baseline
     (`popularity_*`) and, given a stage-1 model, its top-k list (`hstu_*`) in the same table. `model` is GeniusRec
     (with the teacher-forced perplexity of the real sessions) or a stage-1 model, whose beam-search session (its
     `generate()`) is then the row, beside its own top-k list (`hstu_*`). `popularity_penalty` alpha adds
-    [`popularity_bias`] to the model's decoding (the baselines are left as they are); `first_step_weight` as
-    [`generate_sessions`]."""
+    [`popularity_bias`] to the model's decoding (the baselines are left as they are); `first_step_weight` and
+    `encoder_query_weight` as [`generate_sessions`]."""
     import time
 
     vocab = model.config.vocab_size
@@ -173,7 +183,7 @@ def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, nu
     start = time.time()
     bias = popularity_bias(counts, popularity_penalty) if popularity_penalty else None
     sessions = generate_sessions(model, dataset, k, num_beams, batch_size, filter_history=filter_history, decoding=decoding, item_bias=bias,
-                                 first_step_weight=first_step_weight)
+                                 first_step_weight=first_step_weight, encoder_query_weight=encoder_query_weight)
     out = session_report(sessions, dataset, **report)
     out["sessions_per_second"] = len(sessions) / (time.time() - start)
     if seq2seq:

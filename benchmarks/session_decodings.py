@@ -1,0 +1,87 @@
+"""Session decodings of GeniusRec checkpoints on the validation users (issue 17's choice; the test split is never read).
+
+    python benchmarks/session_decodings.py --dataset data/ml-1m --models runs/ml-1m-geniusrec-sessions \
+        --grid "beam:w=1,2:beta=0,1:alpha=0,0.1" --grid "first_step:beta=0,1.5:alpha=0" \
+        --output benchmarks/results/ml-1m-session-decodings-validation.jsonl
+
+Each grid point is one `train.evaluation.sessions.generate_sessions` call (the code `train.evaluate --task sessions`
+runs) with `first_step_weight` w, `encoder_query_weight` beta and `popularity_penalty` alpha, scored with the same
+session metrics; the HSTU top-10 list of `--stage1_baseline` on the same users is the first line. Appends one JSON
+line per point (machine, date, commit, command); pick the winner with the rule of BENCHMARKS.md and read the test
+once with `train.evaluate`.
+"""
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data_scripts.processed import NextItemDataset, load_processed  # noqa: E402
+from data_scripts.splits import SequenceStore, protocol_store  # noqa: E402
+from train.evaluation.baselines import item_user_counts  # noqa: E402
+from train.evaluation.results import git_commit, machine_description, today  # noqa: E402
+from train.evaluation.sessions import generate_sessions, item_feature_vectors, next_item_lists, popularity_bias, session_report  # noqa: E402
+from train.runner import load_checkpoint, tune_cpu_allocator  # noqa: E402
+
+KEYS = ["session_recall@10", "session_ndcg@10", "phr@10", "ild", "novelty", "coverage"]
+
+
+def parse_grid(text: str) -> list[tuple[str, float, float, float]]:
+    """`"beam:w=1,2:beta=0,1:alpha=0"` -> [(decoding, w, beta, alpha), ...] (missing names: 0)."""
+    decoding, *parts = text.split(":")
+    values = {"w": [0.0], "beta": [0.0], "alpha": [0.0]}
+    for part in parts:
+        name, _, listed = part.partition("=")
+        if name not in values:
+            raise ValueError(f"unknown grid name {name!r} in {text!r}: use w, beta, alpha")
+        values[name] = [float(v) for v in listed.split(",")]
+    return [(decoding, w, b, a) for w, b, a in itertools.product(values["w"], values["beta"], values["alpha"])]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="processed dataset folder")
+    p.add_argument("--models", nargs="+", required=True, help="GeniusRec checkpoints (sessions protocol)")
+    p.add_argument("--stage1_baseline", default=None, help="stage-1 checkpoint whose top-10 list is scored on the same users")
+    p.add_argument("--grid", action="append", required=True, help="decoding:w=..:beta=..:alpha=.. (repeatable)")
+    p.add_argument("--session_length", type=int, default=10, help="k of the sessions protocol")
+    p.add_argument("--num_beams", type=int, default=10, help="beam width")
+    p.add_argument("--output", required=True, help="JSON lines file to append to")
+    args = p.parse_args(argv)
+    tune_cpu_allocator()
+    sequences, items, tokenizer, _ = load_processed(args.dataset)
+    store = protocol_store(SequenceStore.from_dataset(sequences), "sessions", len(tokenizer), tokenizer.num_special_tokens)
+    dataset = NextItemDataset(store, "validation", 200, "sessions", args.session_length)
+    vocab = len(tokenizer)
+    counts, num_users = item_user_counts(store, "sessions", args.session_length, vocab)
+    report = dict(k=args.session_length, counts=counts, num_users=num_users, vectors=item_feature_vectors(items, vocab),
+                  num_items=vocab - tokenizer.num_special_tokens)
+    stamp = dict(split="validation", users=len(dataset), machine=machine_description(), date=today(), commit=git_commit(),
+                 command="python benchmarks/session_decodings.py " + " ".join(sys.argv[1:] if argv is None else argv))
+
+    def write(row):
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k not in stamp}), flush=True)
+        with open(args.output, "a") as f:
+            f.write(json.dumps({**row, **stamp}) + "\n")
+
+    if args.stage1_baseline:
+        stage1 = load_checkpoint(args.stage1_baseline, ("hstu", "sasrec"), tokenizer).eval()
+        metrics = session_report(next_item_lists(stage1, dataset, args.session_length), dataset, **report)
+        write(dict(checkpoint=args.stage1_baseline, decoding="top-10 list", **{k: metrics[k] for k in KEYS}))
+    for path in args.models:
+        model = load_checkpoint(path, ("geniusrec",), tokenizer).eval()
+        for decoding, w, beta, alpha in [point for grid in args.grid for point in parse_grid(grid)]:
+            start = time.time()
+            lists = generate_sessions(model, dataset, args.session_length, args.num_beams, 256, progress=False, decoding=decoding,
+                                      item_bias=popularity_bias(counts, alpha) if alpha else None, first_step_weight=w, encoder_query_weight=beta)
+            metrics = session_report(lists, dataset, **report)
+            write(dict(checkpoint=path, decoding=decoding, first_step_weight=w, encoder_query_weight=beta, popularity_penalty=alpha,
+                       seconds=round(time.time() - start, 1), **{k: metrics[k] for k in KEYS}))
+
+
+if __name__ == "__main__":
+    main()
