@@ -383,19 +383,21 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
                 output[f"expert_{name}_mask"] = key_mask.long()
         return output
 
-    ENCODE_CHUNK_ROWS = 32  # inference: histories encoded per call, sorted by length
+    ENCODE_CHUNK_ROWS = 32  # inference: histories encoded per call, sorted by length (0: one batched pass)
 
     def _encode_by_length(self, input_ids, attention_mask, timestamps, next_timestamps):
         """Inference-only HSTU pass over `(B, N)` right-padded histories: rows sorted by length and encoded
         `ENCODE_CHUNK_ROWS` at a time, each chunk cut to its longest history, so attention costs about `sum(L_i^2)`
         instead of `B * N^2` (the ML-1M test histories, capped at 200: 0.37 of it). A row's states do not depend on the
         other rows or on padding after it (causal, padding masked, `padded` normalisation divides by the fixed
-        `max_position_embeddings`); other layouts (left padding, holes) take the plain batched pass."""
+        `max_position_embeddings`); other layouts (left padding, holes) take the plain batched pass. The states equal
+        the batched pass's up to float rounding (about 1e-7: matrix products of another width sum in another order),
+        which can flip a near-tie between two beams; `model.model.ENCODE_CHUNK_ROWS = 0` restores the batched pass."""
         mask = attention_mask.bool()
         lengths = mask.sum(1)
         prefix = bool((mask == (torch.arange(mask.shape[1], device=mask.device) < lengths.unsqueeze(1))).all())
         normalisation = getattr(self.config.encoder_config, "attention_normalization", "padded")
-        if not prefix or normalisation != "padded" or input_ids.shape[0] <= self.ENCODE_CHUNK_ROWS:
+        if not prefix or normalisation != "padded" or not self.ENCODE_CHUNK_ROWS or input_ids.shape[0] <= self.ENCODE_CHUNK_ROWS:
             return self.encoder(input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps, return_dict=True)
         order = torch.argsort(lengths, stable=True)
         states = None

@@ -466,8 +466,12 @@ def test_encoding_by_length_equals_the_batched_pass(monkeypatch):
         left_plain = model.model.encoder(left, attention_mask=left != 0, timestamps=left_ts, next_timestamps=ts[:, -1] + 60).last_hidden_state
         assert torch.equal(model.model.encode(left, timestamps=left_ts, next_timestamps=ts[:, -1] + 60).user_embedding, left_plain[:, -1])
     sessions = model.generate(input_ids=hist, **times, num_beams=3, max_new_tokens=4, min_new_tokens=4)
-    monkeypatch.setattr(type(model.model), "ENCODE_CHUNK_ROWS", 1000)
+    monkeypatch.setattr(type(model.model), "ENCODE_CHUNK_ROWS", 0)  # off: one batched pass
+    calls.clear()
+    hook = model.model.encoder.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
     assert torch.equal(sessions, model.generate(input_ids=hist, **times, num_beams=3, max_new_tokens=4, min_new_tokens=4))
+    hook.remove()
+    assert calls == [hist.shape]
 
 
 def test_tune_cpu_allocator_is_optional(monkeypatch):
