@@ -138,3 +138,14 @@ def test_session_decodings(stage1):
     assert one == generate_sessions(model, view, k=4, num_beams=1, batch_size=4, decoding="beam", progress=False)
     with pytest.raises(ValueError, match="decoding must be one of"):
         generate_sessions(model, view, decoding="nucleus")
+    # first_step with the encoder query: the ranking of state + beta * u, by hand
+    from train.evaluation.sessions import popularity_bias
+
+    batch = NextItemCollator().pad_histories([view[i] for i in range(9)])
+    user = model.model.encode(**batch).user_embedding
+    bias = popularity_bias(torch.arange(model.config.vocab_size).float(), 0.3)  # any per-item bias
+    leaned = generate_sessions(model, view, k=4, batch_size=4, decoding="first_step", encoder_query_weight=2.0, item_bias=bias, progress=False)
+    assert leaned == model.top_k_items(states + 2.0 * user, 4, exclude=view.filter_items("full"), item_bias=bias)[1].tolist()
+    mixed = generate_sessions(model, view, k=4, num_beams=3, batch_size=4, decoding="beam", first_step_weight=1.0, encoder_query_weight=1.0,
+                              progress=False)
+    assert all(len(set(s)) == 4 and not set(s) & set(view[row]["seen_items"].tolist()) for row, s in enumerate(mixed))
