@@ -22,9 +22,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_scripts.processed import NextItemDataset, load_processed  # noqa: E402
 from data_scripts.splits import SequenceStore, protocol_store  # noqa: E402
-from train.evaluation.baselines import item_user_counts  # noqa: E402
 from train.evaluation.results import git_commit, machine_description, today  # noqa: E402
-from train.evaluation.sessions import generate_sessions, item_feature_vectors, next_item_lists, popularity_bias, session_report  # noqa: E402
+from train.evaluation.sessions import (  # noqa: E402
+    generate_sessions,
+    next_item_lists,
+    popularity_bias,
+    session_report,
+    session_report_inputs,
+)
 from train.runner import load_checkpoint, tune_cpu_allocator  # noqa: E402
 
 KEYS = ["session_recall@10", "session_ndcg@10", "phr@10", "ild", "novelty", "coverage"]
@@ -56,10 +61,8 @@ def main(argv=None):
     sequences, items, tokenizer, _ = load_processed(args.dataset)
     store = protocol_store(SequenceStore.from_dataset(sequences), "sessions", len(tokenizer), tokenizer.num_special_tokens)
     dataset = NextItemDataset(store, "validation", 200, "sessions", args.session_length)
-    vocab = len(tokenizer)
-    counts, num_users = item_user_counts(store, "sessions", args.session_length, vocab)
-    report = dict(k=args.session_length, counts=counts, num_users=num_users, vectors=item_feature_vectors(items, vocab),
-                  num_items=vocab - tokenizer.num_special_tokens)
+    report = session_report_inputs(store, items, dataset, args.session_length, len(tokenizer), tokenizer.num_special_tokens)
+    counts = report["counts"]
     stamp = dict(split="validation", users=len(dataset), machine=machine_description(), date=today(), commit=git_commit(),
                  command="python benchmarks/session_decodings.py " + " ".join(sys.argv[1:] if argv is None else argv))
 

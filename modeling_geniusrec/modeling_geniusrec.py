@@ -691,13 +691,14 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
                                  f"nothing is supervised; got {sorted(set(labels[bad].tolist()))[:5]}")
             excluded = self.training_excluded_items(out.logits.device)  # not in the training catalog (cold-items protocol)
             scores = out.logits if excluded is None else out.logits.masked_fill(excluded, float("-inf"))
-            token_ce = F.cross_entropy(scores.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none").view(labels.shape)
+            log_probs = F.log_softmax(scores, dim=-1)  # once: the token loss and the set loss read it (cross_entropy's own two steps)
+            token_ce = F.nll_loss(log_probs.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none").view(labels.shape)
             weights = (labels != -100).float()
             weights[:, 0] *= self.config.next_item_loss_weight
             ce = (token_ce * weights).sum() / weights.sum().clamp(min=1e-9)
             out.loss = ce + self.config.router_aux_loss_coef * out.aux_loss
             if getattr(self.config, "session_set_loss_weight", 0.0):
-                out.loss = out.loss + self.config.session_set_loss_weight * session_set_loss(scores, labels, self.config.eos_token_id)
+                out.loss = out.loss + self.config.session_set_loss_weight * session_set_loss(log_probs, labels, self.config.eos_token_id)
         if not resolve_output_flags(self.config, False, kwargs.get("return_dict"))[1]:
             ordered = GeniusRecOutput(loss=out.loss, logits=out.logits, **{k: v for k, v in out.items() if k not in ("loss", "logits")})
             return ordered.to_tuple()  # in field order: (loss,) logits, last_hidden_state, ...
@@ -755,12 +756,12 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             self._frozen_item_matrix, self._encoder_query_weight = None, 0.0
 
 
-def session_set_loss(scores: torch.Tensor, labels: torch.LongTensor, eos_token_id: int) -> torch.Tensor:
-    """Multi-label loss over the rest of the session: scores `(B, T, V)`, labels `(B, T)` (`[s_1, .., s_T, EOS]`, -100
-    at padding) -> `()`: at each position t with an item label, the mean of `-log softmax(scores[:, t])[s_j]` over the
-    items `s_j` with j >= t (the targets still to come, in any order), averaged over those positions."""
+def session_set_loss(log_probs: torch.Tensor, labels: torch.LongTensor, eos_token_id: int) -> torch.Tensor:
+    """Multi-label loss over the rest of the session: log-probabilities `(B, T, V)` (`log_softmax` of the logits),
+    labels `(B, T)` (`[s_1, .., s_T, EOS]`, -100 at padding) -> `()`: at each position t with an item label, the mean
+    of `-log_probs[:, t, s_j]` over the items `s_j` with j >= t (the targets still to come, in any order), averaged
+    over those positions."""
     items = (labels != -100) & (labels != eos_token_id)  # (B, T)
-    log_probs = F.log_softmax(scores.float(), dim=-1)
     index = labels.clamp(min=0).unsqueeze(1).expand(-1, labels.shape[1], -1)  # (B, T, T): [b, t, j] = s_j
     picked = log_probs.gather(-1, index)  # (B, T, T): log p_t(s_j)
     positions = torch.arange(labels.shape[1], device=labels.device)

@@ -405,13 +405,13 @@ def test_session_set_loss_by_hand():
     labels = torch.tensor([[4, 5, 6, 2], [6, 2, -100, -100]])  # EOS = 2
     lp = scores.log_softmax(-1)
     by_hand = [-(lp[0, 0, 4] + lp[0, 0, 5] + lp[0, 0, 6]) / 3, -(lp[0, 1, 5] + lp[0, 1, 6]) / 2, -lp[0, 2, 6], -lp[1, 0, 6]]
-    torch.testing.assert_close(session_set_loss(scores, labels, 2), sum(by_hand) / 4)
+    torch.testing.assert_close(session_set_loss(lp, labels, 2), sum(by_hand) / 4)
     model = tiny()
     hist, ts, labels = batch()
     inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
     plain = model(**inputs)
     model.config.session_set_loss_weight = 0.5
-    torch.testing.assert_close(model(**inputs).loss, plain.loss + 0.5 * session_set_loss(plain.logits, labels, 2))
+    torch.testing.assert_close(model(**inputs).loss, plain.loss + 0.5 * session_set_loss(plain.logits.log_softmax(-1), labels, 2))
 
 
 @pytest.mark.parametrize("kwargs", [dict(num_beams=5), dict(num_beams=4, num_return_sequences=2), dict(do_sample=True, num_return_sequences=3)])

@@ -19,7 +19,7 @@ def tune_cpu_allocator(enabled: bool | None = None) -> bool:
     of top padding (`mallopt`), set at run time for this process only. Memory freed by the process is kept for
     reuse rather than returned to the system at once. Off with `enabled=False` or `GENIUSREC_TUNE_MALLOC=0`; a no-op
     (returns False) off glibc (macOS, Windows, musl). Inference entry points (`train.evaluate`, `train.recommend`,
-    `benchmarks/generation_speed.py`) call it; training entry points do not (their timings stay comparable)."""
+    `benchmarks/generation_speed.py`, `benchmarks/session_decodings.py`) call it; training entry points do not (their timings stay comparable)."""
     import ctypes
     import ctypes.util
     import platform

@@ -61,6 +61,8 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
     order = np.argsort(dataset.input_lengths(), kind="stable")
     seq2seq = getattr(model.config, "is_encoder_decoder", False)
     device = next(model.parameters()).device
+    if (first_step_weight or encoder_query_weight) and not seq2seq:
+        raise ValueError("first_step_weight / encoder_query_weight are GeniusRec decodings (a decoder over an encoder's query)")
     if decoding == "sample_vote":
         torch.manual_seed(seed)
     for lo in tqdm(range(0, len(dataset), batch_size), desc=f"generating sessions ({decoding})", disable=not progress):
@@ -71,15 +73,14 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
         batch = {key: value.to(device) for key, value in collator.pad_histories(examples, padding).items()}
         banned = dataset.filter_items(filter_history, rows)
         banned = None if banned is None else banned.to(device)
-        if (first_step_weight or encoder_query_weight) and not seq2seq:
-            raise ValueError("first_step_weight / encoder_query_weight are GeniusRec decodings (a decoder over an encoder's query)")
-        if decoding == "first_step" and encoder_query_weight:
-            encoded = model.get_encoder()(**batch)
-            start = torch.full((len(rows), 1), model.config.decoder_start_token_id, device=device)
-            states = model(encoder_outputs=encoded, decoder_input_ids=start).last_hidden_state[:, 0] + encoder_query_weight * encoded.user_embedding
-            lists = model.top_k_items(states, k, exclude=banned, item_bias=item_bias)[1].tolist()
-        elif decoding == "first_step":
-            states = query_states(model, batch)
+        if decoding == "first_step":
+            if encoder_query_weight:  # one encoding serves the decoder's first step and the encoder's query
+                encoded = model.get_encoder()(**batch)
+                start = torch.full((len(rows), 1), model.config.decoder_start_token_id, device=device)
+                first = model(encoder_outputs=encoded, decoder_input_ids=start).last_hidden_state[:, 0]
+                states = first + encoder_query_weight * encoded.user_embedding
+            else:
+                states = query_states(model, batch)
             lists = model.top_k_items(states, k, exclude=banned, item_bias=item_bias)[1].tolist()
         else:
             options = dict(num_beams=num_beams) if decoding == "beam" else (
@@ -175,11 +176,10 @@ def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, nu
     `encoder_query_weight` as [`generate_sessions`]."""
     import time
 
-    vocab = model.config.vocab_size
     seq2seq = getattr(model.config, "is_encoder_decoder", False)
-    counts, num_users = item_user_counts(store, dataset.protocol, dataset.session_length, vocab)
-    vectors = item_feature_vectors(items, vocab, getattr(model.model, "text_embeddings", None) if seq2seq else None)
-    report = dict(k=k, counts=counts, num_users=num_users, vectors=vectors, num_items=vocab - model.config.num_special_tokens)
+    report = session_report_inputs(store, items, dataset, k, model.config.vocab_size, model.config.num_special_tokens,
+                                   getattr(model.model, "text_embeddings", None) if seq2seq else None)
+    counts = report["counts"]
     start = time.time()
     bias = popularity_bias(counts, popularity_penalty) if popularity_penalty else None
     sessions = generate_sessions(model, dataset, k, num_beams, batch_size, filter_history=filter_history, decoding=decoding, item_bias=bias,
@@ -194,6 +194,15 @@ def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, nu
     if stage1 is not None:
         out.update(session_report(next_item_lists(stage1, dataset, k, filter_history=filter_history), dataset, **report, prefix="hstu_"))
     return out
+
+
+def session_report_inputs(store, items, dataset: NextItemDataset, k: int, vocab_size: int, num_special_tokens: int,
+                          text_embeddings: torch.Tensor | None = None) -> dict:
+    """What [`session_report`] needs beside the lists, from the training split (item counts) and the items table (ILD
+    vectors): `dict(k, counts, num_users, vectors, num_items)`."""
+    counts, num_users = item_user_counts(store, dataset.protocol, dataset.session_length, vocab_size)
+    return dict(k=k, counts=counts, num_users=num_users, vectors=item_feature_vectors(items, vocab_size, text_embeddings),
+                num_items=vocab_size - num_special_tokens)
 
 
 def session_report(lists, dataset, counts, num_users, vectors, num_items, k, prefix="") -> dict:
