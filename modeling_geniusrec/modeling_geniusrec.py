@@ -388,7 +388,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
     def _encode_by_length(self, input_ids, attention_mask, timestamps, next_timestamps):
         """Inference-only HSTU pass over `(B, N)` right-padded histories: rows sorted by length and encoded
         `ENCODE_CHUNK_ROWS` at a time, each chunk cut to its longest history, so attention costs about `sum(L_i^2)`
-        instead of `B * N^2` (the ML-1M test histories, capped at 200: 0.37 of it). A row's states do not depend on the
+        instead of `B * N^2`. A row's states do not depend on the
         other rows or on padding after it (causal, padding masked, `padded` normalisation divides by the fixed
         `max_position_embeddings`); other layouts (left padding, holes) take the plain batched pass. The states equal
         the batched pass's up to float rounding (about 1e-7: matrix products of another width sum in another order),

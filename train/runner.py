@@ -13,8 +13,8 @@ def tune_cpu_allocator(enabled: bool | None = None) -> bool:
     """Lets glibc's malloc keep and reuse large freed blocks instead of returning them to the kernel at once.
 
     Beam search allocates several `(beams, vocab_size)` float tensors per step (tens of MB each); with glibc's
-    defaults each one is a fresh `mmap` whose pages the kernel zeroes on first touch, and page faults took about half
-    of a CPU `generate()` (2.1 s -> 1.1 s for 256 ML-1M sessions once they are reused). This is the setting PyTorch's
+    defaults each one is a fresh `mmap` whose pages the kernel zeroes on first touch (256 ML-1M sessions: 1.15 s ->
+    0.73 s, BENCHMARKS.md "Session generation speed"). This is the setting PyTorch's
     CPU tuning guide reaches with jemalloc/tcmalloc: a mmap threshold of 1 GiB, a trim threshold of 2 GiB and 256 MiB
     of top padding (`mallopt`), set at run time for this process only. Memory freed by the process is kept for
     reuse rather than returned to the system at once. Off with `enabled=False` or `GENIUSREC_TUNE_MALLOC=0`; a no-op
