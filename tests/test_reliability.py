@@ -87,6 +87,26 @@ def test_pretrain_resumes_where_it_stopped(raw, tmp_path):
         pretrain.main([*common, "--output_dir", str(tmp_path / "empty"), "--resume_from_checkpoint", "true"])
 
 
+def test_resume_in_the_patience_window_stops_where_an_uninterrupted_run_stops(raw, tmp_path):
+    """Early stopping's patience counter is training state: a run resumed from a checkpoint saved after the best
+    epoch (counter > 0) must stop at the same epoch, with the same best epoch, as the uninterrupted run. Before the
+    fix the counter restarted at 0 on every resumption, so the resumed run trained `counter` epochs longer."""
+    common = ["--dataset", str(raw / "data"), "--num_train_epochs", "30", "--keep_checkpoints", "true", "--data_seed", "42",
+              "--save_total_limit", "40", *TINY, "--early_stopping_patience", "3", "--learning_rate", "0.05"]
+    full = pretrain.main([*common, "--output_dir", str(tmp_path / "full")])
+    assert full["stopped_by"] == "early_stopping", "the fixture must stop early for this test to mean anything"
+    best, last = full["best_epoch"], full["epochs"]
+    assert last - best == 3
+    checkpoints = sorted((tmp_path / "full").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    steps_per_epoch = int(checkpoints[0].name.split("-")[1])
+    inside = tmp_path / "full" / f"checkpoint-{steps_per_epoch * int(best + 2)}"  # two epochs without a gain: counter 2
+    assert inside.is_dir()
+    resumed = pretrain.main([*common, "--output_dir", str(tmp_path / "resumed"), "--seed", "7", "--resume_from_checkpoint", str(inside)])
+    assert resumed["epochs"] == last and resumed["best_epoch"] == best
+    assert resumed["stopped_by"] == "early_stopping"
+    assert resumed["metrics"]["test"]["ndcg@10"] == pytest.approx(full["metrics"]["test"]["ndcg@10"], abs=1e-6)
+
+
 def test_wrong_checkpoints_are_refused_with_a_fix(raw, tmp_path):
     import json
     import shutil

@@ -39,10 +39,15 @@ def tune_cpu_allocator(enabled: bool | None = None) -> bool:
 
 def resume_checkpoint(training_args):
     """`--resume_from_checkpoint` as `Trainer.train` takes it: a folder, or `true`/`last` for the newest
-    `checkpoint-*` under `--output_dir` (an error when there is none, rather than silently starting over)."""
+    `checkpoint-*` under `--output_dir` (an error when there is none, rather than silently starting over).
+
+    Resuming also restores every stateful callback saved in the checkpoint's `trainer_state.json` (transformers'
+    `restore_callback_states_from_checkpoint`): early stopping's patience counter is training state, and a counter
+    that restarted at 0 made a resumed run train longer than the same run uninterrupted."""
     value = training_args.resume_from_checkpoint
     if value is None or value == "":
         return None
+    training_args.restore_callback_states_from_checkpoint = True
     if str(value).lower() in ("true", "last", "1"):
         from transformers.trainer_utils import get_last_checkpoint
 
