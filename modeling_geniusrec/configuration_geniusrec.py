@@ -49,6 +49,11 @@ class GeniusRecConfig(PretrainedConfig):
             Weight of a multi-label loss beside the autoregressive one: at session position t, the mean negative
             log-probability of every item still to come (`s_t, ..., s_T`, an unordered set), so that each step's
             distribution also spreads over the rest of the session rather than only the exact next item.
+        encoder_loss_weight (`float`, *optional*, defaults to 0.0):
+            Weight of the encoder's own stage-1 next-item loss (every history position predicts the item after it, the
+            last one the session's first item; `encoder_config`'s loss: sampled or full softmax) added to the session
+            loss in training. For joint fine-tuning with an unfrozen encoder: it keeps the encoder a next-item model while
+            the decoder trains on top of it (0: off; no effect when the encoder is frozen).
         router_aux_loss_coef (`float`, *optional*, defaults to 0.01):
             Weight of the load-balancing loss of the expert gate.
         logit_scale (`float`, *optional*, defaults to 20.0):
@@ -87,6 +92,7 @@ class GeniusRecConfig(PretrainedConfig):
         content_output_norm: bool = True,
         next_item_loss_weight: float = 1.0,
         session_set_loss_weight: float = 0.0,
+        encoder_loss_weight: float = 0.0,
         router_aux_loss_coef: float = 0.01,
         logit_scale: float = 20.0,
         use_cache: bool = True,
@@ -122,6 +128,9 @@ class GeniusRecConfig(PretrainedConfig):
         self.content_output_norm = content_output_norm
         self.next_item_loss_weight = next_item_loss_weight
         self.session_set_loss_weight = session_set_loss_weight
+        if encoder_loss_weight < 0:
+            raise ValueError(f"encoder_loss_weight must be >= 0, got {encoder_loss_weight}")
+        self.encoder_loss_weight = float(encoder_loss_weight)
         self.router_aux_loss_coef = router_aux_loss_coef
         self.logit_scale = logit_scale
         self.use_cache = use_cache

@@ -60,6 +60,34 @@ class BanItemsLogitsProcessor(LogitsProcessor):
         return scores
 
 
+class SharedItemPenaltyLogitsProcessor(LogitsProcessor):
+    """Lowers, per user, the scores of the items of that user's earlier returned sessions by `penalty`
+    (`float("inf")`: bans them), so that the next session is an alternative rather than a reordering.
+
+    Args:
+        earlier_items: `(batch_size, S)` item token ids per user (ids below `num_special_tokens` are ignored), expanded
+            over each user's consecutive beams like [`BanItemsLogitsProcessor`]'s history.
+        penalty: subtracted from the logit of each such item (> 0).
+        num_special_tokens: ids below it (pad, SEP, EOS, UNK) are never penalised.
+    """
+
+    def __init__(self, earlier_items: torch.LongTensor, penalty: float, num_special_tokens: int):
+        if not penalty > 0:
+            raise ValueError(f"shared_item_penalty must be > 0 (float('inf') bans shared items), got {penalty}")
+        self.items, self.penalty, self.num_special_tokens = earlier_items, float(penalty), num_special_tokens
+        self._mask = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        rows = self.items.shape[0]
+        if self._mask is None or self._mask.shape != (rows, scores.shape[1]) or self._mask.device != scores.device:
+            mask = torch.zeros(rows, scores.shape[1], dtype=scores.dtype, device=scores.device)
+            items = self.items.to(scores.device)
+            value = torch.where(items >= self.num_special_tokens, -self.penalty, 0.0).to(scores.dtype)
+            self._mask = mask.scatter_(1, items, value)  # special ids get 0: never penalised
+        factor = scores.shape[0] // rows
+        return (scores.view(rows, factor, -1) + self._mask.unsqueeze(1)).view(scores.shape)
+
+
 class ItemBiasLogitsProcessor(LogitsProcessor):
     """Adds a fixed per-item bias `(vocab_size,)` to every step's scores, e.g. `-alpha * log(1 + training count)`,
     a popularity penalty that trades a little accuracy for coverage and novelty (chosen on validation)."""
@@ -96,4 +124,4 @@ class FirstStepMixLogitsProcessor(LogitsProcessor):
         return (scores.view(users, self.group, -1) + self.weight * self.first.unsqueeze(1)).view(scores.shape)
 
 
-__all__ = ["BanItemsLogitsProcessor", "ItemBiasLogitsProcessor", "FirstStepMixLogitsProcessor", "group_beams", "ungroup_beams"]
+__all__ = ["BanItemsLogitsProcessor", "SharedItemPenaltyLogitsProcessor", "ItemBiasLogitsProcessor", "FirstStepMixLogitsProcessor", "group_beams", "ungroup_beams"]

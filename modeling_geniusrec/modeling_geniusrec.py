@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput
 from .catalog import CatalogMixin
 from .configuration_geniusrec import GeniusRecConfig
 from .experts import ExpertContext, build_expert
-from .generation import BanItemsLogitsProcessor, group_beams, ungroup_beams
+from .generation import BanItemsLogitsProcessor, SharedItemPenaltyLogitsProcessor, group_beams, ungroup_beams
 from .modeling_hstu import HSTUModel
 from .modeling_sequential import (
     SequentialRecOutput,
@@ -33,6 +33,7 @@ from .modeling_sequential import (
     content_present,
     init_recommender_weights,
     last_positions,
+    next_item_loss,
     resolve_output_flags,
 )
 from .scoring import ItemScoringMixin
@@ -53,6 +54,8 @@ class GeniusRecEncoderOutput(ModelOutput):
         hidden_states (`tuple`, *optional*): the HSTU encoder's input embeddings and block outputs.
         attentions (`tuple` of `(batch_size, encoder_heads, history_length, history_length)`, *optional*): the HSTU
             blocks' pointwise attention weights, with `output_attentions=True`.
+        history_states (`(batch_size, history_length, hidden_size)`, *optional*): the HSTU encoder's unit-normalised
+            states at every history position (`encode(..., return_history_states=True)`; the auxiliary encoder loss).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -62,6 +65,7 @@ class GeniusRecEncoderOutput(ModelOutput):
     cross_values: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    history_states: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -352,7 +356,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
 
     # -- encoder ---------------------------------------------------------------------------------------------------
     def encode(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None, output_hidden_states=None,
-               output_attentions=None) -> GeniusRecEncoderOutput:
+               output_attentions=None, return_history_states: bool = False) -> GeniusRecEncoderOutput:
         """History `(B, N)` with its event times `(B, N)` and the request time `(B,)` -> [`GeniusRecEncoderOutput`].
 
         One time policy for every path (training, evaluation, `generate()`, preference pairs, the packed view that DPO
@@ -373,7 +377,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         output = GeniusRecEncoderOutput(last_hidden_state=memory, history_mask=attention_mask.long(), user_embedding=user,
                                         cross_keys=torch.stack([k for k, _ in cross], dim=1),
                                         cross_values=torch.stack([v for _, v in cross], dim=1), hidden_states=encoded.hidden_states,
-                                        attentions=encoded.attentions)
+                                        attentions=encoded.attentions, history_states=states if return_history_states else None)
         for name, expert in self.experts.items():
             state = expert.encode(self, input_ids)
             if state is not None:
@@ -674,6 +678,10 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         if decoder_input_ids is None:
             decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
+        encoder_loss_weight = getattr(self.config, "encoder_loss_weight", 0.0)
+        encoder_loss = labels is not None and encoder_loss_weight > 0 and encoder_outputs is None and self.training
+        if encoder_loss:  # the encoder's own next-item loss needs its states at every history position
+            encoder_outputs = self.model.encode(input_ids, attention_mask, timestamps, next_timestamps, return_history_states=True)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, timestamps=timestamps, next_timestamps=next_timestamps,
                          decoder_input_ids=decoder_input_ids, encoder_outputs=encoder_outputs, session_ids=session_ids,
                          cache=cache, use_cache=use_cache, output_hidden_states=kwargs.get("output_hidden_states"),
@@ -699,10 +707,27 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             out.loss = ce + self.config.router_aux_loss_coef * out.aux_loss
             if getattr(self.config, "session_set_loss_weight", 0.0):
                 out.loss = out.loss + self.config.session_set_loss_weight * session_set_loss(log_probs, labels, self.config.eos_token_id)
+            if encoder_loss:
+                out.loss = out.loss + encoder_loss_weight * self.encoder_next_item_loss(input_ids, attention_mask, labels, encoder_outputs)
         if not resolve_output_flags(self.config, False, kwargs.get("return_dict"))[1]:
             ordered = GeniusRecOutput(loss=out.loss, logits=out.logits, **{k: v for k, v in out.items() if k not in ("loss", "logits")})
             return ordered.to_tuple()  # in field order: (loss,) logits, last_hidden_state, ...
         return out
+
+    def encoder_next_item_loss(self, input_ids, attention_mask, labels, encoder_outputs) -> torch.Tensor:
+        """Stage 1's loss on the encoder inside GeniusRec: history `(B, N)` (right-padded), session `labels` `(B, T)`,
+        and `encoder_outputs` with `history_states` -> `()`. Position t predicts history item t + 1, the last history
+        position the session's first item (`labels[:, 0]`), with the encoder config's loss (sampled or full softmax)."""
+        mask = (input_ids != self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
+        targets = torch.full_like(input_ids, -100)
+        targets[:, :-1] = input_ids[:, 1:].masked_fill(~mask[:, 1:], -100)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        first = labels[:, 0]
+        targets[rows, last_positions(mask)] = torch.where((first >= self.config.num_special_tokens), first, torch.full_like(first, -100))
+        encoder = self.model.encoder
+        items = lambda start=0, end=None: F.normalize(encoder.embeddings.item_matrix(start, end), dim=-1)  # noqa: E731
+        return next_item_loss(self.config.encoder_config, encoder_outputs.history_states, targets, items,
+                              self.training_excluded_items(input_ids.device), self.training)
 
     def packed_forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None) -> GeniusRecOutput:
         """Causal-LM view (see [`GeniusRecModel.packed_forward`]) with `logits` aligned to the packed row."""
@@ -712,7 +737,8 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
 
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, logits_processor=None, ban_history: bool = True, ban_repeats: bool = True,
-                 banned_item_ids: torch.LongTensor | None = None, encoder_query_weight: float = 0.0, **kwargs):
+                 banned_item_ids: torch.LongTensor | None = None, encoder_query_weight: float = 0.0, shared_item_penalty: float | None = None,
+                 **kwargs):
         """`generate()` with GeniusRec's bans added: special tokens (but EOS), the row's history (`ban_history`), items
         already in the session (`ban_repeats`).
 
@@ -726,11 +752,22 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
                 `logit_scale * (state_t + w * u) . item` instead of `state_t . item`, with `u` the encoder's next-item
                 query (stage 1's user state): it leans each step toward the encoder's own ranking (on ML-1M it
                 recommends more of the catalog at little cost in accuracy; chosen on validation).
+            shared_item_penalty (`float`, *optional*): alternative sessions. With `num_return_sequences=k > 1`, the k
+                sessions of a user are decoded one after another (each a full search of its own: `num_beams` beams,
+                or sampling), and while decoding session j every item of that user's sessions 1..j-1 has its logit
+                lowered by this amount ([`SharedItemPenaltyLogitsProcessor`]); `float("inf")` bans them, so the k
+                sessions share no item. Without it, the k sessions are the search's k best sequences, which on
+                ML-1M share most of their items (often the same set reordered). Session 1 is what
+                `num_return_sequences=1` returns. Costs k searches; returns token ids only (no
+                `return_dict_in_generate`).
         Returns:
             `(batch_size * num_return_sequences, 1 + length)` token ids starting with `[SEP]`.
         """
         if input_ids is None:
             raise ValueError("generate() needs the history: input_ids (batch_size, history_length) with timestamps and next_timestamps")
+        if shared_item_penalty is not None and (kwargs.get("num_return_sequences") or 1) > 1:
+            return self._generate_alternatives(input_ids, attention_mask, logits_processor, ban_history, ban_repeats, banned_item_ids,
+                                               encoder_query_weight, float(shared_item_penalty), **kwargs)
         if "decoder_attention_mask" in kwargs:
             raise ValueError("decoder_attention_mask is not supported: sessions are generated left-aligned from [SEP]")
         processors = LogitsProcessorList(logits_processor or [])
@@ -754,6 +791,29 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             return super().generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors, **kwargs)
         finally:
             self._frozen_item_matrix, self._encoder_query_weight = None, 0.0
+
+
+    def _generate_alternatives(self, input_ids, attention_mask, logits_processor, ban_history, ban_repeats, banned_item_ids,
+                               encoder_query_weight, penalty, **kwargs):
+        """`generate(num_return_sequences=k, shared_item_penalty=p)`: k searches per user, search j penalising the items
+        of searches < j; `(batch_size * k, 1 + length)` with a user's k sessions in consecutive rows (transformers'
+        order), shorter sessions padded with `pad_token_id`."""
+        if kwargs.get("return_dict_in_generate"):
+            raise ValueError("shared_item_penalty returns token ids only: drop return_dict_in_generate (or shared_item_penalty)")
+        count = kwargs.pop("num_return_sequences")
+        sessions, earlier = [], None
+        for _ in range(count):
+            processors = list(logits_processor or [])
+            if earlier is not None:
+                processors.append(SharedItemPenaltyLogitsProcessor(earlier, penalty, self.config.num_special_tokens))
+            out = self.generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors, ban_history=ban_history,
+                                ban_repeats=ban_repeats, banned_item_ids=banned_item_ids, encoder_query_weight=encoder_query_weight,
+                                num_return_sequences=1, **kwargs)
+            sessions.append(out)
+            earlier = out[:, 1:] if earlier is None else torch.cat([earlier, out[:, 1:]], dim=1)
+        width = max(s.shape[1] for s in sessions)
+        padded = [F.pad(s, (0, width - s.shape[1]), value=self.config.pad_token_id) for s in sessions]
+        return torch.stack(padded, dim=1).flatten(0, 1)  # (B, k, L) -> (B * k, L): a user's sessions consecutive
 
 
 def session_set_loss(log_probs: torch.Tensor, labels: torch.LongTensor, eos_token_id: int) -> torch.Tensor:

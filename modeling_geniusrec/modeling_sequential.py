@@ -313,6 +313,62 @@ class SequentialRecPreTrainedModel(PreTrainedModel):
         init_recommender_weights(module, self.config.initializer_range)
 
 
+def next_item_loss(config, hidden: torch.Tensor, labels: torch.Tensor, item_vectors, excluded: torch.Tensor | None = None,
+                   training: bool = True) -> torch.Tensor:
+    """Stage 1's next-item loss, as `config` sets it (`loss_type`, `num_negatives`, `negatives_sharing`, `logit_scale`):
+    one home for HSTU/SASRec and for GeniusRec's auxiliary encoder loss (`GeniusRecConfig.encoder_loss_weight`).
+
+    Args:
+        config: a [`SequentialRecConfig`] (the encoder's).
+        hidden: `(B, N, D)` unit-normalised states.
+        labels: `(B, N)` target item token ids, -100 where nothing is supervised.
+        item_vectors: `item_vectors(start=0) -> (V - start, D)`, the unit-normalised item vectors.
+        excluded: `(V,)` bool, items that are no training candidate (cold-items protocol), or None.
+        training: draw fresh negatives (else the same seeded ones every call: a deterministic eval loss).
+    Returns:
+        `()` the mean loss over supervised positions.
+    """
+    supervised = labels != -100
+    targets = labels[supervised]  # (P,)
+    if targets.numel() == 0:
+        return hidden.sum() * 0.0
+    if bool(((targets < config.num_special_tokens) | (targets >= config.vocab_size)).any()):
+        raise ValueError(
+            f"labels must be item token ids in [{config.num_special_tokens}, {config.vocab_size}) or -100"
+        )
+    h = hidden[supervised]  # (P, D)
+    if config.loss_type == "full_softmax":
+        logits = h @ item_vectors(config.num_special_tokens).T * config.logit_scale  # (P, num_items)
+        if excluded is not None:
+            logits = logits.masked_fill(excluded[config.num_special_tokens :], float("-inf"))
+        return F.cross_entropy(logits, targets - config.num_special_tokens)
+    items = item_vectors()  # (V, D), normalised once: gathered rows are never normalised again
+    pos_logits = (h * items[targets]).sum(-1, keepdim=True) * config.logit_scale  # (P, 1)
+    # training draws fresh negatives; evaluation draws the same ones every time (a deterministic eval loss)
+    generator = None if training else torch.Generator(device=h.device).manual_seed(0)
+    if config.negatives_sharing == "batch":
+        negatives = torch.randint(config.num_special_tokens, config.vocab_size, (config.num_negatives,), device=h.device,
+                                  generator=generator)
+        neg_logits = h @ items[negatives].T * config.logit_scale  # (P, K)
+        hits = negatives.unsqueeze(0) == targets.unsqueeze(1)
+    else:
+        negatives = torch.randint(
+            config.num_special_tokens, config.vocab_size, (h.shape[0], config.num_negatives), device=h.device, generator=generator
+        )
+        if config.vocab_size <= DENSE_NEGATIVES_FACTOR * config.num_negatives:
+            # small catalog: one (P, V) matmul and a gather beat gathering (P, K, D) vectors and scatter-adding
+            # their gradient (about 2x on CPU for ML-1M's 3,706 items and 128 negatives); same numbers
+            neg_logits = (h @ items.T).gather(1, negatives) * config.logit_scale  # (P, K)
+        else:
+            neg_logits = torch.einsum("pd,pkd->pk", h, items[negatives]) * config.logit_scale  # (P, K)
+        hits = negatives == targets.unsqueeze(1)
+    if excluded is not None:
+        hits = hits | excluded[negatives]  # not in the training catalog: never a negative
+    neg_logits = neg_logits.masked_fill(hits, float("-inf"))  # accidental hits are not negatives
+    logits = torch.cat([pos_logits, neg_logits], dim=1)
+    return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
 class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
     """Losses over the tied item embedding table (scoring: [`ItemScoringMixin`]); the host has `self.model` (a base
     encoder)."""
@@ -382,53 +438,13 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
         self.model.embeddings.set_content_table(kind, table)
 
     def next_item_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Loss of predicting `labels` from the states `hidden`.
+        """Loss of predicting `labels` from the states `hidden` (see [`next_item_loss`]).
 
         Args:
             hidden: `(B, N, D)` unit-normalised states.
             labels: `(B, N)` target item token ids, -100 where nothing is supervised.
         """
-        config = self.config
-        supervised = labels != -100
-        targets = labels[supervised]  # (P,)
-        if targets.numel() == 0:
-            return hidden.sum() * 0.0
-        if bool(((targets < config.num_special_tokens) | (targets >= config.vocab_size)).any()):
-            raise ValueError(
-                f"labels must be item token ids in [{config.num_special_tokens}, {config.vocab_size}) or -100"
-            )
-        h = hidden[supervised]  # (P, D)
-        excluded = self.training_excluded_items(h.device)  # items not in the catalog while training (cold-items protocol)
-        if config.loss_type == "full_softmax":
-            logits = h @ self.item_vectors(config.num_special_tokens).T * config.logit_scale  # (P, num_items)
-            if excluded is not None:
-                logits = logits.masked_fill(excluded[config.num_special_tokens :], float("-inf"))
-            return F.cross_entropy(logits, targets - config.num_special_tokens)
-        items = self.item_vectors()  # (V, D), normalised once: gathered rows are never normalised again
-        pos_logits = (h * items[targets]).sum(-1, keepdim=True) * config.logit_scale  # (P, 1)
-        # training draws fresh negatives; evaluation draws the same ones every time (a deterministic eval loss)
-        generator = None if self.training else torch.Generator(device=h.device).manual_seed(0)
-        if config.negatives_sharing == "batch":
-            negatives = torch.randint(config.num_special_tokens, config.vocab_size, (config.num_negatives,), device=h.device,
-                                      generator=generator)
-            neg_logits = h @ items[negatives].T * config.logit_scale  # (P, K)
-            hits = negatives.unsqueeze(0) == targets.unsqueeze(1)
-        else:
-            negatives = torch.randint(
-                config.num_special_tokens, config.vocab_size, (h.shape[0], config.num_negatives), device=h.device, generator=generator
-            )
-            if config.vocab_size <= DENSE_NEGATIVES_FACTOR * config.num_negatives:
-                # small catalog: one (P, V) matmul and a gather beat gathering (P, K, D) vectors and scatter-adding
-                # their gradient (about 2x on CPU for ML-1M's 3,706 items and 128 negatives); same numbers
-                neg_logits = (h @ items.T).gather(1, negatives) * config.logit_scale  # (P, K)
-            else:
-                neg_logits = torch.einsum("pd,pkd->pk", h, items[negatives]) * config.logit_scale  # (P, K)
-            hits = negatives == targets.unsqueeze(1)
-        if excluded is not None:
-            hits = hits | excluded[negatives]  # not in the training catalog: never a negative
-        neg_logits = neg_logits.masked_fill(hits, float("-inf"))  # accidental hits are not negatives
-        logits = torch.cat([pos_logits, neg_logits], dim=1)
-        return F.cross_entropy(logits, torch.zeros_like(targets))
+        return next_item_loss(self.config, hidden, labels, self.item_vectors, self.training_excluded_items(hidden.device), self.training)
 
     def _next_item_forward(
         self, input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict=None, logits_to_keep=None
@@ -457,6 +473,7 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
 
 __all__ = [
     "SequentialRecOutput",
+    "next_item_loss",
     "NextItemPredictionOutput",
     "SequentialRecPreTrainedModel",
     "NextItemPredictionMixin",

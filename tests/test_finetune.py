@@ -149,3 +149,25 @@ def test_session_decodings(stage1):
     mixed = generate_sessions(model, view, k=4, num_beams=3, batch_size=4, decoding="beam", first_step_weight=1.0, encoder_query_weight=1.0,
                               progress=False)
     assert all(len(set(s)) == 4 and not set(s) & set(view[row]["seen_items"].tolist()) for row, s in enumerate(mixed))
+
+
+def test_joint_finetuning_trains_the_encoder_at_its_own_rate(stage1, tmp_path):
+    """--encoder_learning_rate puts the encoder in its own optimizer group: at 0 the encoder stays as stage 1 left it
+    while the decoder trains; with a rate and --encoder_loss_weight it moves. Both need an unfrozen encoder."""
+    from safetensors.torch import load_file
+
+    common = ["--dataset", str(stage1 / "data"), "--encoder_path", str(stage1 / "hstu"), "--num_train_epochs", "1",
+              "--evaluate_test", "false", *DECODER]
+    before = load_file(stage1 / "hstu" / "model.safetensors")
+
+    def encoder_moved(out):
+        after = load_file(out / "model.safetensors")
+        return max(float((after["model.encoder." + k[len("model."):]] - v).abs().max()) for k, v in before.items() if k.startswith("model."))
+
+    finetune.main([*common, "--output_dir", str(tmp_path / "still"), "--encoder_learning_rate", "0", "--encoder_loss_weight", "1"])
+    assert encoder_moved(tmp_path / "still") == 0.0
+    finetune.main([*common, "--output_dir", str(tmp_path / "joint"), "--encoder_learning_rate", "0.001", "--encoder_loss_weight", "1"])
+    assert encoder_moved(tmp_path / "joint") > 1e-4
+    assert GeniusRecForSessionGeneration.from_pretrained(tmp_path / "joint").config.encoder_loss_weight == 1.0
+    with pytest.raises(SystemExit):
+        finetune.main([*common, "--output_dir", str(tmp_path / "frozen"), "--freeze_encoder", "true", "--encoder_loss_weight", "1"])

@@ -548,3 +548,63 @@ def test_encoder_query_weight_leans_sessions_toward_the_encoder_ranking():
     top = model.top_k_items(user, 4, exclude=hist)[1]
     assert torch.equal(leaning[:, 1:].sort(1).values, top.sort(1).values) and not torch.equal(plain, leaning)
     assert model._encoder_query_weight == 0.0 and torch.equal(plain, model.generate(**inputs))
+
+
+def test_encoder_loss_by_hand():
+    """encoder_loss_weight adds stage 1's loss on the encoder inside GeniusRec (training only): history position t
+    predicts history item t + 1, the last position the session's first item; full softmax here, so by hand."""
+    model = tiny(text=0, image=0)
+    model.config.encoder_config.loss_type = "full_softmax"
+    hist, ts, labels = batch()
+    hist = hist.clone()
+    hist[0, 6:] = 0  # a right-padded row: its last real position is 5
+    inputs = dict(input_ids=hist, attention_mask=hist != 0, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
+    model.train()
+    plain = model(**inputs).loss
+    model.config.encoder_loss_weight = 0.5
+    with_encoder = model(**inputs).loss
+    states = model.model.encoder(hist, attention_mask=hist != 0, timestamps=ts, next_timestamps=ts[:, -1] + 60).last_hidden_state
+    items = torch.nn.functional.normalize(model.model.encoder.embeddings.item_matrix(), dim=-1)
+    scale, special = model.config.encoder_config.logit_scale, model.config.num_special_tokens
+    terms = []
+    for row in range(3):
+        n = int((hist[row] != 0).sum())
+        targets = [int(hist[row, t + 1]) for t in range(n - 1)] + [int(labels[row, 0])]
+        for t, target in enumerate(targets):
+            logits = states[row, t] @ items[special:].T * scale
+            terms.append(torch.nn.functional.cross_entropy(logits.unsqueeze(0), torch.tensor([target - special])))
+    torch.testing.assert_close(with_encoder, plain + 0.5 * torch.stack(terms).mean())
+    model.eval()
+    torch.testing.assert_close(model(**inputs).loss, plain)  # evaluation loss: the session loss only
+    with pytest.raises(ValueError, match="encoder_loss_weight must be >= 0"):
+        GeniusRecConfig(encoder_config=model.config.encoder_config, encoder_loss_weight=-1)
+
+
+def test_alternative_sessions_differ_in_their_items():
+    """num_return_sequences=3 alone returns the search's 3 best sequences, which share items; with
+    shared_item_penalty=inf the 3 sessions of a user share none, and the first is the plain num_return_sequences=1
+    session. A finite penalty lowers the overlap without banning."""
+    model = tiny()
+    hist, ts, _ = batch()
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=4, max_new_tokens=4, min_new_tokens=4)
+    first = model.generate(**inputs)
+    plain = model.generate(**inputs, num_return_sequences=3)
+    alternatives = model.generate(**inputs, num_return_sequences=3, shared_item_penalty=float("inf"))
+    assert alternatives.shape == (9, 5)
+    torch.testing.assert_close(alternatives[0::3], first)
+
+    def overlaps(sequences):
+        sets = [set(row[1:].tolist()) for row in sequences]
+        return [len(sets[u * 3 + i] & sets[u * 3 + j]) for u in range(3) for i in range(3) for j in range(i + 1, 3)]
+
+    assert max(overlaps(plain)) > 0  # the beams' best sequences do share items
+    assert max(overlaps(alternatives)) == 0  # fails if the returned sessions share any item
+    for row in range(9):  # still valid sessions: no history item, no repeat
+        items = alternatives[row, 1:].tolist()
+        assert len(set(items)) == 4 and not set(items) & set(hist[row // 3].tolist())
+    soft = model.generate(**inputs, num_return_sequences=3, shared_item_penalty=1.0)
+    assert sum(overlaps(soft)) <= sum(overlaps(plain))
+    with pytest.raises(ValueError, match="token ids only"):
+        model.generate(**inputs, num_return_sequences=3, shared_item_penalty=1.0, return_dict_in_generate=True)
+    with pytest.raises(ValueError, match="must be > 0"):
+        model.generate(**inputs, num_return_sequences=3, shared_item_penalty=0.0)

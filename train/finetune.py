@@ -62,6 +62,11 @@ class ModelArguments:
     session_set_loss_weight: float = field(default=0.0, metadata={"help": "weight of the multi-label loss: at each position, every item "
                                                                            "still to come in the session is a target (0: off)"})
     logit_scale: float = field(default=20.0, metadata={"help": "inverse temperature of the cosine output head"})
+    encoder_learning_rate: float = field(default=None, metadata={"help": "learning rate of the encoder's weights when it is not frozen "
+                                                                       "(joint fine-tuning; default: --learning_rate)"})
+    encoder_loss_weight: float = field(default=0.0, metadata={"help": "weight of the encoder's own stage-1 next-item loss (every "
+                                                                       "history position) beside the session loss; needs an unfrozen "
+                                                                       "encoder (0: off)"})
 
 
 @dataclass
@@ -99,6 +104,7 @@ def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
                   router_aux_loss_coef=model_args.router_aux_loss_coef, logit_scale=model_args.logit_scale,
                   next_item_loss_weight=model_args.next_item_loss_weight,
                   session_set_loss_weight=model_args.session_set_loss_weight, content_output=model_args.content_output,
+                  encoder_loss_weight=model_args.encoder_loss_weight,
                   content_output_norm=False)  # the tables are preprocessed (mean row norm 1): no LayerNorm blow-up
     if model_args.encoder_path:
         stage1 = load_checkpoint(model_args.encoder_path, ("hstu",), tokenizer)  # refuses a GeniusRec or foreign checkpoint
@@ -112,6 +118,19 @@ def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
             model.model.set_item_embeddings(kind, table)
             setattr(model.config, f"{kind}_embedding_source", meta.get("model", "unknown"))
     return model
+
+
+def build_optimizer(model, training_args, encoder_learning_rate: float | None):
+    """AdamW as the Trainer builds it (`--learning_rate`, `--weight_decay`, betas, eps), with the encoder's trainable
+    weights in their own group at `encoder_learning_rate`; None (no own rate) leaves the optimizer to the Trainer."""
+    if encoder_learning_rate is None:
+        return None
+    encoder = {id(p) for p in model.model.encoder.parameters()}
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for _, p in trainable if id(p) not in encoder], "lr": training_args.learning_rate},
+              {"params": [p for _, p in trainable if id(p) in encoder], "lr": encoder_learning_rate}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], betas=(training_args.adam_beta1, training_args.adam_beta2),
+                             eps=training_args.adam_epsilon, weight_decay=training_args.weight_decay)
 
 
 def first_step_states(logits, labels):
@@ -143,6 +162,8 @@ def main(argv=None):
     if model.config.vocab_size != len(tokenizer):
         raise ValueError(f"the encoder's vocabulary ({model.config.vocab_size}) differs from the dataset's ({len(tokenizer)})")
     if model_args.freeze_encoder:
+        if model_args.encoder_loss_weight or model_args.encoder_learning_rate is not None:
+            parser.error("--encoder_loss_weight and --encoder_learning_rate train the encoder: drop --freeze_encoder (or those flags)")
         model.model.encoder.requires_grad_(False)
     max_length = min(data_args.max_length, model.config.encoder_config.max_position_embeddings)
     split = dict(protocol=data_args.protocol, session_length=data_args.session_length)
@@ -153,6 +174,7 @@ def main(argv=None):
     collator = SessionCollator(model.config.pad_token_id, model.config.eos_token_id)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
                       processing_class=tokenizer, preprocess_logits_for_metrics=first_step_states,
+                      optimizers=(build_optimizer(model, training_args, model_args.encoder_learning_rate), None),
                       callbacks=[EarlyStoppingCallback(data_args.early_stopping_patience)])
     quiet_trainer(trainer, training_args.log_level)
     data_args.filter_history = resolve_filter_history(data_args.filter_history, data_args.protocol)
