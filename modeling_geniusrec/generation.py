@@ -124,4 +124,5 @@ class FirstStepMixLogitsProcessor(LogitsProcessor):
         return (scores.view(users, self.group, -1) + self.weight * self.first.unsqueeze(1)).view(scores.shape)
 
 
-__all__ = ["BanItemsLogitsProcessor", "SharedItemPenaltyLogitsProcessor", "ItemBiasLogitsProcessor", "FirstStepMixLogitsProcessor", "group_beams", "ungroup_beams"]
+__all__ = ["BanItemsLogitsProcessor", "SharedItemPenaltyLogitsProcessor", "ItemBiasLogitsProcessor", "FirstStepMixLogitsProcessor",
+           "group_beams", "ungroup_beams"]
