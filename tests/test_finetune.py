@@ -46,6 +46,11 @@ def test_finetune_sessions_end_to_end(stage1):
     assert again["hstu_session_recall@5"] == pytest.approx(test["hstu_session_recall@5"], abs=1e-9)
     for key in ("ndcg@10", "hr@50", "mrr", "session_recall@5", "session_ndcg@5", "novelty", "perplexity"):
         assert again[key] == pytest.approx(test[key], abs=1e-5), key  # evaluate.py reproduces what training reported
+    alternatives = evaluate.main(["--model", str(out), "--dataset", str(stage1 / "data"), "--protocol", "sessions", "--session_length", "5",
+                                  "--task", "sessions", "--num_beams", "4", "--alternatives", "3"])
+    assert alternatives["alternatives_shared_item_share"] == 0.0 < alternatives["beams_shared_item_share"]  # the beams' 3 best share items
+    assert alternatives["alternatives_first_session_recall@5"] == pytest.approx(test["session_recall@5"], abs=1e-9)  # session 1 = the session
+    assert alternatives["alternatives_best_of_3_recall@5"] >= alternatives["alternatives_first_session_recall@5"]
     model = GeniusRecForSessionGeneration.from_pretrained(out)
     assert model.config.is_encoder_decoder
     assert (out / "plots" / "gate_weights.png").stat().st_size > 5000

@@ -7,6 +7,7 @@
 Uses the same split module, collator and metrics as training, so it reproduces what `train.pretrain` reported.
 """
 
+import math
 import sys
 from dataclasses import dataclass, field
 
@@ -105,6 +106,12 @@ class EvaluateArguments:
     encoder_query_weight: float = field(default=0.0, metadata={"help": "with --task sessions and GeniusRec: score items with the decoder "
                                                                            "state plus this weight times the encoder's next-item query, at "
                                                                            "every step (0: off)"})
+    alternatives: int = field(default=0, metadata={"help": "with --task sessions and GeniusRec: also generate this many sessions per user "
+                                                          "(generate(num_return_sequences=N, shared_item_penalty=...)) and report the first "
+                                                          "session's and the best one's recall and their item overlap, with and without the "
+                                                          "penalty (0: off)"})
+    shared_item_penalty: float = field(default=float("inf"), metadata={"help": "with --alternatives: logit penalty on the items of a "
+                                                                                  "user's earlier sessions (inf: no shared item)"})
     max_users: int | None = field(default=None, metadata={"help": "evaluate only the first N users of the view (quick looks)"})
     exclude_users: str | None = field(default=None, metadata={"help":
             "leave these users out: a preference-pairs folder (its user_id column) or a text file of user ids, one per "
@@ -167,6 +174,14 @@ def main(argv=None):
                                      first_step_weight=args.first_step_weight, encoder_query_weight=args.encoder_query_weight))
         metrics.update(decoding=args.decoding, popularity_penalty=args.popularity_penalty, first_step_weight=args.first_step_weight,
                        encoder_query_weight=args.encoder_query_weight)
+        if args.alternatives:
+            from .evaluation.sessions import alternative_sessions, alternatives_report
+
+            for name, penalty in (("beams", None), ("alternatives", args.shared_item_penalty)):
+                lists = alternative_sessions(model, dataset, args.session_length, args.alternatives, args.num_beams, shared_item_penalty=penalty,
+                                             filter_history=filter_history)
+                metrics.update({f"{name}_{key}": value for key, value in alternatives_report(lists, dataset, args.session_length).items()})
+            metrics["shared_item_penalty"] = args.shared_item_penalty if math.isfinite(args.shared_item_penalty) else "inf"  # JSON has no inf
     print_table(args.model or args.baseline, metrics)
     if args.output:
         write_json_atomic(args.output, {

@@ -104,6 +104,56 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
     return sessions
 
 
+@torch.no_grad()
+def alternative_sessions(model, dataset: NextItemDataset, k: int = 10, count: int = 3, num_beams: int = 10, batch_size: int = 64,
+                         shared_item_penalty: float | None = float("inf"), filter_history: str = "full", progress=True) -> list[list[list[int]]]:
+    """`count` sessions of `k` items per user of `dataset` from GeniusRec's `generate(num_return_sequences=count,
+    shared_item_penalty=...)` (None: the beam search's `count` best sequences), in the view's order:
+    `[user][session][item]`."""
+    if not getattr(model.config, "is_encoder_decoder", False):
+        raise ValueError("alternative sessions are a GeniusRec decoding (generate(shared_item_penalty=...))")
+    if num_beams < count:
+        raise ValueError(f"num_beams ({num_beams}) must be >= the number of sessions ({count})")
+    model.eval()
+    collator, out = NextItemCollator(model.config.pad_token_id), [None] * len(dataset)
+    order = np.argsort(dataset.input_lengths(), kind="stable")
+    device = next(model.parameters()).device
+    for lo in tqdm(range(0, len(dataset), batch_size), desc=f"generating {count} sessions per user", disable=not progress):
+        rows = [int(i) for i in order[lo : lo + batch_size]]
+        batch = {key: value.to(device) for key, value in collator.pad_histories([dataset[i] for i in rows]).items()}
+        banned = dataset.filter_items(filter_history, rows)
+        generated = model.generate(**batch, banned_item_ids=None if banned is None else banned.to(device), ban_history=filter_history != "none",
+                                   max_new_tokens=k, min_new_tokens=k, num_beams=num_beams, num_return_sequences=count,
+                                   shared_item_penalty=shared_item_penalty)[:, 1 : 1 + k].tolist()
+        for index, row in enumerate(rows):
+            out[row] = generated[index * count : (index + 1) * count]
+    return out
+
+
+def alternatives_report(sessions: list[list[list[int]]], dataset: NextItemDataset, k: int = 10) -> dict:
+    """Per user's `count` sessions: recall@k of the first, of the best of them (the highest recall per user) and of
+    their union (`count * k` items), the mean share of items two of a user's sessions have in common
+    (`|A & B| / k` over pairs), and the share of pairs that are the same set of items reordered."""
+    targets = [dataset[i]["target_session"].tolist() for i in range(len(dataset))]
+    first, best, union, overlap, same = [], [], [], [], []
+    for user_sessions, target in zip(sessions, targets):
+        wanted = set(target)
+        ideal = min(len(wanted), k)
+        recalls = [len(set(s[:k]) & wanted) / ideal for s in user_sessions]
+        first.append(recalls[0])
+        best.append(max(recalls))
+        union.append(len(set().union(*map(set, user_sessions)) & wanted) / ideal)
+        for i in range(len(user_sessions)):
+            for j in range(i + 1, len(user_sessions)):
+                a, b = set(user_sessions[i]), set(user_sessions[j])
+                overlap.append(len(a & b) / k)
+                same.append(float(a == b))
+    count = len(sessions[0]) if sessions else 0
+    return {f"first_session_recall@{k}": float(np.mean(first)), f"best_of_{count}_recall@{k}": float(np.mean(best)),
+            f"union_of_{count}_recall@{k}": float(np.mean(union)), "shared_item_share": float(np.mean(overlap)) if overlap else 0.0,
+            "same_set_share": float(np.mean(same)) if same else 0.0}
+
+
 def popularity_bias(counts, alpha: float) -> torch.Tensor:
     """`-alpha * log(1 + count)` per token id `(vocab_size,)`: a popularity penalty from the training split's item
     counts (never the evaluated items), added to the log-probabilities of each decoding step."""
