@@ -585,8 +585,6 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
     def __init__(self, config: GeniusRecConfig):
         super().__init__(config)
         self.model = GeniusRecModel(config)
-        self._frozen_item_matrix = None  # set during generate(): the weights do not change between steps
-        self._encoder_query_weight = 0.0  # set during generate(encoder_query_weight=...)
         self.post_init()
 
     def get_input_embeddings(self):
@@ -659,6 +657,7 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         session_ids: torch.LongTensor | None = None,
         cache: Cache | None = None,
         use_cache: bool | None = None,
+        encoder_query_weight: float = 0.0,
         **kwargs,
     ) -> GeniusRecOutput:
         r"""
@@ -667,6 +666,8 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
                 `encoder_outputs`, the packed row `[history..., SEP, session..., EOS]` (see [`packed_forward`]).
             labels (`(batch_size, target_length)`): `[s_1, ..., s_T, EOS]`, -100 at padding; `decoder_input_ids`
                 default to labels shifted right behind `[SEP]`.
+            encoder_query_weight (`float`, *optional*, defaults to 0): with `encoder_outputs`, score `state + w * u` (`u`
+                the encoder's next-item query); `generate(encoder_query_weight=...)` passes it to every step.
         Returns:
             [`GeniusRecOutput`] with `logits` `(batch_size, target_length, vocab_size)`.
         """
@@ -676,6 +677,11 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             raise ValueError("decoder_attention_mask is not supported: sessions are left-aligned; mark padded labels with -100")
         if decoder_input_ids is None and labels is None and encoder_outputs is None:
             return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
+        if labels is not None:  # checked before they become decoder inputs, so that a bad label is named as one
+            bad = (labels != -100) & ((labels < 0) | (labels >= self.config.vocab_size) | (labels == self.config.pad_token_id))
+            if bool(bad.any()):
+                raise ValueError(f"labels must be item token ids or EOS in [1, {self.config.vocab_size}) (never [PAD]), or -100 where "
+                                 f"nothing is supervised; got {sorted(set(labels[bad].tolist()))[:5]}")
         if decoder_input_ids is None:
             decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
         encoder_loss_weight = getattr(self.config, "encoder_loss_weight", 0.0)
@@ -686,17 +692,19 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
                          decoder_input_ids=decoder_input_ids, encoder_outputs=encoder_outputs, session_ids=session_ids,
                          cache=cache, use_cache=use_cache, output_hidden_states=kwargs.get("output_hidden_states"),
                          output_attentions=kwargs.get("output_attentions"), return_dict=True)
-        matrix = self._frozen_item_matrix if self._frozen_item_matrix is not None else self.model.item_output_matrix()
+        # the output item vectors: computed once per generate() call and kept on that call's cache (per-call state
+        # travels with the call, never as an attribute of the model: two threads sharing a model stay independent)
+        matrix = getattr(out.cache, "geniusrec_item_matrix", None) if out.cache is not None else None
+        if matrix is None:
+            matrix = self.model.item_output_matrix()
+            if out.cache is not None and not torch.is_grad_enabled():
+                out.cache.geniusrec_item_matrix = matrix
         state = out.last_hidden_state
-        if self._encoder_query_weight and encoder_outputs is not None:  # generate(encoder_query_weight=...)
+        if encoder_query_weight and encoder_outputs is not None:  # generate(encoder_query_weight=...)
             user = encoder_outputs.user_embedding
-            state = state + self._encoder_query_weight * user.repeat_interleave(state.shape[0] // user.shape[0], dim=0).unsqueeze(1)
+            state = state + encoder_query_weight * user.repeat_interleave(state.shape[0] // user.shape[0], dim=0).unsqueeze(1)
         out.logits = (state @ matrix.T).mul_(self.config.logit_scale)  # in place: one pass less over (B, T, V)
         if labels is not None:
-            bad = (labels != -100) & ((labels < 0) | (labels >= self.config.vocab_size) | (labels == self.config.pad_token_id))
-            if bool(bad.any()):
-                raise ValueError(f"labels must be item token ids or EOS in [1, {self.config.vocab_size}) (never [PAD]), or -100 where "
-                                 f"nothing is supervised; got {sorted(set(labels[bad].tolist()))[:5]}")
             excluded = self.training_excluded_items(out.logits.device)  # not in the training catalog (cold-items protocol)
             scores = out.logits if excluded is None else out.logits.masked_fill(excluded, float("-inf"))
             log_probs = F.log_softmax(scores, dim=-1)  # once: the token loss and the set loss read it (cross_entropy's own two steps)
@@ -785,12 +793,11 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         if exact:
             kwargs.pop("min_new_tokens")
         processors.append(BanItemsLogitsProcessor(self.config, banned, ban_history, ban_repeats, ban_eos=exact))
-        self._frozen_item_matrix = self.model.item_output_matrix()
-        self._encoder_query_weight = float(encoder_query_weight)
-        try:
-            return super().generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors, **kwargs)
-        finally:
-            self._frozen_item_matrix, self._encoder_query_weight = None, 0.0
+        # per-call options travel with the call (model kwargs reach every step's forward), never as attributes on the
+        # model: two threads generating with one model do not see each other's options
+        if encoder_query_weight:
+            kwargs["encoder_query_weight"] = float(encoder_query_weight)
+        return super().generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors, **kwargs)
 
 
     def _generate_alternatives(self, input_ids, attention_mask, logits_processor, ban_history, ban_repeats, banned_item_ids,

@@ -169,8 +169,10 @@ def test_joint_finetuning_trains_the_encoder_at_its_own_rate(stage1, tmp_path):
         after = load_file(out / "model.safetensors")
         return max(float((after["model.encoder." + k[len("model."):]] - v).abs().max()) for k, v in before.items() if k.startswith("model."))
 
-    finetune.main([*common, "--output_dir", str(tmp_path / "still"), "--encoder_learning_rate", "0", "--encoder_loss_weight", "1"])
+    still = finetune.main([*common, "--output_dir", str(tmp_path / "still"), "--encoder_learning_rate", "0", "--encoder_loss_weight", "1",
+                           "--max_length", "500"])
     assert encoder_moved(tmp_path / "still") == 0.0
+    assert still["config"]["max_length"] == 20  # longer than the encoder's 20 positions: the length really used is recorded
     finetune.main([*common, "--output_dir", str(tmp_path / "joint"), "--encoder_learning_rate", "0.001", "--encoder_loss_weight", "1"])
     assert encoder_moved(tmp_path / "joint") > 1e-4
     assert GeniusRecForSessionGeneration.from_pretrained(tmp_path / "joint").config.encoder_loss_weight == 1.0

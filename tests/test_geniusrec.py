@@ -547,7 +547,7 @@ def test_encoder_query_weight_leans_sessions_toward_the_encoder_ranking():
         user = model.model.encode(hist, timestamps=ts, next_timestamps=ts[:, -1] + 60).user_embedding
     top = model.top_k_items(user, 4, exclude=hist)[1]
     assert torch.equal(leaning[:, 1:].sort(1).values, top.sort(1).values) and not torch.equal(plain, leaning)
-    assert model._encoder_query_weight == 0.0 and torch.equal(plain, model.generate(**inputs))
+    assert torch.equal(plain, model.generate(**inputs))  # nothing of the call stays on the model
 
 
 def test_encoder_loss_by_hand():
@@ -608,3 +608,28 @@ def test_alternative_sessions_differ_in_their_items():
         model.generate(**inputs, num_return_sequences=3, shared_item_penalty=1.0, return_dict_in_generate=True)
     with pytest.raises(ValueError, match="must be > 0"):
         model.generate(**inputs, num_return_sequences=3, shared_item_penalty=0.0)
+
+
+def test_generate_from_four_threads_equals_one_after_another():
+    """Per-call options (encoder_query_weight, the frozen item matrix) travel with the call: four threads generating
+    with different options on one model get exactly the sessions they get one after another."""
+    import threading
+
+    model = tiny()
+    hist, ts, _ = batch()
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=3, max_new_tokens=4, min_new_tokens=4)
+    weights = [0.0, 3.0, 0.0, 3.0] * 3
+    expected = [model.generate(**inputs, encoder_query_weight=w) for w in weights]
+    assert not torch.equal(expected[0], expected[1])  # the option changes the sessions here, so a leak would show
+    got = [None] * len(weights)
+
+    def work(index):
+        got[index] = model.generate(**inputs, encoder_query_weight=weights[index])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(weights))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for index, (a, b) in enumerate(zip(expected, got)):
+        assert torch.equal(a, b), index

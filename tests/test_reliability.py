@@ -323,8 +323,96 @@ def test_finetune_and_dpo_resume_where_they_stopped(raw, tmp_path):
                                  "--session_length", "3", "--num_candidates", "3", "--margin", "0.0", "--max_length", "10", "--quiet"])
     args = ["--model", str(tmp_path / "full"), "--pairs", str(tmp_path / "pairs"), "--max_steps", "4", "--per_device_train_batch_size", "8",
             "--learning_rate", "0.01", "--save_strategy", "steps", "--save_steps", "2", "--disable_tqdm", "true", "--data_seed", "42",
-            "--use_peft", "true", "--lora_r", "4"]  # LoRA's random init depends on the seed: a restart would show
+            "--use_peft", "true", "--lora_r", "4", "--keep_checkpoints", "true"]  # LoRA's init depends on the seed: a restart would show
     dpo.main([*args, "--output_dir", str(tmp_path / "dpo-full")])
     dpo.main([*args, "--output_dir", str(tmp_path / "dpo-resumed"), "--seed", "7",
               "--resume_from_checkpoint", str(tmp_path / "dpo-full" / "checkpoint-2")])
     same_weights(tmp_path / "dpo-full" / "merged", tmp_path / "dpo-resumed" / "merged")
+    # without --keep_checkpoints a successful run leaves no pickled resume state behind
+    dpo.main([*args[:-2], "--output_dir", str(tmp_path / "dpo-clean")])
+    left = sorted(p.name for p in (tmp_path / "dpo-clean").iterdir())
+    assert not [name for name in left if name.startswith("checkpoint-") or name.endswith((".pt", ".pth", ".bin"))], left
+    assert "merged" in left and "dpo_summary.json" in left
+
+
+def test_resume_skips_a_checkpoint_cut_short(raw, tmp_path):
+    """A save cut short (disk full, killed) leaves a checkpoint folder without trainer_state.json or with a truncated
+    weights file: `--resume_from_checkpoint true` skips it with a note and resumes from the newest complete one;
+    naming it directly is refused with the reason."""
+    import shutil
+
+    from train.runner import checkpoint_problem
+
+    common = ["--dataset", str(raw / "data"), "--num_train_epochs", "2", "--keep_checkpoints", "true", "--save_total_limit", "5",
+              "--load_best_model_at_end", "false", *TINY]
+    pretrain.main([*common, "--output_dir", str(tmp_path / "run")])
+    checkpoints = sorted((tmp_path / "run").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    good = checkpoints[-1]
+    broken = tmp_path / "run" / f"checkpoint-{int(good.name.split('-')[1]) * 10}"
+    shutil.copytree(good, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    assert "truncated" in checkpoint_problem(str(broken))
+    no_state = tmp_path / "run" / f"checkpoint-{int(good.name.split('-')[1]) * 20}"
+    shutil.copytree(good, no_state)
+    (no_state / "trainer_state.json").unlink()
+    assert checkpoint_problem(str(no_state)) == "no trainer_state.json" and checkpoint_problem(str(good)) is None
+    resumed = pretrain.main([*common, "--output_dir", str(tmp_path / "run"), "--num_train_epochs", "3", "--resume_from_checkpoint", "true"])
+    assert resumed["resumed_from"] == str(good)
+    with pytest.raises(ValueError, match="truncated or unreadable"):
+        pretrain.main([*common, "--output_dir", str(tmp_path / "other"), "--resume_from_checkpoint", str(broken)])
+
+
+def test_a_second_run_on_the_same_output_dir_refuses_at_start(raw, tmp_path):
+    """A lock file (pid, host, command) in --output_dir: a live owner makes a second run refuse at once, naming it; a
+    lock whose process has ended is stale and replaced; the lock is gone after the run."""
+    import json
+    import socket
+
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / ".geniusrec.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "2026-12-05 10:00:00", "command": "python -m train.x"}))
+    args = ["--dataset", str(raw / "data"), "--output_dir", str(out), "--num_train_epochs", "1", *TINY]
+    with pytest.raises(RuntimeError, match=f"in use by another run \\(pid {os.getpid()}"):
+        pretrain.main(args)
+    assert lock.exists() and not list(out.glob("checkpoint-*"))  # the other run's lock and folder untouched
+    lock.write_text(json.dumps({"pid": 999999999, "host": socket.gethostname(), "started": "x", "command": "y"}))  # ended
+    pretrain.main(args)
+    assert not lock.exists() and (out / "model.safetensors").exists()
+
+
+def test_results_writes_leave_no_temp_file(tmp_path):
+    """write_json_atomic removes its temp file when the write fails, and the temp files of killed writers (their pid
+    gone) at the next write; the target keeps its old content on failure."""
+    from train.evaluation.results import write_json_atomic
+
+    target = tmp_path / "out.json"
+    write_json_atomic(str(target), {"a": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(str(target), {"a": object()})  # JSON cannot hold it: fails halfway through the write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"] and target.read_text().strip().startswith("{")
+    stale = tmp_path / ".out.json.999999999.abc.tmp"
+    stale.write_text("{")
+    other = tmp_path / "notes.tmp"  # not ours: kept
+    other.write_text("mine")
+    write_json_atomic(str(target), {"a": 2})
+    assert not stale.exists() and other.exists()
+
+
+def test_bad_training_values_are_one_line_errors(raw, tmp_path, capsys):
+    for flag, value in (("--per_device_train_batch_size", "0"), ("--learning_rate", "-1"), ("--num_train_epochs", "0")):
+        with pytest.raises(SystemExit):
+            pretrain.main(["--dataset", str(raw / "data"), "--output_dir", str(tmp_path), *TINY, flag, value])
+        assert flag in capsys.readouterr().err
+
+
+def test_a_bad_label_is_named_as_a_label():
+    import torch
+
+    from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
+
+    model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=20, hidden_size=8, qk_head_dim=4, v_head_dim=4,
+                                                                                     max_position_embeddings=6, use_time_bias=False)))
+    with pytest.raises(ValueError, match="^labels must be item token ids"):
+        model(input_ids=torch.tensor([[5, 6, 7]]), labels=torch.tensor([[8, -5, 2]]))

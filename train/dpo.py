@@ -29,7 +29,7 @@ from data_scripts.arguments import make_parser
 from modeling_geniusrec import GeniusRecForSessionGeneration
 
 from .evaluation.results import git_commit, machine_description, today, write_json_atomic
-from .runner import load_checkpoint, parse_with_config, resume_checkpoint
+from .runner import load_checkpoint, output_dir_lock, parse_with_config, remove_resume_checkpoints, resume_checkpoint
 
 
 @dataclass
@@ -40,6 +40,8 @@ class DPOScriptArguments:
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (checkpoint-N: pickled "
+                                                                    "optimizer and RNG state) after a successful run"})
     lora_target_modules: str = field(default="q_proj,k_proj,v_proj,o_proj,output_projection",
                                      metadata={"help": "comma-separated module names the adapter wraps"})
 
@@ -94,25 +96,28 @@ def main(argv=None):
     columns = ["prompt", "chosen", "rejected", "prompt_timestamps", "next_timestamp"]
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=dpo_args, train_dataset=pairs.select_columns(columns),
                          processing_class=tokenizer, peft_config=peft_config, data_collator=collator)
-    start = time.time()
-    trainer.train(resume_from_checkpoint=resume_checkpoint(dpo_args))
-    wall = time.time() - start
-    trainer.save_model(dpo_args.output_dir)  # the adapter with PEFT, else the full model
-    merged_dir = os.path.join(dpo_args.output_dir, "merged")
-    merged = copy.deepcopy(trainer.model).merge_and_unload() if script_args.use_peft else trainer.model  # keep the adapter model intact
-    merged.save_pretrained(merged_dir)
-    tokenizer.save_pretrained(merged_dir)
-    history = [h for h in trainer.state.log_history if "loss" in h]
-    summary = {"command": "python -m train.dpo " + " ".join(sys.argv[1:] if argv is None else argv), "config": asdict(script_args),
-               "beta": dpo_args.beta, "loss_type": str(dpo_args.loss_type), "wall_time_s": round(wall, 1), "machine": machine_description(),
-               "date": today(), "commit": git_commit(), "train_log": history}
-    if trainer.is_world_process_zero():
-        write_json_atomic(os.path.join(dpo_args.output_dir, "dpo_summary.json"), summary)
-        pickled = os.path.join(dpo_args.output_dir, "training_args.bin")
-        if os.path.exists(pickled):
-            os.remove(pickled)
-    print(json.dumps({"merged": merged_dir, "steps": len(history), "last": history[-1] if history else None}, default=str)[:500])
-    return trainer, summary
+    with output_dir_lock(dpo_args.output_dir, "python -m train.dpo " + " ".join(sys.argv[1:] if argv is None else argv)):
+        start = time.time()
+        trainer.train(resume_from_checkpoint=resume_checkpoint(dpo_args))
+        wall = time.time() - start
+        trainer.save_model(dpo_args.output_dir)  # the adapter with PEFT, else the full model
+        merged_dir = os.path.join(dpo_args.output_dir, "merged")
+        merged = copy.deepcopy(trainer.model).merge_and_unload() if script_args.use_peft else trainer.model  # keep the adapter model intact
+        merged.save_pretrained(merged_dir)
+        tokenizer.save_pretrained(merged_dir)
+        history = [h for h in trainer.state.log_history if "loss" in h]
+        summary = {"command": "python -m train.dpo " + " ".join(sys.argv[1:] if argv is None else argv), "config": asdict(script_args),
+                   "beta": dpo_args.beta, "loss_type": str(dpo_args.loss_type), "wall_time_s": round(wall, 1), "machine": machine_description(),
+                   "date": today(), "commit": git_commit(), "train_log": history}
+        if trainer.is_world_process_zero():
+            write_json_atomic(os.path.join(dpo_args.output_dir, "dpo_summary.json"), summary)
+            pickled = os.path.join(dpo_args.output_dir, "training_args.bin")
+            if os.path.exists(pickled):
+                os.remove(pickled)
+            if not script_args.keep_checkpoints:  # after success the folder holds safetensors/JSON only
+                remove_resume_checkpoints(dpo_args.output_dir)
+        print(json.dumps({"merged": merged_dir, "steps": len(history), "last": history[-1] if history else None}, default=str)[:500])
+        return trainer, summary
 
 
 if __name__ == "__main__":

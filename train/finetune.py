@@ -38,7 +38,7 @@ from .evaluation import sessions as session_eval
 from .evaluation.ranking import make_compute_metrics
 from .evaluation.reporting import plot_gate_weights, write_reports
 from .evaluation.results import TABLE_KEYS, format_table, git_commit, machine_description, today, write_json_atomic
-from .runner import load_checkpoint, parse_with_config, resume_checkpoint, save_final_checkpoint
+from .runner import load_checkpoint, output_dir_lock, parse_with_config, resume_checkpoint, save_final_checkpoint
 
 
 @dataclass
@@ -166,6 +166,10 @@ def main(argv=None):
             parser.error("--encoder_loss_weight and --encoder_learning_rate train the encoder: drop --freeze_encoder (or those flags)")
         model.model.encoder.requires_grad_(False)
     max_length = min(data_args.max_length, model.config.encoder_config.max_position_embeddings)
+    if max_length < data_args.max_length:
+        print(f"note: --max_length {data_args.max_length} is longer than the encoder's max_position_embeddings; using {max_length} "
+              "(recorded in the results)", file=sys.stderr)
+        data_args.max_length = max_length  # the results file records the length really used
     split = dict(protocol=data_args.protocol, session_length=data_args.session_length)
     train_set = SessionTrainingDataset(store, max_length, data_args.target_length, data_args.protocol, model.config.eos_token_id,
                                        data_args.session_length, data_args.samples_per_user)
@@ -180,45 +184,49 @@ def main(argv=None):
     data_args.filter_history = resolve_filter_history(data_args.filter_history, data_args.protocol)
     unwrapped = lambda: trainer.accelerator.unwrap_model(trainer.model)  # noqa: E731
     trainer.compute_metrics = make_compute_metrics(unwrapped, eval_set, data_args.filter_history)
-    start = time.time()
-    resumed = resume_checkpoint(training_args)
-    trainer.train(resume_from_checkpoint=resumed)
-    wall = time.time() - start
-    trainer.remove_callback(EarlyStoppingCallback)
-    metrics = {"validation": trainer.evaluate(eval_set, metric_key_prefix="validation")}
-    trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
-    if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
-        unwrapped().reset_item_ids(store.cold_items)
-    if data_args.evaluate_test:
-        metrics["test"] = trainer.evaluate(test_set, metric_key_prefix="test")
-    metrics = {split_name: {k[len(split_name) + 1 :]: v for k, v in m.items() if k.startswith(split_name + "_")} for split_name, m in metrics.items()}
-    save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if data_args.protocol == "sessions" and data_args.evaluate_test and trainer.is_world_process_zero():
-        stage1 = load_checkpoint(data_args.stage1_baseline, ("hstu", "sasrec"), tokenizer) if data_args.stage1_baseline else None
-        metrics["test"].update(session_eval.session_table(model, store, items, test_set, data_args.session_length, data_args.num_beams, stage1=stage1,
-                                                               filter_history=data_args.filter_history))
-    results = {
-        "metrics": metrics, "protocol": data_args.protocol, "filter_history": data_args.filter_history, "model": "geniusrec",
-        "command": "python -m train.finetune " + " ".join(sys.argv[1:] if argv is None else argv),
-        "config": {**asdict(model_args), **asdict(data_args), "model_config": model.config.to_dict()},
-        "seed": training_args.seed, "epochs": trainer.state.epoch, "wall_time_s": round(wall, 1),
-        "machine": machine_description(), "date": today(), "commit": git_commit(), "resumed_from": resumed,
-        "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
-    }
-    if trainer.is_world_process_zero():
-        results["gate_weights"] = gate_statistics(model, store, test_set if data_args.evaluate_test else eval_set, collator)
-        write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
-        if data_args.results_file:
-            write_json_atomic(os.path.join(training_args.output_dir, "results.json"), results)
-        write_reports(training_args.output_dir, results)
-        plot_gate_weights(results["gate_weights"], model.config.expert_names, os.path.join(training_args.output_dir, "plots", "gate_weights.png"))
-        print(f"\nGeniusRec ({data_args.protocol}, history filter: {data_args.filter_history}), {trainer.state.epoch:.0f} epochs, {round(wall, 1)} s")
-        print(format_table({split: metrics[split] for split in ("validation", "test") if split in metrics}, TABLE_KEYS, name_width=12))
-        session_keys = [k for k in metrics.get("test", {}) if k.startswith(("session_", "hstu_session_", "popularity_session_"))]
-        if session_keys:
-            print(format_table({"test sessions": metrics["test"]}, session_keys[:8], name_width=14))
-    return results
+    with output_dir_lock(training_args.output_dir, "python -m train.finetune " + " ".join(sys.argv[1:] if argv is None else argv)):
+        start = time.time()
+        resumed = resume_checkpoint(training_args)
+        trainer.train(resume_from_checkpoint=resumed)
+        wall = time.time() - start
+        trainer.remove_callback(EarlyStoppingCallback)
+        metrics = {"validation": trainer.evaluate(eval_set, metric_key_prefix="validation")}
+        trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
+        if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
+            unwrapped().reset_item_ids(store.cold_items)
+        if data_args.evaluate_test:
+            metrics["test"] = trainer.evaluate(test_set, metric_key_prefix="test")
+        metrics = {split_name: {k[len(split_name) + 1 :]: v for k, v in m.items() if k.startswith(split_name + "_")}
+                   for split_name, m in metrics.items()}
+        save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if data_args.protocol == "sessions" and data_args.evaluate_test and trainer.is_world_process_zero():
+            stage1 = load_checkpoint(data_args.stage1_baseline, ("hstu", "sasrec"), tokenizer) if data_args.stage1_baseline else None
+            metrics["test"].update(session_eval.session_table(model, store, items, test_set, data_args.session_length, data_args.num_beams,
+                                                              stage1=stage1,
+                                                                   filter_history=data_args.filter_history))
+        results = {
+            "metrics": metrics, "protocol": data_args.protocol, "filter_history": data_args.filter_history, "model": "geniusrec",
+            "command": "python -m train.finetune " + " ".join(sys.argv[1:] if argv is None else argv),
+            "config": {**asdict(model_args), **asdict(data_args), "model_config": model.config.to_dict()},
+            "seed": training_args.seed, "epochs": trainer.state.epoch, "wall_time_s": round(wall, 1),
+            "machine": machine_description(), "date": today(), "commit": git_commit(), "resumed_from": resumed,
+            "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
+        }
+        if trainer.is_world_process_zero():
+            results["gate_weights"] = gate_statistics(model, store, test_set if data_args.evaluate_test else eval_set, collator)
+            write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
+            if data_args.results_file:
+                write_json_atomic(os.path.join(training_args.output_dir, "results.json"), results)
+            write_reports(training_args.output_dir, results)
+            plot_gate_weights(results["gate_weights"], model.config.expert_names, os.path.join(training_args.output_dir, "plots", "gate_weights.png"))
+            print(f"\nGeniusRec ({data_args.protocol}, history filter: {data_args.filter_history}), {trainer.state.epoch:.0f} epochs, "
+                  f"{round(wall, 1)} s")
+            print(format_table({split: metrics[split] for split in ("validation", "test") if split in metrics}, TABLE_KEYS, name_width=12))
+            session_keys = [k for k in metrics.get("test", {}) if k.startswith(("session_", "hstu_session_", "popularity_session_"))]
+            if session_keys:
+                print(format_table({"test sessions": metrics["test"]}, session_keys[:8], name_width=14))
+        return results
 
 
 RARE_TARGET_USERS = 20  # the gate plot's groups: a next item with at most this many training users is "rare"

@@ -26,7 +26,7 @@ from .console import quiet_trainer
 from .evaluation.ranking import make_compute_metrics
 from .evaluation.reporting import write_reports
 from .evaluation.results import TABLE_KEYS, format_table, git_commit, machine_description, today, write_json_atomic
-from .runner import MODELS, load_checkpoint, parse_with_config, resume_checkpoint, save_final_checkpoint
+from .runner import MODELS, load_checkpoint, output_dir_lock, parse_with_config, resume_checkpoint, save_final_checkpoint
 
 
 @dataclass
@@ -214,51 +214,52 @@ def main(argv=None):
     data_args.filter_history = resolve_filter_history(data_args.filter_history, data_args.protocol)
     unwrapped = lambda: trainer.accelerator.unwrap_model(trainer.model)  # noqa: E731
     trainer.compute_metrics = make_compute_metrics(unwrapped, eval_set, data_args.filter_history)
-    start = time.time()
-    resumed = resume_checkpoint(training_args)
-    trainer.train(resume_from_checkpoint=resumed)
-    wall = time.time() - start
-    trainer.remove_callback(EarlyStoppingCallback)  # the final evaluations below are not model selection
-    validation = {} if reference else trainer.evaluate(eval_set, metric_key_prefix="validation")
-    trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
-    if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
-        unwrapped().reset_item_ids(store.cold_items)
-    test = trainer.evaluate(test_set, metric_key_prefix="test") if data_args.evaluate_test else {}
-    save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
-    strip = lambda metrics, prefix: {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}  # noqa: E731
-    results = {
-        "metrics": {"validation": strip(validation, "validation"), "test": strip(test, "test")},
-        "protocol": data_args.protocol,
-        "filter_history": data_args.filter_history,
-        "model": model_args.model_type,
-        "command": "python -m train.pretrain " + " ".join(sys.argv[1:] if argv is None else argv),
-        "config": {**asdict(model_args), **asdict(data_args), "model_config": trainer.model.config.to_dict()},
-        "dataset": {k: stats[k] for k in ("users", "items", "interactions")},
-        "seed": training_args.seed,
-        "epochs": trainer.state.epoch,
-        "best_epoch": _best_epoch(trainer.state),
-        "wall_time_s": round(wall, 1),
-        "seconds_per_epoch": round(wall / max(trainer.state.epoch or 1, 1e-9), 2),
-        "machine": machine_description(),
-        "date": today(),
-        "commit": git_commit(),
-        "resumed_from": resumed,
-        "stopped_by": _stopped_by(trainer.state, training_args, clock.stopped),
-        "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
-        "train_loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h],
-        "world_size": training_args.world_size,
-    }
-    if trainer.is_world_process_zero():
-        write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
-        if data_args.results_file:
-            write_json_atomic(os.path.join(training_args.output_dir, "results.json"), results)
-        write_reports(training_args.output_dir, results)
-        _print_table(results)
-        if data_args.show_recommendations:
-            from .recommend import print_next_item_recommendations
+    with output_dir_lock(training_args.output_dir, "python -m train.pretrain " + " ".join(sys.argv[1:] if argv is None else argv)):
+        start = time.time()
+        resumed = resume_checkpoint(training_args)
+        trainer.train(resume_from_checkpoint=resumed)
+        wall = time.time() - start
+        trainer.remove_callback(EarlyStoppingCallback)  # the final evaluations below are not model selection
+        validation = {} if reference else trainer.evaluate(eval_set, metric_key_prefix="validation")
+        trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
+        if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
+            unwrapped().reset_item_ids(store.cold_items)
+        test = trainer.evaluate(test_set, metric_key_prefix="test") if data_args.evaluate_test else {}
+        save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
+        strip = lambda metrics, prefix: {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}  # noqa: E731
+        results = {
+            "metrics": {"validation": strip(validation, "validation"), "test": strip(test, "test")},
+            "protocol": data_args.protocol,
+            "filter_history": data_args.filter_history,
+            "model": model_args.model_type,
+            "command": "python -m train.pretrain " + " ".join(sys.argv[1:] if argv is None else argv),
+            "config": {**asdict(model_args), **asdict(data_args), "model_config": trainer.model.config.to_dict()},
+            "dataset": {k: stats[k] for k in ("users", "items", "interactions")},
+            "seed": training_args.seed,
+            "epochs": trainer.state.epoch,
+            "best_epoch": _best_epoch(trainer.state),
+            "wall_time_s": round(wall, 1),
+            "seconds_per_epoch": round(wall / max(trainer.state.epoch or 1, 1e-9), 2),
+            "machine": machine_description(),
+            "date": today(),
+            "commit": git_commit(),
+            "resumed_from": resumed,
+            "stopped_by": _stopped_by(trainer.state, training_args, clock.stopped),
+            "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
+            "train_loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+            "world_size": training_args.world_size,
+        }
+        if trainer.is_world_process_zero():
+            write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
+            if data_args.results_file:
+                write_json_atomic(os.path.join(training_args.output_dir, "results.json"), results)
+            write_reports(training_args.output_dir, results)
+            _print_table(results)
+            if data_args.show_recommendations:
+                from .recommend import print_next_item_recommendations
 
-            print_next_item_recommendations(trainer.model, store, tokenizer, items, test_set, data_args.show_recommendations)
-    return results
+                print_next_item_recommendations(trainer.model, store, tokenizer, items, test_set, data_args.show_recommendations)
+        return results
 
 
 def _stopped_by(state, args, out_of_time: bool = False) -> str:

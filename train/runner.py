@@ -1,6 +1,10 @@
 """Helpers shared by the training scripts: JSON configs under flags, model building, results files."""
 
+import contextlib
 import os
+import re
+import sys
+import time
 
 import modeling_geniusrec  # noqa: F401  (registers the Auto classes)
 from data_scripts.arguments import parse_args
@@ -49,16 +53,103 @@ def resume_checkpoint(training_args):
         return None
     training_args.restore_callback_states_from_checkpoint = True
     if str(value).lower() in ("true", "last", "1"):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-        if last is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-* folder in {training_args.output_dir!r}; "
-                                    "pass the checkpoint folder itself or drop the flag to start from scratch")
-        return last
+        folder = training_args.output_dir
+        found = sorted((entry for entry in (os.listdir(folder) if os.path.isdir(folder) else []) if re.fullmatch(r"checkpoint-\d+", entry)),
+                       key=lambda entry: int(entry.split("-")[1]), reverse=True)
+        for entry in found:  # the newest complete one: a save cut short (disk full, killed) is skipped with a note
+            problem = checkpoint_problem(os.path.join(folder, entry))
+            if problem is None:
+                return os.path.join(folder, entry)
+            print(f"note: skipping {os.path.join(folder, entry)}: {problem} (an interrupted save)", file=sys.stderr)
+        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no complete checkpoint-* folder in {folder!r}; "
+                                "pass the checkpoint folder itself or drop the flag to start from scratch")
     if not os.path.isdir(value):
         raise FileNotFoundError(f"--resume_from_checkpoint {value!r} is not a folder (expected <output_dir>/checkpoint-<step>)")
+    problem = checkpoint_problem(value)
+    if problem is not None:
+        raise ValueError(f"--resume_from_checkpoint {value!r}: {problem} (an interrupted save); resume from an earlier checkpoint-* folder")
     return value
+
+
+def checkpoint_problem(folder: str) -> str | None:
+    """Why a Trainer checkpoint folder cannot be resumed from, or None when it is complete: the Trainer writes
+    `trainer_state.json` after the weights and the optimizer, so a folder without a readable one, or without its
+    weights, is a save that was cut short."""
+    import json
+
+    state = os.path.join(folder, "trainer_state.json")
+    if not os.path.isfile(state):
+        return "no trainer_state.json"
+    try:
+        with open(state) as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return "trainer_state.json is truncated or unreadable"
+    weights = [name for name in os.listdir(folder) if name.endswith(".safetensors") or name in ("pytorch_model.bin", "adapter_model.bin")]
+    if not weights:
+        return "no model weights"
+    for name in weights:
+        if name.endswith(".safetensors"):
+            try:
+                from safetensors import safe_open
+
+                with safe_open(os.path.join(folder, name), framework="pt") as f:
+                    f.keys()
+            except Exception:  # noqa: BLE001 - any failure to read the header means a damaged file
+                return f"{name} is truncated or unreadable"
+    return None
+
+
+LOCK_NAME = ".geniusrec.lock"
+
+
+@contextlib.contextmanager
+def output_dir_lock(output_dir: str, command: str):
+    """Holds `<output_dir>/.geniusrec.lock` (pid, host, start time, command) while a training run writes there, so that
+    a second run with the same `--output_dir` refuses at start, naming the running one, instead of both writing
+    checkpoints into one folder. A lock left by a process that no longer exists on this host is stale and replaced
+    (with a note). Only the main process of a distributed run holds it."""
+    import json
+    import socket
+
+    from .evaluation.results import pid_alive
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, LOCK_NAME)
+    host = socket.gethostname()
+    mine = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": command}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    other = json.load(f)
+            except (OSError, ValueError):
+                other = {}  # unreadable: treated as held by an unknown run
+            pid, other_host = other.get("pid"), other.get("host")
+            if other_host == host and isinstance(pid, int) and not pid_alive(pid):
+                print(f"note: removing a stale lock in {output_dir!r} (pid {pid} has ended)", file=sys.stderr)
+                os.remove(path)
+                continue
+            raise RuntimeError(f"--output_dir {output_dir!r} is in use by another run (pid {pid} on {other_host}, since {other.get('started')}: "
+                               f"{other.get('command')}); wait for it to finish or choose another --output_dir "
+                               f"(if that run is gone, delete {path})") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(mine, f)
+        break
+    try:
+        yield
+    finally:
+        try:
+            with open(path) as f:
+                if json.load(f).get("pid") == os.getpid():
+                    os.remove(path)
+        except (OSError, ValueError):
+            pass
 
 
 def load_checkpoint(path: str, model_types=("hstu", "sasrec", "geniusrec"), tokenizer=None, auto_class=None, **kwargs):
@@ -106,17 +197,26 @@ def check_catalog(config, tokenizer, path: str = "the checkpoint") -> None:
 
 def parse_with_config(parser, argv=None):
     """Parses dataclasses from the command line; `--config file.json` (or `--config=file.json`) supplies defaults that
-    flags override; hyphenated flags of earlier releases are accepted with a deprecation note."""
-    return parse_args(parser, argv)
+    flags override; hyphenated flags of earlier releases are accepted with a deprecation note. Batch sizes, epochs and
+    learning rates of a `TrainingArguments` are checked here, so a bad value is one line rather than a DataLoader
+    traceback."""
+    parsed = parse_args(parser, argv)
+    for args in parsed:
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            value = getattr(args, name, None)
+            if value is not None and value < 1:
+                parser.error(f"--{name} must be >= 1, got {value}")
+        if getattr(args, "learning_rate", 0) < 0:
+            parser.error(f"--learning_rate must be >= 0, got {args.learning_rate}")
+        if getattr(args, "num_train_epochs", 1) <= 0 and getattr(args, "max_steps", -1) <= 0:
+            parser.error(f"--num_train_epochs must be > 0 (or set --max_steps), got {args.num_train_epochs}")
+    return parsed
 
 
 def save_final_checkpoint(trainer, output_dir: str, keep_checkpoints: bool = False) -> None:
     """Saves the (best) model and tokenizer with safetensors and JSON only: the Trainer's pickled
     `training_args.bin` becomes `training_args.json`, and the resume checkpoints (optimizer and RNG pickles) are
     removed unless `keep_checkpoints`."""
-    import glob
-    import shutil
-
     trainer.save_model(output_dir)
     if not trainer.is_world_process_zero():
         return
@@ -126,7 +226,16 @@ def save_final_checkpoint(trainer, output_dir: str, keep_checkpoints: bool = Fal
     with open(os.path.join(output_dir, "training_args.json"), "w") as f:
         f.write(trainer.args.to_json_string())
     if not keep_checkpoints:
-        for folder in glob.glob(os.path.join(output_dir, "checkpoint-*")):
-            shutil.rmtree(folder, ignore_errors=True)
+        remove_resume_checkpoints(output_dir)
+
+
+def remove_resume_checkpoints(output_dir: str) -> None:
+    """Removes the Trainer's `checkpoint-<step>` folders (pickled optimizer and RNG state) from `output_dir`; nothing
+    else is touched."""
+    import shutil
+
+    for entry in os.listdir(output_dir):
+        if re.fullmatch(r"checkpoint-\d+", entry) and os.path.isdir(os.path.join(output_dir, entry)):
+            shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
 
 

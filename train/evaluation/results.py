@@ -20,14 +20,48 @@ def machine_description() -> str:
 
 
 def write_json_atomic(path: str, payload: dict) -> None:
-    """Writes JSON to a temp file beside `path`, then renames it into place."""
+    """Writes JSON to a temp file beside `path`, then renames it into place: `path` holds the old file or the new one,
+    never half of one. The temp file (`.<name>.<pid>.<random>.tmp`) is removed when writing fails (disk full, a value
+    JSON cannot hold, Ctrl-C); the temp files of killed writers (their pid gone) are removed by the next write."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
-    os.replace(tmp, path)
+    name = os.path.basename(path)
+    remove_stale_temp_files(folder, name)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.{os.getpid()}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def remove_stale_temp_files(folder: str, name: str) -> None:
+    """Removes `.<name>.<pid>.*.tmp` files in `folder` whose writer process no longer exists."""
+    prefix = f".{name}."
+    for entry in os.listdir(folder):
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        pid = entry[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            try:
+                os.remove(os.path.join(folder, entry))
+            except OSError:
+                pass
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def today() -> str:
