@@ -14,6 +14,7 @@ Measured on the synthetic generator (data_scripts.make_synthetic_amazon): see BE
 
 import gzip
 import os
+import sys
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
 
-from .arguments import make_parser, parse_args
+from .arguments import make_parser, parse_args, run_cli
 from .preprocessing import InteractionLog, MalformedRows, check_output_dir, print_stats, process_log, write_processed
 
 
@@ -272,4 +273,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

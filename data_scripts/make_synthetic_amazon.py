@@ -9,11 +9,12 @@ fields as the real files (including review text), so parsing cost is comparable.
 import gzip
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .arguments import make_parser, parse_args
+from .arguments import make_parser, parse_args, run_cli
 
 
 @dataclass
@@ -64,4 +65,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

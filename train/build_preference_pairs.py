@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from data_scripts.arguments import make_parser, parse_args
+from data_scripts.arguments import make_parser, parse_args, run_cli
 from data_scripts.processed import NextItemCollator, excluded_items, load_processed
 from data_scripts.splits import SequenceStore, split_users
 from modeling_geniusrec import GeniusRecForSessionGeneration
@@ -199,4 +200,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -14,6 +14,8 @@
 import importlib
 import sys
 
+from data_scripts.arguments import run_cli
+
 SUBCOMMANDS = {
     "prepare-movielens": ("data_scripts.movielens", "MovieLens to a processed dataset folder"),
     "prepare-amazon": ("data_scripts.amazon_reviews", "Amazon Reviews 2023 to a processed dataset folder"),
@@ -46,8 +48,7 @@ def main(argv=None):
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
     sys.argv = [f"geniusrec {name}", *rest]
-    module.main(rest)
-    return 0
+    return run_cli(module.main, rest)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from data_scripts.arguments import make_parser
+from data_scripts.arguments import make_parser, run_cli
 from modeling_geniusrec import GeniusRecForSessionGeneration
 
 from .evaluation.results import git_commit, machine_description, today, write_json_atomic
@@ -121,4 +121,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from data_scripts.arguments import make_parser, parse_args
+from data_scripts.arguments import make_parser, parse_args, run_cli
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history
 from data_scripts.splits import SequenceStore, protocol_store
 from train.evaluation.ranking import DEFAULT_KS, query_states, ranking_metrics, target_ranks
@@ -194,4 +194,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

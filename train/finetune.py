@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-from data_scripts.arguments import make_parser
+from data_scripts.arguments import make_parser, run_cli
 from data_scripts.embedders import prepare_content_table
 from data_scripts.processed import (
     NextItemDataset,
@@ -265,4 +265,4 @@ def gate_statistics(model, store, dataset, collator, max_users: int = 1024, batc
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -9,12 +9,13 @@ Each step is skipped when its output exists (delete the folder under --work_dir 
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 import torch
 
 from data_scripts import embed, movielens
-from data_scripts.arguments import make_parser, parse_args
+from data_scripts.arguments import make_parser, parse_args, run_cli
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed
 from data_scripts.splits import SequenceStore
 from modeling_geniusrec import GeniusRecForSessionGeneration
@@ -88,4 +89,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from data_scripts.arguments import make_parser
+from data_scripts.arguments import make_parser, run_cli
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history, streaming_train_examples
 from data_scripts.splits import SequenceStore, protocol_store
 
@@ -289,4 +289,4 @@ def _print_table(results):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -3,9 +3,10 @@
     python -m train.recommend --model runs/hstu --dataset data/ml-1m --users 1 2 3 --k 10
 """
 
+import sys
 from dataclasses import dataclass, field
 
-from data_scripts.arguments import make_parser, parse_args
+from data_scripts.arguments import make_parser, parse_args, run_cli
 from data_scripts.processed import NextItemCollator, NextItemDataset, excluded_items, load_processed
 from data_scripts.splits import SequenceStore
 from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
@@ -69,4 +70,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -135,7 +135,7 @@ def output_dir_lock(output_dir: str, command: str):
                 print(f"note: removing a stale lock in {output_dir!r} (pid {pid} has ended)", file=sys.stderr)
                 os.remove(path)
                 continue
-            raise RuntimeError(f"--output_dir {output_dir!r} is in use by another run (pid {pid} on {other_host}, since {other.get('started')}: "
+            raise FileExistsError(f"--output_dir {output_dir!r} is in use by another run (pid {pid} on {other_host}, since {other.get('started')}: "
                                f"{other.get('command')}); wait for it to finish or choose another --output_dir "
                                f"(if that run is gone, delete {path})") from None
         with os.fdopen(fd, "w") as f:
@@ -167,8 +167,11 @@ def load_checkpoint(path: str, model_types=("hstu", "sasrec", "geniusrec"), toke
     config_file = os.path.join(path, "config.json")
     if not os.path.isfile(config_file):
         raise ValueError(f"{path!r} is not a checkpoint folder (no config.json); pass the output_dir of train.pretrain / train.finetune")
-    with open(config_file) as f:
-        model_type = json.load(f).get("model_type")
+    try:
+        with open(config_file) as f:
+            model_type = json.load(f).get("model_type")
+    except ValueError as error:
+        raise ValueError(f"{config_file}: not valid JSON ({error}); the checkpoint is damaged: restore it or train it again") from error
     if model_type not in model_types:
         raise ValueError(f"{path!r} is a {model_type!r} checkpoint; this command takes {' or '.join(model_types)} checkpoints")
     auto_class = auto_class or AutoModelForCausalLM

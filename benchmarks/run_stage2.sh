@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Issue 24, "stage 2 earns its place": the stage-2 variants on the per-position encoder (validation only, seed 42),
+# then the chosen recipe over seeds 42/43/44 with the test read once, one run at a time. Each run writes
+# benchmarks/results/ml-1m-stage2-<variant>-seed<seed>.json with its command, machine, date and commit.
+# Needs runs/ml-1m-hstu-position (stage 1: train/configs/ml-1m-hstu.json, see BENCHMARKS.md).
+set -euo pipefail
+PY=${PY:-python}
+RES=benchmarks/results
+ENC=runs/ml-1m-hstu-position
+S2="--config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --encoder_path $ENC"
+STAGE=${1:-variants}
+if [ "$STAGE" = variants ]; then
+  # the shipped recipe: encoder frozen
+  $PY -m train.finetune $S2 --evaluate_test false --output_dir runs/s2/frozen-42 --results_file $RES/ml-1m-stage2-frozen-seed42.json
+  # joint fine-tuning: encoder unfrozen at 1e-4 with its own stage-1 loss kept (weight 1)
+  $PY -m train.finetune $S2 --freeze_encoder false --encoder_learning_rate 1e-4 --encoder_loss_weight 1 --evaluate_test false \
+      --output_dir runs/s2/joint-lr1e-4-42 --results_file $RES/ml-1m-stage2-joint-lr1e-4-seed42.json
+  # control: the encoder alone, trained on at the same encoder learning rate (no decoder)
+  $PY -m train.pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --init_from $ENC --learning_rate 1e-4 \
+      --num_train_epochs 8 --early_stopping_patience 3 --evaluate_test false --output_dir runs/s2/encoder-lr1e-4-42 \
+      --results_file $RES/ml-1m-stage2-encoder-continued-lr1e-4-seed42.json
+fi
