@@ -129,7 +129,9 @@ def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=
     import numpy as np
 
     jobs = ((first, lines, min_rating) for first, lines in iter_blocks(path, "reviews", progress))
-    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    # workers ignore SIGINT: Ctrl-C reaches the main process alone, which terminates the pool (close + join would wait
+    # for a feeder thread still reading the file: the old hang)
+    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_sigint) if workers > 1 else None
     try:
         results = pool.imap(parse_block, jobs, chunksize=1) if pool else map(parse_block, jobs)
         for user_keys, users, item_keys, items, times, block_bad, total in results:
@@ -143,10 +145,22 @@ def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=
             log.users.frombytes(to_global_user[np.frombuffer(users, np.int32)].tobytes())
             log.items.frombytes(to_global_item[np.frombuffer(items, np.int32)].tobytes())
             log.timestamps.extend(times)
-    finally:
+    except BaseException:
+        if pool:
+            pool.terminate()
+        raise
+    else:
         if pool:
             pool.close()
+    finally:
+        if pool:
             pool.join()
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def join_text(value) -> str:

@@ -185,3 +185,36 @@ def test_parallel_reader_equals_single_process(tmp_path):
                                      "--workers", workers, "--user_k", "2", "--item_k", "2", "--max_malformed_fraction", "0.01"])
         outs.append((read_back(tmp_path / workers)[0], stats["malformed_rows"], stats["first_malformed_lines"]))
     assert outs[0] == outs[1] and outs[0][1] == 2 and outs[0][2] == [3001, 3002]
+
+
+def test_ctrl_c_during_parallel_amazon_reading_stops_everything(tmp_path):
+    """SIGINT to the command's process group (what Ctrl-C sends) while 2 workers parse: every process ends within
+    seconds, exit code 130, no output folder (it used to hang forever in the pool's join)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from data_scripts import make_synthetic_amazon
+
+    make_synthetic_amazon.main(["--out", str(tmp_path / "raw"), "--rows", "400000"])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "data_scripts.amazon_reviews", "--reviews", str(tmp_path / "raw" / "Synthetic.jsonl.gz"),
+                             "--out", str(out), "--workers", "2", "--quiet"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + 60
+    while not subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True).stdout and time.time() < deadline:
+        time.sleep(0.05)  # until the pool's workers exist: the reading phase has begun
+    time.sleep(0.3)
+    assert proc.poll() is None, "the reader finished before the interrupt: raise --rows"
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("Ctrl-C did not stop the reader within 15 s") from None
+    assert proc.returncode == 130 and b"interrupted" in err
+    assert not out.exists()
+    leftovers = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert not leftovers, leftovers  # no worker outlives the command
