@@ -85,7 +85,10 @@ class CatalogMixin:
         weight[ids.to(weight.device)] = self.new_item_id_rows(content, ids.numel(), exclude=ids).to(weight.dtype)
 
     def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of=None, mean_resizing: bool = True):
-        """Grows the item vocabulary to `new_num_tokens` (see [`add_items`]); shrinking would drop items and is refused."""
+        """Grows the item vocabulary to `new_num_tokens` (see [`add_items`]); shrinking would drop items and is refused.
+        New rows are not random: without content they are the mean of the old item rows (`mean_resizing`, kept on
+        purpose: a new item starts as an average item under cosine scoring), with content the mean of its
+        content-nearest old items (the rule in this module's docstring)."""
         if new_num_tokens is None:
             return self.get_input_embeddings()
         if pad_to_multiple_of:

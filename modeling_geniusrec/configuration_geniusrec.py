@@ -143,7 +143,11 @@ class GeniusRecConfig(PretrainedConfig):
         kwargs.setdefault("eos_token_id", encoder_config.eos_token_id)
         kwargs.setdefault("decoder_start_token_id", encoder_config.sep_token_id)
         kwargs.setdefault("is_encoder_decoder", True)
+        if kwargs.get("tie_word_embeddings", True) is False:  # the output side is the (normalised) item table by design
+            raise ValueError("tie_word_embeddings=False is not supported: items are scored by cosine against their own (input) "
+                             "vectors, so the output head is always tied; drop the argument")
         kwargs.setdefault("tie_word_embeddings", True)
+        kwargs.setdefault("bos_token_id", None)  # no BOS token: a history starts with its first item (declared, as BERT does)
         kwargs.setdefault(
             "auto_map",
             {

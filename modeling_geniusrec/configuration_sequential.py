@@ -132,7 +132,11 @@ class SequentialRecConfig(PretrainedConfig):
         self.content_adapter = content_adapter
         self.item_id_dropout = float(item_id_dropout)
         self.content_preprocessing = dict(content_preprocessing or {})
+        if kwargs.get("tie_word_embeddings", True) is False:  # the output side is the (normalised) item table by design
+            raise ValueError("tie_word_embeddings=False is not supported: items are scored by cosine against their own (input) "
+                             "vectors, so the output head is always tied; drop the argument")
         kwargs.setdefault("tie_word_embeddings", True)
+        kwargs.setdefault("bos_token_id", None)  # no BOS token: a history starts with its first item (declared, as BERT does)
         super().__init__(pad_token_id=pad_token_id, eos_token_id=eos_token_id, **kwargs)
 
     @property

@@ -594,6 +594,9 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         self.model.set_input_embeddings(value)
 
     def get_output_embeddings(self):
+        """The output head as transformers and TRL read it: a view module whose `.weight` `(vocab_size, hidden_size)` is
+        the current item matrix `normalize(E_id + content projections)`, recomputed on each access (not a parameter:
+        it is tied to the item table by construction); logits are `hidden @ weight.T * config.logit_scale`."""
         return self.model.output_embeddings
 
     def get_encoder(self):
@@ -658,6 +661,7 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         cache: Cache | None = None,
         use_cache: bool | None = None,
         encoder_query_weight: float = 0.0,
+        decoder_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> GeniusRecOutput:
         r"""
@@ -668,13 +672,16 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
                 default to labels shifted right behind `[SEP]`.
             encoder_query_weight (`float`, *optional*, defaults to 0): with `encoder_outputs`, score `state + w * u` (`u`
                 the encoder's next-item query); `generate(encoder_query_weight=...)` passes it to every step.
+            decoder_attention_mask (`(batch_size, session_length)`, *optional*): accepted when each row is ones followed by
+                zeros (right padding), which is what the model computes anyway: the decoder is causal, so padding after
+                a row's last item changes none of its real positions. Left padding or holes are refused (sessions start
+                at `[SEP]` in column 0); mark padded labels with -100.
         Returns:
             [`GeniusRecOutput`] with `logits` `(batch_size, target_length, vocab_size)`.
         """
         if cache is None and kwargs.get("past_key_values") is not None:
             cache = kwargs.pop("past_key_values")  # the older name transformers still accepts
-        if kwargs.get("decoder_attention_mask") is not None:
-            raise ValueError("decoder_attention_mask is not supported: sessions are left-aligned; mark padded labels with -100")
+        check_decoder_attention_mask(decoder_attention_mask)
         if decoder_input_ids is None and labels is None and encoder_outputs is None:
             return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         if labels is not None:  # checked before they become decoder inputs, so that a bad label is named as one
@@ -717,10 +724,12 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
                 out.loss = out.loss + self.config.session_set_loss_weight * session_set_loss(log_probs, labels, self.config.eos_token_id)
             if encoder_loss:
                 out.loss = out.loss + encoder_loss_weight * self.encoder_next_item_loss(input_ids, attention_mask, labels, encoder_outputs)
+        # transformers' field order in both modes: (loss,) logits, last_hidden_state, ... (fields set after
+        # construction would come last in the dict, and `out[0]` would not be the loss)
+        ordered = GeniusRecOutput(loss=out.loss, logits=out.logits, **{k: v for k, v in out.items() if k not in ("loss", "logits")})
         if not resolve_output_flags(self.config, False, kwargs.get("return_dict"))[1]:
-            ordered = GeniusRecOutput(loss=out.loss, logits=out.logits, **{k: v for k, v in out.items() if k not in ("loss", "logits")})
-            return ordered.to_tuple()  # in field order: (loss,) logits, last_hidden_state, ...
-        return out
+            return ordered.to_tuple()
+        return ordered
 
     def encoder_next_item_loss(self, input_ids, attention_mask, labels, encoder_outputs) -> torch.Tensor:
         """Stage 1's loss on the encoder inside GeniusRec: history `(B, N)` (right-padded), session `labels` `(B, T)`,
@@ -771,13 +780,21 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         Returns:
             `(batch_size * num_return_sequences, 1 + length)` token ids starting with `[SEP]`.
         """
-        if input_ids is None:
-            raise ValueError("generate() needs the history: input_ids (batch_size, history_length) with timestamps and next_timestamps")
+        if kwargs.get("assistant_model") is not None or kwargs.get("prompt_lookup_num_tokens") or kwargs.get("assistant_early_exit"):
+            raise ValueError("assisted and prompt-lookup decoding are not supported by GeniusRec: transformers runs the candidate model "
+                             "without the history, so the per-user bans (history, repeats) and the time policy cannot shape its "
+                             "candidates; use num_beams or do_sample")
+        if input_ids is None and kwargs.get("encoder_outputs") is not None:
+            if ban_history and banned_item_ids is None:
+                raise ValueError("generate(encoder_outputs=...) without input_ids: pass banned_item_ids (the items to ban, e.g. the user's "
+                                 "history) or ban_history=False")
+        elif input_ids is None:
+            raise ValueError("generate() needs the history: input_ids (batch_size, history_length) with timestamps and next_timestamps, "
+                             "or a precomputed encoder_outputs (model.get_encoder()(...))")
         if shared_item_penalty is not None and (kwargs.get("num_return_sequences") or 1) > 1:
             return self._generate_alternatives(input_ids, attention_mask, logits_processor, ban_history, ban_repeats, banned_item_ids,
                                                encoder_query_weight, float(shared_item_penalty), **kwargs)
-        if "decoder_attention_mask" in kwargs:
-            raise ValueError("decoder_attention_mask is not supported: sessions are generated left-aligned from [SEP]")
+        check_decoder_attention_mask(kwargs.get("decoder_attention_mask"))
         processors = LogitsProcessorList(logits_processor or [])
         wanted = kwargs.get("min_new_tokens") or 0
         if wanted > self.config.vocab_size - self.config.num_special_tokens:
@@ -836,6 +853,19 @@ def session_set_loss(log_probs: torch.Tensor, labels: torch.LongTensor, eos_toke
     later = later & items.unsqueeze(2)  # only positions that predict an item
     per_position = -torch.where(later, picked, 0.0).sum(-1) / later.sum(-1).clamp(min=1)  # (B, T)
     return (per_position * items).sum() / items.sum().clamp(min=1)
+
+
+def check_decoder_attention_mask(mask: torch.Tensor | None) -> None:
+    """Accepts a decoder mask `(batch_size, session_length)` whose rows are ones followed by zeros (right padding: what
+    the causal decoder computes anyway); refuses left padding or holes, with the fix."""
+    if mask is None:
+        return
+    mask = mask.bool()
+    if mask.dim() != 2:
+        raise ValueError(f"decoder_attention_mask must have shape (batch_size, session_length), got {tuple(mask.shape)}")
+    if bool((mask[:, 1:] & ~mask[:, :-1]).any()) or (mask.shape[1] and not bool(mask[:, 0].all())):
+        raise ValueError("decoder_attention_mask must be ones followed by zeros in each row (right padding; sessions start at [SEP] "
+                         "in column 0): left padding and holes are not supported; mark padded labels with -100 instead")
 
 
 def shift_right(labels: torch.LongTensor, start_token_id: int, pad_token_id: int) -> torch.LongTensor:

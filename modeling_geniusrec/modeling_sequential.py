@@ -388,7 +388,10 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
             timestamps = torch.cat([timestamps, request.expand(-1, extra)], dim=1)
         keep = self.config.max_position_embeddings
         cut = lambda x: None if x is None else x[:, -keep:]  # noqa: E731
-        return {"input_ids": cut(input_ids), "attention_mask": cut(attention_mask), "timestamps": cut(timestamps),
+        # every other model kwarg (output_attentions, output_hidden_states, ...) reaches forward, as in transformers'
+        # own prepare_inputs_for_generation; the cache is not used (each step re-encodes the window)
+        passed = {k: v for k, v in kwargs.items() if k not in ("cache", "past_key_values", "use_cache", "cache_position", "position_ids")}
+        return {**passed, "input_ids": cut(input_ids), "attention_mask": cut(attention_mask), "timestamps": cut(timestamps),
                 "next_timestamps": next_timestamps, "logits_to_keep": 1}
 
     @torch.no_grad()

@@ -67,10 +67,30 @@ class ModelTester:
         torch.testing.assert_close(single[0, rows], batched[2, rows], atol=1e-5, rtol=1e-5)
 
     def create_and_check_return_dict_false(self):
+        """transformers' order in both modes: `out[0]` is the loss, then the logits; the tuple is the dict's fields
+        (those not None) in order, value for value."""
         config, inputs = self.prepare_config_and_inputs()
         model = self.build(config)
         as_dict, as_tuple = model(**inputs), model(**inputs, return_dict=False)
-        assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], as_dict.loss)
+        assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], as_dict.loss) and torch.equal(as_dict[0], as_dict.loss)
+        assert list(as_dict.keys())[0] == "loss"
+        dict_values = as_dict.to_tuple()
+        assert len(dict_values) == len(as_tuple)
+        for a, b in zip(dict_values, as_tuple):
+            if isinstance(a, torch.Tensor):
+                assert torch.equal(a, b)
+
+    def create_and_check_generate_outputs(self):
+        """generate(..., output_attentions, output_hidden_states, return_dict_in_generate) returns them for every
+        step: the flags reach forward."""
+        config, inputs = self.prepare_config_and_inputs()
+        model = self.build(config)
+        inputs.pop("labels")
+        out = model.generate(**inputs, max_new_tokens=2, output_attentions=True, output_hidden_states=True, return_dict_in_generate=True)
+        attentions = out.decoder_attentions if config.is_encoder_decoder else out.attentions
+        hidden = out.decoder_hidden_states if config.is_encoder_decoder else out.hidden_states
+        assert len(attentions) == 2 and all(step is not None and step[0] is not None for step in attentions)
+        assert len(hidden) == 2 and all(step is not None and step[0] is not None for step in hidden)
 
     def create_and_check_training_changes_weights(self):
         config, inputs = self.prepare_config_and_inputs()
@@ -191,6 +211,11 @@ def test_return_dict_false(tester):
 
 
 @pytest.mark.parametrize("tester", TESTERS, ids=IDS)
+def test_generate_outputs(tester):
+    tester.create_and_check_generate_outputs()
+
+
+@pytest.mark.parametrize("tester", TESTERS, ids=IDS)
 def test_training_changes_weights(tester):
     tester.create_and_check_training_changes_weights()
 
@@ -213,3 +238,52 @@ def test_geniusrec_generate_returns_attention_maps():
     out = model.generate(**inputs, max_new_tokens=3, num_beams=2, return_dict_in_generate=True, output_attentions=True)
     assert len(out.decoder_attentions) == 3 and len(out.decoder_attentions[0]) == 2  # steps x layers
     assert out.cross_attentions[0][0].shape[-1] == tester.seq_length and len(out.encoder_attentions) == 2
+
+
+def test_geniusrec_right_padded_decoder_mask_equals_no_mask():
+    """A decoder_attention_mask of ones followed by zeros is accepted and changes nothing (the decoder is causal);
+    left padding or holes are refused with the fix."""
+    tester = GeniusRecModelTester()
+    config, inputs = tester.prepare_config_and_inputs()
+    model = tester.build(config)
+    labels = inputs["labels"].clone()
+    labels[0, 2:] = -100  # a shorter session in row 0
+    mask = labels != -100
+    plain = model(**{**inputs, "labels": labels})
+    masked = model(**{**inputs, "labels": labels}, decoder_attention_mask=mask)
+    torch.testing.assert_close(masked.logits[mask], plain.logits[mask], rtol=0, atol=0)
+    torch.testing.assert_close(masked.loss, plain.loss, rtol=0, atol=0)
+    for bad in (torch.tensor([[0, 1, 1, 1]] * 3), torch.tensor([[1, 0, 1, 1]] * 3)):
+        with pytest.raises(ValueError, match="ones followed by zeros"):
+            model(**inputs, decoder_attention_mask=bad)
+    inputs.pop("labels")
+    ones = torch.ones(3, 1, dtype=torch.long)  # generate() extends it by one column per step
+    torch.testing.assert_close(model.generate(**inputs, max_new_tokens=3, decoder_attention_mask=ones), model.generate(**inputs, max_new_tokens=3))
+
+
+def test_geniusrec_generate_from_encoder_outputs_and_assisted_decoding():
+    """generate() accepts a precomputed encoding (the bans then come from banned_item_ids); assisted and prompt-lookup
+    decoding are refused with the reason."""
+    tester = GeniusRecModelTester()
+    config, inputs = tester.prepare_config_and_inputs()
+    model = tester.build(config)
+    inputs.pop("labels")
+    encoded = model.get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], timestamps=inputs["timestamps"],
+                                  next_timestamps=inputs["next_timestamps"])
+    expected = model.generate(**inputs, max_new_tokens=3, num_beams=2)
+    got = model.generate(encoder_outputs=encoded, attention_mask=inputs["attention_mask"], banned_item_ids=inputs["input_ids"],
+                         max_new_tokens=3, num_beams=2)
+    assert torch.equal(got, expected)
+    with pytest.raises(ValueError, match="pass banned_item_ids"):
+        model.generate(encoder_outputs=encoded, max_new_tokens=3)
+    for option in (dict(assistant_model=model), dict(prompt_lookup_num_tokens=2)):
+        with pytest.raises(ValueError, match="assisted and prompt-lookup decoding are not supported"):
+            model.generate(**inputs, max_new_tokens=3, **option)
+
+
+@pytest.mark.parametrize("tester", TESTERS, ids=IDS)
+def test_configs_declare_no_bos_and_refuse_an_untied_head(tester):
+    config = tester.get_config()
+    assert config.bos_token_id is None  # declared, so code that reads it does not raise
+    with pytest.raises(ValueError, match="tie_word_embeddings=False is not supported"):
+        type(config)(tie_word_embeddings=False)
