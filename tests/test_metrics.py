@@ -161,3 +161,28 @@ def test_ordering_a_view_by_length_keeps_every_rank():
     trainer_path = make_compute_metrics(lambda: model, ordered, "full")(type("P", (), {"predictions": states.numpy()})())
     for k, v in direct.items():
         assert v == pytest.approx(trainer_path[k], abs=1e-12), k
+
+
+def test_stage2_vs_encoder_aggregates_seeds_by_hand(tmp_path):
+    """The stage-2-vs-encoder file: means over seeds, the per-seed relative change, a 95% t-interval (t = 4.303 for 3
+    seeds) and whether it includes zero, the 1.03x target."""
+    import json
+    import math
+
+    from benchmarks import stage2_vs_encoder
+
+    def write(name, ndcg, hr, seed=None):
+        keys = {"ndcg@10": ndcg, "hr@10": hr, "ndcg@50": ndcg, "hr@50": hr, "mrr": ndcg}
+        (tmp_path / name).write_text(json.dumps({"metrics": {"test": keys}, "seed": seed, "command": f"cmd {name}"}))
+        return str(tmp_path / name)
+
+    encoder = write("enc.json", 0.2, 0.3)
+    seeds = [write(f"s{s}.json", 0.2 * r, 0.3 * r, s) for s, r in ((42, 1.04), (43, 1.05), (44, 1.06))]
+    out = stage2_vs_encoder.main(["--encoder", encoder, "--seeds", *seeds, "--output", str(tmp_path / "out.json")])
+    rel = out["metrics"]["test"]["relative"]["ndcg@10"]
+    assert rel["per_seed"] == pytest.approx([0.04, 0.05, 0.06]) and rel["mean"] == pytest.approx(0.05)
+    half = 4.303 * 0.01 / math.sqrt(3)
+    assert rel["ci95"][0] == pytest.approx(0.05 - half) and rel["ci95"][1] == pytest.approx(0.05 + half)
+    assert rel["interval_includes_zero"] is False
+    assert out["metrics"]["test"]["geniusrec"]["ndcg@10"] == pytest.approx(0.21) and out["target_met"] is True
+    assert out["seeds"] == [42, 43, 44] and json.loads((tmp_path / "out.json").read_text())["target_met"] is True
