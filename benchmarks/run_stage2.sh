@@ -20,3 +20,13 @@ if [ "$STAGE" = variants ]; then
       --num_train_epochs 8 --early_stopping_patience 3 --evaluate_test false --output_dir runs/s2/encoder-lr1e-4-42 \
       --results_file $RES/ml-1m-stage2-encoder-continued-lr1e-4-seed42.json
 fi
+if [ "$STAGE" = alternatives ]; then
+  # alternative sessions (generate(num_return_sequences=3, shared_item_penalty=inf)) at the quick-start size on the
+  # sessions split: HSTU (train/configs/quickstart.json) then the shipped stage-2 recipe, test users read once
+  $PY -m train.pretrain --config train/configs/quickstart.json --dataset data/ml-1m --protocol sessions --output_dir runs/alt/hstu \
+      --results_file runs/alt/hstu.json
+  $PY -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --protocol sessions --encoder_path runs/alt/hstu \
+      --max_length 100 --num_train_epochs 3 --evaluate_test false --output_dir runs/alt/geniusrec --results_file runs/alt/geniusrec.json
+  $PY -m train.evaluate --model runs/alt/geniusrec --dataset data/ml-1m --protocol sessions --split test --task sessions --num_beams 10 \
+      --alternatives 3 --output $RES/ml-1m-geniusrec-alternative-sessions.json
+fi

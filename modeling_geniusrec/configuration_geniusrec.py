@@ -1,6 +1,8 @@
 """Configuration of GeniusRec: an HSTU encoder over the history and a mixture-of-experts Transformer decoder that
 generates the next session of items."""
 
+import warnings
+
 from transformers import PretrainedConfig
 
 from .configuration_hstu import HSTUConfig
@@ -144,9 +146,10 @@ class GeniusRecConfig(PretrainedConfig):
         kwargs.setdefault("decoder_start_token_id", encoder_config.sep_token_id)
         kwargs.setdefault("is_encoder_decoder", True)
         if kwargs.get("tie_word_embeddings", True) is False:  # the output side is the (normalised) item table by design
-            raise ValueError("tie_word_embeddings=False is not supported: items are scored by cosine against their own (input) "
-                             "vectors, so the output head is always tied; drop the argument")
-        kwargs.setdefault("tie_word_embeddings", True)
+            # a warning, not an error: PEFT's merge writes tie_word_embeddings=False into configs it saves
+            warnings.warn("tie_word_embeddings=False is ignored: items are scored by cosine against their own (input) vectors, so "
+                          "the output head is always tied", UserWarning, stacklevel=2)
+        kwargs["tie_word_embeddings"] = True
         kwargs.setdefault("bos_token_id", None)  # no BOS token: a history starts with its first item (declared, as BERT does)
         kwargs.setdefault(
             "auto_map",

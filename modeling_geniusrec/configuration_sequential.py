@@ -5,6 +5,8 @@ the item vocabulary layout of the processed-dataset contract (special tokens fir
 cosine scoring and the losses. Model-specific fields live in their own configs.
 """
 
+import warnings
+
 from transformers import PretrainedConfig
 
 from .tokenization_items import EOS_TOKEN_ID, NUM_SPECIAL_TOKENS, PAD_TOKEN_ID, SEP_TOKEN_ID, UNK_TOKEN_ID
@@ -133,9 +135,10 @@ class SequentialRecConfig(PretrainedConfig):
         self.item_id_dropout = float(item_id_dropout)
         self.content_preprocessing = dict(content_preprocessing or {})
         if kwargs.get("tie_word_embeddings", True) is False:  # the output side is the (normalised) item table by design
-            raise ValueError("tie_word_embeddings=False is not supported: items are scored by cosine against their own (input) "
-                             "vectors, so the output head is always tied; drop the argument")
-        kwargs.setdefault("tie_word_embeddings", True)
+            # a warning, not an error: PEFT's merge writes tie_word_embeddings=False into configs it saves
+            warnings.warn("tie_word_embeddings=False is ignored: items are scored by cosine against their own (input) vectors, so "
+                          "the output head is always tied", UserWarning, stacklevel=2)
+        kwargs["tie_word_embeddings"] = True
         kwargs.setdefault("bos_token_id", None)  # no BOS token: a history starts with its first item (declared, as BERT does)
         super().__init__(pad_token_id=pad_token_id, eos_token_id=eos_token_id, **kwargs)
 

@@ -204,8 +204,8 @@ def test_ctrl_c_during_parallel_amazon_reading_stops_everything(tmp_path):
                              "--out", str(out), "--workers", "2", "--quiet"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     deadline = time.time() + 60
-    while not subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True).stdout and time.time() < deadline:
-        time.sleep(0.05)  # until the pool's workers exist: the reading phase has begun
+    while len(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True).stdout.split()) < 2 and time.time() < deadline:
+        time.sleep(0.05)  # until both pool workers exist (not a passing helper process): the reading phase has begun
     time.sleep(0.3)
     assert proc.poll() is None, "the reader finished before the interrupt: raise --rows"
     os.killpg(proc.pid, signal.SIGINT)
@@ -214,7 +214,7 @@ def test_ctrl_c_during_parallel_amazon_reading_stops_everything(tmp_path):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError("Ctrl-C did not stop the reader within 15 s") from None
-    assert proc.returncode == 130 and b"interrupted" in err
+    assert proc.returncode == 130 and b"interrupted" in err, (proc.returncode, err[-500:])
     assert not out.exists()
     leftovers = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert not leftovers, leftovers  # no worker outlives the command

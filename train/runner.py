@@ -61,7 +61,7 @@ def resume_checkpoint(training_args):
             if problem is None:
                 return os.path.join(folder, entry)
             print(f"note: skipping {os.path.join(folder, entry)}: {problem} (an interrupted save)", file=sys.stderr)
-        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no complete checkpoint-* folder in {folder!r}; "
+        raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-* folder{' that is complete' if found else ''} in {folder!r}; "
                                 "pass the checkpoint folder itself or drop the flag to start from scratch")
     if not os.path.isdir(value):
         raise FileNotFoundError(f"--resume_from_checkpoint {value!r} is not a folder (expected <output_dir>/checkpoint-<step>)")
