@@ -24,7 +24,14 @@ def load_text_model(name_or_path: str, gguf_file: str | None = None, dtype: torc
     from transformers import AutoModel, AutoTokenizer
 
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    if (os.path.isabs(name_or_path) or name_or_path.startswith((".", "~"))) and not os.path.isdir(os.path.expanduser(name_or_path)):
+        raise FileNotFoundError(f"text model {name_or_path!r} not found: give a local model folder, a hub id (needs the hub), or an "
+                                "offline name (minilm, smollm2)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    except OSError as error:  # transformers' message for an unreachable hub id or a folder without a model
+        raise FileNotFoundError(f"text model {name_or_path!r} could not be loaded ({str(error).splitlines()[0]}); give a local model "
+                                "folder, a reachable hub id, or an offline name (minilm, smollm2)") from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model = AutoModel.from_pretrained(name_or_path, dtype=dtype, **kwargs).to(device).eval()

@@ -98,6 +98,8 @@ class SequentialRecConfig(PretrainedConfig):
     ):
         if loss_type not in ("sampled_softmax", "full_softmax"):
             raise ValueError(f"loss_type must be 'sampled_softmax' or 'full_softmax', got {loss_type!r}")
+        if loss_type == "sampled_softmax" and num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1 for the sampled softmax, got {num_negatives} (or use loss_type='full_softmax')")
         if negatives_sharing not in ("position", "batch"):
             raise ValueError(f"negatives_sharing must be 'position' or 'batch', got {negatives_sharing!r}")
         if content_adapter not in ("linear", "mlp"):

@@ -475,3 +475,16 @@ def test_content_tables_are_tied_to_their_catalog(raw, tmp_path, capsys):
         load_item_embeddings(str(data), "cut.safetensors")
     assert run_cli(evaluate.main, ["--baseline", "content_knn", "--content_embeddings", "wrong-rows.safetensors", "--dataset", str(data)]) == 2
     assert "wrong-rows.safetensors has" in capsys.readouterr().err
+
+
+def test_more_mistakes_are_named():
+    """From trying mistakes as a new user: a negative --num_negatives failed deep in torch, a missing local text model
+    path with transformers' hub-id message."""
+    from data_scripts.embedders import load_text_model
+    from modeling_geniusrec import HSTUConfig
+
+    with pytest.raises(ValueError, match="num_negatives must be >= 1"):
+        HSTUConfig(num_negatives=-5)
+    HSTUConfig(num_negatives=0, loss_type="full_softmax")  # unused by the full softmax: fine
+    with pytest.raises(FileNotFoundError, match="text model '/no/such/model' not found"):
+        load_text_model("/no/such/model")
