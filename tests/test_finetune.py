@@ -175,6 +175,10 @@ def test_joint_finetuning_trains_the_encoder_at_its_own_rate(stage1, tmp_path):
     assert still["config"]["max_length"] == 20  # longer than the encoder's 20 positions: the length really used is recorded
     finetune.main([*common, "--output_dir", str(tmp_path / "joint"), "--encoder_learning_rate", "0.001", "--encoder_loss_weight", "1"])
     assert encoder_moved(tmp_path / "joint") > 1e-4
+    # the encoder inside a GeniusRec checkpoint ranks like the stage-1 model it was built from while it is unchanged
+    inside = evaluate.main(["--model", str(tmp_path / "still"), "--dataset", str(stage1 / "data"), "--rank_with", "encoder"])
+    stage1_alone = evaluate.main(["--model", str(stage1 / "hstu"), "--dataset", str(stage1 / "data")])
+    assert inside["ndcg@10"] == pytest.approx(stage1_alone["ndcg@10"], abs=1e-6)
     assert GeniusRecForSessionGeneration.from_pretrained(tmp_path / "joint").config.encoder_loss_weight == 1.0
     with pytest.raises(SystemExit):
         finetune.main([*common, "--output_dir", str(tmp_path / "frozen"), "--freeze_encoder", "true", "--encoder_loss_weight", "1"])

@@ -26,8 +26,15 @@ from .runner import load_checkpoint, tune_cpu_allocator
 
 
 @torch.no_grad()
-def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, filter_history: str = "full", ks=DEFAULT_KS, progress=True) -> dict:
-    """Full-ranking metrics of `model` on a split view (one target per user; `filter_history` full / window / none)."""
+def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, filter_history: str = "full", ks=DEFAULT_KS, progress=True,
+                       rank_with: str = "model") -> dict:
+    """Full-ranking metrics of `model` on a split view (one target per user; `filter_history` full / window / none).
+    `rank_with="encoder"` ranks a GeniusRec checkpoint with its encoder's next-item query (stage 1's ranking, from the
+    encoder as stage 2 left it) instead of the decoder's first step."""
+    if rank_with not in ("model", "encoder"):
+        raise ValueError(f"rank_with must be 'model' or 'encoder', got {rank_with!r}")
+    if rank_with == "encoder" and not getattr(model.config, "is_encoder_decoder", False):
+        raise ValueError("--rank_with encoder is for GeniusRec checkpoints (a stage-1 model ranks with its encoder already)")
     model.eval()
     device = next(model.parameters()).device
     collator = NextItemCollator(model.config.pad_token_id)
@@ -38,7 +45,7 @@ def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, f
         rows = order[lo : lo + batch_size]
         batch = collator.pad_histories([dataset[int(i)] for i in rows])
         batch = {k: v.to(device) for k, v in batch.items()}
-        users = query_states(model, batch)
+        users = model.get_encoder()(**batch).user_embedding if rank_with == "encoder" else query_states(model, batch)
         ranks.append(target_ranks(model, users, targets[rows], None if seen is None else seen[rows]))
     return ranking_metrics(torch.cat(ranks), ks)
 
@@ -112,6 +119,9 @@ class EvaluateArguments:
                                                           "penalty (0: off)"})
     shared_item_penalty: float = field(default=float("inf"), metadata={"help": "with --alternatives: logit penalty on the items of a "
                                                                                   "user's earlier sessions (inf: no shared item)"})
+    rank_with: str = field(default="model", metadata={"help": "next item: rank with the model (GeniusRec: the decoder's first step) or, for "
+                                                              "a GeniusRec checkpoint, with its encoder's next-item query",
+                                                      "choices": ["model", "encoder"]})
     max_users: int | None = field(default=None, metadata={"help": "evaluate only the first N users of the view (quick looks)"})
     exclude_users: str | None = field(default=None, metadata={"help":
             "leave these users out: a preference-pairs folder (its user_id column) or a text file of user ids, one per "
@@ -154,7 +164,7 @@ def main(argv=None):
     metrics = {}
     if args.task in ("next-item", "all"):
         if args.model:
-            metrics.update(evaluate_next_item(model, dataset, args.batch_size, filter_history))
+            metrics.update(evaluate_next_item(model, dataset, args.batch_size, filter_history, rank_with=args.rank_with))
         elif args.baseline == "content_knn":
             from data_scripts.embedders import prepare_content_table
             from data_scripts.processed import load_item_embeddings
