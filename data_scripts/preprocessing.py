@@ -214,14 +214,15 @@ def clean_stale_temp_folders(out_dir: str) -> list[str]:
         if not path.startswith(prefix) or not os.path.isdir(path):
             continue
         pid = path[len(prefix):].split("-")[0]
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and pid_alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this machine (the owner check of temp folders, temp files and run locks)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

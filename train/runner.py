@@ -112,7 +112,7 @@ def output_dir_lock(output_dir: str, command: str):
     import json
     import socket
 
-    from .evaluation.results import pid_alive
+    from data_scripts.preprocessing import pid_alive
 
     if int(os.environ.get("RANK", "0")) != 0:
         yield

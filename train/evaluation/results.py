@@ -12,6 +12,8 @@ import tempfile
 
 import torch
 
+from data_scripts.preprocessing import pid_alive
+
 
 def machine_description() -> str:
     if torch.cuda.is_available():
@@ -51,17 +53,6 @@ def remove_stale_temp_files(folder: str, name: str) -> None:
                 os.remove(os.path.join(folder, entry))
             except OSError:
                 pass
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process `pid` exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def today() -> str:
