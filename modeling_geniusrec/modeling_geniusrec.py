@@ -593,16 +593,6 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
     def set_input_embeddings(self, value):
         self.model.set_input_embeddings(value)
 
-    def train(self, mode: bool = True):
-        """As `nn.Module.train`, except that a frozen encoder (no parameter requiring grad, e.g. `finetune
-        --freeze_encoder`) stays in eval mode: its dropout would otherwise feed the decoder noisy states (and a noisy
-        next-item query `u`, which the decoder's residual then learns to correct) that inference never sees."""
-        super().train(mode)
-        encoder = self.model.encoder
-        if mode and not any(p.requires_grad for p in encoder.parameters()):
-            encoder.eval()
-        return self
-
     def get_output_embeddings(self):
         """The output head as transformers and TRL read it: a view module whose `.weight` `(vocab_size, hidden_size)` is
         the current item matrix `normalize(E_id + content projections)`, recomputed on each access (not a parameter:

@@ -633,14 +633,3 @@ def test_generate_from_four_threads_equals_one_after_another():
         t.join()
     for index, (a, b) in enumerate(zip(expected, got)):
         assert torch.equal(a, b), index
-
-
-def test_a_frozen_encoder_stays_in_eval_mode_while_the_decoder_trains():
-    model = tiny()
-    model.train()
-    assert model.model.encoder.training and model.model.decoder_layers[0].training
-    model.model.encoder.requires_grad_(False)
-    model.train()
-    assert not model.model.encoder.training and model.model.decoder_layers[0].training and model.training
-    model.eval()
-    assert not model.model.decoder_layers[0].training
