@@ -19,6 +19,14 @@ if [ "$STAGE" = variants ]; then
   $PY -m train.pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-1m --init_from $ENC --learning_rate 1e-4 \
       --num_train_epochs 8 --early_stopping_patience 3 --evaluate_test false --output_dir runs/s2/encoder-lr1e-4-42 \
       --results_file $RES/ml-1m-stage2-encoder-continued-lr1e-4-seed42.json
+  # run at commit 1e9f935 only (a frozen encoder kept in eval mode while the decoder trains; reverted: no effect):
+  # $PY -m train.finetune $S2 --evaluate_test false --output_dir runs/s2/frozen-evalenc-42 --results_file $RES/ml-1m-stage2-frozen-evalenc-seed42.json
+  # $PY -m train.finetune $S2 --evaluate_test false --next_item_loss_weight 100 --output_dir runs/s2/frozen-evalenc-next-only-42 \
+  #     --results_file $RES/ml-1m-stage2-frozen-evalenc-next-only-seed42.json
+  # joint fine-tuning with the first step carrying the decoder's loss
+  $PY -m train.finetune $S2 --evaluate_test false --freeze_encoder false --encoder_learning_rate 1e-4 --encoder_loss_weight 1 \
+      --next_item_loss_weight 100 --output_dir runs/s2/joint-next-only-42 --results_file $RES/ml-1m-stage2-joint-lr1e-4-next-only-seed42.json
+  # chosen on validation: the largest validation NDCG@10 among GeniusRec variants -> benchmarks/run_stage2_seeds.sh
 fi
 if [ "$STAGE" = alternatives ]; then
   # alternative sessions (generate(num_return_sequences=3, shared_item_penalty=inf)) at the quick-start size on the

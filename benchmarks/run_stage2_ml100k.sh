@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Issue 24, item 5: the stage-2 recipe chosen on ML-1M, run unchanged on ML-100K (no target: does it generalise?).
-# Stage 1: the per-position HSTU config of ML-1M; stage 2: the chosen recipe (RECIPE, the flags after the config)
+# Stage 1: the per-position HSTU config of ML-1M; stage 2: the recipe chosen on ML-1M validation (RECIPE: flags added to
+# train/configs/ml-1m-geniusrec.json: frozen encoder, the first step carries the loss)
 # over seeds 42/43/44, test read once per seed; then the same aggregate as ML-1M.
 set -euo pipefail
 PY=${PY:-python}
 RES=benchmarks/results
-RECIPE=${RECIPE:---freeze_encoder false --encoder_learning_rate 1e-4 --encoder_loss_weight 1}
+RECIPE=${RECIPE:---next_item_loss_weight 100}
 $PY -m data_scripts.movielens --variant ml-100k --out data/ml-100k
 $PY -m train.pretrain --config train/configs/ml-1m-hstu.json --dataset data/ml-100k --output_dir runs/ml-100k-hstu-position \
     --results_file $RES/ml-100k-hstu-position.json
