@@ -17,7 +17,8 @@ from transformers import HfArgumentParser
 
 def make_parser(dataclass_types, description: str | None = None, config: bool = False) -> HfArgumentParser:
     """An `HfArgumentParser` over `dataclass_types` whose `--help` shows the module docstring and every default."""
-    parser = HfArgumentParser(dataclass_types, description=description, formatter_class=_HelpFormatter)
+    # allow_abbrev=False: a typo such as --num_beam must be an error, not silently --num_beams
+    parser = HfArgumentParser(dataclass_types, description=description, formatter_class=_HelpFormatter, allow_abbrev=False)
     if "--debug" not in {option for action in parser._actions for option in action.option_strings}:  # TrainingArguments has its own
         parser.add_argument("--debug", action="store_true", help=f"show the full Python traceback of an error (also {DEBUG_ENV}=1)")
     if config:
@@ -108,6 +109,10 @@ def parse_args(parser, argv=None, aliases: dict | None = None) -> tuple:
         if unknown:
             parser.error(f"{config_path}: unknown keys {unknown}; see --help for the accepted flags")
         parser.set_defaults(**defaults)
+    known = {option for action in parser._actions for option in action.option_strings}
+    unknown = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--") and arg.split("=", 1)[0] not in known]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (see --help for the accepted flags)")
     outputs = parser.parse_args_into_dataclasses(args=argv)
     return tuple(o for o in outputs if not isinstance(o, argparse.Namespace))
 

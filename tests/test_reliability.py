@@ -488,3 +488,14 @@ def test_more_mistakes_are_named():
     HSTUConfig(num_negatives=0, loss_type="full_softmax")  # unused by the full softmax: fine
     with pytest.raises(FileNotFoundError, match="text model '/no/such/model' not found"):
         load_text_model("/no/such/model")
+
+
+def test_flag_typos_and_bad_counts_are_refused(raw, capsys):
+    """argparse's prefix matching took --num_beam for --num_beams; --max_users -3 silently scored all but 3 users."""
+    from train import evaluate
+
+    for argv, message in ((["--num_beam", "5"], "unrecognized arguments: --num_beam"), (["--max_users", "-3"], "--max_users must be >= 1"),
+                          (["--alternatives", "1"], "--alternatives must be 0")):
+        with pytest.raises(SystemExit):
+            evaluate.main(["--baseline", "popularity", "--dataset", str(raw / "data"), *argv])
+        assert message in capsys.readouterr().err

@@ -138,6 +138,10 @@ def main(argv=None):
         parser.error("give exactly one of --model and --baseline")
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.max_users is not None and args.max_users < 1:
+        parser.error(f"--max_users must be >= 1, got {args.max_users}")
+    if args.alternatives < 0 or args.alternatives == 1:
+        parser.error(f"--alternatives must be 0 (off) or >= 2 sessions per user, got {args.alternatives}")
     if args.max_length is not None and args.max_length < 1:
         parser.error(f"--max_length must be >= 1, got {args.max_length}")
     tune_cpu_allocator()  # inference: reuse large freed blocks (see its docstring)
@@ -148,6 +152,8 @@ def main(argv=None):
         model = load_checkpoint(args.model, tokenizer=tokenizer)
         if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
             model.reset_item_ids(store.cold_items)
+        if args.alternatives and not getattr(model.config, "is_encoder_decoder", False):
+            parser.error("--alternatives is a GeniusRec decoding (generate(shared_item_penalty=...)); this is a stage-1 checkpoint")
         encoder = getattr(model.config, "encoder_config", model.config)
         max_length = args.max_length or encoder.max_position_embeddings
     else:
