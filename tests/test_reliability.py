@@ -499,3 +499,18 @@ def test_flag_typos_and_bad_counts_are_refused(raw, capsys):
         with pytest.raises(SystemExit):
             evaluate.main(["--baseline", "popularity", "--dataset", str(raw / "data"), *argv])
         assert message in capsys.readouterr().err
+
+
+def test_a_checkpoint_with_nan_weights_is_named(raw, tmp_path):
+    """It used to be reported as bad targets, far from the cause."""
+    from safetensors.torch import load_file, save_file
+
+    from train.runner import load_checkpoint
+
+    pretrain.main(["--dataset", str(raw / "data"), "--output_dir", str(tmp_path / "run"), "--num_train_epochs", "1", *TINY])
+    weights = load_file(tmp_path / "run" / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name][0] = float("nan")
+    save_file(weights, str(tmp_path / "run" / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="hold NaN or infinite values"):
+        load_checkpoint(str(tmp_path / "run"))

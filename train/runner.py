@@ -182,6 +182,10 @@ def load_checkpoint(path: str, model_types=("hstu", "sasrec", "geniusrec"), toke
         detail = "; ".join(f"{key.replace('_', ' ')}: {value[:5]}{' ...' if len(value) > 5 else ''}" for key, value in problems.items())
         raise ValueError(f"{path!r}: its weights do not match its config ({model_type}): {detail}. The folder was changed or mixed "
                          "with another model; retrain or restore it")
+    broken = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if broken:
+        raise ValueError(f"{path!r}: weights {broken[:5]} hold NaN or infinite values (a diverged or damaged run); retrain it or use an "
+                         "earlier checkpoint")
     if tokenizer is not None:
         check_catalog(model.config, tokenizer, path)
     return model
