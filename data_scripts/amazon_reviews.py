@@ -124,27 +124,50 @@ def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=
     """Streams the reviews into `log`. Blocks are parsed by `parse_block`, in this process (`workers=1`) or in
     `workers` processes while this one decompresses and merges; merging is in file order, so ids and row order are
     the same either way."""
+    import collections
     import multiprocessing
+    import signal
 
     import numpy as np
 
     jobs = ((first, lines, min_rating) for first, lines in iter_blocks(path, "reviews", progress))
-    # workers ignore SIGINT: Ctrl-C reaches the main process alone, which terminates the pool (close + join would wait
-    # for a feeder thread still reading the file: the old hang)
-    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_sigint) if workers > 1 else None
+    pool = None
+    if workers > 1:
+        # the workers are forked with SIGINT ignored (set before the fork, so no worker can catch Ctrl-C half-started):
+        # Ctrl-C reaches the main process alone, which terminates them
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            pool = multiprocessing.get_context("fork").Pool(workers)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def merge(result) -> None:
+        user_keys, users, item_keys, items, times, block_bad, total = result
+        bad.total += total
+        for number, reason in block_bad:
+            bad.add(number, reason)
+        if not len(users):
+            return
+        to_global_user = np.fromiter((log.user_index.setdefault(k, len(log.user_index)) for k in user_keys), np.int32, len(user_keys))
+        to_global_item = np.fromiter((log.item_index.setdefault(k, len(log.item_index)) for k in item_keys), np.int32, len(item_keys))
+        log.users.frombytes(to_global_user[np.frombuffer(users, np.int32)].tobytes())
+        log.items.frombytes(to_global_item[np.frombuffer(items, np.int32)].tobytes())
+        log.timestamps.extend(times)
+
     try:
-        results = pool.imap(parse_block, jobs, chunksize=1) if pool else map(parse_block, jobs)
-        for user_keys, users, item_keys, items, times, block_bad, total in results:
-            bad.total += total
-            for number, reason in block_bad:
-                bad.add(number, reason)
-            if not len(users):
-                continue
-            to_global_user = np.fromiter((log.user_index.setdefault(k, len(log.user_index)) for k in user_keys), np.int32, len(user_keys))
-            to_global_item = np.fromiter((log.item_index.setdefault(k, len(log.item_index)) for k in item_keys), np.int32, len(item_keys))
-            log.users.frombytes(to_global_user[np.frombuffer(users, np.int32)].tobytes())
-            log.items.frombytes(to_global_item[np.frombuffer(items, np.int32)].tobytes())
-            log.timestamps.extend(times)
+        if pool is None:
+            for job in jobs:
+                merge(parse_block(job))
+        else:
+            # this process reads the file and keeps at most 2 blocks per worker in flight, merged in file order: no
+            # pool thread ever reads the file or waits on a full pipe, so terminate() below cannot hang
+            pending = collections.deque()
+            for job in jobs:
+                pending.append(pool.apply_async(parse_block, (job,)))
+                if len(pending) >= 2 * workers:
+                    merge(pending.popleft().get())
+            while pending:
+                merge(pending.popleft().get())
     except BaseException:
         if pool:
             pool.terminate()
@@ -155,12 +178,6 @@ def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=
     finally:
         if pool:
             pool.join()
-
-
-def _ignore_sigint() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def join_text(value) -> str:
