@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data_scripts.embedders import prepare_content_table  # noqa: E402
 from data_scripts.processed import NextItemDataset, load_item_embeddings, load_processed  # noqa: E402
 from data_scripts.splits import COLD_ITEM_SEED, COLD_ITEM_SHARE, SequenceStore, protocol_store  # noqa: E402
-from train.evaluate import evaluate_next_item  # noqa: E402
 from train.evaluation.baselines import content_knn_metrics, popularity_metrics  # noqa: E402
+from train.evaluation.ranking import evaluate_next_item  # noqa: E402
 from train.evaluation.results import format_table, git_commit, machine_description, today, write_json_atomic  # noqa: E402
 from train.runner import load_checkpoint  # noqa: E402
 

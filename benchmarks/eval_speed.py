@@ -2,7 +2,7 @@
 
     python benchmarks/eval_speed.py --dataset data/ml-1m --model runs/ml-1m-hstu --output benchmarks/results/eval-speed.jsonl
 
-Times two paths after one warm-up pass, `--repeats` times each (median reported): `train.evaluate.evaluate_next_item`
+Times two paths after one warm-up pass, `--repeats` times each (median reported): `train.evaluation.ranking.evaluate_next_item`
 (what `python -m train.evaluate` runs) and `Trainer.evaluate` with the `compute_metrics` of `train.pretrain` (what
 every training epoch runs), both on the validation view (6,040 users on MovieLens-1M), batch `--batch_size`. The
 metrics of the two paths must agree (printed). Without `--model`, a freshly initialised paper-size HSTU (the time
@@ -27,10 +27,12 @@ from data_scripts.processed import NextItemCollator, NextItemDataset, load_proce
 from data_scripts.splits import SequenceStore  # noqa: E402
 from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction  # noqa: E402
 from train.console import quiet_trainer  # noqa: E402
-from train.evaluate import evaluate_next_item  # noqa: E402
-from train.evaluation.ranking import make_compute_metrics  # noqa: E402
+from train.evaluation.ranking import (
+    evaluate_next_item,  # noqa: E402
+    keep_user_embeddings,  # noqa: E402
+    make_compute_metrics,  # noqa: E402
+)
 from train.evaluation.results import git_commit, machine_description, today  # noqa: E402
-from train.pretrain import keep_user_embeddings  # noqa: E402
 from train.runner import load_checkpoint  # noqa: E402
 
 

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 import modeling_geniusrec  # noqa: E402,F401
 from data_scripts.processed import NextItemDataset, load_processed  # noqa: E402
 from data_scripts.splits import SequenceStore  # noqa: E402
-from train.evaluate import evaluate_next_item  # noqa: E402
+from train.evaluation.ranking import evaluate_next_item  # noqa: E402
 from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
 
 

@@ -121,7 +121,7 @@ def test_session_decodings(stage1):
     `beam_vote` with one beam is the beam; the vote is a Borda count."""
     from data_scripts.processed import NextItemDataset, load_processed
     from data_scripts.splits import SequenceStore
-    from train.evaluate import query_states
+    from train.evaluation.ranking import query_states
     from train.evaluation.sessions import generate_sessions, vote
 
     assert vote([[1, 2, 3], [2, 4, 1]], 3) == [2, 1, 4]  # points: 2 -> 2+3, 1 -> 3+1, 4 -> 2, 3 -> 1

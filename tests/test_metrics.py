@@ -105,7 +105,7 @@ def test_full_history_filtering_removes_items_outside_the_input_window():
 
     from data_scripts.processed import NextItemDataset, resolve_filter_history
     from data_scripts.splits import SequenceStore
-    from train.evaluate import popularity_metrics
+    from train.evaluation.baselines import popularity_metrics
 
     # user 0: 4 (old, outside a 2-item window), 9, 10, then the targets; users 1-3 make item 4 the most popular
     rows = [[4, 9, 10, 11, 12], [4, 5, 6, 7, 8], [4, 5, 6, 7, 8], [4, 5, 6, 7, 8]]
@@ -128,8 +128,7 @@ def test_ordering_a_view_by_length_keeps_every_rank():
     from data_scripts.processed import NextItemCollator, NextItemDataset
     from data_scripts.splits import SequenceStore
     from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction
-    from train.evaluate import evaluate_next_item, query_states
-    from train.evaluation.ranking import make_compute_metrics
+    from train.evaluation.ranking import evaluate_next_item, make_compute_metrics, query_states
 
     rng = np.random.default_rng(0)
     rows = [rng.integers(4, 40, size=int(n)) for n in rng.integers(4, 30, size=37)]

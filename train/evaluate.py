@@ -11,43 +11,14 @@ import math
 import sys
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
-from tqdm.auto import tqdm
-
 from data_scripts.arguments import make_parser, parse_args, run_cli
-from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history
+from data_scripts.processed import NextItemDataset, load_processed, resolve_filter_history
 from data_scripts.splits import SequenceStore, protocol_store
-from train.evaluation.ranking import DEFAULT_KS, query_states, ranking_metrics, target_ranks
+from train.evaluation.ranking import evaluate_next_item
 
 from .evaluation.baselines import content_knn_metrics, item_user_counts, popularity_metrics
 from .evaluation.results import format_table, git_commit, machine_description, today, write_json_atomic
 from .runner import load_checkpoint, tune_cpu_allocator
-
-
-@torch.no_grad()
-def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, filter_history: str = "full", ks=DEFAULT_KS, progress=True,
-                       rank_with: str = "model") -> dict:
-    """Full-ranking metrics of `model` on a split view (one target per user; `filter_history` full / window / none).
-    `rank_with="encoder"` ranks a GeniusRec checkpoint with its encoder's next-item query (stage 1's ranking, from the
-    encoder as stage 2 left it) instead of the decoder's first step."""
-    if rank_with not in ("model", "encoder"):
-        raise ValueError(f"rank_with must be 'model' or 'encoder', got {rank_with!r}")
-    if rank_with == "encoder" and not getattr(model.config, "is_encoder_decoder", False):
-        raise ValueError("--rank_with encoder is for GeniusRec checkpoints (a stage-1 model ranks with its encoder already)")
-    model.eval()
-    device = next(model.parameters()).device
-    collator = NextItemCollator(model.config.pad_token_id)
-    targets, seen = dataset.targets(), dataset.filter_items(filter_history)
-    order = torch.as_tensor(np.argsort(dataset.input_lengths(), kind="stable"))  # batches of similar lengths pad little
-    ranks = []
-    for lo in tqdm(range(0, len(dataset), batch_size), desc=f"evaluating {dataset.split}", disable=not progress):
-        rows = order[lo : lo + batch_size]
-        batch = collator.pad_histories([dataset[int(i)] for i in rows])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        users = model.get_encoder()(**batch).user_embedding if rank_with == "encoder" else query_states(model, batch)
-        ranks.append(target_ranks(model, users, targets[rows], None if seen is None else seen[rows]))
-    return ranking_metrics(torch.cat(ranks), ks)
 
 
 def restrict_to_cold_targets(store, dataset, vocab_size: int, max_count: int) -> None:

@@ -36,7 +36,7 @@ from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, H
 from .console import quiet_trainer
 from .evaluation import sessions as session_eval
 from .evaluation.ranking import make_compute_metrics
-from .evaluation.reporting import plot_gate_weights, write_reports
+from .evaluation.reporting import gate_statistics, plot_gate_weights, write_reports
 from .evaluation.results import TABLE_KEYS, format_table, git_commit, machine_description, today, write_json_atomic
 from .runner import load_checkpoint, output_dir_lock, parse_with_config, resume_checkpoint, save_final_checkpoint
 
@@ -227,41 +227,6 @@ def main(argv=None):
             if session_keys:
                 print(format_table({"test sessions": metrics["test"]}, session_keys[:8], name_width=14))
         return results
-
-
-RARE_TARGET_USERS = 20  # the gate plot's groups: a next item with at most this many training users is "rare"
-
-
-@torch.no_grad()
-def gate_statistics(model, store, dataset, collator, max_users: int = 1024, batch_size: int = 128) -> dict:
-    """Gate weights per session position over (up to `max_users`) users of an evaluation view, grouped by how often the
-    row's next item was seen in training: `{group: {"mean": (T, E), "std": (T, E), "users": n}}` (lists), so a reader
-    sees whether the content experts weigh more when the next item is rare (or cold) in training."""
-    from .evaluation.baselines import item_user_counts
-
-    model.eval()
-    counts, _ = item_user_counts(store, dataset.protocol, dataset.session_length, model.config.vocab_size)
-    rows = list(range(min(max_users, len(dataset))))
-    gates, valid, rare = [], [], []
-    for lo in range(0, len(rows), batch_size):
-        examples = [dataset[i] for i in rows[lo : lo + batch_size]]
-        batch = collator(examples)
-        out = model(**{k: v.to(model.device) for k, v in batch.items()})
-        gates.append(out.gate_weights.float().cpu())
-        valid.append(batch["labels"] != -100)
-        rare += [counts[int(e["target"])] <= RARE_TARGET_USERS for e in examples]
-    width = max(g.shape[1] for g in gates)  # batches may differ in session length: pad positions (not counted)
-    gates = torch.cat([torch.nn.functional.pad(g, (0, 0, 0, width - g.shape[1])) for g in gates])  # (U, T, E)
-    valid = torch.cat([torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in valid]).unsqueeze(-1).float()  # (U, T, 1)
-    rare = torch.as_tensor(rare)
-    out = {}
-    for group, members in ((f"next item seen by <= {RARE_TARGET_USERS} training users", rare), ("other users", ~rare)):
-        g, v = gates[members], valid[members]
-        n = v.sum(0).clamp(min=1)
-        mean = (g * v).sum(0) / n
-        std = (((g - mean) ** 2) * v).sum(0).div(n).sqrt()
-        out[group] = {"mean": mean.tolist(), "std": std.tolist(), "users": int(members.sum())}
-    return out
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from data_scripts.processed import NextItemCollator, NextItemDataset, load_proce
 from data_scripts.splits import SequenceStore, protocol_store
 
 from .console import quiet_trainer
-from .evaluation.ranking import make_compute_metrics
+from .evaluation.ranking import keep_user_embeddings, make_compute_metrics
 from .evaluation.reporting import write_reports
 from .evaluation.results import TABLE_KEYS, format_table, git_commit, machine_description, today, write_json_atomic
 from .runner import MODELS, load_checkpoint, output_dir_lock, parse_with_config, resume_checkpoint, save_final_checkpoint
@@ -156,11 +156,6 @@ def load_content_tables(dataset: str, model_args: ModelArguments) -> dict:
             table, _ = load_item_embeddings(dataset, file_name)
             tables[kind] = prepare_content_table(table, model_args.content_preprocessing, model_args.content_shrink)
     return tables
-
-
-def keep_user_embeddings(logits, labels):
-    """Trainer hook: keep only the `(B, D)` user states, never `(B, N, V)` scores."""
-    return logits[0] if isinstance(logits, (tuple, list)) else logits
 
 
 def main(argv=None):

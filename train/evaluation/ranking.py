@@ -9,6 +9,9 @@ MRR = 1 / (rank + 1); each averaged over users.
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from data_scripts.processed import NextItemCollator, NextItemDataset
 
 DEFAULT_KS = (10, 50, 200)
 
@@ -104,4 +107,36 @@ def query_states(model, batch) -> torch.Tensor:
     return model(**batch).user_embeddings
 
 
-__all__ = ["target_ranks", "ranking_metrics", "make_compute_metrics", "query_states", "DEFAULT_KS"]
+def keep_user_embeddings(logits, labels):
+    """Trainer hook (`preprocess_logits_for_metrics`) of the stage-1 models: keep only the `(B, D)` user states, never
+    `(B, N, V)` scores."""
+    return logits[0] if isinstance(logits, (tuple, list)) else logits
+
+
+@torch.no_grad()
+def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, filter_history: str = "full", ks=DEFAULT_KS, progress=True,
+                       rank_with: str = "model") -> dict:
+    """Full-ranking metrics of `model` on a split view (one target per user; `filter_history` full / window / none).
+    `rank_with="encoder"` ranks a GeniusRec checkpoint with its encoder's next-item query (stage 1's ranking, from the
+    encoder as stage 2 left it) instead of the decoder's first step."""
+    if rank_with not in ("model", "encoder"):
+        raise ValueError(f"rank_with must be 'model' or 'encoder', got {rank_with!r}")
+    if rank_with == "encoder" and not getattr(model.config, "is_encoder_decoder", False):
+        raise ValueError("--rank_with encoder is for GeniusRec checkpoints (a stage-1 model ranks with its encoder already)")
+    model.eval()
+    device = next(model.parameters()).device
+    collator = NextItemCollator(model.config.pad_token_id)
+    targets, seen = dataset.targets(), dataset.filter_items(filter_history)
+    order = torch.as_tensor(np.argsort(dataset.input_lengths(), kind="stable"))  # batches of similar lengths pad little
+    ranks = []
+    for lo in tqdm(range(0, len(dataset), batch_size), desc=f"evaluating {dataset.split}", disable=not progress):
+        rows = order[lo : lo + batch_size]
+        batch = collator.pad_histories([dataset[int(i)] for i in rows])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        users = model.get_encoder()(**batch).user_embedding if rank_with == "encoder" else query_states(model, batch)
+        ranks.append(target_ranks(model, users, targets[rows], None if seen is None else seen[rows]))
+    return ranking_metrics(torch.cat(ranks), ks)
+
+
+
+__all__ = ["target_ranks", "ranking_metrics", "make_compute_metrics", "query_states", "evaluate_next_item", "keep_user_embeddings", "DEFAULT_KS"]

@@ -3,6 +3,7 @@
 import os
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -40,7 +41,7 @@ def plot_metrics_vs_k(metrics: dict, path: str, title: str = "") -> str:
 def plot_gate_weights(statistics: dict, names: list[str], path: str) -> str:
     """Gate weight of each expert at each session position, one panel per user group (e.g. users whose next item is
     rare in training vs the others): the mean over the group's users as a line, their spread (one standard deviation)
-    as a band. `statistics` is `{group: {"mean": (T, E), "std": (T, E), "users": n}}` (see `train.finetune.gate_statistics`)."""
+    as a band. `statistics` is `{group: {"mean": (T, E), "std": (T, E), "users": n}}` (see [`gate_statistics`])."""
     groups = [g for g, stats in statistics.items() if stats["users"]]
     fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5.5 * max(len(groups), 1), 3.6), sharey=True, squeeze=False)
     for ax, group in zip(axes[0], groups):
@@ -117,3 +118,38 @@ def write_reports(output_dir: str, results: dict) -> list[str]:
     if results["metrics"].get("test"):
         written.append(plot_metrics_vs_k(results["metrics"]["test"], os.path.join(output_dir, "plots", "metrics_vs_k.png"), "test"))
     return written
+
+
+RARE_TARGET_USERS = 20  # the gate plot's groups: a next item with at most this many training users is "rare"
+
+
+@torch.no_grad()
+def gate_statistics(model, store, dataset, collator, max_users: int = 1024, batch_size: int = 128) -> dict:
+    """Gate weights per session position over (up to `max_users`) users of an evaluation view, grouped by how often the
+    row's next item was seen in training: `{group: {"mean": (T, E), "std": (T, E), "users": n}}` (lists), so a reader
+    sees whether the content experts weigh more when the next item is rare (or cold) in training."""
+    from .baselines import item_user_counts
+
+    model.eval()
+    counts, _ = item_user_counts(store, dataset.protocol, dataset.session_length, model.config.vocab_size)
+    rows = list(range(min(max_users, len(dataset))))
+    gates, valid, rare = [], [], []
+    for lo in range(0, len(rows), batch_size):
+        examples = [dataset[i] for i in rows[lo : lo + batch_size]]
+        batch = collator(examples)
+        out = model(**{k: v.to(model.device) for k, v in batch.items()})
+        gates.append(out.gate_weights.float().cpu())
+        valid.append(batch["labels"] != -100)
+        rare += [counts[int(e["target"])] <= RARE_TARGET_USERS for e in examples]
+    width = max(g.shape[1] for g in gates)  # batches may differ in session length: pad positions (not counted)
+    gates = torch.cat([torch.nn.functional.pad(g, (0, 0, 0, width - g.shape[1])) for g in gates])  # (U, T, E)
+    valid = torch.cat([torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in valid]).unsqueeze(-1).float()  # (U, T, 1)
+    rare = torch.as_tensor(rare)
+    out = {}
+    for group, members in ((f"next item seen by <= {RARE_TARGET_USERS} training users", rare), ("other users", ~rare)):
+        g, v = gates[members], valid[members]
+        n = v.sum(0).clamp(min=1)
+        mean = (g * v).sum(0) / n
+        std = (((g - mean) ** 2) * v).sum(0).div(n).sqrt()
+        out[group] = {"mean": mean.tolist(), "std": std.tolist(), "users": int(members.sum())}
+    return out
