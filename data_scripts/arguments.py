@@ -29,7 +29,7 @@ def make_parser(dataclass_types, description: str | None = None, config: bool = 
 DEBUG_ENV = "GENIUSREC_DEBUG"
 # what a user's mistake raises (a missing or foreign file, a bad value, a folder in use): one line, exit code 2;
 # anything else is a bug and keeps its traceback
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 def run_cli(main, argv: list[str] | None = None) -> int:
@@ -52,8 +52,7 @@ def run_cli(main, argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         if debug:
             raise
-        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        print(f"error: {message} (--debug shows the traceback)", file=sys.stderr)
+        print(f"error: {error} (--debug shows the traceback)", file=sys.stderr)
         return 2
     return 0
 
