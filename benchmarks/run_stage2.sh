@@ -37,4 +37,6 @@ if [ "$STAGE" = alternatives ]; then
       --max_length 100 --num_train_epochs 3 --evaluate_test false --output_dir runs/alt/geniusrec --results_file runs/alt/geniusrec.json
   $PY -m train.evaluate --model runs/alt/geniusrec --dataset data/ml-1m --protocol sessions --split test --task sessions --num_beams 10 \
       --alternatives 3 --output $RES/ml-1m-geniusrec-alternative-sessions.json
+  $PY -m train.evaluate --model runs/alt/geniusrec --dataset data/ml-1m --protocol sessions --split test --task sessions --num_beams 10 \
+      --alternatives 3 --shared_item_penalty 2 --output $RES/ml-1m-geniusrec-alternative-sessions-penalty2.json
 fi
