@@ -816,7 +816,6 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             kwargs["encoder_query_weight"] = float(encoder_query_weight)
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors, **kwargs)
 
-
     def _generate_alternatives(self, input_ids, attention_mask, logits_processor, ban_history, ban_repeats, banned_item_ids,
                                encoder_query_weight, penalty, **kwargs):
         """`generate(num_return_sequences=k, shared_item_penalty=p)`: k searches per user, search j penalising the items

@@ -121,14 +121,14 @@ def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
 
 
 def build_optimizer(model, training_args, encoder_learning_rate: float | None):
-    """AdamW as the Trainer builds it (`--learning_rate`, `--weight_decay`, betas, eps), with the encoder's trainable
-    weights in their own group at `encoder_learning_rate`; None (no own rate) leaves the optimizer to the Trainer."""
+    """AdamW with the Trainer's settings (`--learning_rate`, `--weight_decay` on every weight, betas, eps), the encoder's
+    trainable weights in their own group at `encoder_learning_rate`; None (no own rate) leaves it to the Trainer."""
     if encoder_learning_rate is None:
         return None
     encoder = {id(p) for p in model.model.encoder.parameters()}
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for _, p in trainable if id(p) not in encoder], "lr": training_args.learning_rate},
-              {"params": [p for _, p in trainable if id(p) in encoder], "lr": encoder_learning_rate}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in encoder], "lr": training_args.learning_rate},
+              {"params": [p for p in trainable if id(p) in encoder], "lr": encoder_learning_rate}]
     return torch.optim.AdamW([g for g in groups if g["params"]], betas=(training_args.adam_beta1, training_args.adam_beta2),
                              eps=training_args.adam_epsilon, weight_decay=training_args.weight_decay)
 
