@@ -24,7 +24,7 @@ from data_scripts.processed import NextItemDataset, load_item_embeddings, load_p
 from data_scripts.splits import COLD_ITEM_SEED, COLD_ITEM_SHARE, SequenceStore, protocol_store  # noqa: E402
 from train.evaluation.baselines import content_knn_metrics, popularity_metrics  # noqa: E402
 from train.evaluation.ranking import evaluate_next_item  # noqa: E402
-from train.evaluation.results import format_table, git_commit, machine_description, today, write_json_atomic  # noqa: E402
+from train.evaluation.results import format_table, provenance, write_json_atomic  # noqa: E402
 from train.runner import load_checkpoint  # noqa: E402
 
 KEYS = ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr")
@@ -65,8 +65,7 @@ def main(argv=None):
     out = {"metrics": {"test": rows}, "protocol": "cold-items", "test_users": len(test), "cold_items": len(store.cold_items),
            "cold_item_share": COLD_ITEM_SHARE, "cold_item_seed": COLD_ITEM_SEED, "checkpoints": checkpoints,
            "content_knn": {"embeddings": args.content_embeddings, "preprocessing": args.content_preprocessing},
-           "machine": machine_description(), "date": today(), "commit": git_commit(),
-           "command": "python benchmarks/cold_items.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+           **provenance("python benchmarks/cold_items.py", argv)}
     if args.output:
         write_json_atomic(args.output, out)
     return out

@@ -22,7 +22,7 @@ from data_scripts.processed import NextItemDataset, load_item_embeddings, load_p
 from data_scripts.splits import SequenceStore  # noqa: E402
 from train import pretrain  # noqa: E402
 from train.evaluation.baselines import content_knn_metrics  # noqa: E402
-from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
+from train.evaluation.results import provenance, write_json_atomic  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {  # name: extra train.pretrain flags (the text file is added for every variant but id_only)
@@ -104,8 +104,7 @@ def main(argv=None):
         out = {"embedder": embedder, "embedding_file": f"text-{embedder}.safetensors", "embedding_model": meta.get("model"),
                "dimension": raw_table.shape[1], "content_knn_validation": knn, "hstu_validation": rows, "winner_on_validation": winner,
                "setting": {"max_length": args.max_length, "epochs": args.epochs, "seed": args.seed, "config": os.path.relpath(args.config, ROOT)},
-               "machine": machine_description(), "date": today(), "commit": git_commit(),
-               "command": "python benchmarks/content_ablation.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+               **provenance("python benchmarks/content_ablation.py", argv)}
         out["commands"] = getattr(args, "earlier_commands", []) + [out["command"]]  # every call that added rows
         if path:
             write_json_atomic(path, out)

@@ -32,7 +32,7 @@ from train.evaluation.ranking import (
     keep_user_embeddings,  # noqa: E402
     make_compute_metrics,  # noqa: E402
 )
-from train.evaluation.results import git_commit, machine_description, today  # noqa: E402
+from train.evaluation.results import provenance  # noqa: E402
 from train.runner import load_checkpoint  # noqa: E402
 
 
@@ -84,8 +84,7 @@ def main(argv=None):
             print(f"{name:20s} {timings[name]:6.2f} s  ({len(view):,} users, NDCG@10 {metrics[name]['ndcg@10']:.4f})", flush=True)
     result = {"seconds": timings, "users": len(view), "split": args.split, "batch_size": args.batch_size, "model": args.model or "fresh HSTU 2x50",
               "ndcg@10": {k: round(v["ndcg@10"], 6) for k, v in metrics.items()}, "threads": torch.get_num_threads(),
-              "machine": machine_description(), "date": today(), "commit": git_commit(),
-              "command": "python benchmarks/eval_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+              **provenance("python benchmarks/eval_speed.py", argv)}
     if args.output:
         with open(args.output, "a") as f:
             f.write(json.dumps(result) + "\n")

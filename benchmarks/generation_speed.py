@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed  # noqa: E402
 from data_scripts.splits import SequenceStore  # noqa: E402
 from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig  # noqa: E402
-from train.evaluation.results import git_commit, machine_description, today  # noqa: E402
+from train.evaluation.results import provenance  # noqa: E402
 
 
 def main(argv=None):
@@ -91,8 +91,7 @@ def main(argv=None):
         result["sessions_differing_from_reference"] = int((outputs["cached"] != reference).any(1).sum()) if same_shape else None
     if args.profile:
         result["profile_seconds"] = profile_parts(model, kwargs)
-    result.update(machine=machine_description(), date=today(), commit=git_commit(),
-                  command="python benchmarks/generation_speed.py " + " ".join(sys.argv[1:]))
+    result.update(provenance("python benchmarks/generation_speed.py"))
     print(json.dumps(result))
     if args.output:
         with open(args.output, "a") as f:

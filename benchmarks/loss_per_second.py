@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from train import pretrain  # noqa: E402
-from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
+from train.evaluation.results import provenance, write_json_atomic  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOSSES = {
@@ -55,8 +55,7 @@ def main(argv=None):
         print(name, {k: v for k, v in rows[name].items() if k != "curve"}, flush=True)
     winner = max(rows, key=lambda n: rows[n]["best_validation_ndcg@10"])
     out = {"losses": rows, "winner_on_validation": winner, "seconds": args.seconds, "config": os.path.relpath(args.config, ROOT),
-           "machine": machine_description(), "date": today(), "commit": git_commit(),
-           "command": "python benchmarks/loss_per_second.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+           **provenance("python benchmarks/loss_per_second.py", argv)}
     if args.output:
         write_json_atomic(args.output, out)
     return out

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_scripts.processed import NextItemDataset, load_processed  # noqa: E402
 from data_scripts.splits import SequenceStore, protocol_store  # noqa: E402
-from train.evaluation.results import git_commit, machine_description, today  # noqa: E402
+from train.evaluation.results import provenance  # noqa: E402
 from train.evaluation.sessions import (  # noqa: E402
     generate_sessions,
     next_item_lists,
@@ -63,8 +63,7 @@ def main(argv=None):
     dataset = NextItemDataset(store, "validation", 200, "sessions", args.session_length)
     report = session_report_inputs(store, items, dataset, args.session_length, len(tokenizer), tokenizer.num_special_tokens)
     counts = report["counts"]
-    stamp = dict(split="validation", users=len(dataset), machine=machine_description(), date=today(), commit=git_commit(),
-                 command="python benchmarks/session_decodings.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    stamp = dict(split="validation", users=len(dataset), **provenance("python benchmarks/session_decodings.py", argv))
 
     def write(row):
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k not in stamp}), flush=True)

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from plain_hstu import PlainHSTU, plain_loss  # noqa: E402
 
 from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction  # noqa: E402
-from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
+from train.evaluation.results import provenance, write_json_atomic  # noqa: E402
 
 LOSSES = {"sampled_position": ("sampled_softmax", "position", 128, "position"),
           "sampled_shared": ("sampled_softmax", "batch", 512, "shared"),
@@ -133,8 +133,7 @@ def main(argv=None):
     results = measure(args.repeats, args.threads, args.batch_size, args.length)
     out = {name: r["ratio"] for name, r in results.items()}
     out.update({"details": results, "threads": torch.get_num_threads(), "batch": [args.batch_size, args.length], "repeats": args.repeats,
-                "machine": machine_description(), "date": today(), "commit": git_commit(),
-                "command": "python benchmarks/speed_ratios.py " + " ".join(sys.argv[1:] if argv is None else argv)})
+                **provenance("python benchmarks/speed_ratios.py", argv)})
     if args.output:
         write_json_atomic(args.output, out)
     return out

@@ -14,11 +14,10 @@ import argparse
 import json
 import math
 import os
-import sys
 
 import numpy as np
 
-from train.evaluation.results import git_commit, machine_description, today, write_json_atomic
+from train.evaluation.results import provenance, write_json_atomic
 
 KEYS = ("ndcg@10", "hr@10", "ndcg@50", "hr@50", "mrr")
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # Student t, 97.5%
@@ -76,8 +75,7 @@ def main(argv=None):
         "target_met": bool(relative["ndcg@10"]["ratio"] >= 1.03 and relative["hr@10"]["ratio"] >= 1.03),
         "commands": {"encoder": encoder["command"], "seeds": [run["command"] for run in runs]},
         "files": {"encoder": os.path.basename(args.encoder), "seeds": [os.path.basename(p) for p in args.seeds]},
-        "command": "python -m benchmarks.stage2_vs_encoder " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": machine_description(), "date": today(), "commit": git_commit(),
+        **provenance("python -m benchmarks.stage2_vs_encoder", argv),
     }
     write_json_atomic(args.output, out)
     print(f"{'':<12}{'encoder':>10}{args.label:>14}{'change':>10}   95% interval over seeds")

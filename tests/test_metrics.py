@@ -185,3 +185,11 @@ def test_stage2_vs_encoder_aggregates_seeds_by_hand(tmp_path):
     assert rel["interval_includes_zero"] is False
     assert out["metrics"]["test"]["geniusrec"]["ndcg@10"] == pytest.approx(0.21) and out["target_met"] is True
     assert out["seeds"] == [42, 43, 44] and json.loads((tmp_path / "out.json").read_text())["target_met"] is True
+
+
+def test_provenance_names_command_machine_date_commit():
+    from train.evaluation.results import provenance
+
+    stamp = provenance("python -m train.evaluate", ["--model", "m", "--dataset", "d"])
+    assert stamp["command"] == "python -m train.evaluate --model m --dataset d"
+    assert set(stamp) == {"command", "machine", "date", "commit"} and len(stamp["date"]) == 10

@@ -28,7 +28,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from data_scripts.arguments import make_parser, run_cli
 from modeling_geniusrec import GeniusRecForSessionGeneration
 
-from .evaluation.results import git_commit, machine_description, today, write_json_atomic
+from .evaluation.results import provenance, write_json_atomic
 from .runner import load_checkpoint, output_dir_lock, parse_with_config, remove_resume_checkpoints, resume_checkpoint
 
 
@@ -106,9 +106,8 @@ def main(argv=None):
         merged.save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)
         history = [h for h in trainer.state.log_history if "loss" in h]
-        summary = {"command": "python -m train.dpo " + " ".join(sys.argv[1:] if argv is None else argv), "config": asdict(script_args),
-                   "beta": dpo_args.beta, "loss_type": str(dpo_args.loss_type), "wall_time_s": round(wall, 1), "machine": machine_description(),
-                   "date": today(), "commit": git_commit(), "train_log": history}
+        summary = {**provenance("python -m train.dpo", argv), "config": asdict(script_args), "beta": dpo_args.beta,
+                   "loss_type": str(dpo_args.loss_type), "wall_time_s": round(wall, 1), "train_log": history}
         if trainer.is_world_process_zero():
             write_json_atomic(os.path.join(dpo_args.output_dir, "dpo_summary.json"), summary)
             pickled = os.path.join(dpo_args.output_dir, "training_args.bin")

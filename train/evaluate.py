@@ -17,7 +17,7 @@ from data_scripts.splits import SequenceStore, protocol_store
 from train.evaluation.ranking import evaluate_next_item
 
 from .evaluation.baselines import content_knn_metrics, item_user_counts, popularity_metrics
-from .evaluation.results import format_table, git_commit, machine_description, today, write_json_atomic
+from .evaluation.results import format_table, provenance, write_json_atomic
 from .runner import load_checkpoint, tune_cpu_allocator
 
 
@@ -174,8 +174,7 @@ def main(argv=None):
         write_json_atomic(args.output, {
             "metrics": {args.split: metrics}, "protocol": args.protocol, "filter_history": filter_history, "model": args.model or args.baseline,
             "dataset": args.dataset, "users": len(dataset), "cold_items": args.cold_items, "excluded_users": args.exclude_users,
-            "machine": machine_description(), "date": today(), "commit": git_commit(),
-            "command": "python -m train.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
+            **provenance("python -m train.evaluate", argv),
         })
     return metrics
 

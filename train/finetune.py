@@ -37,7 +37,7 @@ from .console import quiet_trainer
 from .evaluation import sessions as session_eval
 from .evaluation.ranking import make_compute_metrics
 from .evaluation.reporting import gate_statistics, plot_gate_weights, write_reports
-from .evaluation.results import TABLE_KEYS, format_table, git_commit, machine_description, today, write_json_atomic
+from .evaluation.results import TABLE_KEYS, format_table, provenance, write_json_atomic
 from .runner import load_checkpoint, output_dir_lock, parse_with_config, resume_checkpoint, save_final_checkpoint
 
 
@@ -207,10 +207,9 @@ def main(argv=None):
                                                                    filter_history=data_args.filter_history))
         results = {
             "metrics": metrics, "protocol": data_args.protocol, "filter_history": data_args.filter_history, "model": "geniusrec",
-            "command": "python -m train.finetune " + " ".join(sys.argv[1:] if argv is None else argv),
             "config": {**asdict(model_args), **asdict(data_args), "model_config": model.config.to_dict()},
             "seed": training_args.seed, "epochs": trainer.state.epoch, "wall_time_s": round(wall, 1),
-            "machine": machine_description(), "date": today(), "commit": git_commit(), "resumed_from": resumed,
+            **provenance("python -m train.finetune", argv), "resumed_from": resumed,
             "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
         }
         if trainer.is_world_process_zero():

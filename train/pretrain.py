@@ -25,7 +25,7 @@ from data_scripts.splits import SequenceStore, protocol_store
 from .console import quiet_trainer
 from .evaluation.ranking import keep_user_embeddings, make_compute_metrics
 from .evaluation.reporting import write_reports
-from .evaluation.results import TABLE_KEYS, format_table, git_commit, machine_description, today, write_json_atomic
+from .evaluation.results import TABLE_KEYS, format_table, provenance, write_json_atomic
 from .runner import MODELS, load_checkpoint, output_dir_lock, parse_with_config, resume_checkpoint, save_final_checkpoint
 
 
@@ -227,7 +227,6 @@ def main(argv=None):
             "protocol": data_args.protocol,
             "filter_history": data_args.filter_history,
             "model": model_args.model_type,
-            "command": "python -m train.pretrain " + " ".join(sys.argv[1:] if argv is None else argv),
             "config": {**asdict(model_args), **asdict(data_args), "model_config": trainer.model.config.to_dict()},
             "dataset": {k: stats[k] for k in ("users", "items", "interactions")},
             "seed": training_args.seed,
@@ -235,9 +234,7 @@ def main(argv=None):
             "best_epoch": _best_epoch(trainer.state),
             "wall_time_s": round(wall, 1),
             "seconds_per_epoch": round(wall / max(trainer.state.epoch or 1, 1e-9), 2),
-            "machine": machine_description(),
-            "date": today(),
-            "commit": git_commit(),
+            **provenance("python -m train.pretrain", argv),
             "resumed_from": resumed,
             "stopped_by": _stopped_by(trainer.state, training_args, clock.stopped),
             "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],

@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import tempfile
 
 import torch
@@ -53,6 +54,13 @@ def remove_stale_temp_files(folder: str, name: str) -> None:
                 os.remove(os.path.join(folder, entry))
             except OSError:
                 pass
+
+
+def provenance(command: str, argv=None) -> dict:
+    """What every results file carries beside its numbers: `{"command", "machine", "date", "commit"}`, the command being
+    `command` (e.g. "python -m train.evaluate") followed by `argv` (default: this process's arguments)."""
+    args = sys.argv[1:] if argv is None else argv
+    return {"command": " ".join([command, *args]), "machine": machine_description(), "date": today(), "commit": git_commit()}
 
 
 def today() -> str:
