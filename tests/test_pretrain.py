@@ -120,3 +120,18 @@ def test_streaming_examples_split_across_processes(dataset_dir, tmp_path):
     results = pretrain.main(["--dataset", str(dataset_dir), "--output_dir", str(tmp_path), "--streaming", "true", "--max_steps", "6",
                              "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false", *TINY])
     assert results["metrics"]["test"]["ndcg@10"] > 0 and len(results["train_loss_history"]) >= 1
+
+
+def test_logit_scale_is_the_one_name_and_the_old_flag_still_works(dataset_dir, tmp_path):
+    """Stage 1 and stage 2 share one knob name, --logit_scale; --softmax_temperature t is accepted for one release with
+    a deprecation warning and means logit_scale = 1 / t (the same model)."""
+    import warnings
+
+    common = ["--dataset", str(dataset_dir), "--num_train_epochs", "1", *TINY]
+    new = pretrain.main([*common, "--output_dir", str(tmp_path / "new"), "--logit_scale", "10"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = pretrain.main([*common, "--output_dir", str(tmp_path / "old"), "--softmax_temperature", "0.1"])
+    assert any("--softmax_temperature is deprecated" in str(w.message) for w in caught)
+    assert new["config"]["model_config"]["logit_scale"] == old["config"]["model_config"]["logit_scale"] == 10.0
+    assert new["metrics"]["test"]["ndcg@10"] == pytest.approx(old["metrics"]["test"]["ndcg@10"], abs=1e-9)

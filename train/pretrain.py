@@ -13,6 +13,7 @@ NDCG@10 (early stopping), scores the test view once and writes a results JSON.
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -43,7 +44,9 @@ class ModelArguments:
     loss_type: str = field(default="sampled_softmax", metadata={"help": "sampled_softmax or full_softmax"})
     num_negatives: int = field(default=128, metadata={"help": "negatives per position for the sampled softmax"})
     negatives_sharing: str = field(default="position", metadata={"help": "position (reference) or batch (shared, faster on CPU)"})
-    softmax_temperature: float = field(default=0.05, metadata={"help": "scores are cos / temperature (stored as logit_scale = 1 / t)"})
+    logit_scale: float = field(default=20.0, metadata={"help": "inverse temperature: scores are logit_scale * cos(user, item) (the same "
+                                                              "knob as train.finetune's)"})
+    softmax_temperature: float = field(default=None, metadata={"help": "deprecated: use --logit_scale (= 1 / temperature)"})
     init_from: str = field(default=None, metadata={"help": "start from this checkpoint folder instead of random weights"})
     text_embeddings: str = field(default=None, metadata={"help": "item content: a file under <dataset>/embeddings/ (data_scripts.embed "
                                                                    "--output_name), added to every item vector through an adapter "
@@ -116,7 +119,7 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size
         vocab_size=vocab_size, hidden_size=model_args.hidden_size, num_hidden_layers=model_args.num_hidden_layers,
         num_attention_heads=model_args.num_attention_heads, max_position_embeddings=data_args.max_length,
         hidden_dropout_prob=model_args.dropout, loss_type=model_args.loss_type, num_negatives=model_args.num_negatives,
-        negatives_sharing=model_args.negatives_sharing, softmax_temperature=model_args.softmax_temperature,
+        negatives_sharing=model_args.negatives_sharing, logit_scale=model_args.logit_scale,
     )
     tables = load_content_tables(data_args.dataset, model_args)
     common.update(content_embedding_dims={kind: table.shape[1] for kind, table in tables.items()}, content_adapter=model_args.content_adapter,
@@ -168,6 +171,11 @@ def main(argv=None):
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), seed=42,
     )
     model_args, data_args, training_args = parse_with_config(parser, argv)
+    if model_args.softmax_temperature is not None:  # the older name of the same knob, for one release
+        if model_args.softmax_temperature <= 0:
+            parser.error(f"--softmax_temperature must be > 0, got {model_args.softmax_temperature}")
+        warnings.warn("--softmax_temperature is deprecated: use --logit_scale (= 1 / temperature)", FutureWarning, stacklevel=2)
+        model_args.logit_scale, model_args.softmax_temperature = 1.0 / model_args.softmax_temperature, None
     if not data_args.dataset:
         parser.error("--dataset is required (a processed folder, e.g. data/ml-1m)")
     if data_args.max_length < 1:
