@@ -430,6 +430,7 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        view: str = "auto",
         **kwargs,
     ) -> GeniusRecOutput:
         r"""
@@ -441,13 +442,17 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             encoder_outputs: reuse an encoding (generation).
             session_ids (`(batch_size, t)`): all decoder inputs so far, when `decoder_input_ids` holds only the newest
                 (cached generation); defaults to `decoder_input_ids`.
+            view (`str`, *optional*, defaults to `"auto"`): `"seq2seq"` (history in, session states out), `"packed"`
+                (the causal-LM view of `[history, SEP, session]` rows, [`packed_forward`]), or `"auto"`: packed when
+                only `input_ids` are given, which is how TRL's fused head calls `base_model(input_ids, attention_mask)`,
+                else seq2seq. Naming a view refuses inputs that belong to the other one.
         Returns:
             [`GeniusRecOutput`] with `last_hidden_state` `(batch_size, target_length, hidden_size)` unit-normalised.
         """
         config = self.config
         if cache is None and kwargs.get("past_key_values") is not None:
             cache = kwargs.pop("past_key_values")  # the older name transformers still accepts
-        if decoder_input_ids is None and encoder_outputs is None:
+        if resolve_view(view, decoder_input_ids is None and encoder_outputs is None) == "packed":
             return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids is required with encoder_outputs")
@@ -662,6 +667,7 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         use_cache: bool | None = None,
         encoder_query_weight: float = 0.0,
         decoder_attention_mask: torch.Tensor | None = None,
+        view: str = "auto",
         **kwargs,
     ) -> GeniusRecOutput:
         r"""
@@ -676,13 +682,15 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
                 zeros (right padding), which is what the model computes anyway: the decoder is causal, so padding after
                 a row's last item changes none of its real positions. Left padding or holes are refused (sessions start
                 at `[SEP]` in column 0); mark padded labels with -100.
+            view (`str`, *optional*, defaults to `"auto"`): `"seq2seq"`, `"packed"` or `"auto"` (packed when only
+                `input_ids` are given): see [`GeniusRecModel.forward`].
         Returns:
             [`GeniusRecOutput`] with `logits` `(batch_size, target_length, vocab_size)`.
         """
         if cache is None and kwargs.get("past_key_values") is not None:
             cache = kwargs.pop("past_key_values")  # the older name transformers still accepts
         check_decoder_attention_mask(decoder_attention_mask)
-        if decoder_input_ids is None and labels is None and encoder_outputs is None:
+        if resolve_view(view, decoder_input_ids is None and labels is None and encoder_outputs is None) == "packed":
             return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         if labels is not None:  # checked before they become decoder inputs, so that a bad label is named as one
             bad = (labels != -100) & ((labels < 0) | (labels >= self.config.vocab_size) | (labels == self.config.pad_token_id))
@@ -852,6 +860,20 @@ def session_set_loss(log_probs: torch.Tensor, labels: torch.LongTensor, eos_toke
     later = later & items.unsqueeze(2)  # only positions that predict an item
     per_position = -torch.where(later, picked, 0.0).sum(-1) / later.sum(-1).clamp(min=1)  # (B, T)
     return (per_position * items).sum() / items.sum().clamp(min=1)
+
+
+def resolve_view(view: str, only_input_ids: bool) -> str:
+    """`"packed"` or `"seq2seq"` for a forward call: `view="auto"` picks packed exactly when only `input_ids` came (no
+    decoder inputs, labels or encoding); a named view that contradicts the inputs is refused."""
+    if view not in ("auto", "seq2seq", "packed"):
+        raise ValueError(f"view must be 'auto', 'seq2seq' or 'packed', got {view!r}")
+    if view == "auto":
+        return "packed" if only_input_ids else "seq2seq"
+    if view == "packed" and not only_input_ids:
+        raise ValueError("view='packed' takes input_ids rows [history, SEP, session] only: drop decoder_input_ids / labels / encoder_outputs")
+    if view == "seq2seq" and only_input_ids:
+        raise ValueError("view='seq2seq' needs decoder_input_ids, labels or encoder_outputs beside the history")
+    return view
 
 
 def check_decoder_attention_mask(mask: torch.Tensor | None) -> None:

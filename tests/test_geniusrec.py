@@ -633,3 +633,24 @@ def test_generate_from_four_threads_equals_one_after_another():
         t.join()
     for index, (a, b) in enumerate(zip(expected, got)):
         assert torch.equal(a, b), index
+
+
+def test_forward_view_can_be_named():
+    """view="auto" keeps TRL's call (only input_ids -> packed); naming a view makes the switch explicit and refuses
+    the other view's inputs."""
+    model = tiny()
+    hist, ts, labels = batch()
+    request = ts[:, -1] + 60
+    packed = torch.cat([hist, torch.ones(3, 1, dtype=torch.long), labels[:, :-1]], dim=1)
+    packed_ts = torch.cat([ts, torch.zeros(3, labels.shape[1], dtype=torch.long)], dim=1)
+    auto = model(input_ids=packed, timestamps=packed_ts, next_timestamps=request)
+    named = model(input_ids=packed, timestamps=packed_ts, next_timestamps=request, view="packed")
+    torch.testing.assert_close(auto.logits, named.logits)
+    torch.testing.assert_close(model(input_ids=hist, timestamps=ts, next_timestamps=request, labels=labels, view="seq2seq").logits,
+                               model(input_ids=hist, timestamps=ts, next_timestamps=request, labels=labels).logits)
+    with pytest.raises(ValueError, match="view='seq2seq' needs decoder_input_ids"):
+        model(input_ids=packed, timestamps=packed_ts, next_timestamps=request, view="seq2seq")
+    with pytest.raises(ValueError, match="view='packed' takes input_ids rows"):
+        model(input_ids=hist, timestamps=ts, next_timestamps=request, labels=labels, view="packed")
+    with pytest.raises(ValueError, match="view must be"):
+        model.model(input_ids=packed, timestamps=packed_ts, next_timestamps=request, view="causal")
