@@ -19,11 +19,16 @@ def make_parser(dataclass_types, description: str | None = None, config: bool = 
     """An `HfArgumentParser` over `dataclass_types` whose `--help` shows the module docstring and every default."""
     # allow_abbrev=False: a typo such as --num_beam must be an error, not silently --num_beams
     parser = HfArgumentParser(dataclass_types, description=description, formatter_class=_HelpFormatter, allow_abbrev=False)
-    if "--debug" not in {option for action in parser._actions for option in action.option_strings}:  # TrainingArguments has its own
+    if "--debug" not in option_strings(parser):  # TrainingArguments has its own
         parser.add_argument("--debug", action="store_true", help=f"show the full Python traceback of an error (also {DEBUG_ENV}=1)")
     if config:
         parser.add_argument("--config", default=None, help="JSON file of defaults (train/configs/*.json); flags override it")
     return parser
+
+
+def option_strings(parser) -> set[str]:
+    """Every flag `parser` accepts (`--session_length`, `-h`, ...)."""
+    return {option for action in parser._actions for option in action.option_strings}
 
 
 DEBUG_ENV = "GENIUSREC_DEBUG"
@@ -39,9 +44,9 @@ def run_cli(main, argv: list[str] | None = None) -> int:
     `argv` here (the training scripts' `TrainingArguments.debug` takes a value, `--debug underflow_overflow`, and keeps
     it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    bare = [i for i, arg in enumerate(argv) if arg == "--debug" and (i + 1 == len(argv) or argv[i + 1].startswith("--"))]
+    bare = {i for i, arg in enumerate(argv) if arg == "--debug" and (i + 1 == len(argv) or argv[i + 1].startswith("--"))}
     debug = bool(bare) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    argv = [arg for index, arg in enumerate(argv) if not (arg == "--debug" and (index + 1 == len(argv) or argv[index + 1].startswith("--")))]
+    argv = [arg for i, arg in enumerate(argv) if i not in bare]
     try:
         main(argv)
     except KeyboardInterrupt:
@@ -64,7 +69,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
 def normalize_flags(parser, argv: list[str], aliases: dict | None = None) -> list[str]:
     """Rewrites deprecated spellings: `--a-b` -> `--a_b` when `a_b` is a flag of `parser`, and `aliases`
     (`{"--old": ["--new", "value"]}`), each with a one-time `FutureWarning`."""
-    known = {option for action in parser._actions for option in action.option_strings}
+    known = option_strings(parser)
     out = []
     for arg in argv:
         flag, eq, value = arg.partition("=")
@@ -108,7 +113,7 @@ def parse_args(parser, argv=None, aliases: dict | None = None) -> tuple:
         if unknown:
             parser.error(f"{config_path}: unknown keys {unknown}; see --help for the accepted flags")
         parser.set_defaults(**defaults)
-    known = {option for action in parser._actions for option in action.option_strings}
+    known = option_strings(parser)
     unknown = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--") and arg.split("=", 1)[0] not in known]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (see --help for the accepted flags)")
