@@ -37,6 +37,21 @@ def vote(candidates: list[list[int]], k: int) -> list[int]:
     return sorted(points, key=lambda item: (-points[item], first[item]))[:k]
 
 
+def history_batches(model, dataset: NextItemDataset, batch_size: int, filter_history: str, desc: str, progress=True, padding="right"):
+    """Puts `model` in eval mode and yields `(rows, batch, banned)` over `dataset` in batches of similar history length:
+    `rows` the view's row indices, `batch` the padded histories with their times on the model's device, `banned` the
+    items `filter_history` removes for those rows (or None). Callers put each row's result back at `rows`."""
+    model.eval()
+    collator = NextItemCollator(model.config.pad_token_id)
+    order = np.argsort(dataset.input_lengths(), kind="stable")
+    device = next(model.parameters()).device
+    for lo in tqdm(range(0, len(dataset), batch_size), desc=desc, disable=not progress):
+        rows = [int(i) for i in order[lo : lo + batch_size]]
+        batch = {key: value.to(device) for key, value in collator.pad_histories([dataset[i] for i in rows], padding).items()}
+        banned = dataset.filter_items(filter_history, rows)
+        yield rows, batch, None if banned is None else banned.to(device)
+
+
 @torch.no_grad()
 def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64, progress=True,
                       filter_history: str = "full", decoding: str = "beam", num_samples: int = 20, seed: int = 0,
@@ -56,23 +71,17 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
     (see `GeniusRecForSessionGeneration.generate`)."""
     if decoding not in DECODINGS:
         raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
-    model.eval()
-    collator, sessions = NextItemCollator(model.config.pad_token_id), [None] * len(dataset)
-    order = np.argsort(dataset.input_lengths(), kind="stable")
+    sessions = [None] * len(dataset)
     seq2seq = getattr(model.config, "is_encoder_decoder", False)
     device = next(model.parameters()).device
     if (first_step_weight or encoder_query_weight) and not seq2seq:
         raise ValueError("first_step_weight / encoder_query_weight are GeniusRec decodings (a decoder over an encoder's query)")
     if decoding == "sample_vote":
         torch.manual_seed(seed)
-    for lo in tqdm(range(0, len(dataset), batch_size), desc=f"generating sessions ({decoding})", disable=not progress):
-        rows = [int(i) for i in order[lo : lo + batch_size]]
-        examples = [dataset[i] for i in rows]
-        # a decoder-only generate() appends after the last column (left padding); scoring alone reads right-padded rows
-        padding = "left" if not seq2seq and decoding != "first_step" else "right"
-        batch = {key: value.to(device) for key, value in collator.pad_histories(examples, padding).items()}
-        banned = dataset.filter_items(filter_history, rows)
-        banned = None if banned is None else banned.to(device)
+    # a decoder-only generate() appends after the last column (left padding); scoring alone reads right-padded rows
+    padding = "left" if not seq2seq and decoding != "first_step" else "right"
+    for rows, batch, banned in history_batches(model, dataset, batch_size, filter_history, f"generating sessions ({decoding})", progress,
+                                               padding):
         if decoding == "first_step":
             if encoder_query_weight:  # one encoding serves the decoder's first step and the encoder's query
                 encoded = model.get_encoder()(**batch)
@@ -114,15 +123,9 @@ def alternative_sessions(model, dataset: NextItemDataset, k: int = 10, count: in
         raise ValueError("alternative sessions are a GeniusRec decoding (generate(shared_item_penalty=...))")
     if num_beams < count:
         raise ValueError(f"num_beams ({num_beams}) must be >= the number of sessions ({count})")
-    model.eval()
-    collator, out = NextItemCollator(model.config.pad_token_id), [None] * len(dataset)
-    order = np.argsort(dataset.input_lengths(), kind="stable")
-    device = next(model.parameters()).device
-    for lo in tqdm(range(0, len(dataset), batch_size), desc=f"generating {count} sessions per user", disable=not progress):
-        rows = [int(i) for i in order[lo : lo + batch_size]]
-        batch = {key: value.to(device) for key, value in collator.pad_histories([dataset[i] for i in rows]).items()}
-        banned = dataset.filter_items(filter_history, rows)
-        generated = model.generate(**batch, banned_item_ids=None if banned is None else banned.to(device), ban_history=filter_history != "none",
+    out = [None] * len(dataset)
+    for rows, batch, banned in history_batches(model, dataset, batch_size, filter_history, f"generating {count} sessions per user", progress):
+        generated = model.generate(**batch, banned_item_ids=banned, ban_history=filter_history != "none",
                                    max_new_tokens=k, min_new_tokens=k, num_beams=num_beams, num_return_sequences=count,
                                    shared_item_penalty=shared_item_penalty)[:, 1 : 1 + k].tolist()
         for index, row in enumerate(rows):
