@@ -1,7 +1,7 @@
 """One results file from several seeds of the same run: `metrics.<split>` is the mean over seeds, `metrics_std.<split>`
 the standard deviation (n - 1), `seeds` the per-seed rows (each with its own file, seed and commit).
 
-    python benchmarks/aggregate_seeds.py --output runs/results/ml-1m-geniusrec-text.json runs/results/ml-1m-geniusrec-text-seed*.json
+    python -m benchmarks.aggregate_seeds --output runs/results/ml-1m-geniusrec-text.json runs/results/ml-1m-geniusrec-text-seed*.json
 """
 
 import argparse
@@ -11,9 +11,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from train.evaluation.results import write_json_atomic  # noqa: E402
+from train.evaluation.results import write_json_atomic
 
 
 def main(argv=None):
@@ -39,7 +37,7 @@ def main(argv=None):
            "seeds": [{"seed": r["seed"], "file": os.path.basename(path), "commit": r.get("commit"), "command": r.get("command"),
                       "metrics": {"validation": r["metrics"].get("validation"), "test": r["metrics"].get("test")}}
                      for r, path in zip(runs, args.files)],
-           "command": "python benchmarks/aggregate_seeds.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+           "command": "python -m benchmarks.aggregate_seeds " + " ".join(sys.argv[1:] if argv is None else argv)}
     write_json_atomic(args.output, out)
     test = metrics.get("test", {})
     print(f"{len(runs)} seeds {seeds}: test ndcg@10 {test.get('ndcg@10', float('nan')):.4f} +- {spread['test'].get('ndcg@10', 0):.4f}")

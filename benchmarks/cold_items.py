@@ -1,6 +1,6 @@
 """The item cold-start table: every model and baseline on the cold-items protocol's test users, in one file.
 
-    python benchmarks/cold_items.py --dataset data/ml-1m --hstu runs/cold-hstu --hstu_text runs/cold-hstu-text \
+    python -m benchmarks.cold_items --dataset data/ml-1m --hstu runs/cold-hstu --hstu_text runs/cold-hstu-text \
         --geniusrec runs/cold-geniusrec --geniusrec_text runs/cold-geniusrec-text \
         --content_embeddings text-minilm.safetensors --output benchmarks/results/ml-1m-cold-items.json
 
@@ -14,18 +14,14 @@ hr@10, ndcg@10, hr@50, ndcg@50, mrr per model.
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data_scripts.embedders import prepare_content_table  # noqa: E402
-from data_scripts.processed import NextItemDataset, load_item_embeddings, load_processed  # noqa: E402
-from data_scripts.splits import COLD_ITEM_SEED, COLD_ITEM_SHARE, SequenceStore, protocol_store  # noqa: E402
-from train.evaluation.baselines import content_knn_metrics, popularity_metrics  # noqa: E402
-from train.evaluation.ranking import evaluate_next_item  # noqa: E402
-from train.evaluation.results import format_table, provenance, write_json_atomic  # noqa: E402
-from train.runner import load_checkpoint  # noqa: E402
+from data_scripts.embedders import prepare_content_table
+from data_scripts.processed import NextItemDataset, load_item_embeddings, load_processed
+from data_scripts.splits import COLD_ITEM_SEED, COLD_ITEM_SHARE, SequenceStore, protocol_store
+from train.evaluation.baselines import content_knn_metrics, popularity_metrics
+from train.evaluation.ranking import evaluate_next_item
+from train.evaluation.results import format_table, provenance, write_json_atomic
+from train.runner import load_checkpoint
 
 KEYS = ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr")
 MODELS = ("hstu", "hstu_text", "geniusrec", "geniusrec_text")
@@ -65,7 +61,7 @@ def main(argv=None):
     out = {"metrics": {"test": rows}, "protocol": "cold-items", "test_users": len(test), "cold_items": len(store.cold_items),
            "cold_item_share": COLD_ITEM_SHARE, "cold_item_seed": COLD_ITEM_SEED, "checkpoints": checkpoints,
            "content_knn": {"embeddings": args.content_embeddings, "preprocessing": args.content_preprocessing},
-           **provenance("python benchmarks/cold_items.py", argv)}
+           **provenance("python -m benchmarks.cold_items", argv)}
     if args.output:
         write_json_atomic(args.output, out)
     return out

@@ -1,6 +1,6 @@
 """Which item-content setting helps stage 1: embedders x preprocessing x adapter, chosen on validation.
 
-    python benchmarks/content_ablation.py --dataset data/ml-1m --embedders minilm smollm2 --epochs 10 --max_length 50
+    python -m benchmarks.content_ablation --dataset data/ml-1m --embedders minilm smollm2 --epochs 10 --max_length 50
 
 For each embedder (a file `<dataset>/embeddings/text-<embedder>.safetensors`, made by `python -m data_scripts.embed
 --dataset data/ml-1m --text_model <embedder> --output_name text-<embedder>.safetensors`), this script
@@ -13,16 +13,13 @@ per embedder: `<output_prefix>-<embedder>.json` with every variant's best valida
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data_scripts.embedders import CONTENT_PREPROCESSING, prepare_content_table  # noqa: E402
-from data_scripts.processed import NextItemDataset, load_item_embeddings, load_processed  # noqa: E402
-from data_scripts.splits import SequenceStore  # noqa: E402
-from train import pretrain  # noqa: E402
-from train.evaluation.baselines import content_knn_metrics  # noqa: E402
-from train.evaluation.results import provenance, write_json_atomic  # noqa: E402
+from data_scripts.embedders import CONTENT_PREPROCESSING, prepare_content_table
+from data_scripts.processed import NextItemDataset, load_item_embeddings, load_processed
+from data_scripts.splits import SequenceStore
+from train import pretrain
+from train.evaluation.baselines import content_knn_metrics
+from train.evaluation.results import provenance, write_json_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {  # name: extra train.pretrain flags (the text file is added for every variant but id_only)
@@ -104,7 +101,7 @@ def main(argv=None):
         out = {"embedder": embedder, "embedding_file": f"text-{embedder}.safetensors", "embedding_model": meta.get("model"),
                "dimension": raw_table.shape[1], "content_knn_validation": knn, "hstu_validation": rows, "winner_on_validation": winner,
                "setting": {"max_length": args.max_length, "epochs": args.epochs, "seed": args.seed, "config": os.path.relpath(args.config, ROOT)},
-               **provenance("python benchmarks/content_ablation.py", argv)}
+               **provenance("python -m benchmarks.content_ablation", argv)}
         out["commands"] = getattr(args, "earlier_commands", []) + [out["command"]]  # every call that added rows
         if path:
             write_json_atomic(path, out)

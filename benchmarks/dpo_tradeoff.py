@@ -1,6 +1,6 @@
 """DPO toward novelty and diversity, chosen on validation and read once on test.
 
-    python benchmarks/dpo_tradeoff.py --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m \\
+    python -m benchmarks.dpo_tradeoff --model runs/ml-1m-geniusrec-no-text --dataset data/ml-1m \\
         --pairs data/ml-1m-pairs-default data/ml-1m-pairs-nov2-div3 --betas 0.1 0.3 \\
         --max-users 2000 --output benchmarks/results/ml-1m-geniusrec-dpo.json
 
@@ -25,11 +25,9 @@ import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from train import dpo, evaluate  # noqa: E402
-from train.evaluation.reporting import _save, plt  # noqa: E402
-from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
+from train import dpo, evaluate
+from train.evaluation.reporting import plt, save_figure
+from train.evaluation.results import git_commit, machine_description, today, write_json_atomic
 
 KEYS = ("ndcg@10", "hr@10", "mrr", "novelty", "ild", "coverage", "repetition_rate")
 
@@ -98,7 +96,7 @@ def main(argv=None):
         "separation": f"pairs from the train view of {len(pair_users[0])} users; weights and beta chosen on the validation view of "
                       f"{args.max_users} other users; test read once on those held-out users",
         "protocol": "leave-one-out", "filter_history": "full", "users": args.max_users,
-        "command": "python benchmarks/dpo_tradeoff.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m benchmarks.dpo_tradeoff " + " ".join(sys.argv[1:] if argv is None else argv),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "machine": machine_description(),
         "date": today(), "commit": git_commit(),
     }
@@ -112,7 +110,7 @@ def main(argv=None):
         ax.set_ylabel(f"validation {key}")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    _save(fig, os.path.splitext(args.output)[0] + ".png")
+    save_figure(fig, os.path.splitext(args.output)[0] + ".png")
     print(f"chosen on validation: {chosen} ({why})")
     print(json.dumps({"test_before": test_before, "test": test}, indent=1))
     return results

@@ -1,7 +1,7 @@
 """Seconds per training epoch of HSTU on MovieLens-1M for each loss, from timed optimizer steps.
 
-    python benchmarks/epoch_speed.py --dataset data/ml-1m --steps 5
-    python benchmarks/epoch_speed.py --dataset data/ml-1m --steps 5 --compile --losses sampled_softmax:batch:512   # torch.compile
+    python -m benchmarks.epoch_speed --dataset data/ml-1m --steps 5
+    python -m benchmarks.epoch_speed --dataset data/ml-1m --steps 5 --compile --losses sampled_softmax:batch:512   # torch.compile
 
 Times `--steps` full training steps (forward, backward, Adam) on real batches of the leave-one-out train view
 (paper size: 2 blocks, 1 head, 50 dims, length 200, batch 128) after one warm-up step, and scales to the number of
@@ -13,17 +13,13 @@ not timed; the compile time is reported apart.
 import argparse
 import json
 import math
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed  # noqa: E402
-from data_scripts.splits import SequenceStore  # noqa: E402
-from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction  # noqa: E402
+from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed
+from data_scripts.splits import SequenceStore
+from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction
 
 LOSSES = [("sampled_softmax", "position", 128), ("sampled_softmax", "batch", 128), ("sampled_softmax", "batch", 512), ("full_softmax", "position", 0)]
 

@@ -1,6 +1,6 @@
 """Seconds to evaluate a stage-1 model on a full split view: full ranking over every item, whole history filtered.
 
-    python benchmarks/eval_speed.py --dataset data/ml-1m --model runs/ml-1m-hstu --output benchmarks/results/eval-speed.jsonl
+    python -m benchmarks.eval_speed --dataset data/ml-1m --model runs/ml-1m-hstu --output benchmarks/results/eval-speed.jsonl
 
 Times two paths after one warm-up pass, `--repeats` times each (median reported): `train.evaluation.ranking.evaluate_next_item`
 (what `python -m train.evaluate` runs) and `Trainer.evaluate` with the `compute_metrics` of `train.pretrain` (what
@@ -11,29 +11,24 @@ does not depend on the weights).
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 
 import torch
+from transformers import Trainer, TrainingArguments
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from transformers import Trainer, TrainingArguments  # noqa: E402
-
-from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed  # noqa: E402
-from data_scripts.splits import SequenceStore  # noqa: E402
-from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction  # noqa: E402
-from train.console import quiet_trainer  # noqa: E402
+from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed
+from data_scripts.splits import SequenceStore
+from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction
+from train.console import quiet_trainer
 from train.evaluation.ranking import (
-    evaluate_next_item,  # noqa: E402
-    keep_user_embeddings,  # noqa: E402
-    make_compute_metrics,  # noqa: E402
+    evaluate_next_item,
+    keep_user_embeddings,
+    make_compute_metrics,
 )
-from train.evaluation.results import provenance  # noqa: E402
-from train.runner import load_checkpoint  # noqa: E402
+from train.evaluation.results import provenance
+from train.runner import load_checkpoint
 
 
 def main(argv=None):
@@ -84,7 +79,7 @@ def main(argv=None):
             print(f"{name:20s} {timings[name]:6.2f} s  ({len(view):,} users, NDCG@10 {metrics[name]['ndcg@10']:.4f})", flush=True)
     result = {"seconds": timings, "users": len(view), "split": args.split, "batch_size": args.batch_size, "model": args.model or "fresh HSTU 2x50",
               "ndcg@10": {k: round(v["ndcg@10"], 6) for k, v in metrics.items()}, "threads": torch.get_num_threads(),
-              **provenance("python benchmarks/eval_speed.py", argv)}
+              **provenance("python -m benchmarks.eval_speed", argv)}
     if args.output:
         with open(args.output, "a") as f:
             f.write(json.dumps(result) + "\n")

@@ -1,6 +1,6 @@
 """Score the best checkpoint of a `train.pretrain` run that had to be stopped before its last epoch.
 
-    python benchmarks/finalize_run.py --run runs/ml-1m-hstu --dataset data/ml-1m --command "python -m train.pretrain ..." \\
+    python -m benchmarks.finalize_run --run runs/ml-1m-hstu --dataset data/ml-1m --command "python -m train.pretrain ..." \\
         --results benchmarks/results/ml-1m-hstu.json
 
 Reads the newest `checkpoint-*/trainer_state.json`, takes its best checkpoint (by validation NDCG@10), scores the
@@ -12,17 +12,14 @@ import argparse
 import glob
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from transformers import AutoModelForCausalLM
 
-from transformers import AutoModelForCausalLM  # noqa: E402
-
-import modeling_geniusrec  # noqa: E402,F401
-from data_scripts.processed import NextItemDataset, load_processed  # noqa: E402
-from data_scripts.splits import SequenceStore  # noqa: E402
-from train.evaluation.ranking import evaluate_next_item  # noqa: E402
-from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
+import modeling_geniusrec  # noqa: F401  (registers the Auto classes)
+from data_scripts.processed import NextItemDataset, load_processed
+from data_scripts.splits import SequenceStore
+from train.evaluation.ranking import evaluate_next_item
+from train.evaluation.results import git_commit, machine_description, today, write_json_atomic
 
 
 def main(argv=None):

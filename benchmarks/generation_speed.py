@@ -1,7 +1,7 @@
 """Session generation speed: sessions per second with and without the key/value cache, in the same run.
 
-    python benchmarks/generation_speed.py --dataset data/ml-1m --batch-size 256 --num-beams 10 --session-length 10
-    python benchmarks/generation_speed.py --model runs/ml-1m-geniusrec --dataset data/ml-1m
+    python -m benchmarks.generation_speed --dataset data/ml-1m --batch-size 256 --num-beams 10 --session-length 10
+    python -m benchmarks.generation_speed --model runs/ml-1m-geniusrec --dataset data/ml-1m
 
 Histories are the first `--batch-size` test users of the leave-one-out split (length up to 200). Without `--model`,
 a paper-size GeniusRec (HSTU 2x50 encoder, 2 decoder layers, text expert of width `--text-dim`) with random
@@ -15,19 +15,15 @@ ban), the log-softmax, and the rest of transformers' beam search (beam top-k, re
 import argparse
 import cProfile
 import json
-import os
 import pstats
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed  # noqa: E402
-from data_scripts.splits import SequenceStore  # noqa: E402
-from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig  # noqa: E402
-from train.evaluation.results import provenance  # noqa: E402
+from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed
+from data_scripts.splits import SequenceStore
+from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
+from train.evaluation.results import provenance
 
 
 def main(argv=None):
@@ -91,7 +87,7 @@ def main(argv=None):
         result["sessions_differing_from_reference"] = int((outputs["cached"] != reference).any(1).sum()) if same_shape else None
     if args.profile:
         result["profile_seconds"] = profile_parts(model, kwargs)
-    result.update(provenance("python benchmarks/generation_speed.py"))
+    result.update(provenance("python -m benchmarks.generation_speed"))
     print(json.dumps(result))
     if args.output:
         with open(args.output, "a") as f:

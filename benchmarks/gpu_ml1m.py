@@ -1,8 +1,8 @@
 """Stage 1 on one GPU: HSTU and HSTU-large on MovieLens-1M, with the training time to published quality.
 
-    python benchmarks/gpu_ml1m.py --dataset data/ml-1m --output benchmarks/results/gpu-ml1m.json            # GPU
-    python benchmarks/gpu_ml1m.py --dataset data/ml-1m --bf16 --compile --output ...                         # bf16 + torch.compile
-    python benchmarks/gpu_ml1m.py --dataset <tiny dataset> --smoke --output /tmp/gpu-smoke.json              # CPU, seconds (tests)
+    python -m benchmarks.gpu_ml1m --dataset data/ml-1m --output benchmarks/results/gpu-ml1m.json            # GPU
+    python -m benchmarks.gpu_ml1m --dataset data/ml-1m --bf16 --compile --output ...                         # bf16 + torch.compile
+    python -m benchmarks.gpu_ml1m --dataset <tiny dataset> --smoke --output /tmp/gpu-smoke.json              # CPU, seconds (tests)
 
 `benchmarks/gpu_ml1m.sh` wraps it for a machine without internet (wheels installed from `benchmarks/wheels/`).
 
@@ -23,12 +23,10 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from train import pretrain  # noqa: E402
-from train.evaluation.results import git_commit, machine_description, today, write_json_atomic  # noqa: E402
+from train import pretrain
+from train.evaluation.results import git_commit, machine_description, today, write_json_atomic
 
 TARGETS = {"hstu": 0.1720, "hstu_large": 0.1893}  # published NDCG@10 of HSTU / HSTU-large on ML-1M (reference protocol, test)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +70,7 @@ def main(argv=None):
         with open(args.compare_to) as f:
             other = json.load(f)["runs"]
     runs = {}
-    command = "python benchmarks/gpu_ml1m.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.gpu_ml1m " + " ".join(sys.argv[1:] if argv is None else argv)
     for name in args.models:
         flags = ["--config", os.path.join(ROOT, "train", "configs", f"{name}.json"), "--dataset", args.dataset,
                  "--output_dir", os.path.join(args.output_dir, name), "--disable_tqdm", "true", "--report_to", "none"]

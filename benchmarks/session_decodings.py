@@ -1,6 +1,6 @@
 """Session decodings of GeniusRec checkpoints on the validation users (issue 17's choice; the test split is never read).
 
-    python benchmarks/session_decodings.py --dataset data/ml-1m --models runs/ml-1m-geniusrec-sessions \
+    python -m benchmarks.session_decodings --dataset data/ml-1m --models runs/ml-1m-geniusrec-sessions \
         --grid "beam:w=1,2:beta=0,1:alpha=0,0.1" --grid "first_step:beta=0,1.5:alpha=0" \
         --output benchmarks/results/ml-1m-session-decodings-validation.jsonl
 
@@ -14,23 +14,19 @@ once with `train.evaluate`.
 import argparse
 import itertools
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data_scripts.processed import NextItemDataset, load_processed  # noqa: E402
-from data_scripts.splits import SequenceStore, protocol_store  # noqa: E402
-from train.evaluation.results import provenance  # noqa: E402
-from train.evaluation.sessions import (  # noqa: E402
+from data_scripts.processed import NextItemDataset, load_processed
+from data_scripts.splits import SequenceStore, protocol_store
+from train.evaluation.results import provenance
+from train.evaluation.sessions import (
     generate_sessions,
     next_item_lists,
     popularity_bias,
     session_report,
     session_report_inputs,
 )
-from train.runner import load_checkpoint, tune_cpu_allocator  # noqa: E402
+from train.runner import load_checkpoint, tune_cpu_allocator
 
 KEYS = ["session_recall@10", "session_ndcg@10", "phr@10", "ild", "novelty", "coverage"]
 
@@ -63,7 +59,7 @@ def main(argv=None):
     dataset = NextItemDataset(store, "validation", 200, "sessions", args.session_length)
     report = session_report_inputs(store, items, dataset, args.session_length, len(tokenizer), tokenizer.num_special_tokens)
     counts = report["counts"]
-    stamp = dict(split="validation", users=len(dataset), **provenance("python benchmarks/session_decodings.py", argv))
+    stamp = dict(split="validation", users=len(dataset), **provenance("python -m benchmarks.session_decodings", argv))
 
     def write(row):
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k not in stamp}), flush=True)

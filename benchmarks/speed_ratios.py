@@ -1,6 +1,6 @@
 """Speed of the package's HSTU encoder and losses against a plain PyTorch implementation of the same math.
 
-    python benchmarks/speed_ratios.py --output benchmarks/results/speed-ratios.json
+    python -m benchmarks.speed_ratios --output benchmarks/results/speed-ratios.json
 
 One process, the same random batch (128 users x 200 items, ML-1M-sized catalog of 3,706 items, right-padded
 histories of 20-200 items, increasing timestamps), paper size (2 blocks, 1 head, 50 dims), training mode with
@@ -18,21 +18,14 @@ The plain side is in `benchmarks/plain_hstu.py`, not imported from the package. 
 """
 
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from plain_hstu import PlainHSTU, plain_loss  # noqa: E402
-
-from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction  # noqa: E402
-from train.evaluation.results import provenance, write_json_atomic  # noqa: E402
+from benchmarks.plain_hstu import PlainHSTU, plain_loss
+from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction
+from train.evaluation.results import provenance, write_json_atomic
 
 LOSSES = {"sampled_position": ("sampled_softmax", "position", 128, "position"),
           "sampled_shared": ("sampled_softmax", "batch", 512, "shared"),
@@ -133,7 +126,7 @@ def main(argv=None):
     results = measure(args.repeats, args.threads, args.batch_size, args.length)
     out = {name: r["ratio"] for name, r in results.items()}
     out.update({"details": results, "threads": torch.get_num_threads(), "batch": [args.batch_size, args.length], "repeats": args.repeats,
-                **provenance("python benchmarks/speed_ratios.py", argv)})
+                **provenance("python -m benchmarks.speed_ratios", argv)})
     if args.output:
         write_json_atomic(args.output, out)
     return out

@@ -1,29 +1,11 @@
 """Tiny raw datasets in every supported layout, written by the tests."""
 
 import gzip
-import importlib.util
 import json
 import os
-import sys
 import zipfile
 
 import numpy as np
-
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-
-
-def load_benchmark(name: str):
-    """Imports `benchmarks/<name>.py` (a script folder, not a package), with that folder importable meanwhile so a
-    script can import its neighbours (e.g. speed_ratios -> plain_hstu)."""
-    sys.path.insert(0, BENCHMARKS)
-    try:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(BENCHMARKS)
-
 
 MOVIES = [(1, "Toy Story (1995)", "Animation|Children's|Comedy"), (2, "Jumanji (1995)", "Adventure|Children's|Fantasy"),
           (3, "Heat (1995)", "Action|Crime|Thriller"), (4, "Amélie (2001)", "Comedy|Romance"), (5, "Se7en (1995)", "Crime|Thriller")]

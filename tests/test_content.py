@@ -326,9 +326,7 @@ def test_image_embeddings_end_to_end_with_a_tiny_clip(tmp_path, tiny_clip):  # n
 def test_aggregate_seeds_means_and_spread(tmp_path):
     import json
 
-    from .fixtures import load_benchmark
-
-    aggregate = load_benchmark("aggregate_seeds")
+    from benchmarks import aggregate_seeds as aggregate
     files = []
     for seed, ndcg in ((42, 0.10), (43, 0.14), (44, 0.12)):
         path = tmp_path / f"seed{seed}.json"

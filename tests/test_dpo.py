@@ -130,9 +130,8 @@ def test_pair_users_are_a_seeded_subset_and_held_out_users_exclude_them(setup, t
 
 
 def test_dpo_choice_is_made_on_validation_by_the_stated_rule():
-    from .fixtures import load_benchmark
 
-    module = load_benchmark("dpo_tradeoff")
+    from benchmarks import dpo_tradeoff as module
     before = {"ndcg@10": 0.10, "novelty": 3.0, "ild": 0.5}
     runs = {"a": {"ndcg@10": 0.099, "novelty": 3.3, "ild": 0.52},   # within 3%, min gain 4%
             "b": {"ndcg@10": 0.098, "novelty": 3.2, "ild": 0.55},   # within 3%, min gain 6.7%: chosen

@@ -4,13 +4,13 @@ import json
 
 from data_scripts import movielens
 
-from .fixtures import load_benchmark, write_learnable_ml
+from .fixtures import write_learnable_ml
 
 
 def test_gpu_script_smoke(tmp_path):
     write_learnable_ml(tmp_path / "raw", users=40, items=40)
     movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])
-    module = load_benchmark("gpu_ml1m")
+    from benchmarks import gpu_ml1m as module
     out = tmp_path / "gpu.json"
     module.main(["--dataset", str(tmp_path / "data"), "--smoke", "--models", "ml-1m-hstu", "--output_dir", str(tmp_path / "runs"),
                  "--output", str(out)])
@@ -53,7 +53,7 @@ def test_time_budget_stops_training(tmp_path):
 
 def test_loss_per_second_script(tmp_path):
     """The loss comparison runs each loss for the budget, never reads test, and reads curves by elapsed time."""
-    module = load_benchmark("loss_per_second")
+    from benchmarks import loss_per_second as module
     assert module.best_by([{"eval_ndcg@10": 0.1, "elapsed_s": 5}, {"eval_ndcg@10": 0.3, "elapsed_s": 20}], 10) == 0.1
     write_learnable_ml(tmp_path / "raw", users=40, items=40)
     movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])

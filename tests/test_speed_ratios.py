@@ -5,12 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks import plain_hstu
+from benchmarks import speed_ratios as speed
 from modeling_geniusrec import modeling_sequential
-
-from .fixtures import load_benchmark
-
-speed = load_benchmark("speed_ratios")
-plain_hstu = load_benchmark("plain_hstu")
 
 
 def test_plain_encoder_equals_package_encoder_outputs_and_gradients():

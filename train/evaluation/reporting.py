@@ -21,7 +21,7 @@ def plot_training_curves(history: list[dict], path: str) -> str:
     ax.set_ylabel("validation metric")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_metrics_vs_k(metrics: dict, path: str, title: str = "") -> str:
@@ -35,7 +35,7 @@ def plot_metrics_vs_k(metrics: dict, path: str, title: str = "") -> str:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gate_weights(statistics: dict, names: list[str], path: str) -> str:
@@ -58,10 +58,11 @@ def plot_gate_weights(statistics: dict, names: list[str], path: str) -> str:
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("gate weight (mean +- std over users)")
     axes[0][0].legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path):
+def save_figure(fig, path: str) -> str:
+    """Write `fig` to `path` (folders made, tight layout, 110 dpi), close it, return `path`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
