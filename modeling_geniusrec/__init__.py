@@ -9,16 +9,12 @@ from .configuration_geniusrec import GeniusRecConfig
 from .configuration_hstu import HSTUConfig
 from .configuration_sasrec import SASRecConfig
 from .configuration_sequential import NUM_SPECIAL_TOKENS, SequentialRecConfig
-from .modeling_geniusrec import (
-    BanItemsLogitsProcessor,
-    GeniusRecForSessionGeneration,
-    GeniusRecModel,
-    GeniusRecOutput,
-    GeniusRecPreTrainedModel,
-)
+from .generation import BanItemsLogitsProcessor
+from .modeling_geniusrec import GeniusRecModel, GeniusRecOutput, GeniusRecPreTrainedModel
 from .modeling_hstu import HSTUForNextItemPrediction, HSTUModel, HSTUPreTrainedModel
 from .modeling_sasrec import SASRecForNextItemPrediction, SASRecModel, SASRecPreTrainedModel
 from .modeling_sequential import NextItemPredictionOutput, SequentialRecOutput
+from .modeling_session_generation import GeniusRecForSessionGeneration
 from .tokenization_items import ItemTokenizer, escape_item_id, unescape_item_id
 
 __version__ = "0.1.0"

@@ -292,7 +292,7 @@ def test_old_content_keywords_are_still_accepted():
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 def test_attn_implementation_is_real_and_both_agree(tmp_path, implementation, monkeypatch):
-    from modeling_geniusrec import modeling_geniusrec as module
+    from modeling_geniusrec import decoder_layers as module
 
     tiny().save_pretrained(tmp_path)
     reference = GeniusRecForSessionGeneration.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
@@ -398,7 +398,7 @@ def test_cached_generation_uses_the_cache():
 def test_session_set_loss_by_hand():
     """At each position with an item label, the mean -log p of every item still to come; EOS and padding are no
     targets; the model adds it with session_set_loss_weight."""
-    from modeling_geniusrec.modeling_geniusrec import session_set_loss
+    from modeling_geniusrec.modeling_session_generation import session_set_loss
 
     torch.manual_seed(0)
     scores = torch.randn(2, 4, 7)
