@@ -117,12 +117,7 @@ class GeniusRecConfig(PretrainedConfig):
         self.max_session_length = max_session_length
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_dropout_prob = attention_dropout_prob
-        dims = dict(content_embedding_dims or {})
-        for kind in ("text", "image"):  # the older keywords
-            width = kwargs.pop(f"{kind}_embedding_dim", 0)
-            if width:
-                dims[kind] = int(width)
-        self.content_embedding_dims = {kind: int(width) for kind, width in dims.items() if width}
+        self.content_embedding_dims = content_widths(content_embedding_dims, kwargs)
         if expert_types is None:
             expert_types = {"behaviour": "behaviour", **{kind: "content" for kind in self.content_embedding_dims}}
         self.expert_types = dict(expert_types)
@@ -141,26 +136,7 @@ class GeniusRecConfig(PretrainedConfig):
         self.num_special_tokens = encoder_config.num_special_tokens
         self.sep_token_id = encoder_config.sep_token_id
         self.unk_token_id = encoder_config.unk_token_id
-        kwargs.setdefault("pad_token_id", encoder_config.pad_token_id)
-        kwargs.setdefault("eos_token_id", encoder_config.eos_token_id)
-        kwargs.setdefault("decoder_start_token_id", encoder_config.sep_token_id)
-        kwargs.setdefault("is_encoder_decoder", True)
-        if kwargs.get("tie_word_embeddings", True) is False:  # the output side is the (normalised) item table by design
-            # a warning, not an error: PEFT's merge writes tie_word_embeddings=False into configs it saves
-            warnings.warn("tie_word_embeddings=False is ignored: items are scored by cosine against their own (input) vectors, so "
-                          "the output head is always tied", UserWarning, stacklevel=2)
-        kwargs["tie_word_embeddings"] = True
-        kwargs.setdefault("bos_token_id", None)  # no BOS token: a history starts with its first item (declared, as BERT does)
-        kwargs.setdefault(
-            "auto_map",
-            {
-                "AutoConfig": "configuration_geniusrec.GeniusRecConfig",
-                "AutoModel": "modeling_geniusrec.GeniusRecModel",
-                "AutoModelForSeq2SeqLM": "modeling_geniusrec.GeniusRecForSessionGeneration",
-                "AutoModelForCausalLM": "modeling_geniusrec.GeniusRecForSessionGeneration",
-            },
-        )
-        super().__init__(**kwargs)
+        super().__init__(**pretrained_config_defaults(kwargs, encoder_config))
 
     @property
     def expert_names(self) -> list[str]:
@@ -180,6 +156,47 @@ class GeniusRecConfig(PretrainedConfig):
         if isinstance(out.get("encoder_config"), PretrainedConfig):
             out["encoder_config"] = out["encoder_config"].to_dict()
         return out
+
+
+def content_widths(content_embedding_dims: dict | None, kwargs: dict) -> dict:
+    """`{kind: width}` of the content tables, zero widths dropped; the older `text_embedding_dim` /
+    `image_embedding_dim` keywords (popped from `kwargs`) still count."""
+    dims = dict(content_embedding_dims or {})
+    for kind in ("text", "image"):  # the older keywords
+        width = kwargs.pop(f"{kind}_embedding_dim", 0)
+        if width:
+            dims[kind] = int(width)
+    return {kind: int(width) for kind, width in dims.items() if width}
+
+
+def pretrained_config_defaults(kwargs: dict, encoder_config) -> dict:
+    """The `PretrainedConfig` keywords GeniusRec fixes or defaults: special tokens from the encoder's config (which,
+    with the tokenizer, owns them), encoder-decoder, the always-tied output head, no BOS, the remote-code map."""
+    kwargs.setdefault("pad_token_id", encoder_config.pad_token_id)
+    kwargs.setdefault("eos_token_id", encoder_config.eos_token_id)
+    kwargs.setdefault("decoder_start_token_id", encoder_config.sep_token_id)
+    kwargs.setdefault("is_encoder_decoder", True)
+    if kwargs.get("tie_word_embeddings", True) is False:  # the output side is the (normalised) item table by design
+        # a warning, not an error: PEFT's merge writes tie_word_embeddings=False into configs it saves
+        warnings.warn("tie_word_embeddings=False is ignored: items are scored by cosine against their own (input) vectors, so "
+                      "the output head is always tied", UserWarning, stacklevel=3)
+    kwargs["tie_word_embeddings"] = True
+    kwargs.setdefault("bos_token_id", None)  # no BOS token: a history starts with its first item (declared, as BERT does)
+    kwargs.setdefault(
+        "auto_map",
+        {
+            "AutoConfig": "configuration_geniusrec.GeniusRecConfig",
+            "AutoModel": "modeling_geniusrec.GeniusRecModel",
+            "AutoModelForSeq2SeqLM": "modeling_session_generation.GeniusRecForSessionGeneration",
+            "AutoModelForCausalLM": "modeling_session_generation.GeniusRecForSessionGeneration",
+        },
+    )
+    # checkpoints saved before the generation head moved out of modeling_geniusrec.py name the old module: a re-saved
+    # copy carries the new files, so its map must name them too
+    kwargs["auto_map"] = {auto: target.replace("modeling_geniusrec.GeniusRecForSessionGeneration",
+                                               "modeling_session_generation.GeniusRecForSessionGeneration")
+                          for auto, target in kwargs["auto_map"].items()}
+    return kwargs
 
 
 __all__ = ["GeniusRecConfig"]

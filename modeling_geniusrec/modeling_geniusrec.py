@@ -363,33 +363,62 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         bad = (decoder_input_ids < 0) | (decoder_input_ids >= config.vocab_size)
         if bool(bad.any()):
             raise ValueError(f"decoder_input_ids contains ids outside [0, {config.vocab_size}): {decoder_input_ids[bad][:5].tolist()}")
-        memory, history_mask = encoder_outputs.last_hidden_state, encoder_outputs.history_mask
+        cache, self_cache, past, session_ids = self._session_so_far(cache, use_cache, decoder_input_ids, session_ids)
+        histories = encoder_outputs.last_hidden_state.shape[0]  # one encoding per user; its beams are consecutive rows
+        if decoder_input_ids.shape[0] % histories:
+            raise ValueError(f"{decoder_input_ids.shape[0]} decoder rows for {histories} encoded histories: each history needs the same "
+                             "number of rows")
+        group = decoder_input_ids.shape[0] // histories
+        user = encoder_outputs.user_embedding  # (B_h, D)
+        if group > 1:
+            user = user.repeat_interleave(group, dim=0)  # (B, D)
+        state, all_hidden, self_weights, cross_weights = self._decode(decoder_input_ids, past, user, encoder_outputs, self_cache,
+                                                                      output_hidden_states, output_attentions)
+        gate_weights = torch.softmax(self.gate(state), dim=-1)  # (B, T, E)
+        mixed = self._mix_experts(state, gate_weights, encoder_outputs, session_ids, past, group)
+        final = F.normalize(user.unsqueeze(1) + self.output_projection(self.output_norm(mixed)), dim=-1)
+        output = GeniusRecOutput(
+            last_hidden_state=final,
+            gate_weights=gate_weights,
+            aux_loss=load_balancing_loss(gate_weights),
+            cache=cache,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            decoder_hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            encoder_hidden_states=encoder_outputs.get("hidden_states") if output_hidden_states else None,
+            decoder_attentions=tuple(self_weights) if output_attentions else None,
+            cross_attentions=tuple(cross_weights) if output_attentions else None,
+            encoder_attentions=encoder_outputs.get("attentions") if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _session_so_far(self, cache, use_cache, decoder_input_ids, session_ids):
+        """The decoder cache (made when `use_cache` asks for one), its self-attention part, the number of session
+        positions it already holds, and all session inputs so far `(B, past + t)`: a manual cached call passes only
+        the new tokens, while the experts read the whole session, kept on the cache."""
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
         past = self_cache.get_seq_length() if self_cache is not None else 0
-        batch, length = decoder_input_ids.shape
-        if past + length > config.max_session_length + 1:
-            raise ValueError(f"session longer than max_session_length={config.max_session_length}")
+        if past + decoder_input_ids.shape[1] > self.config.max_session_length + 1:
+            raise ValueError(f"session longer than max_session_length={self.config.max_session_length}")
         if session_ids is None:
-            # a manual cached call passes only the new tokens: the experts read the whole session, kept with the cache
             earlier = getattr(cache, "geniusrec_session_ids", None) if past else None
             session_ids = decoder_input_ids if earlier is None else torch.cat([earlier, decoder_input_ids], dim=1)
         if cache is not None:
             cache.geniusrec_session_ids = session_ids
+        return cache, self_cache, past, session_ids
+
+    def _decode(self, decoder_input_ids, past, user, encoder_outputs, self_cache, output_hidden_states, output_attentions):
+        """The decoder stack over session positions `past .. past + t - 1`: item rows + positions + the user query
+        `(B, D)`, causal self-attention, cross-attention over the encoding. Returns the normed states `(B, t, D)`,
+        and the per-layer states / weights lists when asked (else None)."""
+        length = decoder_input_ids.shape[1]
         positions = torch.arange(past, past + length, device=decoder_input_ids.device)
-        histories = memory.shape[0]  # generate() keeps one encoding per user; its beams are consecutive decoder rows
-        if batch % histories:
-            raise ValueError(f"{batch} decoder rows for {histories} encoded histories: each history needs the same number of rows")
-        group = batch // histories
-        user = encoder_outputs.user_embedding  # (B_h, D)
-        if group > 1:
-            user = user.repeat_interleave(group, dim=0)  # (B, D)
-        hidden = self.encoder.embeddings.item_rows(decoder_input_ids) * config.hidden_size**0.5 + self.decoder_positions(positions)
+        hidden = self.encoder.embeddings.item_rows(decoder_input_ids) * self.config.hidden_size**0.5 + self.decoder_positions(positions)
         hidden = self.dropout(hidden + self.query_projection(user).unsqueeze(1))
         key_positions = torch.arange(past + length, device=hidden.device)
         self_mask = (key_positions.unsqueeze(0) <= positions.unsqueeze(1)).view(1, 1, length, past + length)
-        cross_mask = history_mask.bool().view(histories, 1, 1, -1)
+        cross_mask = encoder_outputs.history_mask.bool().view(encoder_outputs.history_mask.shape[0], 1, 1, -1)
         all_hidden = [hidden] if output_hidden_states else None
         self_weights, cross_weights = ([], []) if output_attentions else (None, None)
         for index, layer in enumerate(self.decoder_layers):
@@ -401,30 +430,17 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
                 cross_weights.append(cross)
             if output_hidden_states:
                 all_hidden.append(hidden)
-        state = self.decoder_norm(hidden)
+        return self.decoder_norm(hidden), all_hidden, self_weights, cross_weights
 
-        gate_weights = torch.softmax(self.gate(state), dim=-1)  # (B, T, E)
+    def _mix_experts(self, state, gate_weights, encoder_outputs, session_ids, past, group):
+        """`state + sum_e gate_e * expert_e(state)`: state `(B, t, D)`, gate weights `(B, t, E)` -> `(B, t, D)`."""
         mixed = state
         for index, (name, expert) in enumerate(self.experts.items()):
             key_mask = encoder_outputs.get(f"expert_{name}_mask")
-            context = ExpertContext(self, encoder_outputs.get(f"expert_{name}"), history_mask if key_mask is None else key_mask, session_ids, past,
-                                    group)
+            context = ExpertContext(self, encoder_outputs.get(f"expert_{name}"), encoder_outputs.history_mask if key_mask is None else key_mask,
+                                    session_ids, past, group)
             mixed = mixed + gate_weights[..., index : index + 1] * expert(state, context)
-        final = F.normalize(user.unsqueeze(1) + self.output_projection(self.output_norm(mixed)), dim=-1)
-        output = GeniusRecOutput(
-            last_hidden_state=final,
-            gate_weights=gate_weights,
-            aux_loss=load_balancing_loss(gate_weights),
-            cache=cache,
-            encoder_last_hidden_state=memory,
-            decoder_hidden_states=tuple(all_hidden) if output_hidden_states else None,
-            encoder_hidden_states=encoder_outputs.get("hidden_states") if output_hidden_states else None,
-            decoder_attentions=tuple(self_weights) if output_attentions else None,
-            cross_attentions=tuple(cross_weights) if output_attentions else None,
-            encoder_attentions=encoder_outputs.get("attentions") if output_attentions else None,
-        )
-        return output if return_dict else output.to_tuple()
-
+        return mixed
 
     def packed_forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None) -> GeniusRecOutput:
         """Causal-LM view of `[history..., SEP, session..., EOS, pad...]` rows: what TRL's DPOTrainer trains, through

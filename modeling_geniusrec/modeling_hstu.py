@@ -188,6 +188,36 @@ class HSTUModel(HSTUPreTrainedModel):
         fallback = timestamps if next_timestamps is None else next_timestamps.view(-1, 1).expand_as(timestamps)
         return torch.where(has_next, following, fallback)
 
+    def _attention_inputs(self, mask, position_ids, right_aligned, timestamps, next_timestamps):
+        """What every block's attention reads: the normalised causal mask `(B, 1, N, N)` (mask / divisor), the relative
+        position indices `(B or 1, N, N)` and the time buckets `(B, N, N)` (None where the config turns them off)."""
+        config = self.config
+        batch, length = mask.shape
+        causal = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
+        attn_mask = causal.unsqueeze(0) & mask.unsqueeze(1) & mask.unsqueeze(2)  # (B, N, N)
+
+        if config.attention_normalization == "padded":
+            divisor = float(config.max_position_embeddings)
+        elif config.attention_normalization == "length":
+            divisor = mask.sum(dim=1).view(batch, 1, 1, 1).float()
+        else:  # "causal": number of keys the query sees
+            divisor = (position_ids + 1).view(batch, 1, length, 1).float()
+        # one (B, 1, N, N) float tensor = mask / N for every block, instead of a bool conversion and a division per block
+        dtype = self.embeddings.item_embeddings.weight.dtype
+        attn_weights_mask = attn_mask.unsqueeze(1).to(dtype) * (1.0 / divisor if isinstance(divisor, float) else divisor.reciprocal())
+
+        relative_positions = buckets = None
+        if config.use_position_bias:
+            pos = position_ids[:1] if right_aligned else position_ids
+            relative_positions = (pos.unsqueeze(1) - pos.unsqueeze(2) + config.max_position_embeddings - 1).clamp(
+                0, 2 * config.max_position_embeddings - 2
+            )  # (B or 1, N, N): index of j - i
+        if config.use_time_bias:
+            query_times = self._query_times(timestamps, mask, next_timestamps)
+            buckets = time_buckets(query_times, timestamps, config.num_time_buckets, config.time_bucket_scale)
+
+        return attn_weights_mask, relative_positions, buckets
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -230,28 +260,7 @@ class HSTUModel(HSTUPreTrainedModel):
             position_ids = torch.arange(length, device=input_ids.device).expand(batch, length)
         else:
             position_ids = position_ids_from_mask(mask)
-        causal = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
-        attn_mask = causal.unsqueeze(0) & mask.unsqueeze(1) & mask.unsqueeze(2)  # (B, N, N)
-
-        if config.attention_normalization == "padded":
-            divisor = float(config.max_position_embeddings)
-        elif config.attention_normalization == "length":
-            divisor = mask.sum(dim=1).view(batch, 1, 1, 1).float()
-        else:  # "causal": number of keys the query sees
-            divisor = (position_ids + 1).view(batch, 1, length, 1).float()
-        # one (B, 1, N, N) float tensor = mask / N for every block, instead of a bool conversion and a division per block
-        dtype = self.embeddings.item_embeddings.weight.dtype
-        attn_weights_mask = attn_mask.unsqueeze(1).to(dtype) * (1.0 / divisor if isinstance(divisor, float) else divisor.reciprocal())
-
-        relative_positions = buckets = None
-        if config.use_position_bias:
-            pos = position_ids[:1] if right_aligned else position_ids
-            relative_positions = (pos.unsqueeze(1) - pos.unsqueeze(2) + config.max_position_embeddings - 1).clamp(
-                0, 2 * config.max_position_embeddings - 2
-            )  # (B or 1, N, N): index of j - i
-        if config.use_time_bias:
-            query_times = self._query_times(timestamps, mask, next_timestamps)
-            buckets = time_buckets(query_times, timestamps, config.num_time_buckets, config.time_bucket_scale)
+        attn_weights_mask, relative_positions, buckets = self._attention_inputs(mask, position_ids, right_aligned, timestamps, next_timestamps)
 
         output_hidden_states, return_dict = resolve_output_flags(self.config, output_hidden_states, return_dict)
         hidden = self.embeddings(input_ids, position_ids, mask)

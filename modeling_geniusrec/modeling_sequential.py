@@ -15,7 +15,7 @@ from transformers.utils import ModelOutput
 
 from .catalog import CatalogMixin
 from .configuration_sequential import SequentialRecConfig
-from .scoring import ItemScoringMixin
+from .scoring import ItemScoringMixin, scale_scores
 
 
 @dataclass
@@ -338,18 +338,18 @@ def next_item_loss(config, hidden: torch.Tensor, labels: torch.Tensor, item_vect
         )
     h = hidden[supervised]  # (P, D)
     if config.loss_type == "full_softmax":
-        logits = h @ item_vectors(config.num_special_tokens).T * config.logit_scale  # (P, num_items)
+        logits = scale_scores(h @ item_vectors(config.num_special_tokens).T, config)  # (P, num_items)
         if excluded is not None:
             logits = logits.masked_fill(excluded[config.num_special_tokens :], float("-inf"))
         return F.cross_entropy(logits, targets - config.num_special_tokens)
     items = item_vectors()  # (V, D), normalised once: gathered rows are never normalised again
-    pos_logits = (h * items[targets]).sum(-1, keepdim=True) * config.logit_scale  # (P, 1)
+    pos_logits = scale_scores((h * items[targets]).sum(-1, keepdim=True), config)  # (P, 1)
     # training draws fresh negatives; evaluation draws the same ones every time (a deterministic eval loss)
     generator = None if training else torch.Generator(device=h.device).manual_seed(0)
     if config.negatives_sharing == "batch":
         negatives = torch.randint(config.num_special_tokens, config.vocab_size, (config.num_negatives,), device=h.device,
                                   generator=generator)
-        neg_logits = h @ items[negatives].T * config.logit_scale  # (P, K)
+        neg_logits = scale_scores(h @ items[negatives].T, config)  # (P, K)
         hits = negatives.unsqueeze(0) == targets.unsqueeze(1)
     else:
         negatives = torch.randint(
@@ -358,9 +358,9 @@ def next_item_loss(config, hidden: torch.Tensor, labels: torch.Tensor, item_vect
         if config.vocab_size <= DENSE_NEGATIVES_FACTOR * config.num_negatives:
             # small catalog: one (P, V) matmul and a gather beat gathering (P, K, D) vectors and scatter-adding
             # their gradient (about 2x on CPU for ML-1M's 3,706 items and 128 negatives); same numbers
-            neg_logits = (h @ items.T).gather(1, negatives) * config.logit_scale  # (P, K)
+            neg_logits = scale_scores((h @ items.T).gather(1, negatives), config)  # (P, K)
         else:
-            neg_logits = torch.einsum("pd,pkd->pk", h, items[negatives]) * config.logit_scale  # (P, K)
+            neg_logits = scale_scores(torch.einsum("pd,pkd->pk", h, items[negatives]), config)  # (P, K)
         hits = negatives == targets.unsqueeze(1)
     if excluded is not None:
         hits = hits | excluded[negatives]  # not in the training catalog: never a negative
@@ -460,9 +460,9 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
         user_embeddings = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_positions(mask)]
         loss = self.next_item_loss(hidden, shift_labels(labels, input_ids.shape[1])) if labels is not None else None
         if logits_to_keep == 1:  # generation: only the next item after each row's last real position, (B, 1, V)
-            logits = (user_embeddings @ self.item_vectors().T * self.config.logit_scale).unsqueeze(1)
+            logits = scale_scores(user_embeddings @ self.item_vectors().T, self.config).unsqueeze(1)
         else:
-            logits = hidden @ self.item_vectors().T * self.config.logit_scale if return_logits else None
+            logits = scale_scores(hidden @ self.item_vectors().T, self.config) if return_logits else None
         output = NextItemPredictionOutput(
             loss=loss,
             user_embeddings=user_embeddings,

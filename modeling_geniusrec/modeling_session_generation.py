@@ -20,7 +20,7 @@ from .modeling_geniusrec import (
     shift_right,
 )
 from .modeling_sequential import last_positions, next_item_loss, resolve_output_flags
-from .scoring import ItemScoringMixin
+from .scoring import ItemScoringMixin, scale_scores
 
 
 class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, GenerationMixin):
@@ -134,10 +134,7 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         if resolve_view(view, decoder_input_ids is None and labels is None and encoder_outputs is None) == "packed":
             return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         if labels is not None:  # checked before they become decoder inputs, so that a bad label is named as one
-            bad = (labels != -100) & ((labels < 0) | (labels >= self.config.vocab_size) | (labels == self.config.pad_token_id))
-            if bool(bad.any()):
-                raise ValueError(f"labels must be item token ids or EOS in [1, {self.config.vocab_size}) (never [PAD]), or -100 where "
-                                 f"nothing is supervised; got {sorted(set(labels[bad].tolist()))[:5]}")
+            check_session_labels(labels, self.config)
         if decoder_input_ids is None:
             decoder_input_ids = shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
         encoder_loss_weight = getattr(self.config, "encoder_loss_weight", 0.0)
@@ -159,18 +156,9 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         if encoder_query_weight and encoder_outputs is not None:  # generate(encoder_query_weight=...)
             user = encoder_outputs.user_embedding
             state = state + encoder_query_weight * user.repeat_interleave(state.shape[0] // user.shape[0], dim=0).unsqueeze(1)
-        out.logits = (state @ matrix.T).mul_(self.config.logit_scale)  # in place: one pass less over (B, T, V)
+        out.logits = scale_scores(state @ matrix.T, self.config, inplace=True)  # in place: one pass less over (B, T, V)
         if labels is not None:
-            excluded = self.training_excluded_items(out.logits.device)  # not in the training catalog (cold-items protocol)
-            scores = out.logits if excluded is None else out.logits.masked_fill(excluded, float("-inf"))
-            log_probs = F.log_softmax(scores, dim=-1)  # once: the token loss and the set loss read it (cross_entropy's own two steps)
-            token_ce = F.nll_loss(log_probs.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none").view(labels.shape)
-            weights = (labels != -100).float()
-            weights[:, 0] *= self.config.next_item_loss_weight
-            ce = (token_ce * weights).sum() / weights.sum().clamp(min=1e-9)
-            out.loss = ce + self.config.router_aux_loss_coef * out.aux_loss
-            if getattr(self.config, "session_set_loss_weight", 0.0):
-                out.loss = out.loss + self.config.session_set_loss_weight * session_set_loss(log_probs, labels, self.config.eos_token_id)
+            out.loss = self.session_loss(out.logits, labels, out.aux_loss)
             if encoder_loss:
                 out.loss = out.loss + encoder_loss_weight * self.encoder_next_item_loss(input_ids, attention_mask, labels, encoder_outputs)
         # transformers' field order in both modes: (loss,) logits, last_hidden_state, ... (fields set after
@@ -179,6 +167,21 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         if not resolve_output_flags(self.config, False, kwargs.get("return_dict"))[1]:
             return ordered.to_tuple()
         return ordered
+
+    def session_loss(self, logits: torch.Tensor, labels: torch.LongTensor, aux_loss: torch.Tensor) -> torch.Tensor:
+        """The decoder's loss: logits `(B, T, V)`, labels `(B, T)` (-100 at padding), the gates' balance loss `()` ->
+        `()`. Token cross-entropy with the first position weighted `next_item_loss_weight`, plus
+        `router_aux_loss_coef * aux_loss`, plus `session_set_loss_weight * session_set_loss` where set."""
+        excluded = self.training_excluded_items(logits.device)  # not in the training catalog (cold-items protocol)
+        scores = logits if excluded is None else logits.masked_fill(excluded, float("-inf"))
+        log_probs = F.log_softmax(scores, dim=-1)  # once: the token loss and the set loss read it (cross_entropy's own two steps)
+        token_ce = F.nll_loss(log_probs.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none").view(labels.shape)
+        weights = (labels != -100).float()
+        weights[:, 0] *= self.config.next_item_loss_weight
+        loss = (token_ce * weights).sum() / weights.sum().clamp(min=1e-9) + self.config.router_aux_loss_coef * aux_loss
+        if getattr(self.config, "session_set_loss_weight", 0.0):
+            loss = loss + self.config.session_set_loss_weight * session_set_loss(log_probs, labels, self.config.eos_token_id)
+        return loss
 
     def encoder_next_item_loss(self, input_ids, attention_mask, labels, encoder_outputs) -> torch.Tensor:
         """Stage 1's loss on the encoder inside GeniusRec: history `(B, N)` (right-padded), session `labels` `(B, T)`,
@@ -198,7 +201,7 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
     def packed_forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None) -> GeniusRecOutput:
         """Causal-LM view (see [`GeniusRecModel.packed_forward`]) with `logits` aligned to the packed row."""
         out = self.model.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
-        out.logits = out.last_hidden_state @ self.model.item_output_matrix().T * self.config.logit_scale
+        out.logits = scale_scores(out.last_hidden_state @ self.model.item_output_matrix().T, self.config)
         return out
 
     @torch.no_grad()
@@ -286,6 +289,14 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         width = max(s.shape[1] for s in sessions)
         padded = [F.pad(s, (0, width - s.shape[1]), value=self.config.pad_token_id) for s in sessions]
         return torch.stack(padded, dim=1).flatten(0, 1)  # (B, k, L) -> (B * k, L): a user's sessions consecutive
+
+
+def check_session_labels(labels: torch.LongTensor, config: GeniusRecConfig) -> None:
+    """Session labels `(B, T)` are item ids or EOS in `[1, vocab_size)`, never `[PAD]`, or -100; else a clear error."""
+    bad = (labels != -100) & ((labels < 0) | (labels >= config.vocab_size) | (labels == config.pad_token_id))
+    if bool(bad.any()):
+        raise ValueError(f"labels must be item token ids or EOS in [1, {config.vocab_size}) (never [PAD]), or -100 where "
+                         f"nothing is supervised; got {sorted(set(labels[bad].tolist()))[:5]}")
 
 
 def session_set_loss(log_probs: torch.Tensor, labels: torch.LongTensor, eos_token_id: int) -> torch.Tensor:

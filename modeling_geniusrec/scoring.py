@@ -10,6 +10,18 @@ from typing import Iterator
 import torch
 
 
+def scale_scores(cosines: torch.Tensor, config, inplace: bool = False) -> torch.Tensor:
+    """The one place scores are scaled: `config.logit_scale * cos(query, item)` for cosines of any shape (full
+    catalog, sampled negatives, one positive per row). `inplace` scales `cosines` itself (one pass less over a
+    `(B, T, V)` tensor)."""
+    return cosines.mul_(config.logit_scale) if inplace else cosines * config.logit_scale
+
+
+def item_scores(queries: torch.Tensor, item_matrix: torch.Tensor, config, inplace: bool = True) -> torch.Tensor:
+    """Scores of unit queries `(..., D)` against unit item vectors `(N, D)` -> `(..., N)`: `logit_scale * q . e`."""
+    return scale_scores(queries @ item_matrix.T, config, inplace=inplace)
+
+
 class ItemScoringMixin:
     """`iter_item_scores` and `top_k_items` over `self.item_vectors(...)` and `self.config.logit_scale`."""
 
@@ -28,7 +40,7 @@ class ItemScoringMixin:
         start = self.config.num_special_tokens if getattr(self.config, "filter_special_tokens", True) else 0
         for lo in range(start, self.config.vocab_size, chunk_size):
             hi = min(lo + chunk_size, self.config.vocab_size)
-            yield lo, user_embeddings @ self.item_vectors(lo, hi).T * self.config.logit_scale
+            yield lo, scale_scores(user_embeddings @ self.item_vectors(lo, hi).T, self.config)
 
     @torch.no_grad()
     def top_k_items(
@@ -76,4 +88,4 @@ class ItemScoringMixin:
         return best_scores, best_ids
 
 
-__all__ = ["ItemScoringMixin"]
+__all__ = ["ItemScoringMixin", "item_scores", "scale_scores"]

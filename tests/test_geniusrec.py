@@ -192,6 +192,21 @@ def test_save_load_and_remote_code_generate_identically(tmp_path):
     assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
 
 
+def test_every_auto_map_entry_names_a_saved_file_that_defines_it(tmp_path):
+    """Also for a checkpoint saved before the generation head moved to modeling_session_generation.py (its config
+    names modeling_geniusrec.GeniusRecForSessionGeneration): re-saved, every entry resolves in the new files."""
+    import json
+
+    old_map = {"AutoConfig": "configuration_geniusrec.GeniusRecConfig", "AutoModel": "modeling_geniusrec.GeniusRecModel",
+               "AutoModelForSeq2SeqLM": "modeling_geniusrec.GeniusRecForSessionGeneration",
+               "AutoModelForCausalLM": "modeling_geniusrec.GeniusRecForSessionGeneration"}
+    for name, model in {"new": tiny(), "old": GeniusRecForSessionGeneration(GeniusRecConfig(**{**tiny().config.to_dict(), "auto_map": old_map}))}.items():
+        model.save_pretrained(tmp_path / name)
+        for auto, target in json.load(open(tmp_path / name / "config.json"))["auto_map"].items():
+            module, cls = target.split(".")
+            assert f"class {cls}(" in (tmp_path / name / f"{module}.py").read_text(), (name, auto, target)
+
+
 def test_from_encoder_pretrained_starts_where_stage1_is(tmp_path):
     stage1 = HSTUForNextItemPrediction(tiny().config.encoder_config).eval()
     stage1.save_pretrained(tmp_path)
