@@ -43,3 +43,60 @@ def test_no_module_imports_upward(part):
 def test_the_model_package_holds_only_what_a_checkpoint_needs():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "modeling_geniusrec", "*.py"))}
     assert not names & {"data.py", "splits.py", "metrics.py", "session_metrics.py", "embedding.py"}
+
+
+PARTS = ("modeling_geniusrec", "data_scripts", "train", "benchmarks")
+
+
+def first_party_files():
+    for part in PARTS:
+        yield from sorted(glob.glob(os.path.join(ROOT, part, "**", "*.py"), recursive=True))
+
+
+def test_benchmarks_are_a_package_using_public_helpers_only():
+    """`python -m benchmarks.NAME`: no script edits sys.path, none imports a private name of the library."""
+    bad = []
+    for path in glob.glob(os.path.join(ROOT, "benchmarks", "*.py")):
+        source = open(path).read()
+        if "sys.path.insert" in source or "sys.path.append" in source:
+            bad.append(f"{os.path.relpath(path, ROOT)} edits sys.path")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in FIRST_PARTY:
+                bad += [f"{os.path.relpath(path, ROOT)} imports private {node.module}.{a.name}"
+                        for a in node.names if a.name.startswith("_")]
+    assert os.path.exists(os.path.join(ROOT, "benchmarks", "__init__.py"))
+    assert not bad, "\n".join(bad)
+
+
+def test_no_file_over_600_lines_and_no_function_over_80():
+    """The size bars of the house (issue 29): long files split along what they hold, long functions into named steps."""
+    bad = []
+    for path in first_party_files():
+        source = open(path).read()
+        name = os.path.relpath(path, ROOT)
+        if source.count("\n") > 600:
+            bad.append(f"{name}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > 80:
+                    bad.append(f"{name}:{node.lineno} {node.name} is {length} lines")
+    assert not bad, "\n".join(bad)
+
+
+def test_scores_are_scaled_in_one_place():
+    """`logit_scale` multiplies scores only in modeling_geniusrec/scoring.py (`scale_scores`); everything else calls it."""
+    def is_scale(node):
+        return (isinstance(node, ast.Attribute) and node.attr == "logit_scale") or (isinstance(node, ast.Name) and node.id == "logit_scale")
+
+    bad = []
+    for path in first_party_files():
+        if path.endswith(os.path.join("modeling_geniusrec", "scoring.py")) or os.sep + "benchmarks" + os.sep in path:
+            continue  # benchmarks/plain_hstu.py is the independent plain implementation, on purpose
+        for node in ast.walk(ast.parse(open(path).read())):
+            product = isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult) and (is_scale(node.left) or is_scale(node.right))
+            call = (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("mul", "mul_")
+                    and any(is_scale(a) for a in node.args))
+            if product or call:
+                bad.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert not bad, "\n".join(bad)

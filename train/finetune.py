@@ -149,32 +149,12 @@ def main(argv=None):
         dataloader_pin_memory=torch.cuda.is_available(), seed=42, eval_on_start=True,
     )
     model_args, data_args, training_args = parse_with_config(parser, argv)
-    if not data_args.dataset:
-        parser.error("--dataset is required")
-    if data_args.max_length < 1:
-        parser.error(f"--max_length must be >= 1, got {data_args.max_length}")
+    check_arguments(parser, model_args, data_args)
     set_seed(training_args.seed)
     sequences, items, tokenizer, stats = load_processed(data_args.dataset)
     store = protocol_store(SequenceStore.from_dataset(sequences), data_args.protocol, len(tokenizer), tokenizer.num_special_tokens)
-    model = build_model(model_args, data_args, len(tokenizer), data_args.max_length, tokenizer)
-    model.config.catalog_fingerprint = tokenizer.catalog_fingerprint()
-    model.exclude_items_from_training(store.cold_items)  # cold-items: held-out items are no candidate while training
-    if model.config.vocab_size != len(tokenizer):
-        raise ValueError(f"the encoder's vocabulary ({model.config.vocab_size}) differs from the dataset's ({len(tokenizer)})")
-    if model_args.freeze_encoder:
-        if model_args.encoder_loss_weight or model_args.encoder_learning_rate is not None:
-            parser.error("--encoder_loss_weight and --encoder_learning_rate train the encoder: drop --freeze_encoder (or those flags)")
-        model.model.encoder.requires_grad_(False)
-    max_length = min(data_args.max_length, model.config.encoder_config.max_position_embeddings)
-    if max_length < data_args.max_length:
-        print(f"note: --max_length {data_args.max_length} is longer than the encoder's max_position_embeddings; using {max_length} "
-              "(recorded in the results)", file=sys.stderr)
-        data_args.max_length = max_length  # the results file records the length really used
-    split = dict(protocol=data_args.protocol, session_length=data_args.session_length)
-    train_set = SessionTrainingDataset(store, max_length, data_args.target_length, data_args.protocol, model.config.eos_token_id,
-                                       data_args.session_length, data_args.samples_per_user)
-    eval_set = NextItemDataset(store, "validation", max_length, **split).order_by_length()  # little padding per batch
-    test_set = NextItemDataset(store, "test", max_length, **split).order_by_length()
+    model = prepare_model(model_args, data_args, tokenizer, store)
+    train_set, eval_set, test_set = build_datasets(store, data_args, model.config.eos_token_id)
     collator = SessionCollator(model.config.pad_token_id, model.config.eos_token_id)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
                       processing_class=tokenizer, preprocess_logits_for_metrics=first_step_states,
@@ -189,15 +169,7 @@ def main(argv=None):
         resumed = resume_checkpoint(training_args)
         trainer.train(resume_from_checkpoint=resumed)
         wall = time.time() - start
-        trainer.remove_callback(EarlyStoppingCallback)
-        metrics = {"validation": trainer.evaluate(eval_set, metric_key_prefix="validation")}
-        trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
-        if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
-            unwrapped().reset_item_ids(store.cold_items)
-        if data_args.evaluate_test:
-            metrics["test"] = trainer.evaluate(test_set, metric_key_prefix="test")
-        metrics = {split_name: {k[len(split_name) + 1 :]: v for k, v in m.items() if k.startswith(split_name + "_")}
-                   for split_name, m in metrics.items()}
+        metrics = evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set)
         save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
         model = trainer.accelerator.unwrap_model(trainer.model)
         if data_args.protocol == "sessions" and data_args.evaluate_test and trainer.is_world_process_zero():
@@ -214,18 +186,76 @@ def main(argv=None):
         }
         if trainer.is_world_process_zero():
             results["gate_weights"] = gate_statistics(model, store, test_set if data_args.evaluate_test else eval_set, collator)
-            write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
-            if data_args.results_file:
-                write_json_atomic(os.path.join(training_args.output_dir, "results.json"), results)
-            write_reports(training_args.output_dir, results)
-            plot_gate_weights(results["gate_weights"], model.config.expert_names, os.path.join(training_args.output_dir, "plots", "gate_weights.png"))
-            print(f"\nGeniusRec ({data_args.protocol}, history filter: {data_args.filter_history}), {trainer.state.epoch:.0f} epochs, "
-                  f"{round(wall, 1)} s")
-            print(format_table({split: metrics[split] for split in ("validation", "test") if split in metrics}, TABLE_KEYS, name_width=12))
-            session_keys = [k for k in metrics.get("test", {}) if k.startswith(("session_", "hstu_session_", "popularity_session_"))]
-            if session_keys:
-                print(format_table({"test sessions": metrics["test"]}, session_keys[:8], name_width=14))
+            report(results, model, training_args.output_dir, data_args.results_file)
         return results
+
+
+def check_arguments(parser, model_args, data_args) -> None:
+    """Argument combinations `parse_with_config` cannot see on its own: one `parser.error` line each."""
+    if not data_args.dataset:
+        parser.error("--dataset is required")
+    if data_args.max_length < 1:
+        parser.error(f"--max_length must be >= 1, got {data_args.max_length}")
+    if model_args.freeze_encoder and (model_args.encoder_loss_weight or model_args.encoder_learning_rate is not None):
+        parser.error("--encoder_loss_weight and --encoder_learning_rate train the encoder: drop --freeze_encoder (or those flags)")
+
+
+def prepare_model(model_args, data_args, tokenizer, store):
+    """The model to train: built (or loaded) for this catalog, held-out items excluded, the encoder frozen when asked,
+    `data_args.max_length` clipped to the encoder's positions (with a note; the results record the length used)."""
+    model = build_model(model_args, data_args, len(tokenizer), data_args.max_length, tokenizer)
+    model.config.catalog_fingerprint = tokenizer.catalog_fingerprint()
+    model.exclude_items_from_training(store.cold_items)  # cold-items: held-out items are no candidate while training
+    if model.config.vocab_size != len(tokenizer):
+        raise ValueError(f"the encoder's vocabulary ({model.config.vocab_size}) differs from the dataset's ({len(tokenizer)})")
+    if model_args.freeze_encoder:
+        model.model.encoder.requires_grad_(False)
+    max_length = min(data_args.max_length, model.config.encoder_config.max_position_embeddings)
+    if max_length < data_args.max_length:
+        print(f"note: --max_length {data_args.max_length} is longer than the encoder's max_position_embeddings; using {max_length} "
+              "(recorded in the results)", file=sys.stderr)
+        data_args.max_length = max_length
+    return model
+
+
+def build_datasets(store, data_args, eos_token_id):
+    """(training sessions, validation users, test users); evaluation sets sorted by length (little padding per batch)."""
+    split = dict(protocol=data_args.protocol, session_length=data_args.session_length)
+    train_set = SessionTrainingDataset(store, data_args.max_length, data_args.target_length, data_args.protocol, eos_token_id,
+                                       data_args.session_length, data_args.samples_per_user)
+    eval_set = NextItemDataset(store, "validation", data_args.max_length, **split).order_by_length()
+    test_set = NextItemDataset(store, "test", data_args.max_length, **split).order_by_length()
+    return train_set, eval_set, test_set
+
+
+def evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set) -> dict:
+    """`{"validation": {...}, "test": {...}}` next-item metrics of the trained (best) model; test only with
+    `--evaluate_test`, after cold items (cold-items protocol) are reset to new-item rows."""
+    trainer.remove_callback(EarlyStoppingCallback)
+    metrics = {"validation": trainer.evaluate(eval_set, metric_key_prefix="validation")}
+    trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
+    if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
+        unwrapped().reset_item_ids(store.cold_items)
+    if data_args.evaluate_test:
+        metrics["test"] = trainer.evaluate(test_set, metric_key_prefix="test")
+    return {split_name: {k[len(split_name) + 1 :]: v for k, v in m.items() if k.startswith(split_name + "_")}
+            for split_name, m in metrics.items()}
+
+
+def report(results: dict, model, output_dir: str, results_file: str | None) -> None:
+    """Writes the results (to `--results_file` and the run folder), the model card, plots, and the console tables."""
+    write_json_atomic(results_file or os.path.join(output_dir, "results.json"), results)
+    if results_file:
+        write_json_atomic(os.path.join(output_dir, "results.json"), results)
+    write_reports(output_dir, results)
+    plot_gate_weights(results["gate_weights"], model.config.expert_names, os.path.join(output_dir, "plots", "gate_weights.png"))
+    metrics = results["metrics"]
+    print(f"\nGeniusRec ({results['protocol']}, history filter: {results['filter_history']}), {results['epochs']:.0f} epochs, "
+          f"{results['wall_time_s']} s")
+    print(format_table({split: metrics[split] for split in ("validation", "test") if split in metrics}, TABLE_KEYS, name_width=12))
+    session_keys = [k for k in metrics.get("test", {}) if k.startswith(("session_", "hstu_session_", "popularity_session_"))]
+    if session_keys:
+        print(format_table({"test sessions": metrics["test"]}, session_keys[:8], name_width=14))
 
 
 if __name__ == "__main__":

@@ -171,33 +171,12 @@ def main(argv=None):
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), seed=42,
     )
     model_args, data_args, training_args = parse_with_config(parser, argv)
-    if model_args.softmax_temperature is not None:  # the older name of the same knob, for one release
-        if model_args.softmax_temperature <= 0:
-            parser.error(f"--softmax_temperature must be > 0, got {model_args.softmax_temperature}")
-        warnings.warn("--softmax_temperature is deprecated: use --logit_scale (= 1 / temperature)", FutureWarning, stacklevel=2)
-        model_args.logit_scale, model_args.softmax_temperature = 1.0 / model_args.softmax_temperature, None
-    if not data_args.dataset:
-        parser.error("--dataset is required (a processed folder, e.g. data/ml-1m)")
-    if data_args.max_length < 1:
-        parser.error(f"--max_length must be >= 1, got {data_args.max_length}")
+    check_arguments(parser, model_args, data_args, training_args)
     set_seed(training_args.seed)
     sequences, items, tokenizer, stats = load_processed(data_args.dataset)
     store = protocol_store(SequenceStore.from_dataset(sequences), data_args.protocol, len(tokenizer), tokenizer.num_special_tokens)
     reference = data_args.protocol == "hstu-reference"
-    eval_split = "test" if reference else "validation"
-    split_kwargs = dict(max_length=data_args.max_length, protocol=data_args.protocol, session_length=data_args.session_length)
-    if data_args.streaming:
-        if training_args.max_steps <= 0:
-            parser.error("--streaming needs --max_steps (a stream has no length)")
-        # accelerate shards a datasets.IterableDataset across processes (each reads its own Arrow shards)
-        train_set = streaming_train_examples(sequences, data_args.max_length, data_args.protocol, data_args.session_length,
-                                             num_shards=data_args.num_shards, seed=training_args.seed)
-        training_args.accelerator_config.dispatch_batches = False
-    else:
-        train_set = NextItemDataset(store, "train", **split_kwargs)
-    # evaluation views ordered by length: batches of similar lengths pad little (same metrics, ~2.5x faster)
-    eval_set = NextItemDataset(store, eval_split, **split_kwargs).order_by_length()
-    test_set = NextItemDataset(store, "test", **split_kwargs).order_by_length()
+    train_set, eval_set, test_set = build_datasets(store, sequences, data_args, training_args)
     if reference:  # no model selection on the test view
         training_args.load_best_model_at_end = False
         training_args.save_strategy = "no"
@@ -222,16 +201,10 @@ def main(argv=None):
         resumed = resume_checkpoint(training_args)
         trainer.train(resume_from_checkpoint=resumed)
         wall = time.time() - start
-        trainer.remove_callback(EarlyStoppingCallback)  # the final evaluations below are not model selection
-        validation = {} if reference else trainer.evaluate(eval_set, metric_key_prefix="validation")
-        trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
-        if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
-            unwrapped().reset_item_ids(store.cold_items)
-        test = trainer.evaluate(test_set, metric_key_prefix="test") if data_args.evaluate_test else {}
+        metrics = evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set)
         save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
-        strip = lambda metrics, prefix: {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}  # noqa: E731
         results = {
-            "metrics": {"validation": strip(validation, "validation"), "test": strip(test, "test")},
+            "metrics": metrics,
             "protocol": data_args.protocol,
             "filter_history": data_args.filter_history,
             "model": model_args.model_type,
@@ -260,6 +233,52 @@ def main(argv=None):
 
                 print_next_item_recommendations(trainer.model, store, tokenizer, items, test_set, data_args.show_recommendations)
         return results
+
+
+def check_arguments(parser, model_args, data_args, training_args) -> None:
+    """Argument combinations `parse_with_config` cannot see on its own (one `parser.error` line each); the deprecated
+    `--softmax_temperature t` becomes `--logit_scale 1/t` with a FutureWarning."""
+    if model_args.softmax_temperature is not None:  # the older name of the same knob, for one release
+        if model_args.softmax_temperature <= 0:
+            parser.error(f"--softmax_temperature must be > 0, got {model_args.softmax_temperature}")
+        warnings.warn("--softmax_temperature is deprecated: use --logit_scale (= 1 / temperature)", FutureWarning, stacklevel=3)
+        model_args.logit_scale, model_args.softmax_temperature = 1.0 / model_args.softmax_temperature, None
+    if not data_args.dataset:
+        parser.error("--dataset is required (a processed folder, e.g. data/ml-1m)")
+    if data_args.max_length < 1:
+        parser.error(f"--max_length must be >= 1, got {data_args.max_length}")
+    if data_args.streaming and training_args.max_steps <= 0:
+        parser.error("--streaming needs --max_steps (a stream has no length)")
+
+
+def build_datasets(store, sequences, data_args, training_args):
+    """(training examples, the evaluation view, test users). `--streaming`: training reads Arrow shards as a
+    `datasets.IterableDataset` that accelerate shards across processes. Evaluation views are ordered by length
+    (batches of similar lengths pad little: same metrics, ~2.5x faster); the HSTU reference protocol evaluates on test."""
+    split_kwargs = dict(max_length=data_args.max_length, protocol=data_args.protocol, session_length=data_args.session_length)
+    if data_args.streaming:
+        train_set = streaming_train_examples(sequences, data_args.max_length, data_args.protocol, data_args.session_length,
+                                             num_shards=data_args.num_shards, seed=training_args.seed)
+        training_args.accelerator_config.dispatch_batches = False
+    else:
+        train_set = NextItemDataset(store, "train", **split_kwargs)
+    eval_split = "test" if data_args.protocol == "hstu-reference" else "validation"
+    eval_set = NextItemDataset(store, eval_split, **split_kwargs).order_by_length()
+    test_set = NextItemDataset(store, "test", **split_kwargs).order_by_length()
+    return train_set, eval_set, test_set
+
+
+def evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set) -> dict:
+    """`{"validation": {...}, "test": {...}}` of the trained (best) model, each `{}` where not run (the reference
+    protocol has no validation; `--evaluate_test false`); cold items (cold-items protocol) reset to new-item rows first."""
+    trainer.remove_callback(EarlyStoppingCallback)  # the final evaluations below are not model selection
+    validation = {} if data_args.protocol == "hstu-reference" else trainer.evaluate(eval_set, metric_key_prefix="validation")
+    trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
+    if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
+        unwrapped().reset_item_ids(store.cold_items)
+    test = trainer.evaluate(test_set, metric_key_prefix="test") if data_args.evaluate_test else {}
+    strip = lambda metrics, prefix: {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}  # noqa: E731
+    return {"validation": strip(validation, "validation"), "test": strip(test, "test")}
 
 
 def _stopped_by(state, args, out_of_time: bool = False) -> str:
