@@ -35,7 +35,7 @@ KEYS = ("ndcg@10", "hr@10", "mrr", "novelty", "ild", "coverage", "repetition_rat
 def score(model_dir, split, args):
     """Next-item and session metrics of a checkpoint on `split` of the held-out users (never the pair users)."""
     metrics = evaluate.main(["--model", model_dir, "--dataset", args.dataset, "--split", split, "--task", "all",
-                             "--num_beams", str(args.num_beams), "--max_users", str(args.max_users), "--session_length", "10",
+                             "--num_beams", str(args.num_beams), "--max_users", str(args.max_users), "--holdout_length", "10",
                              "--exclude_users", args.pairs[0]])
     return {k: metrics[k] for k in KEYS}
 

@@ -32,7 +32,8 @@ def main(argv=None):
     p.add_argument("--model", default=None, help="GeniusRec checkpoint (default: random paper-size model)")
     p.add_argument("--batch_size", "--batch-size", type=int, default=256, help="users per generate() call")
     p.add_argument("--num_beams", "--num-beams", type=int, default=10, help="beam width")
-    p.add_argument("--session_length", "--session-length", type=int, default=10, help="items per generated session")
+    p.add_argument("--items_per_session", "--session_length", type=int, default=10,
+                   help="items per generated session (--session_length: the older name)")
     p.add_argument("--text_dim", "--text-dim", type=int, default=576, help="text expert width for the random model (0: no text expert)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per mode (the best is kept)")
     p.add_argument("--output", default=None, help="append the result as a JSON line to this file")
@@ -62,8 +63,9 @@ def main(argv=None):
     data = NextItemDataset(store, "test", model.config.encoder_config.max_position_embeddings)
     batch = NextItemCollator().pad_histories([data[i] for i in range(args.batch_size)])
     kwargs = dict(**batch, banned_item_ids=data.filter_items("full", range(args.batch_size)), num_beams=args.num_beams,
-                  max_new_tokens=args.session_length, min_new_tokens=args.session_length)
-    result = {"batch_size": args.batch_size, "num_beams": args.num_beams, "session_length": args.session_length,
+                  max_new_tokens=args.items_per_session, min_new_tokens=args.items_per_session)
+    result = {"batch_size": args.batch_size, "num_beams": args.num_beams, "session_length": args.items_per_session,  # the key of earlier rows
+
               "threads": torch.get_num_threads(), "allocator_tuned": allocator_tuned,
               "model": args.model or f"random paper-size, text_dim={args.text_dim}"}
     outputs = {}

@@ -49,15 +49,15 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", required=True, help="GeniusRec checkpoints (sessions protocol)")
     p.add_argument("--stage1_baseline", default=None, help="stage-1 checkpoint whose top-10 list is scored on the same users")
     p.add_argument("--grid", action="append", required=True, help="decoding:w=..:beta=..:alpha=.. (repeatable)")
-    p.add_argument("--session_length", type=int, default=10, help="k of the sessions protocol")
+    p.add_argument("--holdout_length", "--session_length", type=int, default=10, help="k of the sessions protocol (--session_length: the older name)")
     p.add_argument("--num_beams", type=int, default=10, help="beam width")
     p.add_argument("--output", required=True, help="JSON lines file to append to")
     args = p.parse_args(argv)
     tune_cpu_allocator()
     sequences, items, tokenizer, _ = load_processed(args.dataset)
     store = protocol_store(SequenceStore.from_dataset(sequences), "sessions", len(tokenizer), tokenizer.num_special_tokens)
-    dataset = NextItemDataset(store, "validation", 200, "sessions", args.session_length)
-    report = session_report_inputs(store, items, dataset, args.session_length, len(tokenizer), tokenizer.num_special_tokens)
+    dataset = NextItemDataset(store, "validation", 200, "sessions", args.holdout_length)
+    report = session_report_inputs(store, items, dataset, args.holdout_length, len(tokenizer), tokenizer.num_special_tokens)
     counts = report["counts"]
     stamp = dict(split="validation", users=len(dataset), **provenance("python -m benchmarks.session_decodings", argv))
 
@@ -68,13 +68,13 @@ def main(argv=None):
 
     if args.stage1_baseline:
         stage1 = load_checkpoint(args.stage1_baseline, ("hstu", "sasrec"), tokenizer).eval()
-        metrics = session_report(next_item_lists(stage1, dataset, args.session_length), dataset, **report)
+        metrics = session_report(next_item_lists(stage1, dataset, args.holdout_length), dataset, **report)
         write(dict(checkpoint=args.stage1_baseline, decoding="top-10 list", **{k: metrics[k] for k in KEYS}))
     for path in args.models:
         model = load_checkpoint(path, ("geniusrec",), tokenizer).eval()
         for decoding, w, beta, alpha in [point for grid in args.grid for point in parse_grid(grid)]:
             start = time.time()
-            lists = generate_sessions(model, dataset, args.session_length, args.num_beams, 256, progress=False, decoding=decoding,
+            lists = generate_sessions(model, dataset, args.holdout_length, args.num_beams, 256, progress=False, decoding=decoding,
                                       item_bias=popularity_bias(counts, alpha) if alpha else None, first_step_weight=w, encoder_query_weight=beta)
             metrics = session_report(lists, dataset, **report)
             write(dict(checkpoint=path, decoding=decoding, first_step_weight=w, encoder_query_weight=beta, popularity_penalty=alpha,

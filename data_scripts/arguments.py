@@ -1,5 +1,5 @@
 """One command-line convention for every entry point: `HfArgumentParser` dataclasses, underscore flags as in
-transformers and TRL (`--session_length`), every flag with help text and its default shown by `--help`, and an
+transformers and TRL (`--holdout_length`), every flag with help text and its default shown by `--help`, and an
 optional `--config file.json` of defaults that flags override.
 
 Hyphenated spellings of earlier releases (`--session-length`) are still accepted for one release, with a
@@ -27,7 +27,7 @@ def make_parser(dataclass_types, description: str | None = None, config: bool = 
 
 
 def option_strings(parser) -> set[str]:
-    """Every flag `parser` accepts (`--session_length`, `-h`, ...)."""
+    """Every flag `parser` accepts (`--holdout_length`, `-h`, ...)."""
     return {option for action in parser._actions for option in action.option_strings}
 
 
@@ -73,23 +73,27 @@ def normalize_flags(parser, argv: list[str], aliases: dict | None = None) -> lis
     out = []
     for arg in argv:
         flag, eq, value = arg.partition("=")
+        if flag.startswith("--") and "-" in flag[2:] and not (aliases and flag in aliases):
+            underscored = "--" + flag[2:].replace("-", "_")  # HfArgumentParser accepts it silently: say it is deprecated
+            if underscored in known or (aliases and underscored in aliases):
+                warnings.warn(f"{flag} is deprecated: use {underscored}", FutureWarning, stacklevel=3)
+                flag = underscored
         if aliases and flag in aliases:
             replacement = list(aliases[flag])
             warnings.warn(f"{flag} is deprecated: use {' '.join(replacement)}", FutureWarning, stacklevel=3)
-            out += replacement
+            out += replacement + ([value] if eq else [])
             continue
-        if flag.startswith("--") and "-" in flag[2:]:  # HfArgumentParser accepts it silently: say it is deprecated
-            underscored = "--" + flag[2:].replace("-", "_")
-            if underscored in known:
-                warnings.warn(f"{flag} is deprecated: use {underscored}", FutureWarning, stacklevel=3)
-                flag = underscored
         out.append(flag + eq + value if eq else flag)
     return out
 
 
-def parse_args(parser, argv=None, aliases: dict | None = None) -> tuple:
+def parse_args(parser, argv=None, aliases: dict | None = None, renamed: dict | None = None) -> tuple:
     """Parses `argv` (default `sys.argv[1:]`) into the parser's dataclasses, applying `--config file.json`
-    (or `--config=file.json`) as defaults that flags override. Unknown flags and unknown config keys are errors."""
+    (or `--config=file.json`) as defaults that flags override. Unknown flags and unknown config keys are errors.
+    `renamed` (`{"old_name": "new_name"}`): the older flag and config key still work for one release, with a
+    `FutureWarning` naming the new one."""
+    renamed = renamed or {}
+    aliases = {**(aliases or {}), **{f"--{old}": [f"--{new}"] for old, new in renamed.items()}}
     argv = normalize_flags(parser, list(sys.argv[1:] if argv is None else argv), aliases)
     config_path = None
     for index, arg in enumerate(argv):
@@ -108,6 +112,10 @@ def parse_args(parser, argv=None, aliases: dict | None = None) -> tuple:
             parser.error(f"config file {config_path!r} not found (frozen configs live in train/configs/)")
         with open(config_path) as f:
             defaults = json.load(f)
+        for old, new in renamed.items():
+            if old in defaults:
+                warnings.warn(f"{config_path}: key {old!r} is deprecated: use {new!r}", FutureWarning, stacklevel=2)
+                defaults[new] = defaults.pop(old)
         known = {action.dest for action in parser._actions}
         unknown = sorted(set(defaults) - known)
         if unknown:

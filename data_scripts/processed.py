@@ -42,10 +42,10 @@ class NextItemDataset(torch.utils.data.Dataset):
     `next_timestamp` is the time of the item to predict after the last input (the request time).
     """
 
-    def __init__(self, store: SequenceStore, split: str, max_length: int, protocol: str = "leave-one-out", session_length: int = 10):
+    def __init__(self, store: SequenceStore, split: str, max_length: int, protocol: str = "leave-one-out", holdout_length: int = 10):
         self.store, self.split, self.max_length = store, split, max_length
-        self.protocol, self.session_length = protocol, session_length
-        self.users, self.bounds = split_users(store, split, protocol, session_length)
+        self.protocol, self.holdout_length = protocol, holdout_length
+        self.users, self.bounds = split_users(store, split, protocol, holdout_length)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -159,20 +159,20 @@ class NextItemCollator:
 class SessionTrainingDataset(torch.utils.data.Dataset):
     """Stage-2 examples drawn from a split's train view only: for each user, a random split point `s` inside the
     training sequence `seq[:end]` (`end` = the train view's end); source = the `max_length` items before `s` (with
-    their times; the request time is `s`'s), target = the items `seq[s : min(s + session_length, end)]`.
+    their times; the request time is `s`'s), target = the items `seq[s : min(s + target_length, end)]`.
 
     A target is never read past `end`, so no validation or test item is ever an input or a label. A target that
-    holds `session_length` items is followed by EOS ("the session is complete"); one cut short by the end of the
+    holds `target_length` items is followed by EOS ("the session is complete"); one cut short by the end of the
     train view gets no EOS (what follows is unknown here, not "nothing"), so its loss covers only the real items.
     A new split point is drawn every time the example is read (numpy's global RNG, seeded by Trainer);
     `samples_per_user` examples per user and epoch.
     """
 
-    def __init__(self, store: SequenceStore, max_length: int, session_length: int = 10, protocol: str = "leave-one-out",
-                 eos_token_id: int = 2, holdout_session_length: int = 10, samples_per_user: int = 1):
-        self.store, self.max_length, self.session_length, self.eos_token_id = store, max_length, session_length, eos_token_id
+    def __init__(self, store: SequenceStore, max_length: int, target_length: int = 10, protocol: str = "leave-one-out",
+                 eos_token_id: int = 2, holdout_length: int = 10, samples_per_user: int = 1):
+        self.store, self.max_length, self.target_length, self.eos_token_id = store, max_length, target_length, eos_token_id
         self.samples_per_user = samples_per_user
-        self.users, self.bounds = split_users(store, "train", protocol, holdout_session_length)
+        self.users, self.bounds = split_users(store, "train", protocol, holdout_length)
         self.split = "train"
 
     def __len__(self) -> int:
@@ -184,9 +184,9 @@ class SessionTrainingDataset(torch.utils.data.Dataset):
         end = int(self.bounds[index][0])  # the train view is items[:end]
         split = int(np.random.randint(1, end))  # at least one history item and one target item
         lo = max(0, split - self.max_length)
-        stop = min(split + self.session_length, end)
+        stop = min(split + self.target_length, end)
         target = items[split:stop]
-        labels = np.concatenate([target, [self.eos_token_id]]) if len(target) == self.session_length else np.asarray(target)
+        labels = np.concatenate([target, [self.eos_token_id]]) if len(target) == self.target_length else np.asarray(target)
         return {
             "input_ids": items[lo:split],
             "timestamps": times[lo:split],
@@ -220,7 +220,7 @@ class SessionCollator(NextItemCollator):
         return batch
 
 
-def streaming_train_examples(sequences, max_length: int, protocol: str = "leave-one-out", session_length: int = 10,
+def streaming_train_examples(sequences, max_length: int, protocol: str = "leave-one-out", holdout_length: int = 10,
                              num_shards: int = 8, rank: int | None = None, world_size: int | None = None,
                              shuffle_buffer: int = 1000, seed: int = 42):
     """Training examples (those of [`NextItemDataset`]'s `train` split) streamed from the Arrow shards of the
@@ -240,7 +240,7 @@ def streaming_train_examples(sequences, max_length: int, protocol: str = "leave-
 
     def to_example(row):
         items, times = np.asarray(row["item_ids"], dtype=np.int64), np.asarray(row["timestamps"], dtype=np.int64)
-        cut = split_bounds(len(items), "train", protocol, session_length)
+        cut = split_bounds(len(items), "train", protocol, holdout_length)
         end = 0 if cut is None else cut[0]
         seq, ts = items[:end][-(max_length + 1) :], times[:end][-(max_length + 1) :]
         return {"input_ids": seq[:-1], "timestamps": ts[:-1], "labels": seq, "next_timestamp": int(ts[-1]) if len(ts) else 0}

@@ -98,7 +98,7 @@ def protocol_store(store: SequenceStore, protocol: str, vocab_size: int, num_spe
     return cold_items_store(store, cold_items(vocab_size, num_special_tokens))
 
 
-def split_bounds(length: int, split: str, protocol: str = "leave-one-out", session_length: int = 10):
+def split_bounds(length: int, split: str, protocol: str = "leave-one-out", holdout_length: int = 10):
     """Where a user's sequence of `length` items is cut for a split.
 
     Returns:
@@ -111,7 +111,7 @@ def split_bounds(length: int, split: str, protocol: str = "leave-one-out", sessi
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if protocol == "sessions":
-        k = session_length
+        k = holdout_length  # the sessions protocol's k
         if length < 2 * k + 3:  # too short to hold out two sessions: training-only
             return (length, length) if split == "train" and length >= 2 else None
         bounds = {"train": (length - 2 * k, length - 2 * k), "validation": (length - 2 * k, length - k), "test": (length - k, length)}
@@ -127,7 +127,7 @@ def split_bounds(length: int, split: str, protocol: str = "leave-one-out", sessi
     return bounds if history_end >= needed else None
 
 
-def split_users(store: SequenceStore, split: str, protocol: str = "leave-one-out", session_length: int = 10):
+def split_users(store: SequenceStore, split: str, protocol: str = "leave-one-out", holdout_length: int = 10):
     """Users (row indices) that have a row in `split`, with their `(history_end, target_end)` bounds: `(U,)`, `(U, 2)`."""
     cold_test = None
     if protocol == "cold-items":
@@ -140,7 +140,7 @@ def split_users(store: SequenceStore, split: str, protocol: str = "leave-one-out
         cold_test[has] = np.isin(store.item_ids[store.offsets[1:][has] - 1], store.cold_items)
     users, bounds = [], []
     for user, length in enumerate(store.lengths()):
-        cut = split_bounds(int(length), split, "leave-one-out" if protocol == "cold-items" else protocol, session_length)
+        cut = split_bounds(int(length), split, "leave-one-out" if protocol == "cold-items" else protocol, holdout_length)
         if cold_test is not None and split == "test" and not cold_test[user]:
             cut = None
         if cut is not None:

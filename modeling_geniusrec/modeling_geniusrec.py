@@ -512,13 +512,13 @@ def resolve_view(view: str, only_input_ids: bool) -> str:
 
 
 def check_decoder_attention_mask(mask: torch.Tensor | None) -> None:
-    """Accepts a decoder mask `(batch_size, session_length)` whose rows are ones followed by zeros (right padding: what
+    """Accepts a decoder mask `(batch_size, target_length)` whose rows are ones followed by zeros (right padding: what
     the causal decoder computes anyway); refuses left padding or holes, with the fix."""
     if mask is None:
         return
     mask = mask.bool()
     if mask.dim() != 2:
-        raise ValueError(f"decoder_attention_mask must have shape (batch_size, session_length), got {tuple(mask.shape)}")
+        raise ValueError(f"decoder_attention_mask must have shape (batch_size, target_length), got {tuple(mask.shape)}")
     if bool((mask[:, 1:] & ~mask[:, :-1]).any()) or (mask.shape[1] and not bool(mask[:, 0].all())):
         raise ValueError("decoder_attention_mask must be ones followed by zeros in each row (right padding; sessions start at [SEP] "
                          "in column 0): left padding and holes are not supported; mark padded labels with -100 instead")

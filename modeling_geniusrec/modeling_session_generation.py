@@ -119,7 +119,7 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
                 default to labels shifted right behind `[SEP]`.
             encoder_query_weight (`float`, *optional*, defaults to 0): with `encoder_outputs`, score `state + w * u` (`u`
                 the encoder's next-item query); `generate(encoder_query_weight=...)` passes it to every step.
-            decoder_attention_mask (`(batch_size, session_length)`, *optional*): accepted when each row is ones followed by
+            decoder_attention_mask (`(batch_size, target_length)`, *optional*): accepted when each row is ones followed by
                 zeros (right padding), which is what the model computes anyway: the decoder is causal, so padding after
                 a row's last item changes none of its real positions. Left padding or holes are refused (sessions start
                 at `[SEP]` in column 0); mark padded labels with -100.

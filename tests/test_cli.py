@@ -33,10 +33,23 @@ def test_one_flag_convention_with_deprecated_spellings_and_config(tmp_path, caps
     parser = make_parser(EvaluateArguments, description="x")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        (args,) = parse_args(parser, ["--dataset", "d", "--session-length", "7", "--no-filter-history"],
+        (args,) = parse_args(parser, ["--dataset", "d", "--max-users", "7", "--no-filter-history"],
                              aliases={"--no-filter-history": ["--filter_history", "none"]})
-    assert args.session_length == 7 and args.filter_history == "none"
-    assert any("--session-length is deprecated: use --session_length" in str(w.message) for w in caught)
+    assert args.max_users == 7 and args.filter_history == "none"
+    assert any("--max-users is deprecated: use --max_users" in str(w.message) for w in caught)
+    # a renamed flag (one meaning per word: the protocol's k is --holdout_length), old spellings and config key kept
+    renamed = {"session_length": "holdout_length"}
+    for argv in (["--session_length", "7"], ["--session-length", "7"], ["--session_length=7"]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (args,) = parse_args(parser, ["--dataset", "d", *argv], renamed=renamed)
+        assert args.holdout_length == 7, argv
+        assert any("use --holdout_length" in str(w.message) for w in caught), argv
+    old_config = tmp_path / "old.json"
+    old_config.write_text(json.dumps({"session_length": 5}))
+    with pytest.warns(FutureWarning, match="holdout_length"):
+        (args,) = parse_args(make_parser(EvaluateArguments, config=True), ["--dataset", "d", "--config", str(old_config)], renamed=renamed)
+    assert args.holdout_length == 5
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"batch_size": 17}))
     parser = make_parser(EvaluateArguments, config=True)

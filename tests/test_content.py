@@ -306,7 +306,7 @@ def test_image_embeddings_end_to_end_with_a_tiny_clip(tmp_path, tiny_clip):  # n
     assert int(present.sum()) == sum(p is not None for p in paths) and meta["model"] == tiny_clip
     out = tmp_path / "geniusrec"
     finetune.main(["--dataset", str(data), "--output_dir", str(out), "--use_image_embeddings", "true", "--num_train_epochs", "1",
-                   "--num_hidden_layers", "1", "--intermediate_size", "16", "--max_length", "10", "--session_length", "3",
+                   "--num_hidden_layers", "1", "--intermediate_size", "16", "--max_length", "10", "--holdout_length", "3",
                    "--target_length", "3", "--per_device_train_batch_size", "16", "--disable_tqdm", "true"])
     model = GeniusRecForSessionGeneration.from_pretrained(out).eval()
     assert model.config.expert_names == ["behaviour", "image"]

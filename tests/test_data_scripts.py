@@ -163,7 +163,7 @@ def test_tie_order_is_deterministic():
     ],
 )
 def test_split_bounds_at_the_edges(length, split, protocol, expected):
-    assert split_bounds(length, split, protocol, session_length=10) == expected
+    assert split_bounds(length, split, protocol, holdout_length=10) == expected
 
 
 def test_sequence_store_reads_the_arrow_columns(tmp_path):

@@ -30,7 +30,7 @@ def setup(tmp_path_factory):
     model.save_pretrained(root / "stage2")
     tokenizer.save_pretrained(root / "stage2")
     build_preference_pairs.main(["--model", str(root / "stage2"), "--dataset", str(root / "data"), "--out", str(root / "pairs"),
-                                 "--session_length", "4", "--num_candidates", "4", "--num_sampled", "2", "--margin", "0.0",
+                                 "--items_per_session", "4", "--num_candidates", "4", "--num_sampled", "2", "--margin", "0.0",
                                  "--max_length", "10", "--quiet"])
     return root
 

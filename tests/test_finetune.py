@@ -15,7 +15,7 @@ from .test_pretrain import TINY
 
 DECODER = ["--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "32", "--dropout", "0.0",
            "--max_length", "20", "--learning_rate", "0.005", "--per_device_train_batch_size", "32", "--disable_tqdm", "true",
-           "--session_length", "5", "--target_length", "5", "--num_beams", "4", "--samples_per_user", "4"]
+           "--holdout_length", "5", "--target_length", "5", "--num_beams", "4", "--samples_per_user", "4"]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def stage1(tmp_path_factory):
     write_learnable_ml(root / "raw")
     movielens.main(["--raw_dir", str(root / "raw"), "--out", str(root / "data")])
     pretrain.main(["--dataset", str(root / "data"), "--output_dir", str(root / "hstu"), "--num_train_epochs", "4",
-                   "--protocol", "sessions", "--session_length", "5", *TINY])
+                   "--protocol", "sessions", "--holdout_length", "5", *TINY])
     return root
 
 
@@ -41,12 +41,12 @@ def test_finetune_sessions_end_to_end(stage1):
     assert test["repetition_rate"] == 0.0  # bans: no history item, no repeat
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["protocol"] == "sessions" and on_disk["model"] == "geniusrec"
-    again = evaluate.main(["--model", str(out), "--dataset", str(stage1 / "data"), "--protocol", "sessions", "--session_length", "5",
+    again = evaluate.main(["--model", str(out), "--dataset", str(stage1 / "data"), "--protocol", "sessions", "--holdout_length", "5",
                            "--task", "all", "--num_beams", "4", "--batch_size", "33", "--stage1_baseline", str(stage1 / "hstu")])
     assert again["hstu_session_recall@5"] == pytest.approx(test["hstu_session_recall@5"], abs=1e-9)
     for key in ("ndcg@10", "hr@50", "mrr", "session_recall@5", "session_ndcg@5", "novelty", "perplexity"):
         assert again[key] == pytest.approx(test[key], abs=1e-5), key  # evaluate.py reproduces what training reported
-    alternatives = evaluate.main(["--model", str(out), "--dataset", str(stage1 / "data"), "--protocol", "sessions", "--session_length", "5",
+    alternatives = evaluate.main(["--model", str(out), "--dataset", str(stage1 / "data"), "--protocol", "sessions", "--holdout_length", "5",
                                   "--task", "sessions", "--num_beams", "4", "--alternatives", "3"])
     assert alternatives["alternatives_shared_item_share"] == 0.0 < alternatives["beams_shared_item_share"]  # the beams' 3 best share items
     assert alternatives["alternatives_first_session_recall@5"] == pytest.approx(test["session_recall@5"], abs=1e-9)  # session 1 = the session
@@ -87,7 +87,7 @@ def test_pipeline_fast_mode_end_to_end(tmp_path, capsys):
 
     write_learnable_ml(tmp_path / "raw", users=60, items=50)
     results = pipeline.main(["--work_dir", str(tmp_path / "work"), "--raw_dir", str(tmp_path / "raw"), "--text_model", "none",
-                             "--fast", "--pretrain_epochs", "2", "--finetune_epochs", "1", "--session_length", "4", "--num_users", "2"])
+                             "--fast", "--pretrain_epochs", "2", "--finetune_epochs", "1", "--items_per_session", "4", "--num_users", "2"])
     assert set(results) == {"HSTU (stage 1)", "GeniusRec (decoder)"}
     out = capsys.readouterr().out
     assert "next session: Movie" in out and "ndcg@10" in out
@@ -101,7 +101,7 @@ def test_stage1_beam_search_sessions_in_the_session_table(stage1):
     from train.evaluation.sessions import generate_sessions
 
     metrics = evaluate.main(["--model", str(stage1 / "hstu"), "--dataset", str(stage1 / "data"), "--protocol", "sessions",
-                             "--session_length", "5", "--task", "sessions", "--num_beams", "3"])
+                             "--holdout_length", "5", "--task", "sessions", "--num_beams", "3"])
     for key in ("session_recall@5", "session_ndcg@5", "hstu_session_recall@5", "popularity_session_recall@5", "ild", "coverage"):
         assert key in metrics, key
     assert metrics["repetition_rate"] == 0.0 and "perplexity" not in metrics

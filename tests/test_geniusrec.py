@@ -200,7 +200,8 @@ def test_every_auto_map_entry_names_a_saved_file_that_defines_it(tmp_path):
     old_map = {"AutoConfig": "configuration_geniusrec.GeniusRecConfig", "AutoModel": "modeling_geniusrec.GeniusRecModel",
                "AutoModelForSeq2SeqLM": "modeling_geniusrec.GeniusRecForSessionGeneration",
                "AutoModelForCausalLM": "modeling_geniusrec.GeniusRecForSessionGeneration"}
-    for name, model in {"new": tiny(), "old": GeniusRecForSessionGeneration(GeniusRecConfig(**{**tiny().config.to_dict(), "auto_map": old_map}))}.items():
+    old = GeniusRecForSessionGeneration(GeniusRecConfig(**{**tiny().config.to_dict(), "auto_map": old_map}))
+    for name, model in {"new": tiny(), "old": old}.items():
         model.save_pretrained(tmp_path / name)
         for auto, target in json.load(open(tmp_path / name / "config.json"))["auto_map"].items():
             module, cls = target.split(".")

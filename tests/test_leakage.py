@@ -101,7 +101,7 @@ def test_streamed_training_rows_stay_inside_the_train_view(protocol):
     lengths = [1, 2, 3, 5, 12, 22, 23, 24, 40]
     store, offsets = synthetic_store(lengths)
     rows = [{"user_id": f"u{u}", "item_ids": store.row(u)[0].tolist(), "timestamps": store.row(u)[1].tolist()} for u in range(len(lengths))]
-    stream = streaming_train_examples(datasets.Dataset.from_list(rows), max_length=6, protocol=protocol, session_length=10,
+    stream = streaming_train_examples(datasets.Dataset.from_list(rows), max_length=6, protocol=protocol, holdout_length=10,
                                       num_shards=2, shuffle_buffer=0)
     seen = 0
     for ex in stream:

@@ -320,7 +320,7 @@ def test_finetune_and_dpo_resume_where_they_stopped(raw, tmp_path):
     same_weights(tmp_path / "full", tmp_path / "resumed")
 
     build_preference_pairs.main(["--model", str(tmp_path / "full"), "--dataset", str(raw / "data"), "--out", str(tmp_path / "pairs"),
-                                 "--session_length", "3", "--num_candidates", "3", "--margin", "0.0", "--max_length", "10", "--quiet"])
+                                 "--items_per_session", "3", "--num_candidates", "3", "--margin", "0.0", "--max_length", "10", "--quiet"])
     args = ["--model", str(tmp_path / "full"), "--pairs", str(tmp_path / "pairs"), "--max_steps", "4", "--per_device_train_batch_size", "8",
             "--learning_rate", "0.01", "--save_strategy", "steps", "--save_steps", "2", "--disable_tqdm", "true", "--data_seed", "42",
             "--use_peft", "true", "--lora_r", "4", "--keep_checkpoints", "true"]  # LoRA's init depends on the seed: a restart would show

@@ -89,7 +89,7 @@ def reference_examples(store, users: list[tuple[int, int]], k: int, max_len: int
 
 @torch.no_grad()
 def build_pairs(model, store, items, tokenizer, args) -> list[dict]:
-    k = args.session_length
+    k = args.items_per_session
     counts, num_users = item_user_counts(store, args.protocol, args.holdout_length, len(tokenizer))
     vectors = item_feature_vectors(items, len(tokenizer), getattr(model.model, "text_embeddings", None))
     weights = {"accuracy": args.w_accuracy, "novelty": args.w_novelty, "diversity": args.w_diversity, "popularity": args.w_popularity}
@@ -166,7 +166,8 @@ class PairArguments:
     out: str = field(metadata={"help": "output folder (a datasets dataset, written atomically)"})
     protocol: str = field(default="leave-one-out", metadata={"help": "whose train view the pairs come from (leave-one-out or sessions)"})
     holdout_length: int = field(default=10, metadata={"help": "k of the sessions protocol (its held-out sessions are never used)"})
-    session_length: int = field(default=10, metadata={"help": "items per candidate session (and real items of the reference)"})
+    items_per_session: int = field(default=10, metadata={"help": "items per candidate session (and real items of the reference; "
+                                                                    "formerly --session_length)"})
     num_users: int = field(default=1000, metadata={"help": "users to draw pairs for (a seeded random subset; keep the rest "
                                                                "apart to choose weights and beta on their validation view)"})
     num_candidates: int = field(default=8, metadata={"help": "beam-search candidates per user"})
@@ -185,7 +186,7 @@ class PairArguments:
 
 def main(argv=None):
     parser = make_parser(PairArguments, description=__doc__)
-    (args,) = parse_args(parser, argv)
+    (args,) = parse_args(parser, argv, renamed={"session_length": "items_per_session"})
     check_out(args.out)  # refuse before any work
     torch.manual_seed(args.seed)
     model = load_checkpoint(args.model, ("geniusrec",), auto_class=GeniusRecForSessionGeneration)

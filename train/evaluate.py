@@ -23,7 +23,7 @@ from .runner import load_checkpoint, tune_cpu_allocator
 
 def restrict_to_cold_targets(store, dataset, vocab_size: int, max_count: int) -> None:
     """Keeps the users of `dataset` whose (first) target item has at most `max_count` training interactions."""
-    counts, _ = item_user_counts(store, dataset.protocol, dataset.session_length, vocab_size)
+    counts, _ = item_user_counts(store, dataset.protocol, dataset.holdout_length, vocab_size)
     keep = [i for i in range(len(dataset)) if counts[int(dataset[i]["target"])] <= max_count]
     if not keep:
         raise ValueError(f"no user of the {dataset.split} view has a target with <= {max_count} training interactions")
@@ -60,7 +60,8 @@ class EvaluateArguments:
     split: str = field(default="test", metadata={"help": "which view to score (default test)", "choices": ["validation", "test"]})
     protocol: str = field(default="leave-one-out", metadata={"help": "split protocol (see data_scripts.splits)",
                                                              "choices": ["leave-one-out", "hstu-reference", "sessions", "cold-items"]})
-    session_length: int = field(default=10, metadata={"help": "k of the sessions protocol"})
+    holdout_length: int = field(default=10, metadata={"help": "k of the sessions protocol: items held out per user for validation "
+                                                                 "and again for test (formerly --session_length)"})
     max_length: int | None = field(default=None, metadata={"help": "history length (default: the model's max_position_embeddings)"})
     batch_size: int = field(default=256, metadata={"help": "users per forward pass"})
     filter_history: str = field(default="auto", metadata={
@@ -104,7 +105,8 @@ class EvaluateArguments:
 
 def main(argv=None):
     parser = make_parser(EvaluateArguments, description=__doc__)
-    (args,) = parse_args(parser, argv, aliases={"--no-filter-history": ["--filter_history", "none"]})
+    (args,) = parse_args(parser, argv, aliases={"--no-filter-history": ["--filter_history", "none"]},
+                         renamed={"session_length": "holdout_length"})
     if bool(args.model) == bool(args.baseline):
         parser.error("give exactly one of --model and --baseline")
     if args.batch_size < 1:
@@ -129,7 +131,7 @@ def main(argv=None):
         max_length = args.max_length or encoder.max_position_embeddings
     else:
         max_length = args.max_length or 200
-    dataset = NextItemDataset(store, args.split, max_length, args.protocol, args.session_length)
+    dataset = NextItemDataset(store, args.split, max_length, args.protocol, args.holdout_length)
     if args.cold_items is not None:
         restrict_to_cold_targets(store, dataset, len(tokenizer), args.cold_items)
     if args.exclude_users:
@@ -156,7 +158,7 @@ def main(argv=None):
         from .evaluation.sessions import session_table
 
         stage1 = load_checkpoint(args.stage1_baseline, ("hstu", "sasrec"), tokenizer).eval() if args.stage1_baseline else None
-        metrics.update(session_table(model, store, items, dataset, args.session_length, args.num_beams, filter_history=filter_history,
+        metrics.update(session_table(model, store, items, dataset, args.holdout_length, args.num_beams, filter_history=filter_history,
                                      decoding=args.decoding, stage1=stage1, popularity_penalty=args.popularity_penalty,
                                      first_step_weight=args.first_step_weight, encoder_query_weight=args.encoder_query_weight))
         metrics.update(decoding=args.decoding, popularity_penalty=args.popularity_penalty, first_step_weight=args.first_step_weight,
@@ -165,9 +167,9 @@ def main(argv=None):
             from .evaluation.sessions import alternative_sessions, alternatives_report
 
             for name, penalty in (("beams", None), ("alternatives", args.shared_item_penalty)):
-                lists = alternative_sessions(model, dataset, args.session_length, args.alternatives, args.num_beams, shared_item_penalty=penalty,
+                lists = alternative_sessions(model, dataset, args.holdout_length, args.alternatives, args.num_beams, shared_item_penalty=penalty,
                                              filter_history=filter_history)
-                metrics.update({f"{name}_{key}": value for key, value in alternatives_report(lists, dataset, args.session_length).items()})
+                metrics.update({f"{name}_{key}": value for key, value in alternatives_report(lists, dataset, args.holdout_length).items()})
             metrics["shared_item_penalty"] = args.shared_item_penalty if math.isfinite(args.shared_item_penalty) else "inf"  # JSON has no inf
     print_table(args.model or args.baseline, metrics)
     if args.output:

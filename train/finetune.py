@@ -75,7 +75,8 @@ class DataArguments:
     protocol: str = field(default="leave-one-out", metadata={"help": "leave-one-out (next-item table), sessions (session table) or "
                                                                      "cold-items (item cold start, see data_scripts.splits)",
                                                              "choices": ["leave-one-out", "sessions", "cold-items"]})
-    session_length: int = field(default=10, metadata={"help": "k: the held-out session length of the sessions protocol"})
+    holdout_length: int = field(default=10, metadata={"help": "k of the sessions protocol: items held out per user for validation "
+                                                                 "and again for test (formerly --session_length)"})
     target_length: int = field(default=10, metadata={"help": "items per training target session (+ EOS)"})
     max_length: int = field(default=200, metadata={"help": "history length fed to the encoder"})
     samples_per_user: int = field(default=1, metadata={"help": "training split points drawn per user and epoch"})
@@ -99,7 +100,7 @@ def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
                    for table, meta in (text, image))
     kwargs = dict(num_hidden_layers=model_args.num_hidden_layers, num_attention_heads=model_args.num_attention_heads,
                   intermediate_size=model_args.intermediate_size, hidden_dropout_prob=model_args.dropout,
-                  max_session_length=max(data_args.target_length, data_args.session_length),
+                  max_session_length=max(data_args.target_length, data_args.holdout_length),
                   content_embedding_dims={kind: table.shape[1] for kind, (table, _) in (("text", text), ("image", image)) if table is not None},
                   router_aux_loss_coef=model_args.router_aux_loss_coef, logit_scale=model_args.logit_scale,
                   next_item_loss_weight=model_args.next_item_loss_weight,
@@ -148,7 +149,7 @@ def main(argv=None):
         greater_is_better=True, report_to="none", remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(), seed=42, eval_on_start=True,
     )
-    model_args, data_args, training_args = parse_with_config(parser, argv)
+    model_args, data_args, training_args = parse_with_config(parser, argv, renamed={"session_length": "holdout_length"})
     check_arguments(parser, model_args, data_args)
     set_seed(training_args.seed)
     sequences, items, tokenizer, stats = load_processed(data_args.dataset)
@@ -174,7 +175,7 @@ def main(argv=None):
         model = trainer.accelerator.unwrap_model(trainer.model)
         if data_args.protocol == "sessions" and data_args.evaluate_test and trainer.is_world_process_zero():
             stage1 = load_checkpoint(data_args.stage1_baseline, ("hstu", "sasrec"), tokenizer) if data_args.stage1_baseline else None
-            metrics["test"].update(session_eval.session_table(model, store, items, test_set, data_args.session_length, data_args.num_beams,
+            metrics["test"].update(session_eval.session_table(model, store, items, test_set, data_args.holdout_length, data_args.num_beams,
                                                               stage1=stage1,
                                                                    filter_history=data_args.filter_history))
         results = {
@@ -220,9 +221,9 @@ def prepare_model(model_args, data_args, tokenizer, store):
 
 def build_datasets(store, data_args, eos_token_id):
     """(training sessions, validation users, test users); evaluation sets sorted by length (little padding per batch)."""
-    split = dict(protocol=data_args.protocol, session_length=data_args.session_length)
+    split = dict(protocol=data_args.protocol, holdout_length=data_args.holdout_length)
     train_set = SessionTrainingDataset(store, data_args.max_length, data_args.target_length, data_args.protocol, eos_token_id,
-                                       data_args.session_length, data_args.samples_per_user)
+                                       data_args.holdout_length, data_args.samples_per_user)
     eval_set = NextItemDataset(store, "validation", data_args.max_length, **split).order_by_length()
     test_set = NextItemDataset(store, "test", data_args.max_length, **split).order_by_length()
     return train_set, eval_set, test_set

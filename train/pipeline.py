@@ -47,7 +47,7 @@ def run(args) -> dict:
     results = {name: json.load(open(os.path.join(folder, "results.json")))["metrics"]["test"] for name, folder in folders}
     print("\ntest users, leave-one-out, full ranking over all items, the whole history filtered")
     print(format_table(results, ["hr@10", "ndcg@10", "hr@50", "ndcg@50", "mrr"], name_width=22))
-    print_sessions(stage2, data, args.num_users, args.session_length)
+    print_sessions(stage2, data, args.num_users, args.items_per_session)
     return results
 
 
@@ -76,7 +76,7 @@ class PipelineArguments:
     text_model: str = field(default="minilm", metadata={"help": "text embedder: minilm / smollm2 (offline), a model id or path, or none"})
     pretrain_epochs: int = field(default=10, metadata={"help": "HSTU epochs (default 10)"})
     finetune_epochs: int = field(default=3, metadata={"help": "GeniusRec epochs (default 3)"})
-    session_length: int = field(default=10, metadata={"help": "items per printed session"})
+    items_per_session: int = field(default=10, metadata={"help": "items per generated (printed) session (formerly --session_length)"})
     num_users: int = field(default=3, metadata={"help": "users whose sessions are printed"})
     seed: int = field(default=42, metadata={"help": "random seed"})
     fast: bool = field(default=False, metadata={"help": "tiny model sizes for a smoke run (tests)"})
@@ -84,7 +84,7 @@ class PipelineArguments:
 
 def main(argv=None):
     parser = make_parser(PipelineArguments, description=__doc__)
-    (args,) = parse_args(parser, argv)
+    (args,) = parse_args(parser, argv, renamed={"session_length": "items_per_session"})
     return run(args)
 
 

@@ -73,7 +73,8 @@ class DataArguments:
     protocol: str = field(default="leave-one-out", metadata={"help": "leave-one-out, hstu-reference, sessions or cold-items (a tenth of "
                                                                      "the items held out of training; test on users whose target is one)",
                                                              "choices": ["leave-one-out", "hstu-reference", "sessions", "cold-items"]})
-    session_length: int = field(default=10, metadata={"help": "k of the sessions protocol"})
+    holdout_length: int = field(default=10, metadata={"help": "k of the sessions protocol: items held out per user for validation "
+                                                                 "and again for test (formerly --session_length)"})
     filter_history: str = field(default="auto", metadata={"help": "items removed from each ranking: full (everything the user saw "
                                                                      "before the target), window (the input window only, as the HSTU "
                                                                      "reference code), none; auto = window under hstu-reference, else full"})
@@ -170,7 +171,7 @@ def main(argv=None):
         metric_for_best_model="ndcg@10", greater_is_better=True, report_to="none", remove_unused_columns=False,
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), seed=42,
     )
-    model_args, data_args, training_args = parse_with_config(parser, argv)
+    model_args, data_args, training_args = parse_with_config(parser, argv, renamed={"session_length": "holdout_length"})
     check_arguments(parser, model_args, data_args, training_args)
     set_seed(training_args.seed)
     sequences, items, tokenizer, stats = load_processed(data_args.dataset)
@@ -255,9 +256,9 @@ def build_datasets(store, sequences, data_args, training_args):
     """(training examples, the evaluation view, test users). `--streaming`: training reads Arrow shards as a
     `datasets.IterableDataset` that accelerate shards across processes. Evaluation views are ordered by length
     (batches of similar lengths pad little: same metrics, ~2.5x faster); the HSTU reference protocol evaluates on test."""
-    split_kwargs = dict(max_length=data_args.max_length, protocol=data_args.protocol, session_length=data_args.session_length)
+    split_kwargs = dict(max_length=data_args.max_length, protocol=data_args.protocol, holdout_length=data_args.holdout_length)
     if data_args.streaming:
-        train_set = streaming_train_examples(sequences, data_args.max_length, data_args.protocol, data_args.session_length,
+        train_set = streaming_train_examples(sequences, data_args.max_length, data_args.protocol, data_args.holdout_length,
                                              num_shards=data_args.num_shards, seed=training_args.seed)
         training_args.accelerator_config.dispatch_batches = False
     else:

@@ -202,12 +202,12 @@ def check_catalog(config, tokenizer, path: str = "the checkpoint") -> None:
                          "use the dataset it was trained on")
 
 
-def parse_with_config(parser, argv=None):
+def parse_with_config(parser, argv=None, renamed: dict | None = None):
     """Parses dataclasses from the command line; `--config file.json` (or `--config=file.json`) supplies defaults that
     flags override; hyphenated flags of earlier releases are accepted with a deprecation note. Batch sizes, epochs and
     learning rates of a `TrainingArguments` are checked here, so a bad value is one line rather than a DataLoader
-    traceback."""
-    parsed = parse_args(parser, argv)
+    traceback. `renamed` (`{"old_name": "new_name"}`): older flag / config-key names still accepted, with a warning."""
+    parsed = parse_args(parser, argv, renamed=renamed)
     for args in parsed:
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             value = getattr(args, name, None)

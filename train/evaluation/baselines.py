@@ -18,9 +18,9 @@ from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
 from .ranking import DEFAULT_KS, ranking_metrics
 
 
-def item_user_counts(store, protocol: str, session_length: int, vocab_size: int) -> tuple[np.ndarray, int]:
+def item_user_counts(store, protocol: str, holdout_length: int, vocab_size: int) -> tuple[np.ndarray, int]:
     """Number of training users who interacted with each token id, and the number of training users."""
-    train = NextItemDataset(store, "train", 10**9, protocol, session_length)
+    train = NextItemDataset(store, "train", 10**9, protocol, holdout_length)
     counts = np.zeros(vocab_size, dtype=np.int64)
     for i in range(len(train)):
         ex = train[i]
@@ -31,7 +31,7 @@ def item_user_counts(store, protocol: str, session_length: int, vocab_size: int)
 def popularity_metrics(store: SequenceStore, dataset: NextItemDataset, vocab_size: int, num_special: int = NUM_SPECIAL_TOKENS,
                        filter_history: str = "full", ks=DEFAULT_KS) -> dict:
     """The popularity baseline: items ranked by how many training users had them (same rank and filter convention)."""
-    counts, _ = item_user_counts(store, dataset.protocol, dataset.session_length, vocab_size)
+    counts, _ = item_user_counts(store, dataset.protocol, dataset.holdout_length, vocab_size)
     scores = torch.as_tensor(counts, dtype=torch.float32)
     scores[:num_special] = float("-inf")
     targets, seen = dataset.targets(), dataset.filter_items(filter_history)

@@ -132,7 +132,7 @@ def gate_statistics(model, store, dataset, collator, max_users: int = 1024, batc
     from .baselines import item_user_counts
 
     model.eval()
-    counts, _ = item_user_counts(store, dataset.protocol, dataset.session_length, model.config.vocab_size)
+    counts, _ = item_user_counts(store, dataset.protocol, dataset.holdout_length, model.config.vocab_size)
     rows = list(range(min(max_users, len(dataset))))
     gates, valid, rare = [], [], []
     for lo in range(0, len(rows), batch_size):

@@ -253,7 +253,7 @@ def session_report_inputs(store, items, dataset: NextItemDataset, k: int, vocab_
                           text_embeddings: torch.Tensor | None = None) -> dict:
     """What [`session_report`] needs beside the lists, from the training split (item counts) and the items table (ILD
     vectors): `dict(k, counts, num_users, vectors, num_items)`."""
-    counts, num_users = item_user_counts(store, dataset.protocol, dataset.session_length, vocab_size)
+    counts, num_users = item_user_counts(store, dataset.protocol, dataset.holdout_length, vocab_size)
     return dict(k=k, counts=counts, num_users=num_users, vectors=item_feature_vectors(items, vocab_size, text_embeddings),
                 num_items=vocab_size - num_special_tokens)
 
