@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
+
 
 class MalformedRows:
     """Counts malformed input rows, remembers the first few line numbers, and enforces a threshold.
@@ -118,7 +120,8 @@ class ProcessedLog:
     counts: dict = field(default_factory=dict)
 
 
-def process_log(log: InteractionLog, *, user_k: int = 0, item_k: int = 0, keep_duplicates: bool = False, num_special: int = 4) -> ProcessedLog:
+def process_log(log: InteractionLog, *, user_k: int = 0, item_k: int = 0, keep_duplicates: bool = False,
+                num_special: int = NUM_SPECIAL_TOKENS) -> ProcessedLog:
     """Orders, deduplicates, k-cores and tokenises an [`InteractionLog`] (see the module docstring)."""
     if len(log) == 0:
         raise ValueError("no interactions were read: check the input files and the rating threshold")

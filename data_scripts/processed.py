@@ -6,6 +6,8 @@ import os
 import numpy as np
 import torch
 
+from modeling_geniusrec.tokenization_items import EOS_TOKEN_ID, PAD_TOKEN_ID
+
 from .splits import SequenceStore, split_users
 
 FILTER_MODES = ("full", "window", "none")
@@ -23,7 +25,7 @@ def resolve_filter_history(mode: str | None, protocol: str) -> str:
     return mode
 
 
-def pad_item_lists(lists, pad_token_id: int = 0) -> torch.LongTensor:
+def pad_item_lists(lists, pad_token_id: int = PAD_TOKEN_ID) -> torch.LongTensor:
     """Right-pads a list of 1-D id arrays into a `(len(lists), max_len)` long tensor (at least one column)."""
     width = max([len(x) for x in lists] + [1])
     out = torch.full((len(lists), width), pad_token_id, dtype=torch.long)
@@ -119,7 +121,7 @@ class NextItemCollator:
     the evaluated item.
     """
 
-    def __init__(self, pad_token_id: int = 0):
+    def __init__(self, pad_token_id: int = PAD_TOKEN_ID):
         self.pad_token_id = pad_token_id
 
     def pad_histories(self, examples: list[dict], padding_side: str = "right") -> dict:
@@ -169,7 +171,7 @@ class SessionTrainingDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, store: SequenceStore, max_length: int, target_length: int = 10, protocol: str = "leave-one-out",
-                 eos_token_id: int = 2, holdout_length: int = 10, samples_per_user: int = 1):
+                 eos_token_id: int = EOS_TOKEN_ID, holdout_length: int = 10, samples_per_user: int = 1):
         self.store, self.max_length, self.target_length, self.eos_token_id = store, max_length, target_length, eos_token_id
         self.samples_per_user = samples_per_user
         self.users, self.bounds = split_users(store, "train", protocol, holdout_length)
@@ -200,7 +202,7 @@ class SessionCollator(NextItemCollator):
     (-100 at padding). Evaluation examples ([`NextItemDataset`]) get their target session (+ EOS when
     `append_eos`) as labels, so the first label is the next item."""
 
-    def __init__(self, pad_token_id: int = 0, eos_token_id: int = 2, append_eos: bool = True):
+    def __init__(self, pad_token_id: int = PAD_TOKEN_ID, eos_token_id: int = EOS_TOKEN_ID, append_eos: bool = True):
         super().__init__(pad_token_id)
         self.eos_token_id, self.append_eos = eos_token_id, append_eos
 

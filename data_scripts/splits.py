@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modeling_geniusrec.tokenization_items import NUM_SPECIAL_TOKENS
+
 PROTOCOLS = ("leave-one-out", "hstu-reference", "sessions", "cold-items")
 COLD_ITEM_SHARE = 0.1  # the cold-items protocol's share of items held out of training...
 COLD_ITEM_SEED = 0  # ...drawn with this seed: fixed, so every model and baseline sees the same cold items
@@ -69,7 +71,8 @@ class SequenceStore:
         return self.item_ids[lo:hi], self.timestamps[lo:hi]
 
 
-def cold_items(vocab_size: int, num_special_tokens: int = 4, share: float = COLD_ITEM_SHARE, seed: int = COLD_ITEM_SEED) -> np.ndarray:
+def cold_items(vocab_size: int, num_special_tokens: int = NUM_SPECIAL_TOKENS, share: float = COLD_ITEM_SHARE,
+               seed: int = COLD_ITEM_SEED) -> np.ndarray:
     """The cold-items protocol's held-out items: `round(share * num_items)` token ids drawn without replacement with
     `numpy.random.default_rng(seed)`, sorted. The same ids for every model and baseline of a catalog."""
     items = np.arange(num_special_tokens, vocab_size)
@@ -90,7 +93,7 @@ def cold_items_store(store: SequenceStore, cold: np.ndarray) -> SequenceStore:
                          item_ids=store.item_ids[keep], timestamps=store.timestamps[keep], cold_items=np.asarray(cold, dtype=np.int64))
 
 
-def protocol_store(store: SequenceStore, protocol: str, vocab_size: int, num_special_tokens: int = 4) -> SequenceStore:
+def protocol_store(store: SequenceStore, protocol: str, vocab_size: int, num_special_tokens: int = NUM_SPECIAL_TOKENS) -> SequenceStore:
     """The store a protocol's views cut: [`cold_items_store`] under `cold-items` (with [`cold_items`] of this catalog),
     else `store` itself."""
     if protocol != "cold-items" or store.cold_items is not None:

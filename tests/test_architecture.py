@@ -100,3 +100,21 @@ def test_scores_are_scaled_in_one_place():
             if product or call:
                 bad.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
     assert not bad, "\n".join(bad)
+
+
+def test_special_token_ids_are_never_spelled_as_numbers():
+    """The tokenizer (tokenization_items: PAD/SEP/EOS/UNK ids, NUM_SPECIAL_TOKENS) and the configs own the special
+    tokens; no default argument spells one as a literal."""
+    bad = []
+    for path in first_party_files():
+        if path.endswith(os.path.join("modeling_geniusrec", "tokenization_items.py")) or os.sep + "benchmarks" + os.sep in path:
+            continue
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args.args[len(node.args.args) - len(node.args.defaults):] + node.args.kwonlyargs
+                defaults = list(node.args.defaults) + list(node.args.kw_defaults)
+                for arg, default in zip(args, defaults):
+                    special = arg.arg.endswith("_token_id") or arg.arg in ("num_special", "num_special_tokens")
+                    if special and isinstance(default, ast.Constant) and isinstance(default.value, int):
+                        bad.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.name}({arg.arg}={default.value})")
+    assert not bad, "\n".join(bad)
