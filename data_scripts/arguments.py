@@ -26,6 +26,26 @@ def make_parser(dataclass_types, description: str | None = None, config: bool = 
     return parser
 
 
+def parse_mapping(value, flag: str) -> dict[str, str]:
+    """`NAME=VALUE` entries (a flag's list) or a JSON object (a config file's) -> `{name: value}`; a malformed entry
+    or a repeated name is a `ValueError` naming `flag` and the expected form."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, str):
+        value = [value]
+    mapping = {}
+    for entry in value:
+        name, eq, target = str(entry).partition("=")
+        if not eq or not name or not target:
+            raise ValueError(f"{flag} takes NAME=VALUE entries (e.g. {flag} text=text.safetensors), got {entry!r}")
+        if name in mapping:
+            raise ValueError(f"{flag}: {name!r} given twice")
+        mapping[name] = target
+    return mapping
+
+
 def option_strings(parser) -> set[str]:
     """Every flag `parser` accepts (`--holdout_length`, `-h`, ...)."""
     return {option for action in parser._actions for option in action.option_strings}
@@ -129,4 +149,4 @@ def parse_args(parser, argv=None, aliases: dict | None = None, renamed: dict | N
     return tuple(o for o in outputs if not isinstance(o, argparse.Namespace))
 
 
-__all__ = ["make_parser", "normalize_flags", "parse_args", "run_cli", "USER_ERRORS"]
+__all__ = ["make_parser", "normalize_flags", "parse_args", "parse_mapping", "run_cli", "USER_ERRORS"]

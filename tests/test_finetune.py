@@ -182,3 +182,48 @@ def test_joint_finetuning_trains_the_encoder_at_its_own_rate(stage1, tmp_path):
     assert GeniusRecForSessionGeneration.from_pretrained(tmp_path / "joint").config.encoder_loss_weight == 1.0
     with pytest.raises(SystemExit):
         finetune.main([*common, "--output_dir", str(tmp_path / "frozen"), "--freeze_encoder", "true", "--encoder_loss_weight", "1"])
+
+
+def test_content_tables_and_expert_types_come_from_flags_or_a_config_file(stage1, tmp_path):
+    """`--content NAME=FILE` / `--expert_types NAME=TYPE` (or the same as JSON objects in `--config`): a table with any
+    name becomes an expert of the registered type, with no code change in the CLI."""
+    from data_scripts.embed import write_embeddings
+    from data_scripts.processed import load_processed
+    from modeling_geniusrec.experts import EXPERT_REGISTRY, register_expert
+
+    data = stage1 / "data"
+    tokenizer = load_processed(str(data))[2]
+    write_embeddings(str(data / "embeddings" / "taste.safetensors"), {"embeddings": torch.randn(len(tokenizer), 6)},
+                     {"model": "random", "catalog_fingerprint": tokenizer.catalog_fingerprint()})
+    common = ["--dataset", str(data), "--encoder_path", str(stage1 / "hstu"), "--protocol", "sessions", "--num_train_epochs", "1",
+              "--evaluate_test", "false", *DECODER]
+    results = finetune.main([*common, "--output_dir", str(tmp_path / "flags"), "--content", "taste=taste.safetensors"])
+    config = results["config"]["model_config"]
+    assert config["expert_types"] == {"behaviour": "behaviour", "taste": "content"}
+    assert config["content_embedding_dims"] == {"taste": 6}
+    model = GeniusRecForSessionGeneration.from_pretrained(tmp_path / "flags")
+    assert model.model.content_kinds == ["taste"] and model.config.expert_names == ["behaviour", "taste"]
+
+    @register_expert("test_constant")
+    class Constant(torch.nn.Module):  # a user's own expert type: one registered class
+        def __init__(self, config, name):
+            super().__init__()
+            self.vector = torch.nn.Parameter(torch.zeros(config.hidden_size))
+
+        def encode(self, model, input_ids):
+            return None
+
+        def forward(self, state, context):
+            return self.vector.expand_as(state)
+
+    try:
+        config_file = tmp_path / "experts.json"
+        config_file.write_text(json.dumps({"content": {"taste": "taste.safetensors"},
+                                           "expert_types": {"taste": "content", "bias": "test_constant"}}))
+        results = finetune.main([*common, "--output_dir", str(tmp_path / "config"), "--config", str(config_file)])
+        assert results["config"]["model_config"]["expert_types"] == {"behaviour": "behaviour", "taste": "content", "bias": "test_constant"}
+        assert all(len(group["mean"][0]) == 3 for group in results["gate_weights"].values())  # three experts in the gate
+    finally:
+        EXPERT_REGISTRY.pop("test_constant")
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        finetune.main([*common, "--output_dir", str(tmp_path / "bad"), "--content", "taste.safetensors"])

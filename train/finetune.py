@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-from data_scripts.arguments import make_parser, run_cli
+from data_scripts.arguments import make_parser, parse_mapping, run_cli
 from data_scripts.embedders import prepare_content_table
 from data_scripts.processed import (
     NextItemDataset,
@@ -53,6 +53,12 @@ class ModelArguments:
     use_text_embeddings: bool = field(default=False, metadata={"help": "build the text expert from <dataset>/embeddings/<text_embeddings>"})
     text_embeddings: str = field(default="text.safetensors", metadata={"help": "file under <dataset>/embeddings/ (data_scripts.embed --output_name)"})
     use_image_embeddings: bool = field(default=False, metadata={"help": "build the image expert from <dataset>/embeddings/image.safetensors"})
+    content: list[str] = field(default=None, metadata={"help": "NAME=FILE ...: content tables under <dataset>/embeddings/, each the table "
+                                                              "of an expert NAME (e.g. --content text=text.safetensors audio=audio.safetensors;"
+                                                              " a config file may give a JSON object); adds to --use_text/image_embeddings"})
+    expert_types: list[str] = field(default=None, metadata={"help": "NAME=TYPE ...: the registered expert type of each expert (default: "
+                                                                   "behaviour=behaviour, and 'content' for every content table); see "
+                                                                   "modeling_geniusrec/experts.py"})
     router_aux_loss_coef: float = field(default=0.01, metadata={"help": "weight of the gate's load-balancing loss"})
     content_output: bool = field(default=True, metadata={"help": "add projected text/image embeddings to the output item vectors"})
     content_preprocessing: str = field(default="whiten", metadata={"help": "what is done to stage 2's own content tables first: raw, "
@@ -94,14 +100,18 @@ class DataArguments:
 def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
     if model_args.init_from:
         return load_checkpoint(model_args.init_from, ("geniusrec",), tokenizer, auto_class=GeniusRecForSessionGeneration)
-    text = load_item_embeddings(data_args.dataset, model_args.text_embeddings) if model_args.use_text_embeddings else (None, {})
-    image = load_item_embeddings(data_args.dataset, "image.safetensors") if model_args.use_image_embeddings else (None, {})
-    text, image = ((prepare_content_table(table, model_args.content_preprocessing), meta) if table is not None else (None, meta)
-                   for table, meta in (text, image))
+    tables = {}
+    for kind, file_name in content_files(model_args).items():
+        table, meta = load_item_embeddings(data_args.dataset, file_name)
+        tables[kind] = (prepare_content_table(table, model_args.content_preprocessing), meta)
+    expert_types = parse_mapping(model_args.expert_types, "--expert_types")
+    if expert_types:  # named ones override the defaults: the behaviour expert and a content expert per table
+        expert_types = {"behaviour": "behaviour", **{kind: "content" for kind in tables}, **expert_types}
     kwargs = dict(num_hidden_layers=model_args.num_hidden_layers, num_attention_heads=model_args.num_attention_heads,
                   intermediate_size=model_args.intermediate_size, hidden_dropout_prob=model_args.dropout,
                   max_session_length=max(data_args.target_length, data_args.holdout_length),
-                  content_embedding_dims={kind: table.shape[1] for kind, (table, _) in (("text", text), ("image", image)) if table is not None},
+                  content_embedding_dims={kind: table.shape[1] for kind, (table, _) in tables.items()},
+                  expert_types=expert_types or None,
                   router_aux_loss_coef=model_args.router_aux_loss_coef, logit_scale=model_args.logit_scale,
                   next_item_loss_weight=model_args.next_item_loss_weight,
                   session_set_loss_weight=model_args.session_set_loss_weight, content_output=model_args.content_output,
@@ -114,11 +124,22 @@ def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
         model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=vocab_size, max_position_embeddings=max_length),
                                                               **kwargs))
     shared = model.model.encoder.embeddings.content_kinds  # the stage-1 encoder's own (preprocessed) tables are kept, not overwritten
-    for kind, (table, meta) in (("text", text), ("image", image)):
-        if table is not None and kind not in shared:
+    for kind, (table, meta) in tables.items():
+        if kind not in shared:
             model.model.set_item_embeddings(kind, table)
             setattr(model.config, f"{kind}_embedding_source", meta.get("model", "unknown"))
     return model
+
+
+def content_files(model_args) -> dict[str, str]:
+    """`{name: file under <dataset>/embeddings/}`: `--content NAME=FILE` entries (or a config's object), plus
+    `text` / `image` from `--use_text_embeddings` / `--use_image_embeddings`."""
+    files = parse_mapping(model_args.content, "--content")
+    for kind, on, file_name in (("text", model_args.use_text_embeddings, model_args.text_embeddings),
+                                ("image", model_args.use_image_embeddings, "image.safetensors")):
+        if on and files.setdefault(kind, file_name) != file_name:
+            raise ValueError(f"--content {kind}={files[kind]} and --use_{kind}_embeddings ({file_name}) name two tables for {kind!r}")
+    return files
 
 
 def build_optimizer(model, training_args, encoder_learning_rate: float | None):

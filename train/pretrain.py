@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from data_scripts.arguments import make_parser, run_cli
+from data_scripts.arguments import make_parser, parse_mapping, run_cli
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history, streaming_train_examples
 from data_scripts.splits import SequenceStore, protocol_store
 
@@ -53,6 +53,9 @@ class ModelArguments:
                                                                    "(item = ID + adapter(text)); unset = ID only"})
     image_embeddings: str = field(default=None, metadata={"help": "the same for an image table (e.g. image.safetensors); items without an "
                                                                     "image add nothing"})
+    content: list[str] = field(default=None, metadata={"help": "NAME=FILE ...: more content tables under <dataset>/embeddings/ (each added "
+                                                              "to the item vector through its own adapter; a config file may "
+                                                              "give a JSON object)"})
     content_preprocessing: str = field(default="whiten", metadata={"help": "what is done to the content tables first: raw, center, "
                                                                              "whiten (ZCA) or shrink (soft whitening, see --content_shrink)",
                                                                      "choices": ["raw", "center", "whiten", "shrink"]})
@@ -149,16 +152,19 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size
 
 
 def load_content_tables(dataset: str, model_args: ModelArguments) -> dict:
-    """`{kind: (vocab_size, width) table}` for the content files named by `--text_embeddings` / `--image_embeddings`,
-    preprocessed (`--content_preprocessing`); empty for an ID-only model."""
+    """`{kind: (vocab_size, width) table}` for the content files named by `--text_embeddings` / `--image_embeddings` /
+    `--content NAME=FILE`, preprocessed (`--content_preprocessing`); empty for an ID-only model."""
     from data_scripts.embedders import prepare_content_table
     from data_scripts.processed import load_item_embeddings
 
-    tables = {}
+    files = parse_mapping(model_args.content, "--content")
     for kind, file_name in (("text", model_args.text_embeddings), ("image", model_args.image_embeddings)):
-        if file_name:
-            table, _ = load_item_embeddings(dataset, file_name)
-            tables[kind] = prepare_content_table(table, model_args.content_preprocessing, model_args.content_shrink)
+        if file_name and files.setdefault(kind, file_name) != file_name:
+            raise ValueError(f"--content {kind}={files[kind]} and --{kind}_embeddings {file_name} name two tables for {kind!r}")
+    tables = {}
+    for kind, file_name in files.items():
+        table, _ = load_item_embeddings(dataset, file_name)
+        tables[kind] = prepare_content_table(table, model_args.content_preprocessing, model_args.content_shrink)
     return tables
 
 
