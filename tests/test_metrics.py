@@ -34,6 +34,18 @@ def test_hand_computed_values():
     assert m["mrr"] == pytest.approx((1 + 1 / 4 + 1 / 11 + 1 / 61) / 4)
 
 
+def test_a_new_metric_is_one_function_and_one_registration(monkeypatch):
+    """README "How to add a metric": a per-user function of (ranks, k) and one RANK_METRICS entry; it is reported at
+    every cut-off, after the built-in ones, which do not move."""
+    from train.evaluation import ranking
+
+    before = ranking_metrics(torch.tensor([0, 3, 10, 60]), ks=(10, 50))
+    monkeypatch.setitem(ranking.RANK_METRICS, "precision", lambda ranks, k: (ranks < k) / k)
+    after = ranking_metrics(torch.tensor([0, 3, 10, 60]), ks=(10, 50))
+    assert after["precision@10"] == pytest.approx(2 / 4 / 10) and after["precision@50"] == pytest.approx(3 / 4 / 50)
+    assert {k: v for k, v in after.items() if not k.startswith("precision")} == before
+
+
 def test_ties_history_filter_and_large_k():
     # vocab: 4 specials + items 4..9
     scores = torch.tensor([[0, 0, 0, 0, 0.9, 0.5, 0.5, 0.1, 0.5, 0.2]])

@@ -64,16 +64,30 @@ def target_ranks(
     return torch.cat(ranks)
 
 
+def hit_rate(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per user: 1 when the target is in the top k. `ranks` `(M,)` 0-based -> `(M,)`."""
+    return (ranks < k).astype(np.float64)
+
+
+def ndcg(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per user: `1 / log2(rank + 2)` when the target is in the top k (one relevant item), else 0."""
+    return np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+
+
+# name -> per-user metric at cut-off k; `ranking_metrics` reports `<name>@<k>` for each (add one: a function + a line)
+RANK_METRICS = {"hr": hit_rate, "ndcg": ndcg}
+
+
 def ranking_metrics(ranks, ks=DEFAULT_KS) -> dict:
-    """`(M,)` 0-based ranks -> `{"hr@k", "ndcg@k" for k in ks, "mrr"}` averaged over users (floats)."""
+    """`(M,)` 0-based ranks -> `{"<name>@k" for every metric of RANK_METRICS and k in ks, "mrr"}` averaged over
+    users (floats)."""
     ranks = np.asarray(ranks.cpu() if isinstance(ranks, torch.Tensor) else ranks, dtype=np.float64)
     if ranks.size == 0:
         raise ValueError("no users to evaluate: the split view is empty")
     out = {}
     for k in ks:
-        hit = ranks < k
-        out[f"hr@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+        for name, metric in RANK_METRICS.items():
+            out[f"{name}@{k}"] = float(metric(ranks, k).mean())
     out["mrr"] = float((1.0 / (ranks + 1.0)).mean())
     return out
 
@@ -139,4 +153,5 @@ def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, f
 
 
 
-__all__ = ["target_ranks", "ranking_metrics", "make_compute_metrics", "query_states", "evaluate_next_item", "keep_user_embeddings", "DEFAULT_KS"]
+__all__ = ["target_ranks", "ranking_metrics", "RANK_METRICS", "hit_rate", "ndcg", "make_compute_metrics", "query_states", "evaluate_next_item",
+           "keep_user_embeddings", "DEFAULT_KS"]
