@@ -205,3 +205,26 @@ def test_provenance_names_command_machine_date_commit():
     stamp = provenance("python -m train.evaluate", ["--model", "m", "--dataset", "d"])
     assert stamp["command"] == "python -m train.evaluate --model m --dataset d"
     assert set(stamp) == {"command", "machine", "date", "commit"} and len(stamp["date"]) == 10
+
+
+def test_ild_is_measured_on_the_models_text_table_and_says_so():
+    """ILD never falls back silently: a GeniusRec whose text table is its encoder's (shared) measures on text, an
+    ID-only one on genres, and the report names which (issue 28/29)."""
+    import datasets
+
+    from modeling_geniusrec import GeniusRecForSessionGeneration, HSTUConfig, HSTUForNextItemPrediction
+    from train.evaluation.sessions import ild_feature_source, item_feature_vectors, model_text_table
+
+    items = datasets.Dataset.from_dict({"id": [4, 5], "genres": [["a"], ["b"]]})
+    encoder = HSTUForNextItemPrediction(HSTUConfig(vocab_size=6, hidden_size=8, qk_head_dim=4, v_head_dim=4, num_attention_heads=2,
+                                                   max_position_embeddings=8, content_embedding_dims={"text": 3}))
+    text = torch.randn(6, 3)
+    encoder.model.embeddings.set_content_table("text", text)
+    shared = GeniusRecForSessionGeneration.from_encoder_pretrained(encoder, num_hidden_layers=1, intermediate_size=8)
+    assert torch.equal(model_text_table(shared), text)  # the old lookup (model.model.text_embeddings) found nothing here
+    assert ild_feature_source(items, model_text_table(shared)) == "text"
+    plain = GeniusRecForSessionGeneration.from_encoder_pretrained(
+        HSTUForNextItemPrediction(HSTUConfig(vocab_size=6, hidden_size=8, qk_head_dim=4, v_head_dim=4, num_attention_heads=2,
+                                             max_position_embeddings=8)), num_hidden_layers=1, intermediate_size=8)
+    assert model_text_table(plain) is None and ild_feature_source(items, None) == "genres"
+    assert item_feature_vectors(items, 6)[4].tolist() == [1.0, 0.0]

@@ -40,7 +40,7 @@ from modeling_geniusrec import GeniusRecForSessionGeneration
 
 from .evaluation.baselines import item_user_counts
 from .evaluation.session_metrics import intra_list_diversity, novelty
-from .evaluation.sessions import item_feature_vectors
+from .evaluation.sessions import item_feature_vectors, model_text_table
 from .runner import load_checkpoint
 
 
@@ -91,7 +91,7 @@ def reference_examples(store, users: list[tuple[int, int]], k: int, max_len: int
 def build_pairs(model, store, items, tokenizer, args) -> list[dict]:
     k = args.items_per_session
     counts, num_users = item_user_counts(store, args.protocol, args.holdout_length, len(tokenizer))
-    vectors = item_feature_vectors(items, len(tokenizer), getattr(model.model, "text_embeddings", None))
+    vectors = item_feature_vectors(items, len(tokenizer), model_text_table(model))
     weights = {"accuracy": args.w_accuracy, "novelty": args.w_novelty, "diversity": args.w_diversity, "popularity": args.w_popularity}
     max_len = min(args.max_length, model.config.encoder_config.max_position_embeddings)
     examples = reference_examples(store, pair_users(store, args.protocol, args.holdout_length, k, args.num_users, args.seed), k, max_len)

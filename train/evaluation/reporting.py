@@ -101,7 +101,9 @@ def write_model_card(output_dir: str, results: dict, dataset_stats: dict | None 
         "Intended use: research on sequential and generative recommendation; ranking or generating items of the catalog "
         "this checkpoint was trained on (its tokenizer maps raw item ids to token ids).", "",
         "## Limits", "",
-        "- Only items of the training catalog can be recommended; new items need retraining (or content embeddings).",
+        "- New items join without retraining: `model.add_items(n, content={'text': rows})` appends them (their content "
+        "decides their vectors; without content rows they get the mean item vector and rank poorly until trained); "
+        "`tokenizer.add_items(raw_ids)` gives them the same ids. Old items keep their scores bit for bit.",
         "- Numbers hold for this dataset and protocol only; popularity bias of the data is learned, not corrected.",
         "- Trained on CPU for a bounded time unless stated otherwise: see the epochs above.", "",
     ]

@@ -184,11 +184,26 @@ def next_item_lists(model, dataset: NextItemDataset, k: int = 10, batch_size: in
     return lists
 
 
+def model_text_table(model) -> torch.Tensor | None:
+    """The model's item text table `(vocab_size, width)` (its own or its encoder's), or None for a model without text."""
+    tables = model._content_tables() if hasattr(model, "_content_tables") else {}
+    return tables.get("text")
+
+
+def ild_feature_source(items, text_embeddings: torch.Tensor | None = None) -> str:
+    """What intra-list diversity is measured on, named in every results file: "text" (the model's item text table),
+    else "genres" or "categories" (multi-hot from the items table)."""
+    if text_embeddings is not None:
+        return "text"
+    return "genres" if "genres" in items.column_names else "categories"
+
+
 def item_feature_vectors(items, vocab_size: int, text_embeddings: torch.Tensor | None = None) -> torch.Tensor:
-    """Vectors for intra-list diversity: text embeddings where available, else genre/category multi-hot."""
+    """Vectors for intra-list diversity: text embeddings where available, else genre/category multi-hot
+    ([`ild_feature_source`] names which)."""
     if text_embeddings is not None:
         return text_embeddings
-    column = "genres" if "genres" in items.column_names else "categories"
+    column = ild_feature_source(items)
     values = items[column]
     names = sorted({g for row in values for g in (row or [])})
     index = {g: j for j, g in enumerate(names)}
@@ -231,7 +246,7 @@ def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, nu
 
     seq2seq = getattr(model.config, "is_encoder_decoder", False)
     report = session_report_inputs(store, items, dataset, k, model.config.vocab_size, model.config.num_special_tokens,
-                                   getattr(model.model, "text_embeddings", None) if seq2seq else None)
+                                   model_text_table(model) if seq2seq else None)
     counts = report["counts"]
     start = time.time()
     bias = popularity_bias(counts, popularity_penalty) if popularity_penalty else None
@@ -252,15 +267,20 @@ def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, nu
 def session_report_inputs(store, items, dataset: NextItemDataset, k: int, vocab_size: int, num_special_tokens: int,
                           text_embeddings: torch.Tensor | None = None) -> dict:
     """What [`session_report`] needs beside the lists, from the training split (item counts) and the items table (ILD
-    vectors): `dict(k, counts, num_users, vectors, num_items)`."""
+    vectors): `dict(k, counts, num_users, vectors, num_items, ild_features)`."""
     counts, num_users = item_user_counts(store, dataset.protocol, dataset.holdout_length, vocab_size)
     return dict(k=k, counts=counts, num_users=num_users, vectors=item_feature_vectors(items, vocab_size, text_embeddings),
-                num_items=vocab_size - num_special_tokens)
+                num_items=vocab_size - num_special_tokens, ild_features=ild_feature_source(items, text_embeddings))
 
 
-def session_report(lists, dataset, counts, num_users, vectors, num_items, k, prefix="") -> dict:
+def session_report(lists, dataset, counts, num_users, vectors, num_items, k, prefix="", ild_features: str | None = None) -> dict:
+    """Accuracy, beyond-accuracy and validity of `lists` (one item list per user of `dataset`), keys prefixed; with
+    `ild_features`, the key `ild_features` names what ILD was measured on."""
     targets = [dataset[i]["target_session"].tolist() for i in range(len(dataset))]
     histories = [dataset[i]["seen_items"].tolist() for i in range(len(dataset))]  # repetition counts against the whole history
     report = {**session_accuracy(lists, targets, k, histories), **beyond_accuracy(lists, histories, vectors, counts, num_users, num_items),
               **validity(lists, NUM_SPECIAL_TOKENS, NUM_SPECIAL_TOKENS + num_items)}
-    return {f"{prefix}{key}": value for key, value in report.items()}
+    out = {f"{prefix}{key}": value for key, value in report.items()}
+    if ild_features is not None:
+        out["ild_features"] = ild_features
+    return out
