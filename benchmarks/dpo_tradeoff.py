@@ -22,12 +22,11 @@ import argparse
 import json
 import os
 import resource
-import sys
 import time
 
 from train import dpo, evaluate
 from train.evaluation.reporting import plt, save_figure
-from train.evaluation.results import git_commit, machine_description, today, write_json_atomic
+from train.evaluation.results import provenance, write_json_atomic
 
 KEYS = ("ndcg@10", "hr@10", "mrr", "novelty", "ild", "coverage", "repetition_rate")
 
@@ -96,9 +95,8 @@ def main(argv=None):
         "separation": f"pairs from the train view of {len(pair_users[0])} users; weights and beta chosen on the validation view of "
                       f"{args.max_users} other users; test read once on those held-out users",
         "protocol": "leave-one-out", "filter_history": "full", "users": args.max_users,
-        "command": "python -m benchmarks.dpo_tradeoff " + " ".join(sys.argv[1:] if argv is None else argv),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "machine": machine_description(),
-        "date": today(), "commit": git_commit(),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **provenance("python -m benchmarks.dpo_tradeoff", argv),
     }
     write_json_atomic(args.output, results)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))

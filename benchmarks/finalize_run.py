@@ -19,7 +19,7 @@ import modeling_geniusrec  # noqa: F401  (registers the Auto classes)
 from data_scripts.processed import NextItemDataset, load_processed
 from data_scripts.splits import SequenceStore
 from train.evaluation.ranking import evaluate_next_item
-from train.evaluation.results import git_commit, machine_description, today, write_json_atomic
+from train.evaluation.results import provenance, write_json_atomic
 
 
 def main(argv=None):
@@ -47,11 +47,12 @@ def main(argv=None):
     history = [h for h in state["log_history"] if "eval_ndcg@10" in h]
     best_epoch = next((h["epoch"] for h in history if h["eval_ndcg@10"] == state["best_metric"]), None)
     results = {
-        "metrics": metrics, "protocol": args.protocol, "filter_history": "full", "model": model.config.model_type, "command": args.command,
+        "metrics": metrics, "protocol": args.protocol, "filter_history": "full", "model": model.config.model_type,
         "config": {"model_config": model.config.to_dict(), "checkpoint": best},
         "dataset": {k: stats[k] for k in ("users", "items", "interactions")}, "seed": 42,
         "epochs": state["epoch"], "stopped_at_epoch": state["epoch"], "best_epoch": best_epoch, "stopped_by": "hand",
-        "wall_time_s": args.wall_time_s, "machine": machine_description(), "date": today(), "commit": git_commit(),
+        "wall_time_s": args.wall_time_s, **provenance("python -m benchmarks.finalize_run"),
+        "command": args.command,  # the training command this scores (the provenance above names this script's)
         "eval_history": history,
     }
     write_json_atomic(args.results, results)

@@ -26,7 +26,7 @@ import time
 import torch
 
 from train import pretrain
-from train.evaluation.results import git_commit, machine_description, today, write_json_atomic
+from train.evaluation.results import provenance, write_json_atomic
 
 TARGETS = {"hstu": 0.1720, "hstu_large": 0.1893}  # published NDCG@10 of HSTU / HSTU-large on ML-1M (reference protocol, test)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,8 +106,8 @@ def main(argv=None):
         write_json_atomic(args.output, {  # after every run: a later one cut short keeps this one
             "runs": runs, "targets": TARGETS, "bf16": args.bf16, "compile": args.compile, "smoke": args.smoke,
             "max_train_seconds": args.max_train_seconds, "extra_flags": args.extra,
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "machine": machine_description(),
-            "date": today(), "commit": git_commit(), "command": command,
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", **provenance("python -m benchmarks.gpu_ml1m"),
+            "command": command,
         })
     return runs
 

@@ -118,3 +118,15 @@ def test_special_token_ids_are_never_spelled_as_numbers():
                     if special and isinstance(default, ast.Constant) and isinstance(default.value, int):
                         bad.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.name}({arg.arg}={default.value})")
     assert not bad, "\n".join(bad)
+
+
+def test_one_helper_writes_the_provenance_block():
+    """Results files get command, machine, date and commit from `train.evaluation.results.provenance` only."""
+    bad = []
+    for path in first_party_files():
+        if path.endswith(os.path.join("train", "evaluation", "results.py")):
+            continue
+        source = open(path).read()
+        if "git_commit()" in source or "machine_description()" in source:
+            bad.append(os.path.relpath(path, ROOT))
+    assert not bad, bad
