@@ -1,5 +1,6 @@
 """Ranking metrics against hand-computed values and a brute-force implementation."""
 
+import json
 import math
 
 import numpy as np
@@ -228,3 +229,22 @@ def test_ild_is_measured_on_the_models_text_table_and_says_so():
                                              max_position_embeddings=8)), num_hidden_layers=1, intermediate_size=8)
     assert model_text_table(plain) is None and ild_feature_source(items, None) == "genres"
     assert item_feature_vectors(items, 6)[4].tolist() == [1.0, 0.0]
+
+
+def test_sessions_vs_list_means_intervals_and_targets(tmp_path):
+    from benchmarks import sessions_vs_list
+
+    files = []
+    for seed, (ours, rel) in {42: (0.22, 0.10), 43: (0.21, 0.05), 44: (0.20, 0.0)}.items():
+        test = {"session_recall@10": ours, "hstu_session_recall@10": 0.20, "session_ndcg@10": 0.2 * (1 + rel),
+                "hstu_session_ndcg@10": 0.2, "ild": 0.5, "hstu_ild": 0.5, "coverage": 0.5, "hstu_coverage": 0.6, "ild_features": "genres"}
+        path = tmp_path / f"run-seed{seed}.json"
+        path.write_text(json.dumps({"metrics": {"test": test}, "command": "c", "commit": "x"}))
+        files.append(str(path))
+    out = sessions_vs_list.main(["--seeds", *files, "--output", str(tmp_path / "out.json")])
+    assert out["seeds"] == [42, 43, 44] and out["metrics"]["test"]["session_recall@10"] == pytest.approx(0.21)
+    assert out["relative"]["session_ndcg@10"]["mean"] == pytest.approx(0.05)
+    assert out["relative"]["session_ndcg@10"]["interval_includes_zero"]
+    assert out["targets"]["session_ndcg@10"]["met"] and not out["targets"]["coverage"]["met"]
+    assert out["targets"]["coverage"]["distance"] == pytest.approx(-1 / 6 + 0.05)
+    assert out["metrics"]["test"]["ild_features"] == "genres" and len(out["per_seed"]) == 3
