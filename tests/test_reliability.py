@@ -105,6 +105,16 @@ def test_resume_in_the_patience_window_stops_where_an_uninterrupted_run_stops(ra
     assert resumed["epochs"] == last and resumed["best_epoch"] == best
     assert resumed["stopped_by"] == "early_stopping"
     assert resumed["metrics"]["test"]["ndcg@10"] == pytest.approx(full["metrics"]["test"]["ndcg@10"], abs=1e-6)
+    # time covers the whole run across resumptions (issue 30): the checkpoint's clock carries on, not restarts
+    import json
+
+    before = max(e.get("elapsed_s", 0) for e in json.loads((inside / "trainer_state.json").read_text())["log_history"])
+    assert before > 0
+    assert resumed["wall_time_s"] >= before + resumed["segment_wall_time_s"] - 0.2
+    assert resumed["segment_wall_time_s"] < resumed["wall_time_s"]
+    assert resumed["seconds_per_epoch"] == pytest.approx(resumed["wall_time_s"] / resumed["epochs"], abs=0.01)
+    stamps = [e["elapsed_s"] for e in resumed["eval_history"] if "elapsed_s" in e]
+    assert stamps == sorted(stamps) and stamps[-1] > before  # the resumed segment's evaluations continue the clock
 
 
 def test_wrong_checkpoints_are_refused_with_a_fix(raw, tmp_path):

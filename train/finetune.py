@@ -14,7 +14,6 @@ popularity and stage-1 baselines in the same table.
 
 import os
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -38,7 +37,14 @@ from .evaluation import sessions as session_eval
 from .evaluation.ranking import make_compute_metrics
 from .evaluation.reporting import gate_statistics, plot_gate_weights, write_reports
 from .evaluation.results import TABLE_KEYS, format_table, provenance, write_json_atomic
-from .runner import load_checkpoint, output_dir_lock, parse_with_config, resume_checkpoint, save_final_checkpoint
+from .runner import (
+    WallClockCallback,
+    load_checkpoint,
+    output_dir_lock,
+    parse_with_config,
+    resume_checkpoint,
+    save_final_checkpoint,
+)
 
 
 @dataclass
@@ -178,19 +184,18 @@ def main(argv=None):
     model = prepare_model(model_args, data_args, tokenizer, store)
     train_set, eval_set, test_set = build_datasets(store, data_args, model.config.eos_token_id)
     collator = SessionCollator(model.config.pad_token_id, model.config.eos_token_id)
+    clock = WallClockCallback()
     trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
                       processing_class=tokenizer, preprocess_logits_for_metrics=first_step_states,
                       optimizers=(build_optimizer(model, training_args, model_args.encoder_learning_rate), None),
-                      callbacks=[EarlyStoppingCallback(data_args.early_stopping_patience)])
+                      callbacks=[clock, EarlyStoppingCallback(data_args.early_stopping_patience)])
     quiet_trainer(trainer, training_args.log_level)
     data_args.filter_history = resolve_filter_history(data_args.filter_history, data_args.protocol)
     unwrapped = lambda: trainer.accelerator.unwrap_model(trainer.model)  # noqa: E731
     trainer.compute_metrics = make_compute_metrics(unwrapped, eval_set, data_args.filter_history)
     with output_dir_lock(training_args.output_dir, "python -m train.finetune " + " ".join(sys.argv[1:] if argv is None else argv)):
-        start = time.time()
         resumed = resume_checkpoint(training_args)
         trainer.train(resume_from_checkpoint=resumed)
-        wall = time.time() - start
         metrics = evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set)
         save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
         model = trainer.accelerator.unwrap_model(trainer.model)
@@ -202,7 +207,7 @@ def main(argv=None):
         results = {
             "metrics": metrics, "protocol": data_args.protocol, "filter_history": data_args.filter_history, "model": "geniusrec",
             "config": {**asdict(model_args), **asdict(data_args), "model_config": model.config.to_dict()},
-            "seed": training_args.seed, "epochs": trainer.state.epoch, "wall_time_s": round(wall, 1),
+            "seed": training_args.seed, "epochs": trainer.state.epoch, **clock.timings(trainer.state.epoch),
             **provenance("python -m train.finetune", argv), "resumed_from": resumed,
             "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
         }

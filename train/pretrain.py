@@ -12,12 +12,11 @@ NDCG@10 (early stopping), scores the test view once and writes a results JSON.
 
 import os
 import sys
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 from data_scripts.arguments import make_parser, parse_mapping, run_cli
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history, streaming_train_examples
@@ -27,7 +26,15 @@ from .console import quiet_trainer
 from .evaluation.ranking import keep_user_embeddings, make_compute_metrics
 from .evaluation.reporting import write_reports
 from .evaluation.results import TABLE_KEYS, format_table, provenance, write_json_atomic
-from .runner import MODELS, load_checkpoint, output_dir_lock, parse_with_config, resume_checkpoint, save_final_checkpoint
+from .runner import (
+    MODELS,
+    WallClockCallback,
+    load_checkpoint,
+    output_dir_lock,
+    parse_with_config,
+    resume_checkpoint,
+    save_final_checkpoint,
+)
 
 
 @dataclass
@@ -92,25 +99,6 @@ class DataArguments:
                                                                  "settings on validation (the test split stays unread)"})
     max_train_seconds: float = field(default=None, metadata={"help": "stop at the first epoch end past this many seconds of training in this sitting "
                                                                        "(validation included); the best checkpoint so far is tested"})
-
-
-class WallClockCallback(TrainerCallback):
-    """Stamps every evaluation log entry with `elapsed_s` (seconds since training began, evaluations included) and
-    stops training at the first epoch end past `max_seconds` (if given); `stopped` tells whether it did."""
-
-    def __init__(self, max_seconds: float | None = None):
-        self.max_seconds, self.start, self.stopped = max_seconds, None, False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.time()
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if self.start is not None and state.log_history and "eval_ndcg@10" in state.log_history[-1]:
-            state.log_history[-1]["elapsed_s"] = round(time.time() - self.start, 2)
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        if self.max_seconds is not None and self.start is not None and time.time() - self.start >= self.max_seconds:
-            control.should_training_stop, self.stopped = True, True
 
 
 def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size: int, tokenizer=None):
@@ -204,10 +192,8 @@ def main(argv=None):
     unwrapped = lambda: trainer.accelerator.unwrap_model(trainer.model)  # noqa: E731
     trainer.compute_metrics = make_compute_metrics(unwrapped, eval_set, data_args.filter_history)
     with output_dir_lock(training_args.output_dir, "python -m train.pretrain " + " ".join(sys.argv[1:] if argv is None else argv)):
-        start = time.time()
         resumed = resume_checkpoint(training_args)
         trainer.train(resume_from_checkpoint=resumed)
-        wall = time.time() - start
         metrics = evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set)
         save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
         results = {
@@ -220,8 +206,7 @@ def main(argv=None):
             "seed": training_args.seed,
             "epochs": trainer.state.epoch,
             "best_epoch": _best_epoch(trainer.state),
-            "wall_time_s": round(wall, 1),
-            "seconds_per_epoch": round(wall / max(trainer.state.epoch or 1, 1e-9), 2),
+            **clock.timings(trainer.state.epoch),
             **provenance("python -m train.pretrain", argv),
             "resumed_from": resumed,
             "stopped_by": _stopped_by(trainer.state, training_args, clock.stopped),

@@ -6,6 +6,8 @@ import re
 import sys
 import time
 
+from transformers import TrainerCallback
+
 import modeling_geniusrec  # noqa: F401  (registers the Auto classes)
 from data_scripts.arguments import parse_args
 from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction, SASRecConfig, SASRecForNextItemPrediction
@@ -200,6 +202,39 @@ def check_catalog(config, tokenizer, path: str = "the checkpoint") -> None:
     if config.vocab_size != len(tokenizer):
         raise ValueError(f"{path!r} has a vocabulary of {config.vocab_size} tokens but this dataset has {len(tokenizer)}: "
                          "use the dataset it was trained on")
+
+
+class WallClockCallback(TrainerCallback):
+    """The run's wall clock, across resumptions: stamps every evaluation log entry with `elapsed_s` (seconds since the
+    run began, evaluations included, earlier segments of a resumed run counted: a resumed run starts from the last
+    `elapsed_s` of its checkpoint's log) and stops training at the first epoch end past `max_seconds` (if given);
+    `stopped` tells whether it did."""
+
+    def __init__(self, max_seconds: float | None = None):
+        self.max_seconds, self.start, self.elapsed_before, self.stopped = max_seconds, None, 0.0, False
+
+    def elapsed(self) -> float:
+        """Seconds of the whole run so far (this segment plus the resumed checkpoint's)."""
+        return self.elapsed_before + (time.time() - self.start if self.start is not None else 0.0)
+
+    def timings(self, epochs: float | None) -> dict:
+        """What a results file says of time: `wall_time_s` (the whole run, across resumptions), `seconds_per_epoch`
+        (of the whole run), `segment_wall_time_s` (this process's part)."""
+        total = self.elapsed()
+        return {"wall_time_s": round(total, 1), "seconds_per_epoch": round(total / max(epochs or 1, 1e-9), 2),
+                "segment_wall_time_s": round(total - self.elapsed_before, 1)}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()  # the Trainer has loaded a resumed checkpoint's state (and log) by now
+        self.elapsed_before = max((entry.get("elapsed_s", 0.0) for entry in state.log_history), default=0.0)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.start is not None and state.log_history and "eval_ndcg@10" in state.log_history[-1]:
+            state.log_history[-1]["elapsed_s"] = round(self.elapsed(), 2)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.max_seconds is not None and self.start is not None and self.elapsed() >= self.max_seconds:
+            control.should_training_stop, self.stopped = True, True
 
 
 def parse_with_config(parser, argv=None, renamed: dict | None = None):
