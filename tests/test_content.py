@@ -321,6 +321,30 @@ def test_image_embeddings_end_to_end_with_a_tiny_clip(tmp_path, tiny_clip):  # n
     session = model.generate(input_ids=ids, timestamps=ts, next_timestamps=torch.tensor([int(ex["next_timestamp"])]), num_beams=2,
                              max_new_tokens=3, min_new_tokens=3)
     assert session.shape == (1, 4)
+    # the image expert's gate weight is used: its share of the mix is positive and its output moves the session states
+    request = torch.tensor([int(ex["next_timestamp"])])
+    labels = torch.as_tensor(np.asarray(ex["target_session"], dtype=np.int64)).unsqueeze(0)
+    with torch.no_grad():
+        base = model(input_ids=ids, timestamps=ts, next_timestamps=request, labels=labels)
+        assert base.gate_weights.shape[-1] == 2 and float(base.gate_weights[..., 1].min()) > 0
+        expert = model.model.experts["image"]
+        for p in expert.parameters():
+            p.add_(0.5)
+        moved = model(input_ids=ids, timestamps=ts, next_timestamps=request, labels=labels)
+        for p in expert.parameters():
+            p.sub_(0.5)
+        assert not torch.allclose(moved.last_hidden_state, base.last_hidden_state)
+        # an item without an image (a zero row: mask 0) gets no image contribution in its output vector; one with an
+        # image does (the image projection is trained away from zero by now)
+        first_item = model.config.num_special_tokens
+        id_only = torch.nn.functional.normalize(model.model.encoder.embeddings.item_matrix(), dim=-1)
+        with_image = model.model.item_output_matrix()
+        rows_without = (~present).nonzero().flatten()
+        rows_without = rows_without[rows_without >= first_item]
+        rows_with = present.nonzero().flatten()
+        assert len(rows_without) and len(rows_with)
+        torch.testing.assert_close(with_image[rows_without], id_only[rows_without])
+        assert not torch.allclose(with_image[rows_with], id_only[rows_with], atol=1e-4)
 
 
 def test_aggregate_seeds_means_and_spread(tmp_path):
