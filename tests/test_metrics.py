@@ -248,3 +248,23 @@ def test_sessions_vs_list_means_intervals_and_targets(tmp_path):
     assert out["targets"]["session_ndcg@10"]["met"] and not out["targets"]["coverage"]["met"]
     assert out["targets"]["coverage"]["distance"] == pytest.approx(-1 / 6 + 0.05)
     assert out["metrics"]["test"]["ild_features"] == "genres" and len(out["per_seed"]) == 3
+
+
+def test_popularity_buckets_and_metrics_by_bucket():
+    from train.evaluation.buckets import popularity_buckets
+    from train.evaluation.ranking import bucket_metrics
+
+    counts = np.array([0, 0, 0, 0] + [100, 90, 50, 30, 21, 20, 5, 1, 0, 40])  # 10 items after 4 special tokens
+    bucket, description = popularity_buckets(counts, 4)
+    assert bucket[:4].tolist() == [-1] * 4
+    assert bucket[[4, 5]].tolist() == [0, 0]  # top 20% of 10 items: the two most interacted
+    assert bucket[[6, 7, 8, 13]].tolist() == [1, 1, 1, 1] and bucket[[9, 10, 11, 12]].tolist() == [2, 2, 2, 2]  # <= 20: tail
+    assert description["items"] == {"head": 2, "torso": 4, "tail": 4} and description["head_min_interactions"] == 90
+    ranks = torch.tensor([0, 20, 3, 1])
+    targets = torch.tensor([4, 6, 9, 12])
+    m = bucket_metrics(ranks, targets, bucket)
+    assert m["head_users"] == 1 and m["head_hr@10"] == 1.0
+    assert m["torso_users"] == 1 and m["torso_hr@10"] == 0.0
+    assert m["tail_users"] == 2 and m["tail_ndcg@10"] == pytest.approx((1 / math.log2(5) + 1 / math.log2(3)) / 2)
+    overall = ranking_metrics(ranks, ks=(10,))["ndcg@10"]
+    assert overall == pytest.approx(sum(m[f"{b}_ndcg@10"] * m[f"{b}_users"] for b in ("head", "torso", "tail")) / 4)

@@ -53,8 +53,13 @@ def test_evaluate_reproduces_training_metrics(dataset_dir, trained):
     for split in ("validation", "test"):
         metrics = evaluate.main(["--model", str(out), "--dataset", str(dataset_dir), "--split", split, "--batch_size", "17"])
         for key, value in results["metrics"][split].items():
-            if key in metrics:
+            if key in metrics and isinstance(value, dict):
+                assert metrics[key] == value, (split, key)  # the popularity buckets' cut points
+            elif key in metrics:
                 assert metrics[key] == pytest.approx(value, abs=1e-6), (split, key)
+        if split == "test":
+            assert metrics["head_users"] + metrics["torso_users"] + metrics["tail_users"] > 0
+            assert {"head_ndcg@10", "tail_ndcg@10"} <= set(results["metrics"]["test"])  # the bucket table in the results file
 
 
 def test_reference_protocol_changes_the_split(dataset_dir, tmp_path):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from data_scripts.arguments import make_parser, parse_args, run_cli
 from data_scripts.processed import NextItemDataset, load_processed, resolve_filter_history
 from data_scripts.splits import SequenceStore, protocol_store
+from train.evaluation.buckets import store_buckets
 from train.evaluation.ranking import evaluate_next_item
 
 from .evaluation.baselines import content_knn_metrics, item_user_counts, popularity_metrics
@@ -143,7 +144,9 @@ def main(argv=None):
     metrics = {}
     if args.task in ("next-item", "all"):
         if args.model:
-            metrics.update(evaluate_next_item(model, dataset, args.batch_size, filter_history, rank_with=args.rank_with))
+            buckets, description = store_buckets(store, args.protocol, args.holdout_length, len(tokenizer), tokenizer.num_special_tokens)
+            metrics.update(evaluate_next_item(model, dataset, args.batch_size, filter_history, rank_with=args.rank_with, buckets=buckets),
+                           popularity_buckets=description)
         elif args.baseline == "content_knn":
             from data_scripts.embedders import prepare_content_table
             from data_scripts.processed import load_item_embeddings

@@ -34,6 +34,7 @@ from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, H
 
 from .console import quiet_trainer
 from .evaluation import sessions as session_eval
+from .evaluation.buckets import store_buckets
 from .evaluation.ranking import make_compute_metrics
 from .evaluation.reporting import gate_statistics, plot_gate_weights, write_reports
 from .evaluation.results import TABLE_KEYS, format_table, provenance, write_json_atomic
@@ -260,13 +261,18 @@ def evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set) ->
     `--evaluate_test`, after cold items (cold-items protocol) are reset to new-item rows."""
     trainer.remove_callback(EarlyStoppingCallback)
     metrics = {"validation": trainer.evaluate(eval_set, metric_key_prefix="validation")}
-    trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
+    buckets, description = store_buckets(store, data_args.protocol, data_args.holdout_length, unwrapped().config.vocab_size,
+                                         unwrapped().config.num_special_tokens)
+    trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history, buckets=buckets)
     if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
         unwrapped().reset_item_ids(store.cold_items)
     if data_args.evaluate_test:
         metrics["test"] = trainer.evaluate(test_set, metric_key_prefix="test")
-    return {split_name: {k[len(split_name) + 1 :]: v for k, v in m.items() if k.startswith(split_name + "_")}
-            for split_name, m in metrics.items()}
+    metrics = {split_name: {k[len(split_name) + 1 :]: v for k, v in m.items() if k.startswith(split_name + "_")}
+               for split_name, m in metrics.items()}
+    if "test" in metrics:
+        metrics["test"]["popularity_buckets"] = description  # the cut points of the head_/torso_/tail_ metrics
+    return metrics
 
 
 def report(results: dict, model, output_dir: str, results_file: str | None) -> None:

@@ -23,6 +23,7 @@ from data_scripts.processed import NextItemCollator, NextItemDataset, load_proce
 from data_scripts.splits import SequenceStore, protocol_store
 
 from .console import quiet_trainer
+from .evaluation.buckets import store_buckets
 from .evaluation.ranking import keep_user_embeddings, make_compute_metrics
 from .evaluation.reporting import write_reports
 from .evaluation.results import TABLE_KEYS, format_table, provenance, write_json_atomic
@@ -265,12 +266,17 @@ def evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set) ->
     protocol has no validation; `--evaluate_test false`); cold items (cold-items protocol) reset to new-item rows first."""
     trainer.remove_callback(EarlyStoppingCallback)  # the final evaluations below are not model selection
     validation = {} if data_args.protocol == "hstu-reference" else trainer.evaluate(eval_set, metric_key_prefix="validation")
-    trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history)
+    buckets, description = store_buckets(store, data_args.protocol, data_args.holdout_length, unwrapped().config.vocab_size,
+                                         unwrapped().config.num_special_tokens)
+    trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history, buckets=buckets)
     if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
         unwrapped().reset_item_ids(store.cold_items)
     test = trainer.evaluate(test_set, metric_key_prefix="test") if data_args.evaluate_test else {}
     strip = lambda metrics, prefix: {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}  # noqa: E731
-    return {"validation": strip(validation, "validation"), "test": strip(test, "test")}
+    test = strip(test, "test")
+    if test:
+        test["popularity_buckets"] = description  # the cut points of the head_/torso_/tail_ metrics
+    return {"validation": strip(validation, "validation"), "test": test}
 
 
 def _stopped_by(state, args, out_of_time: bool = False) -> str:

@@ -92,12 +92,29 @@ def ranking_metrics(ranks, ks=DEFAULT_KS) -> dict:
     return out
 
 
-def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=None):
+def bucket_metrics(ranks, targets, buckets: np.ndarray, names=("head", "torso", "tail"), ks=(10,)) -> dict:
+    """Ranking metrics per target-item bucket, flat: `{"<bucket>_<metric>@k": float (None for an empty bucket),
+    "<bucket>_users": n}`.
+    `ranks` `(M,)`, `targets` `(M,)` token ids, `buckets` `(vocab_size,)` bucket index per token id (see
+    `train.evaluation.buckets`)."""
+    ranks = np.asarray(ranks.cpu() if isinstance(ranks, torch.Tensor) else ranks, dtype=np.float64)
+    of_user = np.asarray(buckets)[np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets)]
+    out = {}
+    for index, name in enumerate(names):
+        members = of_user == index
+        out[f"{name}_users"] = int(members.sum())
+        bucket = ranking_metrics(ranks[members], ks) if members.any() else dict.fromkeys(ranking_metrics(np.zeros(1), ks))
+        out.update({f"{name}_{key}": value for key, value in bucket.items() if key != "mrr"})  # None: no user in the bucket
+    return out
+
+
+def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=None, buckets: np.ndarray | None = None):
     """`compute_metrics` for the Trainer, bound to the evaluated split view `dataset`: ranks each row's target (from
     the dataset, the one home of the evaluation target) among all items, from the gathered `(M, D)` query states
     (stage 1: the encoder's last state; GeniusRec: the decoder's first step), removing what the row's user has seen
     (`filter_history`: full / window / none). Rebind it (`trainer.compute_metrics = ...`) before evaluating another
-    split."""
+    split. With `buckets` (bucket index per token id), the metrics per target-popularity bucket come too
+    ([`bucket_metrics`])."""
     targets, seen = dataset.targets(), dataset.filter_items(filter_history)
 
     def compute_metrics(eval_pred):
@@ -107,7 +124,11 @@ def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=No
         if states.shape[0] != len(targets):
             raise RuntimeError(f"compute_metrics is bound to a {dataset.split} view of {len(targets)} rows but got {states.shape[0]} "
                                "predictions: rebind it with make_compute_metrics(..., <the evaluated dataset>)")
-        return ranking_metrics(target_ranks(model, states, targets, seen), ks or DEFAULT_KS)
+        ranks = target_ranks(model, states, targets, seen)
+        metrics = ranking_metrics(ranks, ks or DEFAULT_KS)
+        if buckets is not None:
+            metrics.update(bucket_metrics(ranks, targets, buckets))
+        return metrics
 
     return compute_metrics
 
@@ -129,10 +150,11 @@ def keep_user_embeddings(logits, labels):
 
 @torch.no_grad()
 def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, filter_history: str = "full", ks=DEFAULT_KS, progress=True,
-                       rank_with: str = "model") -> dict:
+                       rank_with: str = "model", buckets: np.ndarray | None = None) -> dict:
     """Full-ranking metrics of `model` on a split view (one target per user; `filter_history` full / window / none).
     `rank_with="encoder"` ranks a GeniusRec checkpoint with its encoder's next-item query (stage 1's ranking, from the
-    encoder as stage 2 left it) instead of the decoder's first step."""
+    encoder as stage 2 left it) instead of the decoder's first step. With `buckets` (bucket index per token id), the
+    metrics per target-popularity bucket too ([`bucket_metrics`])."""
     if rank_with not in ("model", "encoder"):
         raise ValueError(f"rank_with must be 'model' or 'encoder', got {rank_with!r}")
     if rank_with == "encoder" and not getattr(model.config, "is_encoder_decoder", False):
@@ -149,9 +171,13 @@ def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, f
         batch = {k: v.to(device) for k, v in batch.items()}
         users = model.get_encoder()(**batch).user_embedding if rank_with == "encoder" else query_states(model, batch)
         ranks.append(target_ranks(model, users, targets[rows], None if seen is None else seen[rows]))
-    return ranking_metrics(torch.cat(ranks), ks)
+    ranks = torch.cat(ranks)
+    metrics = ranking_metrics(ranks, ks)
+    if buckets is not None:
+        metrics.update(bucket_metrics(ranks, targets[order], buckets))
+    return metrics
 
 
 
-__all__ = ["target_ranks", "ranking_metrics", "RANK_METRICS", "hit_rate", "ndcg", "make_compute_metrics", "query_states", "evaluate_next_item",
-           "keep_user_embeddings", "DEFAULT_KS"]
+__all__ = ["target_ranks", "ranking_metrics", "bucket_metrics", "RANK_METRICS", "hit_rate", "ndcg", "make_compute_metrics",
+           "query_states", "evaluate_next_item", "keep_user_embeddings", "DEFAULT_KS"]
