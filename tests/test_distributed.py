@@ -40,3 +40,45 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert one["train_loss_history"][-1] < one["train_loss_history"][0]
     # tolerance: float32 reductions in a different order (gloo all-reduce of two half-batch gradients)
     assert two["train_loss_history"] == pytest.approx(one["train_loss_history"], rel=2e-3)
+
+
+def test_dpo_runs_under_accelerate_launch_with_two_processes(tmp_path):
+    """Stage 3 as many-GPU users run it: `accelerate launch` (2 CPU processes, gloo) on TRL's DPOTrainer with LoRA;
+    the same global batch as one process gives the same loss trajectory, and one process writes the outputs."""
+    import torch
+
+    from data_scripts.processed import load_processed
+    from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
+    from train import build_preference_pairs
+
+    write_learnable_ml(tmp_path / "raw", users=32, items=40)
+    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])
+    tokenizer = load_processed(str(tmp_path / "data"))[2]
+    torch.manual_seed(0)
+    model = GeniusRecForSessionGeneration(GeniusRecConfig(
+        encoder_config=HSTUConfig(vocab_size=len(tokenizer), hidden_size=16, qk_head_dim=8, v_head_dim=8, num_attention_heads=2,
+                                  max_position_embeddings=20, hidden_dropout_prob=0.0),
+        hidden_dropout_prob=0.0, max_session_length=10, intermediate_size=32))
+    with torch.no_grad():
+        for module in model.modules():
+            if getattr(module, "zero_init", False):
+                module.weight.normal_(0, 0.3)
+    model.save_pretrained(tmp_path / "stage2")
+    tokenizer.save_pretrained(tmp_path / "stage2")
+    build_preference_pairs.main(["--model", str(tmp_path / "stage2"), "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "pairs"),
+                                 "--items_per_session", "4", "--num_candidates", "4", "--num_sampled", "2", "--margin", "0.0",
+                                 "--max_length", "10", "--quiet"])
+    common = ["-m", "train.dpo", "--model", str(tmp_path / "stage2"), "--pairs", str(tmp_path / "pairs"), "--use_peft", "true",
+              "--lora_r", "4", "--learning_rate", "0.01", "--max_steps", "4", "--logging_steps", "1", "--disable_tqdm", "true",
+              "--use_cpu", "true", "--seed", "7"]
+    run([sys.executable, *common, "--output_dir", str(tmp_path / "one"), "--per_device_train_batch_size", "8"], tmp_path)
+    run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join(ROOT, "train/accelerate/cpu_ddp.yaml"),
+         *common, "--output_dir", str(tmp_path / "two"), "--per_device_train_batch_size", "4"], tmp_path)
+    one = json.loads((tmp_path / "one" / "dpo_summary.json").read_text())
+    two = json.loads((tmp_path / "two" / "dpo_summary.json").read_text())
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    losses = lambda summary: [entry["loss"] for entry in summary["train_log"] if "train_runtime" not in entry]  # noqa: E731
+    assert len(losses(one)) == len(losses(two)) == 4
+    assert losses(two) == pytest.approx(losses(one), rel=5e-3)
+    assert (tmp_path / "two" / "merged" / "model.safetensors").exists()
+    assert not list((tmp_path / "two").glob(".*.tmp")) and not (tmp_path / "two" / ".geniusrec.lock").exists()

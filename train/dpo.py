@@ -102,13 +102,15 @@ def main(argv=None):
         wall = time.time() - start
         trainer.save_model(dpo_args.output_dir)  # the adapter with PEFT, else the full model
         merged_dir = os.path.join(dpo_args.output_dir, "merged")
-        merged = copy.deepcopy(trainer.model).merge_and_unload() if script_args.use_peft else trainer.model  # keep the adapter model intact
-        merged.save_pretrained(merged_dir)
-        tokenizer.save_pretrained(merged_dir)
         history = [h for h in trainer.state.log_history if "loss" in h]
         summary = {**provenance("python -m train.dpo", argv), "config": asdict(script_args), "beta": dpo_args.beta,
-                   "loss_type": str(dpo_args.loss_type), "wall_time_s": round(wall, 1), "train_log": history}
-        if trainer.is_world_process_zero():
+                   "loss_type": str(dpo_args.loss_type), "wall_time_s": round(wall, 1), "train_log": history,
+                   "world_size": dpo_args.world_size}
+        if trainer.is_world_process_zero():  # one writer under `accelerate launch`
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            merged = copy.deepcopy(model).merge_and_unload() if script_args.use_peft else model  # keep the adapter model intact
+            merged.save_pretrained(merged_dir)
+            tokenizer.save_pretrained(merged_dir)
             write_json_atomic(os.path.join(dpo_args.output_dir, "dpo_summary.json"), summary)
             pickled = os.path.join(dpo_args.output_dir, "training_args.bin")
             if os.path.exists(pickled):
