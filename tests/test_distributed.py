@@ -10,7 +10,7 @@ import pytest
 
 from data_scripts import movielens
 
-from .fixtures import write_learnable_ml
+from .fixtures import write_learnable_ml, write_tiny_stage2_and_pairs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--hidden_size", "16", "--qk_head_dim", "8", "--v_head_dim", "8", "--max_length", "20", "--dropout", "0.0",
@@ -45,29 +45,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 def test_dpo_runs_under_accelerate_launch_with_two_processes(tmp_path):
     """Stage 3 as many-GPU users run it: `accelerate launch` (2 CPU processes, gloo) on TRL's DPOTrainer with LoRA;
     the same global batch as one process gives the same loss trajectory, and one process writes the outputs."""
-    import torch
-
-    from data_scripts.processed import load_processed
-    from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
-    from train import build_preference_pairs
-
-    write_learnable_ml(tmp_path / "raw", users=32, items=40)
-    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data")])
-    tokenizer = load_processed(str(tmp_path / "data"))[2]
-    torch.manual_seed(0)
-    model = GeniusRecForSessionGeneration(GeniusRecConfig(
-        encoder_config=HSTUConfig(vocab_size=len(tokenizer), hidden_size=16, qk_head_dim=8, v_head_dim=8, num_attention_heads=2,
-                                  max_position_embeddings=20, hidden_dropout_prob=0.0),
-        hidden_dropout_prob=0.0, max_session_length=10, intermediate_size=32))
-    with torch.no_grad():
-        for module in model.modules():
-            if getattr(module, "zero_init", False):
-                module.weight.normal_(0, 0.3)
-    model.save_pretrained(tmp_path / "stage2")
-    tokenizer.save_pretrained(tmp_path / "stage2")
-    build_preference_pairs.main(["--model", str(tmp_path / "stage2"), "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "pairs"),
-                                 "--items_per_session", "4", "--num_candidates", "4", "--num_sampled", "2", "--margin", "0.0",
-                                 "--max_length", "10", "--quiet"])
+    write_tiny_stage2_and_pairs(tmp_path, users=32, items=40)
     common = ["-m", "train.dpo", "--model", str(tmp_path / "stage2"), "--pairs", str(tmp_path / "pairs"), "--use_peft", "true",
               "--lora_r", "4", "--learning_rate", "0.01", "--max_steps", "4", "--logging_steps", "1", "--disable_tqdm", "true",
               "--use_cpu", "true", "--seed", "7"]

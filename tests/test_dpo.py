@@ -4,34 +4,18 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from data_scripts import movielens
 from data_scripts.processed import load_processed
 from data_scripts.splits import SequenceStore
-from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
-from train import build_preference_pairs, dpo
+from modeling_geniusrec import GeniusRecForSessionGeneration
+from train import dpo
 
-from .fixtures import write_learnable_ml
+from .fixtures import write_tiny_stage2_and_pairs
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("dpo")
-    write_learnable_ml(root / "raw", users=40, items=60)
-    movielens.main(["--raw_dir", str(root / "raw"), "--out", str(root / "data")])
-    _, _, tokenizer, _ = load_processed(str(root / "data"))
-    enc = HSTUConfig(vocab_size=len(tokenizer), hidden_size=16, qk_head_dim=8, v_head_dim=8, num_attention_heads=2,
-                     max_position_embeddings=20, hidden_dropout_prob=0.0)
-    torch.manual_seed(0)
-    model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=enc, hidden_dropout_prob=0.0, max_session_length=10, intermediate_size=32))
-    with torch.no_grad():  # as after stage 2: the decoder branch is live
-        for module in model.modules():
-            if getattr(module, "zero_init", False):
-                module.weight.normal_(0, 0.3)
-    model.save_pretrained(root / "stage2")
-    tokenizer.save_pretrained(root / "stage2")
-    build_preference_pairs.main(["--model", str(root / "stage2"), "--dataset", str(root / "data"), "--out", str(root / "pairs"),
-                                 "--items_per_session", "4", "--num_candidates", "4", "--num_sampled", "2", "--margin", "0.0",
-                                 "--max_length", "10", "--quiet"])
+    write_tiny_stage2_and_pairs(root)
     return root
 
 
