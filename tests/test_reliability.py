@@ -87,6 +87,25 @@ def test_pretrain_resumes_where_it_stopped(raw, tmp_path):
         pretrain.main([*common, "--output_dir", str(tmp_path / "empty"), "--resume_from_checkpoint", "true"])
 
 
+def test_resume_auto_is_one_command_for_the_first_start_and_every_continuation(raw, tmp_path):
+    import shutil
+
+    common = ["--dataset", str(raw / "data"), "--num_train_epochs", "3", "--keep_checkpoints", "true", "--data_seed", "42",
+              "--save_total_limit", "5", "--load_best_model_at_end", "false", *TINY, "--resume_from_checkpoint", "auto"]
+    first = pretrain.main([*common, "--output_dir", str(tmp_path / "run")])
+    assert first["resumed_from"] is None  # nothing to continue: a fresh start
+    checkpoints = sorted((tmp_path / "run").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    shutil.rmtree(checkpoints[-1])  # as if killed after epoch 2
+    (tmp_path / "run" / "model.safetensors").unlink()
+    again = pretrain.main([*common, "--output_dir", str(tmp_path / "run")])
+    assert again["resumed_from"] == str(checkpoints[1]) and again["epochs"] == 3
+    assert again["metrics"]["test"]["ndcg@10"] == pytest.approx(first["metrics"]["test"]["ndcg@10"], abs=1e-6)
+    done = [a if a != "true" else "false" for a in common]  # keep_checkpoints false: a finished run leaves no checkpoint
+    pretrain.main([*done[:-2], "--output_dir", str(tmp_path / "done")])
+    with pytest.raises(FileExistsError, match="finished run"):
+        pretrain.main([*done, "--output_dir", str(tmp_path / "done")])
+
+
 def test_resume_in_the_patience_window_stops_where_an_uninterrupted_run_stops(raw, tmp_path):
     """Early stopping's patience counter is training state: a run resumed from a checkpoint saved after the best
     epoch (counter > 0) must stop at the same epoch, with the same best epoch, as the uninterrupted run. Before the

@@ -45,7 +45,9 @@ def tune_cpu_allocator(enabled: bool | None = None) -> bool:
 
 def resume_checkpoint(training_args):
     """`--resume_from_checkpoint` as `Trainer.train` takes it: a folder, or `true`/`last` for the newest
-    `checkpoint-*` under `--output_dir` (an error when there is none, rather than silently starting over).
+    `checkpoint-*` under `--output_dir` (an error when there is none, rather than silently starting over), or `auto`:
+    the newest checkpoint when there is one, else a fresh start (with a note), refusing a folder that holds a
+    finished run; the one command a long run is started and continued with.
 
     Resuming also restores every stateful callback saved in the checkpoint's `trainer_state.json` (transformers'
     `restore_callback_states_from_checkpoint`): early stopping's patience counter is training state, and a counter
@@ -54,6 +56,18 @@ def resume_checkpoint(training_args):
     if value is None or value == "":
         return None
     training_args.restore_callback_states_from_checkpoint = True
+    if str(value).lower() == "auto":  # one command for the first start and every continuation (long runs across sessions)
+        folder = training_args.output_dir
+        has_checkpoint = os.path.isdir(folder) and any(re.fullmatch(r"checkpoint-\d+", e) for e in os.listdir(folder))
+        if has_checkpoint:
+            training_args.resume_from_checkpoint = "true"
+            return resume_checkpoint(training_args)
+        if os.path.exists(os.path.join(folder, "model.safetensors")):
+            raise FileExistsError(f"--resume_from_checkpoint auto: {folder!r} holds a finished run (model.safetensors, no checkpoint-* "
+                                  "left): nothing to continue; use another --output_dir to train again")
+        print(f"note: --resume_from_checkpoint auto: no checkpoint in {folder!r} yet, starting from scratch", file=sys.stderr)
+        training_args.resume_from_checkpoint = None
+        return None
     if str(value).lower() in ("true", "last", "1"):
         folder = training_args.output_dir
         found = sorted((entry for entry in (os.listdir(folder) if os.path.isdir(folder) else []) if re.fullmatch(r"checkpoint-\d+", entry)),
