@@ -73,6 +73,7 @@ def main(argv=None):
                         beta=0.1, report_to="none", logging_steps=10, save_strategy="no", gradient_checkpointing=False,
                         use_cpu=not torch.cuda.is_available(), seed=42)
     script_args, dpo_args = parse_with_config(parser, argv)
+    started = provenance("python -m train.dpo", argv)  # the commit whose code this process runs (read at start)
     if not script_args.model or not script_args.pairs:
         parser.error("--model and --pairs are required")
     model = load_checkpoint(script_args.model, ("geniusrec",), auto_class=GeniusRecForSessionGeneration)
@@ -103,7 +104,7 @@ def main(argv=None):
         trainer.save_model(dpo_args.output_dir)  # the adapter with PEFT, else the full model
         merged_dir = os.path.join(dpo_args.output_dir, "merged")
         history = [h for h in trainer.state.log_history if "loss" in h]
-        summary = {**provenance("python -m train.dpo", argv), "config": asdict(script_args), "beta": dpo_args.beta,
+        summary = {**started, "config": asdict(script_args), "beta": dpo_args.beta,
                    "loss_type": str(dpo_args.loss_type), "wall_time_s": round(wall, 1), "train_log": history,
                    "world_size": dpo_args.world_size}
         if trainer.is_world_process_zero():  # one writer under `accelerate launch`

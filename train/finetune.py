@@ -178,6 +178,7 @@ def main(argv=None):
         dataloader_pin_memory=torch.cuda.is_available(), seed=42, eval_on_start=True,
     )
     model_args, data_args, training_args = parse_with_config(parser, argv, renamed={"session_length": "holdout_length"})
+    started = provenance("python -m train.finetune", argv)  # the commit whose code this process runs (read at start)
     check_arguments(parser, model_args, data_args)
     set_seed(training_args.seed)
     sequences, items, tokenizer, stats = load_processed(data_args.dataset)
@@ -209,7 +210,7 @@ def main(argv=None):
             "metrics": metrics, "protocol": data_args.protocol, "filter_history": data_args.filter_history, "model": "geniusrec",
             "config": {**asdict(model_args), **asdict(data_args), "model_config": model.config.to_dict()},
             "seed": training_args.seed, "epochs": trainer.state.epoch, **clock.timings(trainer.state.epoch),
-            **provenance("python -m train.finetune", argv), "resumed_from": resumed,
+            **started, "resumed_from": resumed,
             "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
         }
         if trainer.is_world_process_zero():

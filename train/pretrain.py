@@ -167,6 +167,7 @@ def main(argv=None):
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), seed=42,
     )
     model_args, data_args, training_args = parse_with_config(parser, argv, renamed={"session_length": "holdout_length"})
+    started = provenance("python -m train.pretrain", argv)  # the commit whose code this process runs (read at start)
     check_arguments(parser, model_args, data_args, training_args)
     set_seed(training_args.seed)
     sequences, items, tokenizer, stats = load_processed(data_args.dataset)
@@ -208,7 +209,7 @@ def main(argv=None):
             "epochs": trainer.state.epoch,
             "best_epoch": _best_epoch(trainer.state),
             **clock.timings(trainer.state.epoch),
-            **provenance("python -m train.pretrain", argv),
+            **started,
             "resumed_from": resumed,
             "stopped_by": _stopped_by(trainer.state, training_args, clock.stopped),
             "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
