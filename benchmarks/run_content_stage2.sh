@@ -15,3 +15,18 @@ for seed in ${SEEDS:-42 43 44}; do
 done
 $PY -m benchmarks.aggregate_seeds --output $RES/ml-1m-geniusrec-no-text.json $RES/ml-1m-geniusrec-no-text-seed{42,43,44}.json
 $PY -m benchmarks.aggregate_seeds --output $RES/ml-1m-geniusrec-text.json $RES/ml-1m-geniusrec-text-seed{42,43,44}.json
+# Text-path variants on validation (seed 42, --evaluate_test false): the text expert without text in the output item
+# vectors (--content_output false), soft whitening (--content_preprocessing shrink), and the former at lr 2e-4.
+VAL="$RECIPE --seed 42 --evaluate_test false --use_text_embeddings true --text_embeddings text-minilm.safetensors"
+$PY -m train.finetune $VAL --content_output false --output_dir runs/s27/abl-no-content-output-42 \
+    --results_file $RES/ml-1m-content-stage2-ablation-no-content-output-seed42.json
+$PY -m train.finetune $VAL --content_preprocessing shrink --output_dir runs/s27/abl-shrink-42 --results_file $RES/ml-1m-content-stage2-ablation-shrink-seed42.json
+$PY -m train.finetune $VAL --content_output false --learning_rate 0.0002 --output_dir runs/s27/abl-no-content-output-lr2e-4-42 \
+    --results_file $RES/ml-1m-content-stage2-ablation-no-content-output-lr2e-4-seed42.json
+# The best of them on validation (text expert only, lr 2e-4) over 3 seeds with the test read, and ID only at the same lr.
+for seed in 42 43 44; do
+  $PY -m train.finetune $RECIPE --seed $seed --use_text_embeddings true --text_embeddings text-minilm.safetensors --content_output false \
+      --learning_rate 0.0002 --output_dir runs/s27/text-expert-only-lr2e-4-$seed --results_file $RES/ml-1m-geniusrec-text-expert-only-lr2e-4-seed$seed.json
+  $PY -m train.finetune $RECIPE --seed $seed --learning_rate 0.0002 --output_dir runs/s27/no-text-lr2e-4-$seed \
+      --results_file $RES/ml-1m-geniusrec-no-text-lr2e-4-seed$seed.json
+done
