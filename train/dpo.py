@@ -118,6 +118,9 @@ def main(argv=None):
                 os.remove(pickled)
             if not script_args.keep_checkpoints:  # after success the folder holds safetensors/JSON only
                 remove_resume_checkpoints(dpo_args.output_dir)
+        trainer.accelerator.wait_for_everyone()  # ranks leave together: a rank exiting while rank 0 still writes aborts (gloo)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
         print(json.dumps({"merged": merged_dir, "steps": len(history), "last": history[-1] if history else None}, default=str)[:500])
         return trainer, summary
 
