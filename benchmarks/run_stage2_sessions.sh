@@ -39,4 +39,10 @@ else
         --stage1_baseline $ENC "$@" --output $RES/ml-1m-geniusrec-sessions-seed$seed.json
   done
   $PY -m benchmarks.sessions_vs_list --seeds $RES/ml-1m-geniusrec-sessions-seed{42,43,44}.json --output $RES/ml-1m-geniusrec.json
+  for seed in 42 43 44; do  # the reference row: the first step read as a list (not a generated session)
+    $PY -m train.evaluate --model runs/s24/$name-$seed --dataset data/ml-1m --protocol sessions --split test --task sessions --num_beams 10 \
+        --stage1_baseline $ENC --decoding first_step --output $RES/ml-1m-geniusrec-sessions-first-step-seed$seed.json
+  done
+  $PY -m benchmarks.sessions_vs_list --seeds $RES/ml-1m-geniusrec-sessions-first-step-seed{42,43,44}.json \
+      --output $RES/ml-1m-geniusrec-sessions-first-step.json
 fi
