@@ -34,17 +34,19 @@ from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, H
 
 from .console import quiet_trainer
 from .evaluation import sessions as session_eval
-from .evaluation.buckets import store_buckets
 from .evaluation.ranking import make_compute_metrics
-from .evaluation.reporting import gate_statistics, plot_gate_weights, write_reports
-from .evaluation.results import TABLE_KEYS, format_table, provenance, write_json_atomic
+from .evaluation.reporting import gate_statistics, plot_gate_weights
+from .evaluation.results import TABLE_KEYS, format_table, provenance
 from .runner import (
     WallClockCallback,
+    content_files,
+    evaluate_splits,
     load_checkpoint,
     output_dir_lock,
     parse_with_config,
     resume_checkpoint,
     save_final_checkpoint,
+    write_run_results,
 )
 
 
@@ -108,7 +110,9 @@ def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
     if model_args.init_from:
         return load_checkpoint(model_args.init_from, ("geniusrec",), tokenizer, auto_class=GeniusRecForSessionGeneration)
     tables = {}
-    for kind, file_name in content_files(model_args).items():
+    legacy = {"text": (f"--use_text_embeddings ({model_args.text_embeddings})", model_args.use_text_embeddings and model_args.text_embeddings),
+              "image": ("--use_image_embeddings (image.safetensors)", model_args.use_image_embeddings and "image.safetensors")}
+    for kind, file_name in content_files(model_args.content, legacy).items():
         table, meta = load_item_embeddings(data_args.dataset, file_name)
         tables[kind] = (prepare_content_table(table, model_args.content_preprocessing), meta)
     expert_types = parse_mapping(model_args.expert_types, "--expert_types")
@@ -136,17 +140,6 @@ def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
             model.model.set_item_embeddings(kind, table)
             setattr(model.config, f"{kind}_embedding_source", meta.get("model", "unknown"))
     return model
-
-
-def content_files(model_args) -> dict[str, str]:
-    """`{name: file under <dataset>/embeddings/}`: `--content NAME=FILE` entries (or a config's object), plus
-    `text` / `image` from `--use_text_embeddings` / `--use_image_embeddings`."""
-    files = parse_mapping(model_args.content, "--content")
-    for kind, on, file_name in (("text", model_args.use_text_embeddings, model_args.text_embeddings),
-                                ("image", model_args.use_image_embeddings, "image.safetensors")):
-        if on and files.setdefault(kind, file_name) != file_name:
-            raise ValueError(f"--content {kind}={files[kind]} and --use_{kind}_embeddings ({file_name}) name two tables for {kind!r}")
-    return files
 
 
 def build_optimizer(model, training_args, encoder_learning_rate: float | None):
@@ -198,7 +191,8 @@ def main(argv=None):
     with output_dir_lock(training_args.output_dir, "python -m train.finetune " + " ".join(sys.argv[1:] if argv is None else argv)):
         resumed = resume_checkpoint(training_args)
         trainer.train(resume_from_checkpoint=resumed)
-        metrics = evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set)
+        metrics = {split: m for split, m in evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set).items()
+                   if m}  # no test entry without --evaluate_test
         save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
         model = trainer.accelerator.unwrap_model(trainer.model)
         if data_args.protocol == "sessions" and data_args.evaluate_test and trainer.is_world_process_zero():
@@ -257,31 +251,9 @@ def build_datasets(store, data_args, eos_token_id):
     return train_set, eval_set, test_set
 
 
-def evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set) -> dict:
-    """`{"validation": {...}, "test": {...}}` next-item metrics of the trained (best) model; test only with
-    `--evaluate_test`, after cold items (cold-items protocol) are reset to new-item rows."""
-    trainer.remove_callback(EarlyStoppingCallback)
-    metrics = {"validation": trainer.evaluate(eval_set, metric_key_prefix="validation")}
-    buckets, description = store_buckets(store, data_args.protocol, data_args.holdout_length, unwrapped().config.vocab_size,
-                                         unwrapped().config.num_special_tokens)
-    trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history, buckets=buckets)
-    if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
-        unwrapped().reset_item_ids(store.cold_items)
-    if data_args.evaluate_test:
-        metrics["test"] = trainer.evaluate(test_set, metric_key_prefix="test")
-    metrics = {split_name: {k[len(split_name) + 1 :]: v for k, v in m.items() if k.startswith(split_name + "_")}
-               for split_name, m in metrics.items()}
-    if "test" in metrics:
-        metrics["test"]["popularity_buckets"] = description  # the cut points of the head_/torso_/tail_ metrics
-    return metrics
-
-
 def report(results: dict, model, output_dir: str, results_file: str | None) -> None:
     """Writes the results (to `--results_file` and the run folder), the model card, plots, and the console tables."""
-    write_json_atomic(results_file or os.path.join(output_dir, "results.json"), results)
-    if results_file:
-        write_json_atomic(os.path.join(output_dir, "results.json"), results)
-    write_reports(output_dir, results)
+    write_run_results(results, output_dir, results_file)
     plot_gate_weights(results["gate_weights"], model.config.expert_names, os.path.join(output_dir, "plots", "gate_weights.png"))
     metrics = results["metrics"]
     print(f"\nGeniusRec ({results['protocol']}, history filter: {results['filter_history']}), {results['epochs']:.0f} epochs, "

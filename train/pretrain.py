@@ -10,7 +10,6 @@ NDCG@10 (early stopping), scores the test view once and writes a results JSON.
     python -m train.pretrain --config train/configs/ml-1m-hstu.json --protocol hstu-reference ...
 """
 
-import os
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -18,23 +17,24 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-from data_scripts.arguments import make_parser, parse_mapping, run_cli
+from data_scripts.arguments import make_parser, run_cli
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history, streaming_train_examples
 from data_scripts.splits import SequenceStore, protocol_store
 
 from .console import quiet_trainer
-from .evaluation.buckets import store_buckets
 from .evaluation.ranking import keep_user_embeddings, make_compute_metrics
-from .evaluation.reporting import write_reports
-from .evaluation.results import TABLE_KEYS, format_table, provenance, write_json_atomic
+from .evaluation.results import TABLE_KEYS, format_table, provenance
 from .runner import (
     MODELS,
     WallClockCallback,
+    content_files,
+    evaluate_splits,
     load_checkpoint,
     output_dir_lock,
     parse_with_config,
     resume_checkpoint,
     save_final_checkpoint,
+    write_run_results,
 )
 
 
@@ -146,10 +146,8 @@ def load_content_tables(dataset: str, model_args: ModelArguments) -> dict:
     from data_scripts.embedders import prepare_content_table
     from data_scripts.processed import load_item_embeddings
 
-    files = parse_mapping(model_args.content, "--content")
-    for kind, file_name in (("text", model_args.text_embeddings), ("image", model_args.image_embeddings)):
-        if file_name and files.setdefault(kind, file_name) != file_name:
-            raise ValueError(f"--content {kind}={files[kind]} and --{kind}_embeddings {file_name} name two tables for {kind!r}")
+    files = content_files(model_args.content, {"text": (f"--text_embeddings {model_args.text_embeddings}", model_args.text_embeddings),
+                                                "image": (f"--image_embeddings {model_args.image_embeddings}", model_args.image_embeddings)})
     tables = {}
     for kind, file_name in files.items():
         table, _ = load_item_embeddings(dataset, file_name)
@@ -196,7 +194,7 @@ def main(argv=None):
     with output_dir_lock(training_args.output_dir, "python -m train.pretrain " + " ".join(sys.argv[1:] if argv is None else argv)):
         resumed = resume_checkpoint(training_args)
         trainer.train(resume_from_checkpoint=resumed)
-        metrics = evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set)
+        metrics = evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set, validate=not reference)
         save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)
         results = {
             "metrics": metrics,
@@ -217,10 +215,7 @@ def main(argv=None):
             "world_size": training_args.world_size,
         }
         if trainer.is_world_process_zero():
-            write_json_atomic(data_args.results_file or os.path.join(training_args.output_dir, "results.json"), results)
-            if data_args.results_file:
-                write_json_atomic(os.path.join(training_args.output_dir, "results.json"), results)
-            write_reports(training_args.output_dir, results)
+            write_run_results(results, training_args.output_dir, data_args.results_file)
             _print_table(results)
             if data_args.show_recommendations:
                 from .recommend import print_next_item_recommendations
@@ -260,24 +255,6 @@ def build_datasets(store, sequences, data_args, training_args):
     eval_set = NextItemDataset(store, eval_split, **split_kwargs).order_by_length()
     test_set = NextItemDataset(store, "test", **split_kwargs).order_by_length()
     return train_set, eval_set, test_set
-
-
-def evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set) -> dict:
-    """`{"validation": {...}, "test": {...}}` of the trained (best) model, each `{}` where not run (the reference
-    protocol has no validation; `--evaluate_test false`); cold items (cold-items protocol) reset to new-item rows first."""
-    trainer.remove_callback(EarlyStoppingCallback)  # the final evaluations below are not model selection
-    validation = {} if data_args.protocol == "hstu-reference" else trainer.evaluate(eval_set, metric_key_prefix="validation")
-    buckets, description = store_buckets(store, data_args.protocol, data_args.holdout_length, unwrapped().config.vocab_size,
-                                         unwrapped().config.num_special_tokens)
-    trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history, buckets=buckets)
-    if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
-        unwrapped().reset_item_ids(store.cold_items)
-    test = trainer.evaluate(test_set, metric_key_prefix="test") if data_args.evaluate_test else {}
-    strip = lambda metrics, prefix: {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}  # noqa: E731
-    test = strip(test, "test")
-    if test:
-        test["popularity_buckets"] = description  # the cut points of the head_/torso_/tail_ metrics
-    return {"validation": strip(validation, "validation"), "test": test}
 
 
 def _stopped_by(state, args, out_of_time: bool = False) -> str:

@@ -6,10 +6,10 @@ import re
 import sys
 import time
 
-from transformers import TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback
 
 import modeling_geniusrec  # noqa: F401  (registers the Auto classes)
-from data_scripts.arguments import parse_args
+from data_scripts.arguments import parse_args, parse_mapping
 from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction, SASRecConfig, SASRecForNextItemPrediction
 
 MODELS = {"hstu": (HSTUConfig, HSTUForNextItemPrediction), "sasrec": (SASRecConfig, SASRecForNextItemPrediction)}
@@ -56,22 +56,18 @@ def resume_checkpoint(training_args):
     if value is None or value == "":
         return None
     training_args.restore_callback_states_from_checkpoint = True
-    if str(value).lower() == "auto":  # one command for the first start and every continuation (long runs across sessions)
-        folder = training_args.output_dir
-        has_checkpoint = os.path.isdir(folder) and any(re.fullmatch(r"checkpoint-\d+", e) for e in os.listdir(folder))
-        if has_checkpoint:
-            training_args.resume_from_checkpoint = "true"
-            return resume_checkpoint(training_args)
-        if os.path.exists(os.path.join(folder, "model.safetensors")):
-            raise FileExistsError(f"--resume_from_checkpoint auto: {folder!r} holds a finished run (model.safetensors, no checkpoint-* "
-                                  "left): nothing to continue; use another --output_dir to train again")
-        print(f"note: --resume_from_checkpoint auto: no checkpoint in {folder!r} yet, starting from scratch", file=sys.stderr)
-        training_args.resume_from_checkpoint = None
-        return None
-    if str(value).lower() in ("true", "last", "1"):
+    lowered = str(value).lower()
+    if lowered in ("auto", "true", "last", "1"):
         folder = training_args.output_dir
         found = sorted((entry for entry in (os.listdir(folder) if os.path.isdir(folder) else []) if re.fullmatch(r"checkpoint-\d+", entry)),
                        key=lambda entry: int(entry.split("-")[1]), reverse=True)
+        if lowered == "auto" and not found:  # one command for the first start and every continuation (long runs across sessions)
+            if os.path.exists(os.path.join(folder, "model.safetensors")):
+                raise FileExistsError(f"--resume_from_checkpoint auto: {folder!r} holds a finished run (model.safetensors, no "
+                                      "checkpoint-* left): nothing to continue; use another --output_dir to train again")
+            print(f"note: --resume_from_checkpoint auto: no checkpoint in {folder!r} yet, starting from scratch", file=sys.stderr)
+            training_args.resume_from_checkpoint = None
+            return None
         for entry in found:  # the newest complete one: a save cut short (disk full, killed) is skipped with a note
             problem = checkpoint_problem(os.path.join(folder, entry))
             if problem is None:
@@ -249,6 +245,54 @@ class WallClockCallback(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.max_seconds is not None and self.start is not None and self.elapsed() >= self.max_seconds:
             control.should_training_stop, self.stopped = True, True
+
+
+def content_files(entries, legacy: dict) -> dict[str, str]:
+    """`{name: file under <dataset>/embeddings/}` of a training script: `--content NAME=FILE` entries (or a config's
+    JSON object) plus the script's older per-modality flags, `legacy` = `{kind: (how the flag reads, file or None)}`;
+    the same kind named twice with two files is a `ValueError`."""
+    files = parse_mapping(entries, "--content")
+    for kind, (flag, file_name) in legacy.items():
+        if file_name and files.setdefault(kind, file_name) != file_name:
+            raise ValueError(f"--content {kind}={files[kind]} and {flag} name two tables for {kind!r}")
+    return files
+
+
+def evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set, validate: bool = True) -> dict:
+    """`{"validation": {...}, "test": {...}}` next-item metrics of the trained (best) model, `{}` for a split not run
+    (`validate=False`; `--evaluate_test false`). Early stopping is removed first (these evaluations select nothing);
+    cold items (cold-items protocol) are reset to new-item rows before the test; the test metrics carry the
+    target-popularity buckets (`head_/torso_/tail_*`) and their cut points (`popularity_buckets`)."""
+    from .evaluation.buckets import store_buckets
+    from .evaluation.ranking import make_compute_metrics
+
+    trainer.remove_callback(EarlyStoppingCallback)
+    validation = trainer.evaluate(eval_set, metric_key_prefix="validation") if validate else {}
+    if store.cold_items is not None:  # cold-items: the held-out items are scored as new items (see data_scripts.splits)
+        unwrapped().reset_item_ids(store.cold_items)
+    test, description = {}, None
+    if data_args.evaluate_test:
+        config = unwrapped().config
+        buckets, description = store_buckets(store, data_args.protocol, data_args.holdout_length, config.vocab_size, config.num_special_tokens)
+        trainer.compute_metrics = make_compute_metrics(unwrapped, test_set, data_args.filter_history, buckets=buckets)
+        test = trainer.evaluate(test_set, metric_key_prefix="test")
+    strip = lambda metrics, prefix: {k[len(prefix) + 1 :]: v for k, v in metrics.items() if k.startswith(prefix + "_")}  # noqa: E731
+    metrics = {"validation": strip(validation, "validation"), "test": strip(test, "test")}
+    if metrics["test"]:
+        metrics["test"]["popularity_buckets"] = description  # the cut points of the head_/torso_/tail_ metrics
+    return metrics
+
+
+def write_run_results(results: dict, output_dir: str, results_file: str | None) -> None:
+    """A training run's results: `results_file` (when given) and `<output_dir>/results.json`, then the model card and
+    plots of `train.evaluation.reporting.write_reports`."""
+    from .evaluation.reporting import write_reports
+    from .evaluation.results import write_json_atomic
+
+    write_json_atomic(results_file or os.path.join(output_dir, "results.json"), results)
+    if results_file:
+        write_json_atomic(os.path.join(output_dir, "results.json"), results)
+    write_reports(output_dir, results)
 
 
 def parse_with_config(parser, argv=None, renamed: dict | None = None):

@@ -178,6 +178,5 @@ def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, f
     return metrics
 
 
-
 __all__ = ["target_ranks", "ranking_metrics", "bucket_metrics", "RANK_METRICS", "hit_rate", "ndcg", "make_compute_metrics",
            "query_states", "evaluate_next_item", "keep_user_embeddings", "DEFAULT_KS"]
