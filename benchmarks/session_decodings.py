@@ -5,7 +5,8 @@
         --output benchmarks/results/ml-1m-session-decodings-validation.jsonl
 
 Each grid point is one `train.evaluation.sessions.generate_sessions` call (the code `train.evaluate --task sessions`
-runs) with `first_step_weight` w, `encoder_query_weight` beta and `popularity_penalty` alpha, scored with the same
+runs) with `first_step_weight` w, `encoder_query_weight` beta, `popularity_penalty` alpha and (decoding `mmr`) the
+MMR trade-off lam, scored with the same
 session metrics; the HSTU top-10 list of `--stage1_baseline` on the same users is the first line. Appends one JSON
 line per point (machine, date, commit, command); pick the winner with the rule of BENCHMARKS.md and read the test
 once with `train.evaluate`.
@@ -31,16 +32,17 @@ from train.runner import load_checkpoint, tune_cpu_allocator
 KEYS = ["session_recall@10", "session_ndcg@10", "phr@10", "ild", "novelty", "coverage"]
 
 
-def parse_grid(text: str) -> list[tuple[str, float, float, float]]:
-    """`"beam:w=1,2:beta=0,1:alpha=0"` -> [(decoding, w, beta, alpha), ...] (missing names: 0)."""
+def parse_grid(text: str) -> list[tuple[str, float, float, float, float]]:
+    """`"beam:w=1,2:beta=0,1:alpha=0"` -> [(decoding, w, beta, alpha, lam), ...] (missing names: 0; lam, the MMR
+    trade-off of decoding `mmr`: 1)."""
     decoding, *parts = text.split(":")
-    values = {"w": [0.0], "beta": [0.0], "alpha": [0.0]}
+    values = {"w": [0.0], "beta": [0.0], "alpha": [0.0], "lam": [1.0]}
     for part in parts:
         name, _, listed = part.partition("=")
         if name not in values:
-            raise ValueError(f"unknown grid name {name!r} in {text!r}: use w, beta, alpha")
+            raise ValueError(f"unknown grid name {name!r} in {text!r}: use w, beta, alpha, lam")
         values[name] = [float(v) for v in listed.split(",")]
-    return [(decoding, w, b, a) for w, b, a in itertools.product(values["w"], values["beta"], values["alpha"])]
+    return list(itertools.product([decoding], values["w"], values["beta"], values["alpha"], values["lam"]))
 
 
 def main(argv=None):
@@ -48,7 +50,7 @@ def main(argv=None):
     p.add_argument("--dataset", required=True, help="processed dataset folder")
     p.add_argument("--models", nargs="+", required=True, help="GeniusRec checkpoints (sessions protocol)")
     p.add_argument("--stage1_baseline", default=None, help="stage-1 checkpoint whose top-10 list is scored on the same users")
-    p.add_argument("--grid", action="append", required=True, help="decoding:w=..:beta=..:alpha=.. (repeatable)")
+    p.add_argument("--grid", action="append", required=True, help="decoding:w=..:beta=..:alpha=..:lam=.. (repeatable)")
     p.add_argument("--holdout_length", "--session_length", type=int, default=10, help="k of the sessions protocol (--session_length: the older name)")
     p.add_argument("--num_beams", type=int, default=10, help="beam width")
     p.add_argument("--output", required=True, help="JSON lines file to append to")
@@ -72,12 +74,14 @@ def main(argv=None):
         write(dict(checkpoint=args.stage1_baseline, decoding="top-10 list", **{k: metrics[k] for k in KEYS}))
     for path in args.models:
         model = load_checkpoint(path, ("geniusrec",), tokenizer).eval()
-        for decoding, w, beta, alpha in [point for grid in args.grid for point in parse_grid(grid)]:
+        for decoding, w, beta, alpha, lam in [point for grid in args.grid for point in parse_grid(grid)]:
             start = time.time()
             lists = generate_sessions(model, dataset, args.holdout_length, args.num_beams, 256, progress=False, decoding=decoding,
-                                      item_bias=popularity_bias(counts, alpha) if alpha else None, first_step_weight=w, encoder_query_weight=beta)
+                                      item_bias=popularity_bias(counts, alpha) if alpha else None, first_step_weight=w, encoder_query_weight=beta,
+                                      item_vectors=report["vectors"], mmr_trade_off=lam)
             metrics = session_report(lists, dataset, **report)
             write(dict(checkpoint=path, decoding=decoding, first_step_weight=w, encoder_query_weight=beta, popularity_penalty=alpha,
+                       **({"mmr_trade_off": lam} if decoding == "mmr" else {}),
                        seconds=round(time.time() - start, 1), **{k: metrics[k] for k in KEYS}))
 
 

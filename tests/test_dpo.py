@@ -122,3 +122,93 @@ def test_dpo_choice_is_made_on_validation_by_the_stated_rule():
             "c": {"ndcg@10": 0.090, "novelty": 4.0, "ild": 0.70}}   # big gains, but drops 10%
     assert module.choose(before, runs, 0.03)[0] == "b"
     assert module.choose(before, {"c": runs["c"]}, 0.03)[0] == "c"  # nothing qualifies: the smallest drop
+
+
+def test_pairs_rank_several_candidates_and_the_accuracy_gate_keeps_accurate_chosen_sessions():
+    """select_pairs by hand: one pair is best vs worst (the former rule); `pairs_per_user` pairs the best with the next
+    worst ones above the margin; the accuracy gate drops users whose best candidate misses the real items and never
+    rejects a candidate more accurate than the chosen one."""
+    from types import SimpleNamespace
+
+    from train.build_preference_pairs import select_pairs
+
+    # (reward, accuracy, session)
+    scored = [(0.9, 0.2, [1]), (0.5, 0.4, [2]), (0.2, 0.1, [3]), (0.1, 0.0, [4]), (0.88, 0.0, [5])]
+    args = SimpleNamespace(margin=0.05, pairs_per_user=1, min_chosen_accuracy=0.0)
+    assert [(b[2], w[2]) for b, w in select_pairs(scored, args)] == [([1], [4])]
+    args.pairs_per_user = 3
+    assert [(b[2], w[2]) for b, w in select_pairs(scored, args)] == [([1], [4]), ([1], [3]), ([1], [2])]  # [5] is within the margin
+    args.min_chosen_accuracy = 0.1
+    assert [(b[2], w[2]) for b, w in select_pairs(scored, args)] == [([1], [4]), ([1], [3])]  # [2] is more accurate than [1]
+    args.min_chosen_accuracy = 0.3
+    assert select_pairs(scored, args) == []  # the best candidate misses the gate
+
+
+def test_pairs_on_the_sessions_protocol_with_the_evaluated_decoding(setup, tmp_path):
+    """Pairs built with the sessions protocol, the first-step mix and the encoder query, several per user: at most
+    `pairs_per_user` per user, more than one pair per user in all, every chosen reward above its rejected one."""
+    import collections
+
+    import datasets
+
+    from train import build_preference_pairs
+
+    common = ["--model", str(setup / "stage2"), "--dataset", str(setup / "data"), "--protocol", "sessions", "--holdout_length", "4",
+              "--items_per_session", "4", "--num_candidates", "4", "--num_sampled", "2", "--margin", "0.01", "--max_length", "10",
+              "--first_step_weight", "1", "--encoder_query_weight", "2", "--quiet"]
+    build_preference_pairs.main([*common, "--out", str(tmp_path / "one")])
+    build_preference_pairs.main([*common, "--pairs_per_user", "3", "--out", str(tmp_path / "three")])
+    one, three = (datasets.load_from_disk(str(tmp_path / name)) for name in ("one", "three"))
+    per_user = collections.Counter(three["user_id"])
+    assert max(per_user.values()) <= 3 and len(three) > len(one) == len(set(one["user_id"]))
+    assert all(c - r >= 0.01 - 1e-9 for c, r in zip(three["chosen_reward"], three["rejected_reward"]))
+    with pytest.raises(SystemExit):
+        build_preference_pairs.main([*common, "--pairs_per_user", "0", "--out", str(tmp_path / "zero")])
+
+
+def test_dpo_frontier_rule_and_knob_comparison_by_hand():
+    """The frontier's choice: within the NDCG floor the largest min(novelty, ILD) gain, else the smallest drop; the knob
+    comparison takes the best novelty and ILD of knob points at least as accurate as the chosen run."""
+    from benchmarks.dpo_frontier import choose, knob_comparison
+
+    before = {"ndcg": 0.20, "novelty": 3.0, "ild": 0.50, "coverage": 0.5}
+    runs = {"a": {"ndcg": 0.196, "novelty": 3.6, "ild": 0.52, "coverage": 0.5},   # min gain 4%
+            "b": {"ndcg": 0.195, "novelty": 3.3, "ild": 0.56, "coverage": 0.5},   # min gain 10%: chosen
+            "c": {"ndcg": 0.150, "novelty": 4.0, "ild": 0.70, "coverage": 0.5}}   # -25%
+    assert choose(before, runs, 0.03)[0] == "b"
+    assert choose(before, {"c": runs["c"], "d": {**runs["c"], "ndcg": 0.16}}, 0.03)[0] == "d"
+    knobs = [{"knob": "mmr", "setting": 0.8, "ndcg": 0.197, "novelty": 3.1, "ild": 0.58},
+             {"knob": "popularity_penalty", "setting": 0.2, "ndcg": 0.196, "novelty": 3.2, "ild": 0.50},
+             {"knob": "popularity_penalty", "setting": 0.5, "ndcg": 0.180, "novelty": 3.9, "ild": 0.50}]  # below b's NDCG
+    out = knob_comparison(runs["b"], knobs)
+    assert out["knob_points_at_or_above_its_ndcg"] == 2 and out["best_knob_novelty"]["setting"] == 0.2
+    assert out["best_knob_ild"]["knob"] == "mmr" and out["dpo_beats_knobs"] is False  # the MMR knob has more ILD
+    assert knob_comparison({**runs["b"], "ild": 0.60}, knobs)["dpo_beats_knobs"] is True
+
+
+def test_dpo_frontier_end_to_end_on_held_out_users(setup, tmp_path):
+    """knobs -> dpo -> choose on the tiny model: every validation point is a JSON line, the pair users are never
+    scored, the test is read for the starting model and the chosen run, and the frontier plot is written."""
+    import json
+
+    from benchmarks import dpo_frontier
+    from train import build_preference_pairs
+
+    pairs = tmp_path / "pairs"
+    build_preference_pairs.main(["--model", str(setup / "stage2"), "--dataset", str(setup / "data"), "--protocol", "sessions",
+                                 "--holdout_length", "4", "--items_per_session", "4", "--num_users", "15", "--num_candidates", "4",
+                                 "--margin", "0.0", "--max_length", "10", "--quiet", "--out", str(pairs)])
+    val, common = tmp_path / "val.jsonl", ["--model", str(setup / "stage2"), "--dataset", str(setup / "data"), "--holdout_length", "4"]
+    dpo_frontier.main(["knobs", *common, "--exclude_users", str(pairs), "--alphas", "0.5", "--trade_offs", "0.5", "--output", str(val)])
+    dpo_frontier.main(["dpo", *common, "--name", "tiny", "--pairs", str(pairs), "--work_dir", str(tmp_path / "runs"), "--output", str(val),
+                       "--dpo_args", "--use_peft true --max_steps 2 --per_device_train_batch_size 4 --learning_rate 1e-3"])
+    lines = [json.loads(line) for line in open(val)]
+    assert [(r["kind"], r.get("knob")) for r in lines] == [("before", None), ("knob", "popularity_penalty"), ("knob", "mmr"), ("dpo", None)]
+    assert all(r["users"] == 40 - 15 and r["commit"] for r in lines)
+    out = tmp_path / "results" / "dpo.json"
+    results = dpo_frontier.main(["choose", *common, "--exclude_users", str(pairs), "--validation", str(val), "--output", str(out)])
+    saved = json.load(open(out))
+    assert saved["chosen"] == "tiny" and set(saved["metrics"]) == {"validation", "test_before", "test"}
+    assert {"ndcg@4", "recall@4", "novelty", "ild", "coverage"} <= set(saved["metrics"]["test"]) and saved["ild_features"]
+    assert set(saved["targets"]) == {"novelty", "ild", "ndcg"} and (tmp_path / "results" / "ml-1m-dpo-frontier.png").exists()
+    assert results is None or isinstance(results, dict)

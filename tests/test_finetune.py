@@ -156,6 +156,39 @@ def test_session_decodings(stage1):
     assert all(len(set(s)) == 4 and not set(s) & set(view[row]["seen_items"].tolist()) for row, s in enumerate(mixed))
 
 
+def test_mmr_trades_relevance_for_diversity(stage1):
+    """MMR by hand: trade-off 1 is the Borda vote; at 0.5 an item identical to one already picked gives way to a
+    less-voted different one; the `mmr` decoding re-ranks the beams' items, raises ILD over beam_vote on the same
+    beams, and refuses a run without vectors or with a trade-off outside [0, 1]."""
+    from data_scripts.processed import NextItemDataset, load_processed
+    from data_scripts.splits import SequenceStore
+    from train.evaluation.session_metrics import intra_list_diversity
+    from train.evaluation.sessions import generate_sessions, mmr, vote
+
+    vectors = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # items 1 and 2 are the same
+    lists = [[1, 2, 3], [2, 1, 4]]  # points: 1 -> 5, 2 -> 5, 3 -> 1, 4 -> 1
+    assert mmr(lists, 3, vectors, 1.0) == vote(lists, 3) == [1, 2, 3]
+    # at 0.5: after 1, item 2 scores 0.5 * 1 - 0.5 * 1 = 0, item 3 scores 0.5 * 0.2 - 0 = 0.1
+    assert mmr(lists, 2, vectors, 0.5) == [1, 3]
+    with pytest.raises(ValueError, match="trade-off must be in"):
+        mmr(lists, 2, vectors, 1.5)
+    model = GeniusRecForSessionGeneration.from_encoder_pretrained(str(stage1 / "hstu"), num_hidden_layers=1).eval()
+    sequences, _, _, _ = load_processed(str(stage1 / "data"))
+    view = NextItemDataset(SequenceStore.from_dataset(sequences), "test", 20, "sessions", 5)
+    view.select(list(range(9)))
+    table = torch.randn(model.config.vocab_size, 8, generator=torch.Generator().manual_seed(0))
+    common = dict(k=2, num_beams=6, batch_size=4, progress=False, item_vectors=table)  # 2 items: the second is the most distant
+    voted = generate_sessions(model, view, decoding="beam_vote", **common)
+    assert generate_sessions(model, view, decoding="mmr", mmr_trade_off=1.0, **common) == voted
+    diverse = generate_sessions(model, view, decoding="mmr", mmr_trade_off=0.0, **common)
+    assert [s[0] for s in diverse] == [s[0] for s in voted]  # the most-voted item first either way
+    assert diverse != voted and intra_list_diversity(diverse, table) > intra_list_diversity(voted, table)
+    for row, session in enumerate(diverse):
+        assert len(set(session)) == 2 and not set(session) & set(view[row]["seen_items"].tolist())
+    with pytest.raises(ValueError, match="needs item_vectors"):
+        generate_sessions(model, view, decoding="mmr", k=4, num_beams=2, progress=False)
+
+
 def test_joint_finetuning_trains_the_encoder_at_its_own_rate(stage1, tmp_path):
     """--encoder_learning_rate puts the encoder in its own optimizer group: at 0 the encoder stays as stage 1 left it
     while the decoder trains; with a rate and --encoder_loss_weight it moves. Both need an unfrozen encoder."""

@@ -14,7 +14,11 @@ sessions are generated (beam search, plus `--num_sampled` sampled ones), each sc
            + w_diversity * intra-list diversity (mean pairwise cosine distance of item text embeddings or genres)
            - w_popularity * mean share of training users who had each item
 
-and the best and worst candidates form a (chosen, rejected) pair when their rewards differ by `--margin` or more.
+and the best candidate is paired with each of the `--pairs_per_user` worst ones (a ranking of several candidates as
+pairs) whose reward is lower by `--margin` or more. With `--min_chosen_accuracy a` a user gives pairs only when the
+best candidate's recall@k is at least `a`, and then only against candidates that are no more accurate (an
+accuracy-gated reward: "accurate and diverse", never "diverse instead of accurate"). Candidates are decoded the way
+the model is evaluated: `--first_step_weight` and `--encoder_query_weight` as in `train.evaluate`.
 Output: a `datasets` dataset with `prompt` ("<history tokens> [SEP]"), `chosen`/`rejected` (" <tokens> [EOS]"),
 `prompt_timestamps` (the history's times) and `next_timestamp` (the request time), the `reference` session, the
 rewards and the user id: the string format TRL's DPOTrainer consumes with the item tokenizer, plus the times that
@@ -37,6 +41,7 @@ from data_scripts.arguments import make_parser, parse_args, run_cli
 from data_scripts.processed import NextItemCollator, excluded_items, load_processed
 from data_scripts.splits import SequenceStore, split_users
 from modeling_geniusrec import GeniusRecForSessionGeneration
+from modeling_geniusrec.generation import FirstStepMixLogitsProcessor
 
 from .evaluation.baselines import item_user_counts
 from .evaluation.session_metrics import intra_list_diversity, novelty
@@ -87,6 +92,30 @@ def reference_examples(store, users: list[tuple[int, int]], k: int, max_len: int
     return examples
 
 
+def decoding_options(args, rows_per_user: int) -> dict:
+    """generate() options of the evaluated decoding (the first-step mix and the encoder query), for `rows_per_user`
+    beams or samples per user."""
+    options = {}
+    if args.encoder_query_weight:
+        options["encoder_query_weight"] = args.encoder_query_weight
+    if args.first_step_weight:
+        options["logits_processor"] = [FirstStepMixLogitsProcessor(args.first_step_weight, rows_per_user)]
+    return options
+
+
+def select_pairs(scored: list[tuple[float, float, list[int]]], args) -> list[tuple[tuple, tuple]]:
+    """(chosen, rejected) pairs of one user from `[(reward, accuracy, session)]`: the best candidate against each of the
+    `pairs_per_user` worst ones whose reward is lower by `margin` or more; with `min_chosen_accuracy`, none unless the
+    best candidate's accuracy reaches it, and only rejected candidates no more accurate than the chosen one."""
+    ranked = sorted(scored, key=lambda x: -x[0])
+    best = ranked[0]
+    if args.min_chosen_accuracy and best[1] < args.min_chosen_accuracy:
+        return []
+    rejected = [c for c in sorted(ranked[1:], key=lambda x: x[0]) if best[0] - c[0] >= args.margin
+                and (not args.min_chosen_accuracy or c[1] <= best[1])]
+    return [(best, worse) for worse in rejected[: args.pairs_per_user]]
+
+
 @torch.no_grad()
 def build_pairs(model, store, items, tokenizer, args) -> list[dict]:
     k = args.items_per_session
@@ -101,27 +130,29 @@ def build_pairs(model, store, items, tokenizer, args) -> list[dict]:
         chunk = examples[lo : lo + args.batch_size]
         gen = dict(**collator.pad_histories(chunk), banned_item_ids=excluded_items(chunk, "full"),
                    max_new_tokens=k, min_new_tokens=k)
-        beams = model.generate(**gen, num_beams=args.num_candidates, num_return_sequences=args.num_candidates)[:, 1 : k + 1]
+        beams = model.generate(**gen, num_beams=args.num_candidates, num_return_sequences=args.num_candidates,
+                               **decoding_options(args, args.num_candidates))[:, 1 : k + 1]
         candidates = beams.view(len(chunk), args.num_candidates, k)
         if args.num_sampled:
-            sampled = model.generate(**gen, do_sample=True, top_k=args.top_k, num_return_sequences=args.num_sampled)[:, 1 : k + 1]
+            sampled = model.generate(**gen, do_sample=True, top_k=args.top_k, num_return_sequences=args.num_sampled,
+                                     **decoding_options(args, args.num_sampled))[:, 1 : k + 1]
             candidates = torch.cat([candidates, sampled.view(len(chunk), args.num_sampled, k)], dim=1)
         for row, example in enumerate(chunk):
             target = example["reference"].tolist()
-            sessions = [c.tolist() for c in candidates[row]]
-            scored = [(combine(reward_terms(sess, target, vectors, counts, num_users), weights), sess) for sess in sessions]
-            best, worst = max(scored, key=lambda x: x[0]), min(scored, key=lambda x: x[0])
-            if best[0] - worst[0] < args.margin:
-                continue
-            pairs.append({
-                "prompt": token_string(tokenizer, example["input_ids"]) + " [SEP]",
-                "chosen": " " + token_string(tokenizer, best[1]) + " [EOS]",
-                "rejected": " " + token_string(tokenizer, worst[1]) + " [EOS]",
-                "prompt_timestamps": [int(t) for t in example["timestamps"]],
-                "next_timestamp": int(example["next_timestamp"]),
-                "reference": token_string(tokenizer, target),
-                "chosen_reward": best[0], "rejected_reward": worst[0], "user_id": store.user_ids[int(example["user"])],
-            })
+            scored = []
+            for session in (c.tolist() for c in candidates[row]):
+                terms = reward_terms(session, target, vectors, counts, num_users)
+                scored.append((combine(terms, weights), terms["accuracy"], session))
+            for best, worst in select_pairs(scored, args):
+                pairs.append({
+                    "prompt": token_string(tokenizer, example["input_ids"]) + " [SEP]",
+                    "chosen": " " + token_string(tokenizer, best[2]) + " [EOS]",
+                    "rejected": " " + token_string(tokenizer, worst[2]) + " [EOS]",
+                    "prompt_timestamps": [int(t) for t in example["timestamps"]],
+                    "next_timestamp": int(example["next_timestamp"]),
+                    "reference": token_string(tokenizer, target),
+                    "chosen_reward": best[0], "rejected_reward": worst[0], "user_id": store.user_ids[int(example["user"])],
+                })
     return pairs
 
 
@@ -178,6 +209,11 @@ class PairArguments:
     w_diversity: float = field(default=1.0, metadata={"help": "reward weight of intra-list diversity"})
     w_popularity: float = field(default=1.0, metadata={"help": "penalty weight of the items' popularity share"})
     margin: float = field(default=0.05, metadata={"help": "minimum reward gap between chosen and rejected"})
+    pairs_per_user: int = field(default=1, metadata={"help": "pairs per user: the best candidate against this many of the worst ones"})
+    min_chosen_accuracy: float = field(default=0.0, metadata={"help": "accuracy gate: pairs only from users whose best candidate has at "
+                                                                       "least this recall@k, against no-more-accurate candidates (0: off)"})
+    first_step_weight: float = field(default=0.0, metadata={"help": "decode candidates with this first-step mix (as train.evaluate)"})
+    encoder_query_weight: float = field(default=0.0, metadata={"help": "decode candidates with this encoder-query weight (as train.evaluate)"})
     max_length: int = field(default=50, metadata={"help": "history items in each prompt"})
     batch_size: int = field(default=64, metadata={"help": "users per generate() call"})
     seed: int = field(default=42, metadata={"help": "seed of the pair-user choice and of sampling"})
@@ -188,6 +224,8 @@ def main(argv=None):
     parser = make_parser(PairArguments, description=__doc__)
     (args,) = parse_args(parser, argv, renamed={"session_length": "items_per_session"})
     check_out(args.out)  # refuse before any work
+    if args.pairs_per_user < 1:
+        parser.error(f"--pairs_per_user must be >= 1, got {args.pairs_per_user}")
     torch.manual_seed(args.seed)
     model = load_checkpoint(args.model, ("geniusrec",), auto_class=GeniusRecForSessionGeneration)
     sequences, items, tokenizer, _ = load_processed(args.dataset)

@@ -7,9 +7,11 @@
 The stock `trl.DPOTrainer` trains GeniusRec's packed causal view (`[history, SEP, session, EOS]`) with the item
 tokenizer as `processing_class`. The pairs carry the history's times and the request time; [`TimedPreferenceCollator`]
 aligns them to the packed rows, and TRL passes them on to `base_model(...)`, so DPO trains the same function
-(times included) that is evaluated and that generates. With `--use_peft` a LoRA adapter is trained and the reference model is the adapter
-disabled; otherwise the whole model is trained against a frozen copy. Saves the adapter (with PEFT) and a merged
-model under `<output_dir>/merged` that loads with `AutoModel.from_pretrained` and generates.
+(times included) that is evaluated and that generates. RPO (DPO plus the NLL of the chosen session, `rpo_alpha` in
+older TRL) is TRL 1.16's `--loss_type sigmoid sft --loss_weights 1.0 ALPHA`. With `--use_peft` a LoRA adapter is
+trained and the reference model is the adapter disabled; otherwise the whole model is trained against a frozen copy.
+Saves the adapter (with PEFT) and a merged model under `<output_dir>/merged` that loads with
+`AutoModel.from_pretrained` and generates.
 """
 
 import copy
@@ -105,7 +107,9 @@ def main(argv=None):
         merged_dir = os.path.join(dpo_args.output_dir, "merged")
         history = [h for h in trainer.state.log_history if "loss" in h]
         summary = {**started, "config": asdict(script_args), "beta": dpo_args.beta,
-                   "loss_type": str(dpo_args.loss_type), "wall_time_s": round(wall, 1), "train_log": history,
+                   "loss_type": str(dpo_args.loss_type), "loss_weights": dpo_args.loss_weights,
+                   "learning_rate": dpo_args.learning_rate, "num_train_epochs": dpo_args.num_train_epochs, "max_steps": dpo_args.max_steps,
+                   "wall_time_s": round(wall, 1), "train_log": history,
                    "world_size": dpo_args.world_size}
         if trainer.is_world_process_zero():  # one writer under `accelerate launch`
             model = trainer.accelerator.unwrap_model(trainer.model)

@@ -76,8 +76,11 @@ class EvaluateArguments:
     stage1_baseline: str | None = field(default=None, metadata={"help": "with --task sessions: a stage-1 checkpoint whose top-k list is "
                                                                          "scored on the same users (hstu_* keys)"})
     decoding: str = field(default="beam", metadata={"help": "session decoding: beam (top beam), first_step (the first step's top-k), "
-                                                            "beam_vote (all beams, Borda count), sample_vote (20 samples, Borda count)",
-                                                    "choices": ["beam", "first_step", "beam_vote", "sample_vote"]})
+                                                            "beam_vote (all beams, Borda count), sample_vote (20 samples, Borda count), mmr (all beams' items "
+                                                            "re-ranked by maximal marginal relevance on the ILD vectors; --mmr_trade_off)",
+                                                    "choices": ["beam", "first_step", "beam_vote", "sample_vote", "mmr"]})
+    mmr_trade_off: float = field(default=1.0, metadata={"help": "with --decoding mmr: weight of relevance (the beams' Borda count) against "
+                                                               "similarity to the items already picked, in [0, 1] (1: beam_vote)"})
     popularity_penalty: float = field(default=0.0, metadata={"help": "with --task sessions: subtract alpha * log(1 + training count) "
                                                                        "from every item's score in the model's decoding (0: off)"})
     first_step_weight: float = field(default=0.0, metadata={"help": "with --task sessions and a beam decoding of GeniusRec: add this weight "
@@ -104,10 +107,8 @@ class EvaluateArguments:
     output: str | None = field(default=None, metadata={"help": "write the metrics JSON here"})
 
 
-def main(argv=None):
-    parser = make_parser(EvaluateArguments, description=__doc__)
-    (args,) = parse_args(parser, argv, aliases={"--no-filter-history": ["--filter_history", "none"]},
-                         renamed={"session_length": "holdout_length"})
+def check_arguments(parser, args) -> None:
+    """One line per bad flag (argparse's error: usage, the problem, exit 2) before any work."""
     if bool(args.model) == bool(args.baseline):
         parser.error("give exactly one of --model and --baseline")
     if args.batch_size < 1:
@@ -118,6 +119,15 @@ def main(argv=None):
         parser.error(f"--alternatives must be 0 (off) or >= 2 sessions per user, got {args.alternatives}")
     if args.max_length is not None and args.max_length < 1:
         parser.error(f"--max_length must be >= 1, got {args.max_length}")
+    if not 0.0 <= args.mmr_trade_off <= 1.0:
+        parser.error(f"--mmr_trade_off must be in [0, 1], got {args.mmr_trade_off}")
+
+
+def main(argv=None):
+    parser = make_parser(EvaluateArguments, description=__doc__)
+    (args,) = parse_args(parser, argv, aliases={"--no-filter-history": ["--filter_history", "none"]},
+                         renamed={"session_length": "holdout_length"})
+    check_arguments(parser, args)
     tune_cpu_allocator()  # inference: reuse large freed blocks (see its docstring)
     filter_history = resolve_filter_history(args.filter_history, args.protocol)
     sequences, items, tokenizer, stats = load_processed(args.dataset)
@@ -163,9 +173,10 @@ def main(argv=None):
         stage1 = load_checkpoint(args.stage1_baseline, ("hstu", "sasrec"), tokenizer).eval() if args.stage1_baseline else None
         metrics.update(session_table(model, store, items, dataset, args.holdout_length, args.num_beams, filter_history=filter_history,
                                      decoding=args.decoding, stage1=stage1, popularity_penalty=args.popularity_penalty,
-                                     first_step_weight=args.first_step_weight, encoder_query_weight=args.encoder_query_weight))
+                                     first_step_weight=args.first_step_weight, encoder_query_weight=args.encoder_query_weight,
+                                     mmr_trade_off=args.mmr_trade_off))
         metrics.update(decoding=args.decoding, popularity_penalty=args.popularity_penalty, first_step_weight=args.first_step_weight,
-                       encoder_query_weight=args.encoder_query_weight)
+                       encoder_query_weight=args.encoder_query_weight, mmr_trade_off=args.mmr_trade_off)
         if args.alternatives:
             from .evaluation.sessions import alternative_sessions, alternatives_report
 

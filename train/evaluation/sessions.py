@@ -23,7 +23,7 @@ def _batches(dataset, batch_size, desc, progress=True):
         yield [dataset[i] for i in range(lo, min(lo + batch_size, len(dataset)))]
 
 
-DECODINGS = ("beam", "first_step", "beam_vote", "sample_vote")
+DECODINGS = ("beam", "first_step", "beam_vote", "sample_vote", "mmr")
 
 
 def vote(candidates: list[list[int]], k: int) -> list[int]:
@@ -35,6 +35,35 @@ def vote(candidates: list[list[int]], k: int) -> list[int]:
             points[item] = points.get(item, 0) + len(lst) - pos
             first.setdefault(item, len(first))
     return sorted(points, key=lambda item: (-points[item], first[item]))[:k]
+
+
+def mmr(candidates: list[list[int]], k: int, item_vectors: torch.Tensor, trade_off: float) -> list[int]:
+    """Maximal marginal relevance over the items of several ranked lists (best list first): relevance is the [`vote`]
+    Borda count scaled to [0, 1]; items are picked greedily by `trade_off * relevance - (1 - trade_off) * max cosine
+    similarity to the items already picked`, with `item_vectors` `(vocab_size, dim)` (the vectors ILD is measured on).
+    `trade_off` 1 is [`vote`]; lower values trade relevance for intra-list diversity."""
+    if not 0.0 <= trade_off <= 1.0:
+        raise ValueError(f"the MMR trade-off must be in [0, 1], got {trade_off}")
+    points, first = {}, {}
+    for lst in candidates:
+        for pos, item in enumerate(lst):
+            points[item] = points.get(item, 0) + len(lst) - pos
+            first.setdefault(item, len(first))
+    pool = sorted(points, key=lambda item: (-points[item], first[item]))  # vote's order breaks ties
+    relevance = torch.tensor([points[item] for item in pool], dtype=torch.float64)
+    relevance = relevance / relevance.max()
+    vectors = torch.nn.functional.normalize(item_vectors[torch.as_tensor(pool)].double(), dim=-1)
+    similarity = vectors @ vectors.T
+    closest = torch.full((len(pool),), float("-inf"), dtype=torch.float64)  # max similarity to the picked items
+    picked, free = [], torch.ones(len(pool), dtype=torch.bool)
+    for _ in range(min(k, len(pool))):
+        penalty = torch.where(torch.isinf(closest), torch.zeros_like(closest), closest)
+        score = (trade_off * relevance - (1.0 - trade_off) * penalty).masked_fill(~free, float("-inf"))
+        best = int(torch.argmax(score))  # the first maximum: ties go to the higher-voted item
+        picked.append(pool[best])
+        free[best] = False
+        closest = torch.maximum(closest, similarity[best])
+    return picked
 
 
 def history_batches(model, dataset: NextItemDataset, batch_size: int, filter_history: str, desc: str, progress=True, padding="right"):
@@ -56,7 +85,8 @@ def history_batches(model, dataset: NextItemDataset, batch_size: int, filter_his
 def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64, progress=True,
                       filter_history: str = "full", decoding: str = "beam", num_samples: int = 20, seed: int = 0,
                       item_bias: torch.Tensor | None = None, first_step_weight: float = 0.0,
-                      encoder_query_weight: float = 0.0) -> list[list[int]]:
+                      encoder_query_weight: float = 0.0, item_vectors: torch.Tensor | None = None,
+                      mmr_trade_off: float = 1.0) -> list[list[int]]:
     """A session of exactly `k` items per user of `dataset` (token ids), with the history's times and the request
     time, and the user's seen items (`filter_history`) banned. `model` is GeniusRec (the decoder writes the session)
     or a stage-1 model (HSTU / SASRec `generate()`: each item appended to the history in turn). Rows are batched by
@@ -64,8 +94,9 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
 
     decoding: `beam` (the top beam of `num_beams`), `first_step` (the `k` best items of the first step alone: the
     next-item ranking read as a list), `beam_vote` (all `num_beams` beams aggregated by [`vote`]) or `sample_vote`
-    (`num_samples` sampled sessions aggregated by [`vote`], seeded). `item_bias` `(vocab_size,)` is added to the scores
-    of every step (first_step: to the ranking), e.g. [`popularity_bias`]. `first_step_weight` (GeniusRec's beam
+    (`num_samples` sampled sessions aggregated by [`vote`], seeded) or `mmr` (the items of all `num_beams` beams
+    re-ranked by [`mmr`] with `item_vectors` and `mmr_trade_off`: a decoding-time diversity knob). `item_bias`
+    `(vocab_size,)` is added to the scores of every step (first_step: to the ranking), e.g. [`popularity_bias`]. `first_step_weight` (GeniusRec's beam
     decodings) adds that weight times the first step's scores to every later step ([`FirstStepMixLogitsProcessor`]).
     `encoder_query_weight` (GeniusRec) leans every step toward the encoder's next-item query: states `s_t + w * u`
     (see `GeniusRecForSessionGeneration.generate`)."""
@@ -76,6 +107,8 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
     device = next(model.parameters()).device
     if (first_step_weight or encoder_query_weight) and not seq2seq:
         raise ValueError("first_step_weight / encoder_query_weight are GeniusRec decodings (a decoder over an encoder's query)")
+    if decoding == "mmr" and item_vectors is None:
+        raise ValueError("decoding='mmr' needs item_vectors (the vectors its similarity is measured on)")
     if decoding == "sample_vote":
         torch.manual_seed(seed)
     # a decoder-only generate() appends after the last column (left padding); scoring alone reads right-padded rows
@@ -93,7 +126,7 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
             lists = model.top_k_items(states, k, exclude=banned, item_bias=item_bias)[1].tolist()
         else:
             options = dict(num_beams=num_beams) if decoding == "beam" else (
-                dict(num_beams=num_beams, num_return_sequences=num_beams) if decoding == "beam_vote"
+                dict(num_beams=num_beams, num_return_sequences=num_beams) if decoding in ("beam_vote", "mmr")
                 else dict(do_sample=True, num_beams=1, num_return_sequences=num_samples))
             processors = [ItemBiasLogitsProcessor(item_bias)] if item_bias is not None else []
             if encoder_query_weight:
@@ -107,7 +140,10 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
             start = 1 if seq2seq else batch["input_ids"].shape[1]  # after [SEP] / after the history
             generated = out[:, start : start + k].tolist()
             per_row = options.get("num_return_sequences", 1)
-            lists = [generated[i] if per_row == 1 else vote(generated[i * per_row : (i + 1) * per_row], k) for i in range(len(rows))]
+            if decoding == "mmr":
+                lists = [mmr(generated[i * per_row : (i + 1) * per_row], k, item_vectors, mmr_trade_off) for i in range(len(rows))]
+            else:
+                lists = [generated[i] if per_row == 1 else vote(generated[i * per_row : (i + 1) * per_row], k) for i in range(len(rows))]
         for row, session in zip(rows, lists):
             sessions[row] = session
     return sessions
@@ -235,13 +271,13 @@ def session_perplexity(model, dataset: NextItemDataset, batch_size: int = 128) -
 
 def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64,
                   stage1=None, filter_history: str = "full", decoding: str = "beam", popularity_penalty: float = 0.0,
-                  first_step_weight: float = 0.0, encoder_query_weight: float = 0.0) -> dict:
+                  first_step_weight: float = 0.0, encoder_query_weight: float = 0.0, mmr_trade_off: float = 1.0) -> dict:
     """Generated sessions on a split view scored against the real next items, with the popularity baseline
     (`popularity_*`) and, given a stage-1 model, its top-k list (`hstu_*`) in the same table. `model` is GeniusRec
     (with the teacher-forced perplexity of the real sessions) or a stage-1 model, whose beam-search session (its
     `generate()`) is then the row, beside its own top-k list (`hstu_*`). `popularity_penalty` alpha adds
     [`popularity_bias`] to the model's decoding (the baselines are left as they are); `first_step_weight` and
-    `encoder_query_weight` as [`generate_sessions`]."""
+    `encoder_query_weight` as [`generate_sessions`]; decoding `mmr` re-ranks with the ILD vectors and `mmr_trade_off`."""
     import time
 
     seq2seq = getattr(model.config, "is_encoder_decoder", False)
@@ -251,7 +287,8 @@ def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, nu
     start = time.time()
     bias = popularity_bias(counts, popularity_penalty) if popularity_penalty else None
     sessions = generate_sessions(model, dataset, k, num_beams, batch_size, filter_history=filter_history, decoding=decoding, item_bias=bias,
-                                 first_step_weight=first_step_weight, encoder_query_weight=encoder_query_weight)
+                                 first_step_weight=first_step_weight, encoder_query_weight=encoder_query_weight,
+                                 item_vectors=report["vectors"], mmr_trade_off=mmr_trade_off)
     out = session_report(sessions, dataset, **report)
     out["sessions_per_second"] = len(sessions) / (time.time() - start)
     if seq2seq:
