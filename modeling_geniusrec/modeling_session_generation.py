@@ -8,6 +8,7 @@ from transformers import GenerationMixin
 from transformers.cache_utils import Cache
 from transformers.generation import LogitsProcessorList
 
+from .beam_search import exact_length_beam_search, takes_lean_path
 from .configuration_geniusrec import GeniusRecConfig
 from .generation import BanItemsLogitsProcessor, SharedItemPenaltyLogitsProcessor
 from .modeling_geniusrec import (
@@ -267,6 +268,13 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         if encoder_query_weight:
             kwargs["encoder_query_weight"] = float(encoder_query_weight)
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors, **kwargs)
+
+    def _beam_search(self, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False, **model_kwargs):
+        """transformers' beam search, or, for sessions of a fixed length (EOS banned), [`exact_length_beam_search`]:
+        the same sequences with less bookkeeping (see `beam_search.py`)."""
+        if takes_lean_path(generation_config, logits_processor, stopping_criteria, synced_gpus, model_kwargs):
+            return exact_length_beam_search(self, input_ids, logits_processor, generation_config, **model_kwargs)
+        return super()._beam_search(input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus, **model_kwargs)
 
     def _generate_alternatives(self, input_ids, attention_mask, logits_processor, ban_history, ban_repeats, banned_item_ids,
                                encoder_query_weight, penalty, **kwargs):

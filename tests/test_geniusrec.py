@@ -670,3 +670,69 @@ def test_forward_view_can_be_named():
         model(input_ids=hist, timestamps=ts, next_timestamps=request, labels=labels, view="packed")
     with pytest.raises(ValueError, match="view must be"):
         model.model(input_ids=packed, timestamps=packed_ts, next_timestamps=request, view="causal")
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("kwargs", [dict(num_beams=5), dict(num_beams=4, num_return_sequences=3),
+                                    dict(num_beams=3, encoder_query_weight=1.5, mix=0.7), dict(num_beams=6, item_bias=True)])
+def test_lean_beam_search_returns_what_transformers_returns(kwargs, use_cache, monkeypatch):
+    """Sessions of a fixed length (EOS banned) take the lean beam search (first step once per user, preallocated
+    cache, no finished-hypothesis bookkeeping); its sequences equal transformers' beam search token for token, with
+    and without the cache, several returned sequences, the encoder query, the first-step mix and an item bias."""
+    import modeling_geniusrec.modeling_session_generation as module
+    from modeling_geniusrec.generation import FirstStepMixLogitsProcessor, ItemBiasLogitsProcessor
+
+    model = tiny()
+    hist, ts, _ = batch()
+    kwargs = dict(kwargs)
+    mix, bias = kwargs.pop("mix", None), kwargs.pop("item_bias", None)
+
+    def processors():
+        out = [FirstStepMixLogitsProcessor(mix, kwargs["num_beams"])] if mix else []
+        return out + ([ItemBiasLogitsProcessor(torch.linspace(0, 2, VOCAB))] if bias else [])
+
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, max_new_tokens=6, min_new_tokens=6, use_cache=use_cache,
+                  **kwargs)
+    taken = []
+    lean = module.exact_length_beam_search
+    monkeypatch.setattr(module, "exact_length_beam_search", lambda *a, **k: taken.append(1) or lean(*a, **k))
+    fast = model.generate(**inputs, logits_processor=processors())
+    assert taken == [1]
+    monkeypatch.setattr(module, "takes_lean_path", lambda *a, **k: False)
+    reference = model.generate(**inputs, logits_processor=processors())
+    assert len(taken) == 1 and torch.equal(fast, reference)
+    assert fast.shape == (hist.shape[0] * kwargs.get("num_return_sequences", 1), 7)
+
+
+@pytest.mark.parametrize("kwargs", [dict(min_new_tokens=2), dict(do_sample=True), dict(return_dict_in_generate=True, output_scores=True),
+                                    dict(num_beams=1)])
+def test_lean_beam_search_is_taken_only_where_it_covers_the_call(kwargs, monkeypatch):
+    """EOS allowed (sessions of any length), sampling, per-step outputs, greedy search: transformers' own loop."""
+    import modeling_geniusrec.modeling_session_generation as module
+
+    model = tiny()
+    hist, ts, _ = batch()
+    taken = []
+    monkeypatch.setattr(module, "exact_length_beam_search", lambda *a, **k: taken.append(1))
+    inputs = {**dict(num_beams=3, max_new_tokens=4, min_new_tokens=4), **kwargs}
+    model.generate(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, **inputs)
+    assert taken == []
+
+
+def test_session_beam_cache_writes_in_place_and_reorders_like_a_dynamic_cache():
+    from transformers.cache_utils import DynamicCache
+
+    from modeling_geniusrec.beam_search import SessionBeamCache
+
+    g = torch.Generator().manual_seed(0)
+    ours, theirs = SessionBeamCache(max_length=4), DynamicCache()
+    for rows in ([2, 0, 0, 1, 3, 3], [5, 4, 3, 2, 1, 0]):
+        k, v = torch.randn(6, 2, 1, 3, generator=g), torch.randn(6, 2, 1, 3, generator=g)
+        for layer in (0, 1):
+            a, b = ours.update(k, v, layer), theirs.update(k, v, layer)
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        ours.reorder(torch.tensor(rows))
+        theirs.reorder_cache(torch.tensor(rows))
+    assert ours.get_seq_length() == theirs.get_seq_length() == 2
+    with pytest.raises(ValueError, match="holds 4 positions"):
+        ours.update(torch.randn(6, 2, 3, 3), torch.randn(6, 2, 3, 3), 0)
