@@ -22,6 +22,7 @@ import torch
 
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed
 from data_scripts.splits import SequenceStore
+import modeling_geniusrec.modeling_session_generation as generation_module
 from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
 from train.evaluation.results import provenance
 
@@ -41,6 +42,8 @@ def main(argv=None):
     p.add_argument("--save_sessions", default=None, help="save the cached run's sessions (a torch file) to compare other code with")
     p.add_argument("--compare_sessions", default=None, help="sessions saved by --save_sessions (e.g. by older code): reports "
                                                             "identical_to_reference and how many sessions differ")
+    p.add_argument("--transformers_loop", action="store_true", help="time transformers' own beam-search loop (the code before "
+                   "GeniusRec's lean fixed-length search), to compare the two in one quiet window")
     p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
                    help="tuned: train.runner.tune_cpu_allocator() as the inference entry points do; default: glibc as it comes")
     args = p.parse_args(argv)
@@ -60,6 +63,16 @@ def main(argv=None):
         if args.text_dim:
             model.model.set_item_embeddings("text", torch.randn(len(tokenizer), args.text_dim))
     model.eval()
+    lean = generation_module.takes_lean_path
+    if args.transformers_loop:  # for this run only (restored below)
+        generation_module.takes_lean_path = lambda *a, **k: False
+    try:
+        return timed_runs(args, model, store, allocator_tuned)
+    finally:
+        generation_module.takes_lean_path = lean
+
+
+def timed_runs(args, model, store, allocator_tuned) -> dict:
     data = NextItemDataset(store, "test", model.config.encoder_config.max_position_embeddings)
     batch = NextItemCollator().pad_histories([data[i] for i in range(args.batch_size)])
     kwargs = dict(**batch, banned_item_ids=data.filter_items("full", range(args.batch_size)), num_beams=args.num_beams,
@@ -67,6 +80,7 @@ def main(argv=None):
     result = {"batch_size": args.batch_size, "num_beams": args.num_beams, "session_length": args.items_per_session,  # the key of earlier rows
 
               "threads": torch.get_num_threads(), "allocator_tuned": allocator_tuned,
+              "beam_search": "transformers" if args.transformers_loop else "geniusrec lean (fixed length)",
               "model": args.model or f"random paper-size, text_dim={args.text_dim}"}
     outputs = {}
     for mode, use_cache in (("cached", True), ("uncached", False)):
@@ -97,31 +111,41 @@ def main(argv=None):
     return result
 
 
-PARTS = {  # part -> (file suffix, function name) whose cumulative time is that part
-    "encoder": ("modeling_geniusrec.py", "encode"),
-    "logits_processors": ("logits_process.py", "__call__"),
-    "log_softmax": ("functional.py", "log_softmax"),
-    "beam_search_total": ("utils.py", "_beam_search"),
-    "generate_total": ("utils.py", "generate"),
-}
+def _cumulative(stats, test) -> float:
+    """The largest cumulative time of the profiled functions `test(path, name)` accepts (the outermost call)."""
+    times = [v[3] for (path, _, fn), v in stats.items() if test(path, fn)]
+    return round(max(times), 3) if times else 0.0
 
 
 def profile_parts(model, kwargs) -> dict:
-    """Cumulative seconds per part of one cached `generate()` (see `PARTS`, and `decoder_steps`); `beam_search_other` is the beam search
-    minus the decoder steps, processors and log-softmax inside it. cProfile adds some overhead to every call."""
+    """Cumulative seconds per part of one cached `generate()` under cProfile (which adds some overhead to every call):
+    the encoder, the decoder steps (GeniusRecModel's forward, called once per generated token), the head (the
+    generation model's forward: decoder steps plus the logits over the catalog), the logits processors, the
+    log-softmax, the beam search as a whole (transformers' `_beam_search` or GeniusRec's `exact_length_beam_search`)
+    and `beam_search_other`: the search minus the head, the processors and the log-softmax (top-k, reordering, copies)."""
     profiler = cProfile.Profile()
     with torch.no_grad():
         profiler.runcall(model.generate, use_cache=True, **kwargs)
     stats = pstats.Stats(profiler).stats
-    out = {}
-    for part, (suffix, name) in PARTS.items():
-        times = [v[3] for (path, _, fn), v in stats.items() if fn == name and path.endswith(suffix)]
-        out[part] = round(max(times), 3) if times else None
-    # the decoder steps: the outermost GeniusRec forward called once per generated token (not the encoder's view)
-    out["decoder_steps"] = round(max(v[3] for (path, _, fn), v in stats.items() if fn == "forward" and path.endswith("modeling_geniusrec.py")
-                                     and v[0] == v[1] and v[0] >= kwargs["max_new_tokens"]), 3)
-    inside = sum(out[p] or 0 for p in ("decoder_steps", "logits_processors", "log_softmax"))
-    out["beam_search_other"] = round((out["beam_search_total"] or 0) - inside, 3)
+    steps = kwargs["max_new_tokens"]
+
+    def per_step_forward(suffix):
+        return round(max([v[3] for (path, _, fn), v in stats.items() if fn == "forward" and path.endswith(suffix) and v[0] == v[1]
+                          and v[0] >= steps] or [0.0]), 3)
+
+    out = {
+        "encoder": _cumulative(stats, lambda path, fn: fn == "encode" and path.endswith("modeling_geniusrec.py")),
+        "decoder_steps": per_step_forward("modeling_geniusrec.py"),
+        "head": per_step_forward("modeling_session_generation.py"),
+        "logits_processors": _cumulative(stats, lambda path, fn: fn == "__call__" and path.endswith("logits_process.py")),
+        "log_softmax": round(sum(v[3] for (path, _, fn), v in stats.items() if "log_softmax" in fn and not path.endswith(".py"))
+                             or _cumulative(stats, lambda path, fn: fn == "log_softmax" and path.endswith("functional.py")), 3),
+        "beam_search_total": _cumulative(stats, lambda path, fn: (fn == "_beam_search" and path.endswith("utils.py"))
+                                         or fn == "exact_length_beam_search"),
+        "generate_total": _cumulative(stats, lambda path, fn: fn == "generate" and path.endswith("utils.py")),
+    }
+    inside = out["head"] + out["logits_processors"] + out["log_softmax"]
+    out["beam_search_other"] = round(out["beam_search_total"] - inside, 3)
     return out
 
 

@@ -212,3 +212,22 @@ def test_dpo_frontier_end_to_end_on_held_out_users(setup, tmp_path):
     assert {"ndcg@4", "recall@4", "novelty", "ild", "coverage"} <= set(saved["metrics"]["test"]) and saved["ild_features"]
     assert set(saved["targets"]) == {"novelty", "ild", "ndcg"} and (tmp_path / "results" / "ml-1m-dpo-frontier.png").exists()
     assert results is None or isinstance(results, dict)
+
+
+def test_generation_speed_benchmark_compares_the_two_beam_search_loops(setup, tmp_path):
+    """benchmarks.generation_speed times the lean loop and, with --transformers_loop, transformers' own: the same
+    sessions (saved by one, compared by the other), each cached == uncached, and the profile names its parts."""
+    from benchmarks import generation_speed
+
+    common = ["--dataset", str(setup / "data"), "--model", str(setup / "stage2"), "--batch_size", "8", "--num_beams", "3",
+              "--items_per_session", "4", "--repeats", "1"]
+    lean = generation_speed.main([*common, "--profile", "--save_sessions", str(tmp_path / "lean.pt")])
+    assert lean["identical_outputs"] and lean["beam_search"].startswith("geniusrec")
+    assert {"encoder", "decoder_steps", "head", "logits_processors", "log_softmax", "beam_search_other"} <= set(lean["profile_seconds"])
+    assert lean["profile_seconds"]["beam_search_total"] > 0 and lean["profile_seconds"]["head"] >= lean["profile_seconds"]["decoder_steps"]
+    theirs = generation_speed.main([*common, "--transformers_loop", "--compare_sessions", str(tmp_path / "lean.pt")])
+    assert theirs["identical_outputs"] and theirs["identical_to_reference"] and theirs["beam_search"] == "transformers"
+    import modeling_geniusrec.modeling_session_generation as module
+    from modeling_geniusrec.beam_search import takes_lean_path
+
+    assert module.takes_lean_path is takes_lean_path  # the switch lasted one run
