@@ -114,11 +114,11 @@ def exact_length_beam_search(model, input_ids: torch.LongTensor, logits_processo
         if step == 0 and once_per_user:  # a user's beams are identical: decode one row each, expand the scores
             first = input_ids[::beams]
             logits = model(decoder_input_ids=first, session_ids=first, cache=cache, **options).logits[:, -1]
-            log_probs = torch.log_softmax(logits.float(), dim=-1).repeat_interleave(beams, dim=0)
+            log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32).repeat_interleave(beams, dim=0)
         else:
             decoder_input = sequences[:, -1:] if use_cache else sequences
             logits = model(decoder_input_ids=decoder_input, session_ids=sequences, cache=cache, **options).logits[:, -1]
-            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # float32 scores from any model dtype
         del logits
         log_probs = logits_processor(sequences, log_probs)
         vocab = log_probs.shape[-1]

@@ -54,7 +54,7 @@ class BanItemsLogitsProcessor(LogitsProcessor):
         if fixed is None or fixed.shape != (rows, scores.shape[1]) or fixed.dtype != scores.dtype or fixed.device != scores.device:
             fixed = self._fixed = self.fixed_mask(rows, scores.shape[1], scores.dtype, scores.device)
         factor = scores.shape[0] // rows  # beams / returned sequences per user, consecutive rows
-        scores = (scores.view(rows, factor, -1) + fixed.unsqueeze(1)).view(scores.shape)
+        scores.view(rows, factor, -1).add_(fixed.unsqueeze(1))  # in place, as the repeat ban below: no copy of (rows, vocab)
         if self.ban_repeats:
             scores.scatter_(1, input_ids, float("-inf"))
         return scores
