@@ -44,6 +44,9 @@ def main(argv=None):
                                                             "identical_to_reference and how many sessions differ")
     p.add_argument("--transformers_loop", action="store_true", help="time transformers' own beam-search loop (the code before "
                    "GeniusRec's lean fixed-length search), to compare the two in one quiet window")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="the model's weights and activations (bfloat16: sessions differ from float32's, measure their quality; the "
+                        "beam scores stay float32)")
     p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
                    help="tuned: train.runner.tune_cpu_allocator() as the inference entry points do; default: glibc as it comes")
     args = p.parse_args(argv)
@@ -54,14 +57,16 @@ def main(argv=None):
         allocator_tuned = tune_cpu_allocator(True)
     sequences, _, tokenizer, _ = load_processed(args.dataset)
     store = SequenceStore.from_dataset(sequences)
+    dtype = getattr(torch, args.dtype)
     if args.model:
-        model = GeniusRecForSessionGeneration.from_pretrained(args.model)
+        model = GeniusRecForSessionGeneration.from_pretrained(args.model, dtype=dtype)
     else:
         torch.manual_seed(0)
         model = GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=HSTUConfig(vocab_size=len(tokenizer)),
                                                               content_embedding_dims={"text": args.text_dim} if args.text_dim else None))
         if args.text_dim:
             model.model.set_item_embeddings("text", torch.randn(len(tokenizer), args.text_dim))
+        model.to(dtype)
     model.eval()
     lean = generation_module.takes_lean_path
     if args.transformers_loop:  # for this run only (restored below)
@@ -80,7 +85,7 @@ def timed_runs(args, model, store, allocator_tuned) -> dict:
     result = {"batch_size": args.batch_size, "num_beams": args.num_beams, "session_length": args.items_per_session,  # the key of earlier rows
 
               "threads": torch.get_num_threads(), "allocator_tuned": allocator_tuned,
-              "beam_search": "transformers" if args.transformers_loop else "geniusrec lean (fixed length)",
+              "beam_search": "transformers" if args.transformers_loop else "geniusrec lean (fixed length)", "dtype": args.dtype,
               "model": args.model or f"random paper-size, text_dim={args.text_dim}"}
     outputs = {}
     for mode, use_cache in (("cached", True), ("uncached", False)):
