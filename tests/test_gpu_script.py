@@ -65,3 +65,22 @@ def test_loss_per_second_script(tmp_path):
                        "--output", str(tmp_path / "o.json")])
     assert set(out["losses"]) == {"sampled_shared_512", "full_softmax"} and out["winner_on_validation"] in out["losses"]
     assert all(len(row["curve"]) == 2 for row in out["losses"].values())
+
+
+def test_time_to_quality_reads_the_first_validation_at_the_target(tmp_path):
+    """benchmarks.time_to_quality: the first validation at or above the target (its stamped wall clock), none when
+    never reached, the best validation and the test figure; a table and a curve plot."""
+    from benchmarks import time_to_quality
+
+    history = [{"epoch": 1.0, "eval_ndcg@10": 0.15, "elapsed_s": 30.0}, {"epoch": 2.0, "eval_ndcg@10": 0.19, "elapsed_s": 61.0},
+               {"epoch": 3.0, "eval_ndcg@10": 0.2, "elapsed_s": 90.0}]
+    assert time_to_quality.first_reaching(history, 0.1893) == {"epoch": 2.0, "elapsed_s": 61.0, "ndcg@10": 0.19}
+    assert time_to_quality.first_reaching(history, 0.3) is None
+    fast, slow = tmp_path / "fast.json", tmp_path / "slow.json"
+    fast.write_text(json.dumps({"eval_history": history, "metrics": {"test": {"ndcg@10": 0.195}}, "epochs": 3}))
+    slow.write_text(json.dumps({"eval_history": history[:1], "metrics": {"test": {"ndcg@10": 0.15}}, "epochs": 1}))
+    out = tmp_path / "ttq.json"
+    table = time_to_quality.main(["--runs", str(fast), str(slow), "--labels", "fast", "slow", "--output", str(out)])
+    assert table["fast"]["reached"]["elapsed_s"] == 61.0 and table["slow"]["reached"] is None
+    assert table["fast"]["best_validation"] == {"epoch": 3.0, "ndcg@10": 0.2} and table["fast"]["test_ndcg@10"] == 0.195
+    assert json.loads(out.read_text())["runs"]["fast"]["curve"][1] == [61.0, 0.19] and (tmp_path / "ttq.png").exists()
