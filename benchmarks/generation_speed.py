@@ -20,9 +20,9 @@ import time
 
 import torch
 
+import modeling_geniusrec.modeling_session_generation as generation_module
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed
 from data_scripts.splits import SequenceStore
-import modeling_geniusrec.modeling_session_generation as generation_module
 from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, HSTUConfig
 from train.evaluation.results import provenance
 

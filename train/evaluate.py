@@ -76,8 +76,9 @@ class EvaluateArguments:
     stage1_baseline: str | None = field(default=None, metadata={"help": "with --task sessions: a stage-1 checkpoint whose top-k list is "
                                                                          "scored on the same users (hstu_* keys)"})
     decoding: str = field(default="beam", metadata={"help": "session decoding: beam (top beam), first_step (the first step's top-k), "
-                                                            "beam_vote (all beams, Borda count), sample_vote (20 samples, Borda count), mmr (all beams' items "
-                                                            "re-ranked by maximal marginal relevance on the ILD vectors; --mmr_trade_off)",
+                                                            "beam_vote (all beams, Borda count), sample_vote (20 samples, Borda count), "
+                                                            "mmr (all beams' items re-ranked by maximal marginal relevance on the ILD "
+                                                            "vectors; --mmr_trade_off)",
                                                     "choices": ["beam", "first_step", "beam_vote", "sample_vote", "mmr"]})
     mmr_trade_off: float = field(default=1.0, metadata={"help": "with --decoding mmr: weight of relevance (the beams' Borda count) against "
                                                                "similarity to the items already picked, in [0, 1] (1: beam_vote)"})
