@@ -120,6 +120,13 @@ def parse_block(job):
     return list(users), local_users, list(items), local_items, times, bad, total
 
 
+def _ignore_sigint() -> None:
+    """Pool worker start: ignore SIGINT (the main process handles Ctrl-C and terminates the pool)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=None, progress=True, workers: int = 1) -> None:
     """Streams the reviews into `log`. Blocks are parsed by `parse_block`, in this process (`workers=1`) or in
     `workers` processes while this one decompresses and merges; merging is in file order, so ids and row order are
@@ -131,13 +138,18 @@ def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=
     import numpy as np
 
     jobs = ((first, lines, min_rating) for first, lines in iter_blocks(path, "reviews", progress))
-    pool = None
+    pool, deferred = None, []
     if workers > 1:
-        # the workers are forked with SIGINT ignored (set before the fork, so no worker can catch Ctrl-C half-started):
-        # Ctrl-C reaches the main process alone, which terminates them
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Ctrl-C must reach the main process alone, which terminates the workers. While the pool forks, SIGINT is only
+        # recorded (the forked workers inherit that harmless handler and ignore SIGINT from their first step,
+        # `_ignore_sigint`); a Ctrl-C recorded there is raised once the pool exists (ignoring it instead, as before,
+        # lost a Ctrl-C sent in that window, and the reader ran to the end)
+        def record(signum, frame):
+            deferred.append(signum)
+
+        previous = signal.signal(signal.SIGINT, record)
         try:
-            pool = multiprocessing.get_context("fork").Pool(workers)
+            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_sigint)
         finally:
             signal.signal(signal.SIGINT, previous)
 
@@ -155,6 +167,8 @@ def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=
         log.timestamps.extend(times)
 
     try:
+        if deferred:  # a Ctrl-C during the fork, raised here where the pool is terminated
+            raise KeyboardInterrupt
         if pool is None:
             for job in jobs:
                 merge(parse_block(job))

@@ -202,7 +202,10 @@ def test_ctrl_c_during_parallel_amazon_reading_stops_everything(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "data_scripts.amazon_reviews", "--reviews", str(tmp_path / "raw" / "Synthetic.jsonl.gz"),
                              "--out", str(out), "--workers", "2", "--quiet"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True,
+                            # as from a terminal: a test runner started in the background (bash without job control)
+                            # passes SIGINT on ignored, and Python then never raises KeyboardInterrupt
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while len(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True).stdout.split()) < 2 and time.time() < deadline:
         time.sleep(0.05)  # until both pool workers exist (not a passing helper process): the reading phase has begun
@@ -218,3 +221,31 @@ def test_ctrl_c_during_parallel_amazon_reading_stops_everything(tmp_path):
     assert not out.exists()
     leftovers = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert not leftovers, leftovers  # no worker outlives the command
+
+
+def test_ctrl_c_while_the_reader_pool_forks_is_not_lost(tmp_path, monkeypatch):
+    """A Ctrl-C that arrives while the worker pool is being created is raised once the pool exists (and the pool is
+    terminated), instead of being ignored with the rest of the file read to the end."""
+    import multiprocessing
+    import signal
+
+    from data_scripts import make_synthetic_amazon
+    from data_scripts.preprocessing import MalformedRows
+
+    make_synthetic_amazon.main(["--out", str(tmp_path / "raw"), "--rows", "2000"])
+    real_get_context, pools = multiprocessing.get_context, []
+
+    class ForkWithCtrlC:
+        def __init__(self, method):
+            self.context = real_get_context(method)
+
+        def Pool(self, *args, **kwargs):  # noqa: N802 (multiprocessing's name)
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the fork
+            pools.append(self.context.Pool(*args, **kwargs))
+            return pools[-1]
+
+    monkeypatch.setattr(multiprocessing, "get_context", ForkWithCtrlC)
+    with pytest.raises(KeyboardInterrupt):
+        amazon_reviews.read_reviews(str(tmp_path / "raw" / "Synthetic.jsonl.gz"), InteractionLog(), MalformedRows("reviews"), progress=False,
+                                    workers=2)
+    pools[0].join()  # terminated: join returns (a pool left running would block here until closed)

@@ -31,7 +31,14 @@ from data_scripts.arguments import make_parser, run_cli
 from modeling_geniusrec import GeniusRecForSessionGeneration
 
 from .evaluation.results import provenance, write_json_atomic
-from .runner import load_checkpoint, output_dir_lock, parse_with_config, remove_resume_checkpoints, resume_checkpoint
+from .runner import (
+    leave_together,
+    load_checkpoint,
+    output_dir_lock,
+    parse_with_config,
+    remove_resume_checkpoints,
+    resume_checkpoint,
+)
 
 
 @dataclass
@@ -122,9 +129,7 @@ def main(argv=None):
                 os.remove(pickled)
             if not script_args.keep_checkpoints:  # after success the folder holds safetensors/JSON only
                 remove_resume_checkpoints(dpo_args.output_dir)
-        trainer.accelerator.wait_for_everyone()  # ranks leave together: a rank exiting while rank 0 still writes aborts (gloo)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        leave_together(trainer)  # ranks leave together: a rank exiting while rank 0 still writes aborts (gloo)
         print(json.dumps({"merged": merged_dir, "steps": len(history), "last": history[-1] if history else None}, default=str)[:500])
         return trainer, summary
 

@@ -41,6 +41,7 @@ from .runner import (
     WallClockCallback,
     content_files,
     evaluate_splits,
+    leave_together,
     load_checkpoint,
     output_dir_lock,
     parse_with_config,
@@ -210,6 +211,7 @@ def main(argv=None):
         if trainer.is_world_process_zero():
             results["gate_weights"] = gate_statistics(model, store, test_set if data_args.evaluate_test else eval_set, collator)
             report(results, model, training_args.output_dir, data_args.results_file)
+        leave_together(trainer)
         return results
 
 

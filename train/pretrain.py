@@ -29,6 +29,7 @@ from .runner import (
     WallClockCallback,
     content_files,
     evaluate_splits,
+    leave_together,
     load_checkpoint,
     output_dir_lock,
     parse_with_config,
@@ -221,6 +222,7 @@ def main(argv=None):
                 from .recommend import print_next_item_recommendations
 
                 print_next_item_recommendations(trainer.model, store, tokenizer, items, test_set, data_args.show_recommendations)
+        leave_together(trainer)
         return results
 
 

@@ -283,6 +283,17 @@ def evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set, va
     return metrics
 
 
+def leave_together(trainer) -> None:
+    """The end of a run under `accelerate launch`: every rank waits for the others (rank 0 may still be writing
+    results and plots), then the process group is destroyed. A rank that exits while another still works, with the
+    group alive, can abort in gloo's threads ("terminate called without an active exception"). One process: no-op."""
+    import torch
+
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def write_run_results(results: dict, output_dir: str, results_file: str | None) -> None:
     """A training run's results: `results_file` (when given) and `<output_dir>/results.json`, then the model card and
     plots of `train.evaluation.reporting.write_reports`."""
