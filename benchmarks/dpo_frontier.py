@@ -164,6 +164,7 @@ def main(argv=None):
     p.add_argument("--encoder_query_weight", type=float, default=2.0, help="the starting model's encoder-query weight (its chosen decoding)")
     p.add_argument("--alphas", type=float, nargs="*", default=[0.05, 0.1, 0.2, 0.3, 0.5, 0.8], help="knobs: popularity penalties")
     p.add_argument("--trade_offs", type=float, nargs="*", default=[0.9, 0.8, 0.7, 0.6, 0.5, 0.3], help="knobs: MMR trade-offs")
+    p.add_argument("--combined", nargs="*", default=[], help="knobs: both at once, as ALPHA:LAMBDA pairs (e.g. 0.3:0.5)")
     p.add_argument("--name", default=None, help="dpo: the run's name")
     p.add_argument("--pairs", default=None, help="dpo: the pairs folder (train.build_preference_pairs)")
     p.add_argument("--dpo_args", default="--use_peft true", help="dpo: extra train.dpo flags")
@@ -185,6 +186,10 @@ def main(argv=None):
         for trade_off in args.trade_offs:
             append(args.output, {"kind": "knob", "knob": "mmr", "setting": trade_off, "model": args.model, **decoding,
                                  **scorer.score(model, **decoding, trade_off=trade_off)}, argv)
+        for pair in args.combined:  # both knobs at once: "ALPHA:LAMBDA"
+            alpha, trade_off = (float(v) for v in pair.split(":"))
+            append(args.output, {"kind": "knob", "knob": "popularity_penalty+mmr", "setting": pair, "model": args.model, **decoding,
+                                 **scorer.score(model, **decoding, alpha=alpha, trade_off=trade_off)}, argv)
     elif args.phase == "dpo":
         from train import dpo
 

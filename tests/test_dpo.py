@@ -199,11 +199,13 @@ def test_dpo_frontier_end_to_end_on_held_out_users(setup, tmp_path):
                                  "--holdout_length", "4", "--items_per_session", "4", "--num_users", "15", "--num_candidates", "4",
                                  "--margin", "0.0", "--max_length", "10", "--quiet", "--out", str(pairs)])
     val, common = tmp_path / "val.jsonl", ["--model", str(setup / "stage2"), "--dataset", str(setup / "data"), "--holdout_length", "4"]
-    dpo_frontier.main(["knobs", *common, "--exclude_users", str(pairs), "--alphas", "0.5", "--trade_offs", "0.5", "--output", str(val)])
+    dpo_frontier.main(["knobs", *common, "--exclude_users", str(pairs), "--alphas", "0.5", "--trade_offs", "0.5", "--combined", "0.5:0.5",
+                       "--output", str(val)])
     dpo_frontier.main(["dpo", *common, "--name", "tiny", "--pairs", str(pairs), "--work_dir", str(tmp_path / "runs"), "--output", str(val),
                        "--dpo_args", "--use_peft true --max_steps 2 --per_device_train_batch_size 4 --learning_rate 1e-3"])
     lines = [json.loads(line) for line in open(val)]
-    assert [(r["kind"], r.get("knob")) for r in lines] == [("before", None), ("knob", "popularity_penalty"), ("knob", "mmr"), ("dpo", None)]
+    assert [(r["kind"], r.get("knob")) for r in lines] == [("before", None), ("knob", "popularity_penalty"), ("knob", "mmr"),
+                                                           ("knob", "popularity_penalty+mmr"), ("dpo", None)]
     assert all(r["users"] == 40 - 15 and r["commit"] for r in lines)
     out = tmp_path / "results" / "dpo.json"
     results = dpo_frontier.main(["choose", *common, "--exclude_users", str(pairs), "--validation", str(val), "--output", str(out)])
