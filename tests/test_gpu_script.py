@@ -1,6 +1,7 @@
 """The GPU stage-1 benchmark script runs (on CPU, `--smoke`), so that it cannot rot between GPU sessions."""
 
 import json
+import os
 
 from data_scripts import movielens
 
@@ -84,3 +85,22 @@ def test_time_to_quality_reads_the_first_validation_at_the_target(tmp_path):
     assert table["fast"]["reached"]["elapsed_s"] == 61.0 and table["slow"]["reached"] is None
     assert table["fast"]["best_validation"] == {"epoch": 3.0, "ndcg@10": 0.2} and table["fast"]["test_ndcg@10"] == 0.195
     assert json.loads(out.read_text())["runs"]["fast"]["curve"][1] == [61.0, 0.19] and (tmp_path / "ttq.png").exists()
+
+
+def test_books_scale_chain_runs_every_step_and_resumes(tmp_path):
+    """benchmarks.books_scale at a tiny size: every step runs under /usr/bin/time -v (wall, peak RSS, throughput in the
+    results), the sessions have 10 items, add_items grows the catalog; a second call reruns nothing (the .done files)."""
+    from benchmarks import books_scale
+
+    parsed = books_scale.parse_time_v("\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02.50\n\tMaximum resident set size (kbytes): 2048\n")
+    assert parsed == {"wall_s": 62.5, "peak_rss_mb": 2.0}
+    out = tmp_path / "books.json"
+    args = ["--work", str(tmp_path / "w"), "--rows", "100000", "--pretrain_steps", "2", "--eval_users", "20", "--session_users", "4",
+            "--session_batch", "2", "--new_items", "5", "--output", str(out)]
+    results = books_scale.main(args)
+    steps = results["steps"]
+    assert list(steps) == list(books_scale.STEPS) and all(s["wall_s"] > 0 and s["peak_rss_mb"] > 0 for s in steps.values())
+    assert steps["prepare"]["items"] > 0 and steps["sessions"]["items_per_session"] == 10 and steps["add_items"]["new_items"] == 5
+    assert steps["generate"]["reviews_per_second"] > 0 and json.loads(out.read_text())["commit"]
+    stamp = os.path.getmtime(tmp_path / "w" / "pretrain.time")
+    assert books_scale.main(args)["steps"]["pretrain"] == steps["pretrain"] and os.path.getmtime(tmp_path / "w" / "pretrain.time") == stamp
