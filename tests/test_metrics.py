@@ -175,6 +175,39 @@ def test_ordering_a_view_by_length_keeps_every_rank():
         assert v == pytest.approx(trainer_path[k], abs=1e-12), k
 
 
+def test_evaluation_pads_filter_lists_per_chunk_not_for_the_whole_view(monkeypatch):
+    """The items each row must not be recommended are padded per batch / chunk of rows, never as one (view rows,
+    longest history) matrix (on the Books-scale synthetic data that matrix asked for 55 GB); the ranks are the same."""
+    import numpy as np
+
+    import data_scripts.processed as processed
+    import train.evaluation.ranking as ranking
+    from data_scripts.processed import NextItemCollator, NextItemDataset
+    from data_scripts.splits import SequenceStore
+    from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction
+
+    rng = np.random.default_rng(1)
+    rows = [rng.integers(4, 40, size=int(n)) for n in rng.integers(4, 30, size=23)]
+    offsets = np.cumsum([0] + [len(r) for r in rows])
+    store = SequenceStore([f"u{i}" for i in range(23)], offsets, np.concatenate(rows).astype(np.int32), np.arange(offsets[-1]) * 1000)
+    torch.manual_seed(0)
+    model = HSTUForNextItemPrediction(HSTUConfig(vocab_size=40, hidden_size=16, qk_head_dim=8, v_head_dim=8, max_position_embeddings=12)).eval()
+    view = NextItemDataset(store, "test", max_length=12)
+    whole = ranking.evaluate_next_item(model, view, batch_size=23, progress=False)
+    padded = []
+    real = processed.pad_item_lists
+    monkeypatch.setattr(processed, "pad_item_lists", lambda lists, *a: padded.append(len(lists)) or real(lists, *a))
+    monkeypatch.setattr(ranking, "FILTER_CHUNK_ROWS", 5)
+    chunked = ranking.evaluate_next_item(model, view, batch_size=5, progress=False)
+    assert padded and max(padded) <= 5 and chunked == pytest.approx(whole, abs=1e-12)
+    padded.clear()
+    with torch.no_grad():
+        states = torch.cat([ranking.query_states(model, NextItemCollator().pad_histories([view[i] for i in range(lo, min(lo + 5, 23))]))
+                            for lo in range(0, 23, 5)])
+    trainer_path = ranking.make_compute_metrics(lambda: model, view, "full")(type("P", (), {"predictions": states.numpy()})())
+    assert max(padded) <= 5 and trainer_path["ndcg@10"] == pytest.approx(whole["ndcg@10"], abs=1e-12)
+
+
 def test_stage2_vs_encoder_aggregates_seeds_by_hand(tmp_path):
     """The stage-2-vs-encoder file: means over seeds, the per-seed relative change, a 95% t-interval (t = 4.303 for 3
     seeds) and whether it includes zero, the 1.03x target."""

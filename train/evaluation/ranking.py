@@ -108,6 +108,9 @@ def bucket_metrics(ranks, targets, buckets: np.ndarray, names=("head", "torso", 
     return out
 
 
+FILTER_CHUNK_ROWS = 1024  # rows whose filter lists are padded together (compute_metrics)
+
+
 def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=None, buckets: np.ndarray | None = None):
     """`compute_metrics` for the Trainer, bound to the evaluated split view `dataset`: ranks each row's target (from
     the dataset, the one home of the evaluation target) among all items, from the gathered `(M, D)` query states
@@ -115,7 +118,7 @@ def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=No
     (`filter_history`: full / window / none). Rebind it (`trainer.compute_metrics = ...`) before evaluating another
     split. With `buckets` (bucket index per token id), the metrics per target-popularity bucket come too
     ([`bucket_metrics`])."""
-    targets, seen = dataset.targets(), dataset.filter_items(filter_history)
+    targets = dataset.targets()
 
     def compute_metrics(eval_pred):
         model = model_ref()
@@ -124,7 +127,11 @@ def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=No
         if states.shape[0] != len(targets):
             raise RuntimeError(f"compute_metrics is bound to a {dataset.split} view of {len(targets)} rows but got {states.shape[0]} "
                                "predictions: rebind it with make_compute_metrics(..., <the evaluated dataset>)")
-        ranks = target_ranks(model, states, targets, seen)
+        # the filter lists are padded per chunk of rows (one padded (rows, longest history) matrix for a whole
+        # catalog-scale view would be as wide as its longest history: tens of GB on the Books-scale data)
+        ranks = torch.cat([target_ranks(model, states[lo : lo + FILTER_CHUNK_ROWS], targets[lo : lo + FILTER_CHUNK_ROWS],
+                                        dataset.filter_items(filter_history, range(lo, min(lo + FILTER_CHUNK_ROWS, len(targets)))))
+                           for lo in range(0, len(targets), FILTER_CHUNK_ROWS)])
         metrics = ranking_metrics(ranks, ks or DEFAULT_KS)
         if buckets is not None:
             metrics.update(bucket_metrics(ranks, targets, buckets))
@@ -162,7 +169,7 @@ def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, f
     model.eval()
     device = next(model.parameters()).device
     collator = NextItemCollator(model.config.pad_token_id)
-    targets, seen = dataset.targets(), dataset.filter_items(filter_history)
+    targets = dataset.targets()
     order = torch.as_tensor(np.argsort(dataset.input_lengths(), kind="stable"))  # batches of similar lengths pad little
     ranks = []
     for lo in tqdm(range(0, len(dataset), batch_size), desc=f"evaluating {dataset.split}", disable=not progress):
@@ -170,7 +177,8 @@ def evaluate_next_item(model, dataset: NextItemDataset, batch_size: int = 256, f
         batch = collator.pad_histories([dataset[int(i)] for i in rows])
         batch = {k: v.to(device) for k, v in batch.items()}
         users = model.get_encoder()(**batch).user_embedding if rank_with == "encoder" else query_states(model, batch)
-        ranks.append(target_ranks(model, users, targets[rows], None if seen is None else seen[rows]))
+        seen = dataset.filter_items(filter_history, [int(i) for i in rows])  # padded per batch, never for the whole view
+        ranks.append(target_ranks(model, users, targets[rows], seen))
     ranks = torch.cat(ranks)
     metrics = ranking_metrics(ranks, ks)
     if buckets is not None:
