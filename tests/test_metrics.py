@@ -133,22 +133,31 @@ def test_full_history_filtering_removes_items_outside_the_input_window():
     assert full["mrr"] > window["mrr"]  # item 4 (seen, most popular) no longer outranks the target
 
 
+def random_store_and_model(seed: int, users: int):
+    """A store of `users` random histories (4-29 items of ids 4..39, times 1000 s apart) and a tiny HSTU (seed 0)."""
+    import numpy as np
+
+    from data_scripts.splits import SequenceStore
+    from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction
+
+    rng = np.random.default_rng(seed)
+    rows = [rng.integers(4, 40, size=int(n)) for n in rng.integers(4, 30, size=users)]
+    offsets = np.cumsum([0] + [len(r) for r in rows])
+    store = SequenceStore([f"u{i}" for i in range(users)], offsets, np.concatenate(rows).astype(np.int32), np.arange(offsets[-1]) * 1000)
+    torch.manual_seed(0)
+    model = HSTUForNextItemPrediction(HSTUConfig(vocab_size=40, hidden_size=16, qk_head_dim=8, v_head_dim=8, max_position_embeddings=12)).eval()
+    return store, model
+
+
 def test_ordering_a_view_by_length_keeps_every_rank():
     """Evaluation views are batched shortest-first (`order_by_length`, and inside `evaluate_next_item`) so batches pad
     little: every user's rank, hence every metric, is the one of the original order, by both evaluation paths."""
     import numpy as np
 
     from data_scripts.processed import NextItemCollator, NextItemDataset
-    from data_scripts.splits import SequenceStore
-    from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction
     from train.evaluation.ranking import evaluate_next_item, make_compute_metrics, query_states
 
-    rng = np.random.default_rng(0)
-    rows = [rng.integers(4, 40, size=int(n)) for n in rng.integers(4, 30, size=37)]
-    offsets = np.cumsum([0] + [len(r) for r in rows])
-    store = SequenceStore([f"u{i}" for i in range(37)], offsets, np.concatenate(rows).astype(np.int32), np.arange(offsets[-1]) * 1000)
-    torch.manual_seed(0)
-    model = HSTUForNextItemPrediction(HSTUConfig(vocab_size=40, hidden_size=16, qk_head_dim=8, v_head_dim=8, max_position_embeddings=12)).eval()
+    store, model = random_store_and_model(seed=0, users=37)
     collator = NextItemCollator()
 
     def ranks_by_user(view, batch_size):
@@ -178,20 +187,12 @@ def test_ordering_a_view_by_length_keeps_every_rank():
 def test_evaluation_pads_filter_lists_per_chunk_not_for_the_whole_view(monkeypatch):
     """The items each row must not be recommended are padded per batch / chunk of rows, never as one (view rows,
     longest history) matrix (on the Books-scale synthetic data that matrix asked for 55 GB); the ranks are the same."""
-    import numpy as np
 
     import data_scripts.processed as processed
     import train.evaluation.ranking as ranking
     from data_scripts.processed import NextItemCollator, NextItemDataset
-    from data_scripts.splits import SequenceStore
-    from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction
 
-    rng = np.random.default_rng(1)
-    rows = [rng.integers(4, 40, size=int(n)) for n in rng.integers(4, 30, size=23)]
-    offsets = np.cumsum([0] + [len(r) for r in rows])
-    store = SequenceStore([f"u{i}" for i in range(23)], offsets, np.concatenate(rows).astype(np.int32), np.arange(offsets[-1]) * 1000)
-    torch.manual_seed(0)
-    model = HSTUForNextItemPrediction(HSTUConfig(vocab_size=40, hidden_size=16, qk_head_dim=8, v_head_dim=8, max_position_embeddings=12)).eval()
+    store, model = random_store_and_model(seed=1, users=23)
     view = NextItemDataset(store, "test", max_length=12)
     whole = ranking.evaluate_next_item(model, view, batch_size=23, progress=False)
     padded = []

@@ -41,11 +41,10 @@ from data_scripts.arguments import make_parser, parse_args, run_cli
 from data_scripts.processed import NextItemCollator, excluded_items, load_processed
 from data_scripts.splits import SequenceStore, split_users
 from modeling_geniusrec import GeniusRecForSessionGeneration
-from modeling_geniusrec.generation import FirstStepMixLogitsProcessor
 
 from .evaluation.baselines import item_user_counts
 from .evaluation.session_metrics import intra_list_diversity, novelty
-from .evaluation.sessions import item_feature_vectors, model_text_table
+from .evaluation.sessions import decoding_mix, item_feature_vectors, model_text_table
 from .runner import load_checkpoint
 
 
@@ -93,14 +92,10 @@ def reference_examples(store, users: list[tuple[int, int]], k: int, max_len: int
 
 
 def decoding_options(args, rows_per_user: int) -> dict:
-    """generate() options of the evaluated decoding (the first-step mix and the encoder query), for `rows_per_user`
-    beams or samples per user."""
-    options = {}
-    if args.encoder_query_weight:
-        options["encoder_query_weight"] = args.encoder_query_weight
-    if args.first_step_weight:
-        options["logits_processor"] = [FirstStepMixLogitsProcessor(args.first_step_weight, rows_per_user)]
-    return options
+    """generate() options of the evaluated decoding (the first-step mix and the encoder query, [`decoding_mix`]), for
+    `rows_per_user` beams or samples per user."""
+    options, processors = decoding_mix(args.first_step_weight, args.encoder_query_weight, rows_per_user)
+    return {**options, "logits_processor": processors} if processors else options
 
 
 def select_pairs(scored: list[tuple[float, float, list[int]]], args) -> list[tuple[tuple, tuple]]:

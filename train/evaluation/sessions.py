@@ -26,15 +26,20 @@ def _batches(dataset, batch_size, desc, progress=True):
 DECODINGS = ("beam", "first_step", "beam_vote", "sample_vote", "mmr")
 
 
-def vote(candidates: list[list[int]], k: int) -> list[int]:
-    """Aggregates several ranked item lists (best list first) into one of `k` items: each occurrence at position p
-    of a list of length L adds `L - p` points (a Borda count), ties broken by first appearance."""
+def voted_pool(candidates: list[list[int]]) -> tuple[list[int], dict]:
+    """The items of several ranked lists (best list first), ordered by a Borda count: each occurrence at position p of
+    a list of length L adds `L - p` points, ties broken by first appearance. Returns `(items in that order, points)`."""
     points, first = {}, {}
     for lst in candidates:
         for pos, item in enumerate(lst):
             points[item] = points.get(item, 0) + len(lst) - pos
             first.setdefault(item, len(first))
-    return sorted(points, key=lambda item: (-points[item], first[item]))[:k]
+    return sorted(points, key=lambda item: (-points[item], first[item])), points
+
+
+def vote(candidates: list[list[int]], k: int) -> list[int]:
+    """Aggregates several ranked item lists (best list first) into one of `k` items: the first `k` of [`voted_pool`]."""
+    return voted_pool(candidates)[0][:k]
 
 
 def mmr(candidates: list[list[int]], k: int, item_vectors: torch.Tensor, trade_off: float) -> list[int]:
@@ -44,12 +49,7 @@ def mmr(candidates: list[list[int]], k: int, item_vectors: torch.Tensor, trade_o
     `trade_off` 1 is [`vote`]; lower values trade relevance for intra-list diversity."""
     if not 0.0 <= trade_off <= 1.0:
         raise ValueError(f"the MMR trade-off must be in [0, 1], got {trade_off}")
-    points, first = {}, {}
-    for lst in candidates:
-        for pos, item in enumerate(lst):
-            points[item] = points.get(item, 0) + len(lst) - pos
-            first.setdefault(item, len(first))
-    pool = sorted(points, key=lambda item: (-points[item], first[item]))  # vote's order breaks ties
+    pool, points = voted_pool(candidates)  # vote's order breaks ties
     relevance = torch.tensor([points[item] for item in pool], dtype=torch.float64)
     relevance = relevance / relevance.max()
     vectors = torch.nn.functional.normalize(item_vectors[torch.as_tensor(pool)].double(), dim=-1)
@@ -64,6 +64,14 @@ def mmr(candidates: list[list[int]], k: int, item_vectors: torch.Tensor, trade_o
         free[best] = False
         closest = torch.maximum(closest, similarity[best])
     return picked
+
+
+def decoding_mix(first_step_weight: float, encoder_query_weight: float, rows_per_user: int) -> tuple[dict, list]:
+    """GeniusRec's `generate()` options for the first-step mix and the encoder query: `({"encoder_query_weight": w}
+    or {}, [FirstStepMixLogitsProcessor] or [])`, for `rows_per_user` beams or samples per user (0 weights: nothing)."""
+    options = {"encoder_query_weight": encoder_query_weight} if encoder_query_weight else {}
+    processors = [FirstStepMixLogitsProcessor(first_step_weight, rows_per_user)] if first_step_weight else []
+    return options, processors
 
 
 def history_batches(model, dataset: NextItemDataset, batch_size: int, filter_history: str, desc: str, progress=True, padding="right"):
@@ -128,12 +136,10 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
             options = dict(num_beams=num_beams) if decoding == "beam" else (
                 dict(num_beams=num_beams, num_return_sequences=num_beams) if decoding in ("beam_vote", "mmr")
                 else dict(do_sample=True, num_beams=1, num_return_sequences=num_samples))
-            processors = [ItemBiasLogitsProcessor(item_bias)] if item_bias is not None else []
-            if encoder_query_weight:
-                options["encoder_query_weight"] = encoder_query_weight
-            if first_step_weight:
-                rows_per_user = options.get("num_return_sequences", 1) if options.get("do_sample") else num_beams
-                processors.append(FirstStepMixLogitsProcessor(first_step_weight, rows_per_user))
+            rows_per_user = options.get("num_return_sequences", 1) if options.get("do_sample") else num_beams
+            mix, mix_processors = decoding_mix(first_step_weight, encoder_query_weight, rows_per_user)
+            options.update(mix)
+            processors = ([ItemBiasLogitsProcessor(item_bias)] if item_bias is not None else []) + mix_processors
             if processors:
                 options["logits_processor"] = processors
             out = model.generate(**batch, banned_item_ids=banned, ban_history=filter_history != "none", max_new_tokens=k, min_new_tokens=k, **options)
