@@ -17,6 +17,8 @@ import itertools
 import json
 import time
 
+import torch
+
 from data_scripts.processed import NextItemDataset, load_processed
 from data_scripts.splits import SequenceStore, protocol_store
 from train.evaluation.results import provenance
@@ -53,6 +55,7 @@ def main(argv=None):
     p.add_argument("--grid", action="append", required=True, help="decoding:w=..:beta=..:alpha=..:lam=.. (repeatable)")
     p.add_argument("--holdout_length", "--session_length", type=int, default=10, help="k of the sessions protocol (--session_length: the older name)")
     p.add_argument("--num_beams", type=int, default=10, help="beam width")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the models' weights and activations")
     p.add_argument("--output", required=True, help="JSON lines file to append to")
     args = p.parse_args(argv)
     tune_cpu_allocator()
@@ -73,14 +76,14 @@ def main(argv=None):
         metrics = session_report(next_item_lists(stage1, dataset, args.holdout_length), dataset, **report)
         write(dict(checkpoint=args.stage1_baseline, decoding="top-10 list", **{k: metrics[k] for k in KEYS}))
     for path in args.models:
-        model = load_checkpoint(path, ("geniusrec",), tokenizer).eval()
+        model = load_checkpoint(path, ("geniusrec",), tokenizer, dtype=getattr(torch, args.dtype)).eval()
         for decoding, w, beta, alpha, lam in [point for grid in args.grid for point in parse_grid(grid)]:
             start = time.time()
             lists = generate_sessions(model, dataset, args.holdout_length, args.num_beams, 256, progress=False, decoding=decoding,
                                       item_bias=popularity_bias(counts, alpha) if alpha else None, first_step_weight=w, encoder_query_weight=beta,
                                       item_vectors=report["vectors"], mmr_trade_off=lam)
             metrics = session_report(lists, dataset, **report)
-            write(dict(checkpoint=path, decoding=decoding, first_step_weight=w, encoder_query_weight=beta, popularity_penalty=alpha,
+            write(dict(checkpoint=path, dtype=args.dtype, decoding=decoding, first_step_weight=w, encoder_query_weight=beta, popularity_penalty=alpha,
                        **({"mmr_trade_off": lam} if decoding == "mmr" else {}),
                        seconds=round(time.time() - start, 1), **{k: metrics[k] for k in KEYS}))
 
