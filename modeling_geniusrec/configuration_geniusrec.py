@@ -44,6 +44,13 @@ class GeniusRecConfig(PretrainedConfig):
             turns it off: its tables are preprocessed (`data_scripts.embedders.prepare_content_table`, mean row norm 1),
             and a LayerNorm would blow each row back up to norm sqrt(width), which let the projection swamp the ID
             vectors within a few steps.
+        content_output_confidence (`bool`, *optional*, defaults to `False`):
+            With `content_output`, weight each item's projected content by a learned confidence in its content over its
+            ID: `sigmoid(a + b * log(1 + n_i))`, `n_i` the item's training interactions (the `item_log_counts` buffer,
+            set by `model.model.set_item_counts(counts)`; `train.finetune` fills it from the training split), `a`, `b`
+            learned per content kind from `a = 4`, `b = -1` (an item with 20 interactions starts at 0.72, one with
+            3,000 at 0.02, a new item at 0.98). So the content can move tail and new items without moving head items,
+            whose ID vectors are well trained.
         next_item_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the first session position (the next item) in the session loss, relative to the later ones
             (1.0: a plain mean over session tokens).
@@ -92,6 +99,7 @@ class GeniusRecConfig(PretrainedConfig):
         expert_types: dict | None = None,
         content_output: bool = True,
         content_output_norm: bool = True,
+        content_output_confidence: bool = False,
         next_item_loss_weight: float = 1.0,
         session_set_loss_weight: float = 0.0,
         encoder_loss_weight: float = 0.0,
@@ -123,6 +131,7 @@ class GeniusRecConfig(PretrainedConfig):
         self.expert_types = dict(expert_types)
         self.content_output = content_output
         self.content_output_norm = content_output_norm
+        self.content_output_confidence = bool(content_output_confidence)
         self.next_item_loss_weight = next_item_loss_weight
         self.session_set_loss_weight = session_set_loss_weight
         if encoder_loss_weight < 0:

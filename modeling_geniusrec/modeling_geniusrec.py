@@ -120,6 +120,22 @@ class ItemOutputEmbeddings(nn.Module):
         return self._model.item_output_matrix()
 
 
+class CountConfidence(nn.Module):
+    """How much an item's output vector trusts its content over its ID: `sigmoid(bias + slope * log(1 + n))` for
+    training interaction counts `n` (given as `log(1 + n)` `(..., )` -> `(..., )`), two learned scalars (see
+    `GeniusRecConfig.content_output_confidence`)."""
+
+    INITIAL_BIAS, INITIAL_SLOPE = 4.0, -1.0
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor(self.INITIAL_BIAS))
+        self.slope = nn.Parameter(torch.tensor(self.INITIAL_SLOPE))
+
+    def forward(self, log_counts: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.bias + self.slope * log_counts)
+
+
 class GeniusRecPreTrainedModel(CatalogMixin, PreTrainedModel):
     config_class = GeniusRecConfig
     base_model_prefix = "model"
@@ -145,6 +161,9 @@ class GeniusRecPreTrainedModel(CatalogMixin, PreTrainedModel):
         return bool(self.base_model.encoder.embeddings.content_kinds)
 
     def _set_vocab_size(self, size: int) -> None:
+        counts = getattr(self.base_model, "item_log_counts", None)
+        if counts is not None and counts.shape[0] < size:  # new items have no training interactions: full content confidence
+            self.base_model.item_log_counts = torch.cat([counts, counts.new_zeros(size - counts.shape[0])])
         self.config.vocab_size = size
         self.config.encoder_config.vocab_size = size
         self.base_model.encoder.config.vocab_size = size
@@ -154,6 +173,11 @@ class GeniusRecPreTrainedModel(CatalogMixin, PreTrainedModel):
         if isinstance(module, GeniusRecModel):  # its own frozen content tables start empty (loaded with set_item_embeddings)
             for kind in module.own_content_kinds:
                 init.zeros_(module.content_table(kind))
+            if getattr(module, "item_log_counts", None) is not None:  # filled by set_item_counts
+                init.zeros_(module.item_log_counts)
+        if isinstance(module, CountConfidence):
+            init.constant_(module.bias, CountConfidence.INITIAL_BIAS)
+            init.constant_(module.slope, CountConfidence.INITIAL_SLOPE)
 
 
 class GeniusRecEncoderView:
@@ -204,6 +228,10 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             if config.content_output:  # LayerNorm first for raw LM states of any scale (content_output_norm)
                 norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if getattr(config, "content_output_norm", True) else nn.Identity()
                 self.content_output[kind] = nn.Sequential(norm, zero_linear(dim, d, bias=False))
+        self.content_confidence = nn.ModuleDict()
+        if getattr(config, "content_output_confidence", False) and len(self.content_output):
+            self.content_confidence = nn.ModuleDict({kind: CountConfidence() for kind in self.content_output})
+            self.register_buffer("item_log_counts", torch.zeros(config.vocab_size))  # log(1 + training interactions)
         self.experts = nn.ModuleDict({name: build_expert(config, name, kind) for name, kind in config.expert_types.items()})
         self.gate = nn.Linear(d, len(self.experts))
         self.output_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
@@ -244,13 +272,33 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
                              "(vocab_size rows aligned to token ids, special tokens included)")
         self.content_table(kind).copy_(table.to(self.content_table(kind).dtype))
 
+    def set_item_counts(self, counts) -> None:
+        """Training interactions per token id `(vocab_size,)` (what `content_output_confidence` reads, stored as
+        `log(1 + n)` in the `item_log_counts` buffer and saved with the checkpoint)."""
+        if getattr(self, "item_log_counts", None) is None:
+            raise ValueError("this model has no item counts: build it with content_output_confidence=True and a content table in "
+                             "its output vectors (content_output=True)")
+        counts = torch.as_tensor(counts, dtype=torch.float32, device=self.item_log_counts.device)
+        if counts.shape != self.item_log_counts.shape or bool((counts < 0).any()):
+            raise ValueError(f"item counts must be {tuple(self.item_log_counts.shape)} non-negative numbers (one per token id), "
+                             f"got shape {tuple(counts.shape)}")
+        self.item_log_counts.copy_(torch.log1p(counts).to(self.item_log_counts.dtype))
+
+    def content_weights(self, kind: str, rows: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """How much of the projected `kind` content each item `[start, end)` of `rows` `(n, width)` adds to its output
+        vector: `(n, 1)`; 0 for items without content, else 1, or the count confidence where configured."""
+        weights = content_present(rows).to(rows.dtype)
+        if kind in self.content_confidence:
+            weights = weights * self.content_confidence[kind](self.item_log_counts[start:end]).to(rows.dtype)
+        return weights.unsqueeze(-1)
+
     def item_output_matrix(self, start: int = 0, end: int | None = None) -> torch.Tensor:
         """Unit-normalised item vectors of token ids `[start, end)`: `(end - start, hidden_size)`: the encoder's item
-        vectors (ID + its content adapters) plus stage 2's own content projections."""
+        vectors (ID + its content adapters) plus stage 2's own content projections (weighted by [`content_weights`])."""
         vectors = self.encoder.embeddings.item_matrix(start, end)
         for kind, projection in self.content_output.items():
             rows = getattr(self, f"{kind}_embeddings")[start:end]
-            vectors = vectors + projection(rows) * content_present(rows).unsqueeze(-1).to(rows.dtype)
+            vectors = vectors + projection(rows) * self.content_weights(kind, rows, start, end)
         return F.normalize(vectors, dim=-1)
 
     # -- encoder ---------------------------------------------------------------------------------------------------

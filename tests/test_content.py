@@ -5,6 +5,7 @@ missing are never read as real vectors; content carrying new items end to end.""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from data_scripts import movielens
@@ -407,3 +408,59 @@ def test_geniusrec_training_excludes_items_and_cold_validation_filters_them():
     validation = NextItemDataset(store, "validation", 50, "cold-items")
     filtered = validation.filter_items("full")
     assert all(set(store.cold_items.tolist()) <= set(row.tolist()) for row in filtered)  # not in the catalog before the test
+
+
+def test_count_confidence_weights_content_by_training_interactions(tmp_path):
+    """`content_output_confidence`: item vectors are `normalize(E + sigmoid(a + b log(1 + n)) * P(text))`, so a head item's
+    content barely moves it and a tail or new item leans on its content; counts and weights travel with the checkpoint."""
+    from modeling_geniusrec.modeling_geniusrec import CountConfidence
+
+    from .test_geniusrec import VOCAB as GV
+    from .test_geniusrec import tiny
+
+    model = tiny(image=0, content_output_confidence=True)
+    inner = model.model
+    counts = torch.zeros(GV)
+    counts[4:] = torch.linspace(0, 3000, GV - 4)
+    inner.set_item_counts(counts)
+    with torch.no_grad():
+        inner.content_output["text"][1].weight.normal_(0, 0.01)  # the content projection (ID rows have norm ~0.1), zero-initialised in a fresh model
+    text, ids = inner.text_embeddings, inner.encoder.embeddings.item_matrix()
+    confidence = torch.sigmoid(CountConfidence.INITIAL_BIAS + CountConfidence.INITIAL_SLOPE * torch.log1p(counts))
+    expected = F.normalize(ids + inner.content_output["text"](text) * confidence.unsqueeze(-1), dim=-1)
+    torch.testing.assert_close(inner.item_output_matrix(), expected)
+    torch.testing.assert_close(inner.item_output_matrix(10, 20), expected[10:20])
+    plain = tiny(image=0)  # the same weights without the confidence: content moves every item fully
+    plain.load_state_dict(model.state_dict(), strict=False)
+    moved = lambda m: (m.model.item_output_matrix() - F.normalize(ids, dim=-1)).norm(dim=-1)  # noqa: E731
+    assert moved(model)[-1] < 0.1 * moved(plain)[-1]  # the most interacted item keeps (nearly) its ID vector
+    assert moved(model)[4] > 0.9 * moved(plain)[4]  # an item without interactions takes (nearly) all its content
+    model.save_pretrained(tmp_path)
+    loaded = GeniusRecForSessionGeneration.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded.model.item_log_counts, torch.log1p(counts), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.model.item_output_matrix(), inner.item_output_matrix(), rtol=0, atol=0)
+    model.add_items(2, content={"text": torch.randn(2, 12)})  # new items: no interactions, full confidence in content
+    assert inner.item_log_counts.shape == (GV + 2,) and bool((inner.item_log_counts[GV:] == 0).all())
+    with pytest.raises(ValueError, match="non-negative numbers"):
+        inner.set_item_counts(torch.zeros(3))
+    with pytest.raises(ValueError, match="content_output_confidence=True"):
+        plain.model.set_item_counts(counts)
+
+
+def test_finetune_fills_the_item_counts_from_the_training_split(content_data, capsys):
+    from train.evaluation.baselines import item_user_counts
+
+    data = str(content_data / "data")
+    out = content_data / "confidence"
+    finetune.main(["--dataset", data, "--output_dir", str(out), "--use_text_embeddings", "true", "--text_embeddings", "text-walk.safetensors",
+                   "--content_output_confidence", "true", "--num_train_epochs", "1", "--num_hidden_layers", "1", "--intermediate_size", "16",
+                   "--max_length", "20", "--per_device_train_batch_size", "64", "--evaluate_test", "false", "--disable_tqdm", "true"])
+    model = GeniusRecForSessionGeneration.from_pretrained(out)
+    sequences, _, tokenizer, _ = load_processed(data)
+    store = protocol_store(SequenceStore.from_dataset(sequences), "leave-one-out", len(tokenizer))
+    counts, _ = item_user_counts(store, "leave-one-out", 10, model.config.vocab_size)
+    assert counts.max() > 10
+    torch.testing.assert_close(model.model.item_log_counts, torch.log1p(torch.as_tensor(counts, dtype=torch.float32)))
+    with pytest.raises(SystemExit):
+        finetune.main(["--dataset", data, "--output_dir", str(out / "x"), "--content_output_confidence", "true"])
+    assert "--content_output_confidence weights content" in capsys.readouterr().err

@@ -34,6 +34,7 @@ from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration, H
 
 from .console import quiet_trainer
 from .evaluation import sessions as session_eval
+from .evaluation.baselines import item_user_counts
 from .evaluation.ranking import make_compute_metrics
 from .evaluation.reporting import gate_statistics, plot_gate_weights
 from .evaluation.results import TABLE_KEYS, format_table, provenance
@@ -71,6 +72,10 @@ class ModelArguments:
                                                                    "modeling_geniusrec/experts.py"})
     router_aux_loss_coef: float = field(default=0.01, metadata={"help": "weight of the gate's load-balancing loss"})
     content_output: bool = field(default=True, metadata={"help": "add projected text/image embeddings to the output item vectors"})
+    content_output_confidence: bool = field(default=False, metadata={"help": "with --content_output: weight each item's content in its "
+                                                                              "output vector by a learned confidence from its training "
+                                                                              "interactions (tail and new items lean on content, head "
+                                                                              "items on their IDs)"})
     content_preprocessing: str = field(default="whiten", metadata={"help": "what is done to stage 2's own content tables first: raw, "
                                                                              "center, whiten or shrink (an encoder's tables stay as stage 1 "
                                                                              "made them)", "choices": ["raw", "center", "whiten", "shrink"]})
@@ -128,6 +133,7 @@ def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
                   next_item_loss_weight=model_args.next_item_loss_weight,
                   session_set_loss_weight=model_args.session_set_loss_weight, content_output=model_args.content_output,
                   encoder_loss_weight=model_args.encoder_loss_weight,
+                  content_output_confidence=model_args.content_output_confidence,
                   content_output_norm=False)  # the tables are preprocessed (mean row norm 1): no LayerNorm blow-up
     if model_args.encoder_path:
         stage1 = load_checkpoint(model_args.encoder_path, ("hstu",), tokenizer)  # refuses a GeniusRec or foreign checkpoint
@@ -223,6 +229,10 @@ def check_arguments(parser, model_args, data_args) -> None:
         parser.error(f"--max_length must be >= 1, got {data_args.max_length}")
     if model_args.freeze_encoder and (model_args.encoder_loss_weight or model_args.encoder_learning_rate is not None):
         parser.error("--encoder_loss_weight and --encoder_learning_rate train the encoder: drop --freeze_encoder (or those flags)")
+    if model_args.content_output_confidence and not (model_args.content_output and not model_args.init_from and (
+            model_args.use_text_embeddings or model_args.use_image_embeddings or model_args.content)):
+        parser.error("--content_output_confidence weights content in the output item vectors: it needs --content_output true and a "
+                     "content table (--use_text_embeddings / --use_image_embeddings / --content), and no --init_from")
 
 
 def prepare_model(model_args, data_args, tokenizer, store):
@@ -231,6 +241,9 @@ def prepare_model(model_args, data_args, tokenizer, store):
     model = build_model(model_args, data_args, len(tokenizer), data_args.max_length, tokenizer)
     model.config.catalog_fingerprint = tokenizer.catalog_fingerprint()
     model.exclude_items_from_training(store.cold_items)  # cold-items: held-out items are no candidate while training
+    if getattr(model.model, "item_log_counts", None) is not None and not model_args.init_from:  # a checkpoint keeps its own
+        counts, _ = item_user_counts(store, data_args.protocol, data_args.holdout_length, model.config.vocab_size)
+        model.model.set_item_counts(counts)
     if model.config.vocab_size != len(tokenizer):
         raise ValueError(f"the encoder's vocabulary ({model.config.vocab_size}) differs from the dataset's ({len(tokenizer)})")
     if model_args.freeze_encoder:
