@@ -47,6 +47,9 @@ def main(argv=None):
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="the model's weights and activations (bfloat16: sessions differ from float32's, measure their quality; the "
                         "beam scores stay float32)")
+    p.add_argument("--candidate_count", type=int, default=None, help="the two-stage decode (generate(candidate_count=N)): every step "
+                   "scores each user's N retrieved items; the row then also reports the share of sessions equal to the whole-catalog "
+                   "decode's (one more untimed run)")
     p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
                    help="tuned: train.runner.tune_cpu_allocator() as the inference entry points do; default: glibc as it comes")
     args = p.parse_args(argv)
@@ -87,6 +90,11 @@ def timed_runs(args, model, store, allocator_tuned) -> dict:
               "threads": torch.get_num_threads(), "allocator_tuned": allocator_tuned,
               "beam_search": "transformers" if args.transformers_loop else "geniusrec lean (fixed length)", "dtype": args.dtype,
               "model": args.model or f"random paper-size, text_dim={args.text_dim}"}
+    if args.candidate_count:
+        result["candidate_count"] = args.candidate_count
+        with torch.no_grad():
+            full = model.generate(**kwargs)
+        kwargs["candidate_count"] = args.candidate_count
     outputs = {}
     for mode, use_cache in (("cached", True), ("uncached", False)):
         best = float("inf")
@@ -99,6 +107,8 @@ def timed_runs(args, model, store, allocator_tuned) -> dict:
         result[f"{mode}_sessions_per_second"] = round(args.batch_size / best, 1)
     result["cache_speedup"] = round(result["uncached_seconds"] / result["cached_seconds"], 2)
     result["identical_outputs"] = bool(torch.equal(outputs["cached"], outputs["uncached"]))
+    if args.candidate_count:
+        result["same_as_full_catalog"] = float((outputs["cached"] == full).all(1).float().mean())
     if args.save_sessions:
         torch.save(outputs["cached"], args.save_sessions)
     if args.compare_sessions:

@@ -55,6 +55,9 @@ def main(argv=None):
     p.add_argument("--grid", action="append", required=True, help="decoding:w=..:beta=..:alpha=..:lam=.. (repeatable)")
     p.add_argument("--holdout_length", "--session_length", type=int, default=10, help="k of the sessions protocol (--session_length: the older name)")
     p.add_argument("--num_beams", type=int, default=10, help="beam width")
+    p.add_argument("--candidate_counts", type=int, nargs="+", default=[0], help="two-stage decode: items retrieved per user "
+                   "(generate(candidate_count=N)); 0 = the whole catalog. With 0 first, the other rows also report the share of users "
+                   "whose session equals the whole-catalog one (same_as_full)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the models' weights and activations")
     p.add_argument("--output", required=True, help="JSON lines file to append to")
     args = p.parse_args(argv)
@@ -78,14 +81,21 @@ def main(argv=None):
     for path in args.models:
         model = load_checkpoint(path, ("geniusrec",), tokenizer, dtype=getattr(torch, args.dtype)).eval()
         for decoding, w, beta, alpha, lam in [point for grid in args.grid for point in parse_grid(grid)]:
-            start = time.time()
-            lists = generate_sessions(model, dataset, args.holdout_length, args.num_beams, 256, progress=False, decoding=decoding,
-                                      item_bias=popularity_bias(counts, alpha) if alpha else None, first_step_weight=w, encoder_query_weight=beta,
-                                      item_vectors=report["vectors"], mmr_trade_off=lam)
-            metrics = session_report(lists, dataset, **report)
-            write(dict(checkpoint=path, dtype=args.dtype, decoding=decoding, first_step_weight=w, encoder_query_weight=beta, popularity_penalty=alpha,
-                       **({"mmr_trade_off": lam} if decoding == "mmr" else {}),
-                       seconds=round(time.time() - start, 1), **{k: metrics[k] for k in KEYS}))
+            full = None
+            for count in args.candidate_counts:
+                start = time.time()
+                lists = generate_sessions(model, dataset, args.holdout_length, args.num_beams, 256, progress=False, decoding=decoding,
+                                          item_bias=popularity_bias(counts, alpha) if alpha else None, first_step_weight=w,
+                                          encoder_query_weight=beta, item_vectors=report["vectors"], mmr_trade_off=lam,
+                                          candidate_count=count or None)
+                seconds = time.time() - start
+                metrics = session_report(lists, dataset, **report)
+                full = lists if count == 0 else full
+                agreement = {"same_as_full": sum(a == b for a, b in zip(lists, full)) / len(lists)} if count and full else {}
+                write(dict(checkpoint=path, dtype=args.dtype, decoding=decoding, first_step_weight=w, encoder_query_weight=beta,
+                           popularity_penalty=alpha, **({"mmr_trade_off": lam} if decoding == "mmr" else {}),
+                           **({"candidate_count": count} if count else {}), seconds=round(seconds, 1), **{k: metrics[k] for k in KEYS},
+                           **agreement))
 
 
 if __name__ == "__main__":

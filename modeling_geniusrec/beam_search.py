@@ -15,12 +15,19 @@ processors, the running score added, a top-`2 * num_beams` over `beams x catalog
 
 `GeniusRecForSessionGeneration._beam_search` takes this path when [`takes_lean_path`] says the call is one it
 covers, and transformers' otherwise.
+
+[`candidate_beam_search`] is the same loop over a per-user candidate set (`generate(candidate_count=C)`): the first
+step's state retrieves each user's `C` best items (the catalog scored in chunks, banned items left out) and every step
+scores only those, so no step builds a `(beams, catalog)` tensor. It reads GeniusRec's own logits processors in
+candidate space (bans, item bias, shared-item penalty; the first-step mix, which is column-agnostic, as is) and
+refuses any other.
 """
 
 import torch
 from transformers import LogitsProcessorList
 
-LEAN_MODEL_KWARGS = {"encoder_outputs", "use_cache", "cache", "encoder_query_weight", "attention_mask", "past_key_values", "cache_position",
+LEAN_MODEL_KWARGS = {"encoder_outputs", "use_cache", "cache", "encoder_query_weight", "candidate_count", "attention_mask", "past_key_values",
+                     "cache_position",
                      "timestamps", "next_timestamps", "output_attentions", "output_hidden_states", "return_dict"}
 
 
@@ -134,4 +141,102 @@ def exact_length_beam_search(model, input_ids: torch.LongTensor, logits_processo
     return sequences.view(users, beams, -1)[:, :count].reshape(users * count, -1)
 
 
-__all__ = ["SessionBeamCache", "exact_length_beam_search", "takes_lean_path"]
+def candidate_processors(logits_processor, candidate_ids: torch.LongTensor, beams: int):
+    """GeniusRec's processors read in candidate space, for candidates `(users, C)` (token ids): returns (the history to
+    leave out of retrieval `(users, L)` or None, whether repeats are banned, an additive `(users, C)` term for the
+    item bias and shared-item penalties or None, the column-agnostic processors to call on `(rows, C)` scores)."""
+    from .generation import BanItemsLogitsProcessor, FirstStepMixLogitsProcessor, ItemBiasLogitsProcessor, SharedItemPenaltyLogitsProcessor
+
+    history, ban_repeats, additive, column_agnostic = None, False, None, []
+    for processor in logits_processor:
+        if isinstance(processor, BanItemsLogitsProcessor):
+            history = processor.history if processor.ban_history else None
+            ban_repeats = processor.ban_repeats
+        elif isinstance(processor, FirstStepMixLogitsProcessor):
+            column_agnostic.append(processor)
+        elif isinstance(processor, (ItemBiasLogitsProcessor, SharedItemPenaltyLogitsProcessor)) and candidate_ids is not None:
+            if isinstance(processor, ItemBiasLogitsProcessor):
+                term = processor.bias.to(candidate_ids.device)[candidate_ids]
+            else:
+                items = processor.items.to(candidate_ids.device)
+                hit = (candidate_ids.unsqueeze(-1) == items.unsqueeze(1)).any(-1)  # (users, C): in an earlier session
+                term = torch.where(hit, -processor.penalty, 0.0)
+            additive = term.float() if additive is None else additive + term.float()
+        elif not isinstance(processor, (ItemBiasLogitsProcessor, SharedItemPenaltyLogitsProcessor)):
+            raise ValueError(f"candidate_count cannot apply {type(processor).__name__} (it reads the whole catalog's scores): drop it "
+                             "or candidate_count")
+    return history, ban_repeats, additive, column_agnostic
+
+
+def item_bias_of(logits_processor) -> torch.Tensor | None:
+    """The summed `(vocab_size,)` item bias of the [`ItemBiasLogitsProcessor`]s (what retrieval ranks with), or None."""
+    from .generation import ItemBiasLogitsProcessor
+
+    biases = [p.bias for p in logits_processor if isinstance(p, ItemBiasLogitsProcessor)]
+    return None if not biases else torch.stack(biases).sum(0)
+
+
+@torch.no_grad()
+def candidate_beam_search(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessorList, generation_config,
+                          candidate_count: int, **model_kwargs) -> torch.LongTensor:
+    """[`exact_length_beam_search`] over each user's `candidate_count` retrieved items (see the module docstring).
+
+    Args and returns as [`exact_length_beam_search`]; `model_kwargs["encoder_outputs"]` must hold one row per user
+    (what GeniusRec's `generate()` passes). Step scores are `log_softmax` over the candidates `(rows, C)`, then the
+    processors in candidate space; the largest tensor that grows with the catalog is retrieval's `(users, chunk)`."""
+    beams = generation_config.num_beams
+    rows, start = input_ids.shape
+    users, steps = rows // beams, generation_config.max_length - start
+    encoder_outputs = model_kwargs["encoder_outputs"]
+    if encoder_outputs.last_hidden_state.shape[0] != users:
+        raise ValueError("candidate_count needs one encoding per user (GeniusRec's generate() makes it): do not expand encoder_outputs "
+                         "over the beams")
+    weight = model_kwargs.get("encoder_query_weight") or 0.0
+    use_cache = model_kwargs.get("use_cache", True) is not False
+    cache = SessionBeamCache(steps + start) if use_cache else None
+    history, _, _, _ = candidate_processors(logits_processor, None, beams)
+    first = input_ids[::beams]
+    state = model.session_states(first, encoder_outputs, session_ids=first, cache=cache, encoder_query_weight=weight)[:, -1]  # (users, D)
+    retrieved, candidate_ids = model.top_k_items(state, candidate_count, exclude=history, item_bias=item_bias_of(logits_processor))  # (users, C)
+    _, ban_repeats, additive, column_agnostic = candidate_processors(logits_processor, candidate_ids, beams)
+    vectors = model.item_vectors()[candidate_ids].to(state.dtype)  # (users, C, D)
+    scale = model.config.logit_scale
+    eos = generation_config._eos_token_tensor
+    keep = max(2, 1 + (eos.shape[0] if eos is not None else 0)) * beams  # transformers' beams_to_keep
+    offsets = torch.arange(users, device=input_ids.device).unsqueeze(1) * beams
+    # -inf at each beam's candidates already in its session, and at banned items retrieval had to return (a user with
+    # fewer than C items left: their retrieval scores are -inf)
+    used = torch.where(torch.isinf(retrieved), float("-inf"), 0.0).float().repeat_interleave(beams, dim=0)
+    sequences = input_ids
+    scores = torch.full((users, beams), -1e9, device=input_ids.device)  # only beam 0 can be continued at first
+    scores[:, 0] = 0.0
+    for step in range(steps):
+        if step == 0:  # a user's beams are identical: one state per user, expanded
+            logits = torch.bmm(vectors, state.unsqueeze(-1)).squeeze(-1) * scale  # (users, C)
+            log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32).repeat_interleave(beams, dim=0)
+        else:
+            decoder_input = sequences[:, -1:] if use_cache else sequences
+            state = model.session_states(decoder_input, encoder_outputs, session_ids=sequences, cache=cache, encoder_query_weight=weight)[:, -1]
+            logits = torch.bmm(state.view(users, beams, -1), vectors.transpose(1, 2)).view(rows, candidate_count) * scale
+            log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+        if ban_repeats:
+            log_probs += used
+        if additive is not None:
+            log_probs = (log_probs.view(users, beams, -1) + additive.unsqueeze(1)).view(rows, candidate_count)
+        for processor in column_agnostic:
+            log_probs = processor(sequences, log_probs)
+        total = log_probs.view(users, beams, candidate_count).add_(scores.unsqueeze(-1)).view(users, beams * candidate_count)
+        top_scores, top = torch.topk(total, min(keep, beams * candidate_count), dim=1)
+        scores, top = top_scores[:, :beams], top[:, :beams]
+        parents = (offsets + torch.div(top, candidate_count, rounding_mode="floor")).view(-1)
+        chosen = (top % candidate_count).view(-1, 1)  # (rows, 1) candidate index
+        items = candidate_ids.repeat_interleave(beams, dim=0).gather(1, chosen)
+        sequences = torch.cat([sequences.index_select(0, parents), items], dim=1)
+        used = used.index_select(0, parents).scatter_(1, chosen, float("-inf"))
+        if cache is not None:
+            cache.reorder(parents // beams if step == 0 else parents)  # the first step cached one row per user
+    count = generation_config.num_return_sequences or 1
+    return sequences.view(users, beams, -1)[:, :count].reshape(users * count, -1)
+
+
+__all__ = ["SessionBeamCache", "candidate_beam_search", "exact_length_beam_search", "takes_lean_path"]

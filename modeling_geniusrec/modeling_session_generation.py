@@ -8,7 +8,7 @@ from transformers import GenerationMixin
 from transformers.cache_utils import Cache
 from transformers.generation import LogitsProcessorList
 
-from .beam_search import exact_length_beam_search, takes_lean_path
+from .beam_search import candidate_beam_search, exact_length_beam_search, takes_lean_path
 from .configuration_geniusrec import GeniusRecConfig
 from .generation import BanItemsLogitsProcessor, SharedItemPenaltyLogitsProcessor
 from .modeling_geniusrec import (
@@ -153,10 +153,7 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             matrix = self.model.item_output_matrix()
             if out.cache is not None and not torch.is_grad_enabled():
                 out.cache.geniusrec_item_matrix = matrix
-        state = out.last_hidden_state
-        if encoder_query_weight and encoder_outputs is not None:  # generate(encoder_query_weight=...)
-            user = encoder_outputs.user_embedding
-            state = state + encoder_query_weight * user.repeat_interleave(state.shape[0] // user.shape[0], dim=0).unsqueeze(1)
+        state = self._query_states(out.last_hidden_state, encoder_outputs, encoder_query_weight)
         out.logits = scale_scores(state @ matrix.T, self.config, inplace=True)  # in place: one pass less over (B, T, V)
         if labels is not None:
             out.loss = self.session_loss(out.logits, labels, out.aux_loss)
@@ -168,6 +165,24 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         if not resolve_output_flags(self.config, False, kwargs.get("return_dict"))[1]:
             return ordered.to_tuple()
         return ordered
+
+    @staticmethod
+    def _query_states(state: torch.Tensor, encoder_outputs, encoder_query_weight: float) -> torch.Tensor:
+        """The states the head scores: decoder states `(B, t, D)`, plus `encoder_query_weight` times the encoder's
+        next-item query of each row's history (`generate(encoder_query_weight=...)`)."""
+        if encoder_query_weight and encoder_outputs is not None:
+            user = encoder_outputs.user_embedding
+            state = state + encoder_query_weight * user.repeat_interleave(state.shape[0] // user.shape[0], dim=0).unsqueeze(1)
+        return state
+
+    def session_states(self, decoder_input_ids: torch.LongTensor, encoder_outputs: GeniusRecEncoderOutput, session_ids=None, cache=None,
+                       encoder_query_weight: float = 0.0) -> torch.Tensor:
+        """What the head would score, without scoring the catalog: `(B, t, D)` states for decoder inputs `(B, t)` over an
+        encoding (one row per history; a history's rows consecutive), `state + encoder_query_weight * u`. The candidate
+        decode ([`candidate_beam_search`]) scores only each user's candidates with them."""
+        out = self.model(decoder_input_ids=decoder_input_ids, encoder_outputs=encoder_outputs, session_ids=session_ids, cache=cache,
+                         use_cache=cache is not None, return_dict=True)
+        return self._query_states(out.last_hidden_state, encoder_outputs, encoder_query_weight)
 
     def session_loss(self, logits: torch.Tensor, labels: torch.LongTensor, aux_loss: torch.Tensor) -> torch.Tensor:
         """The decoder's loss: logits `(B, T, V)`, labels `(B, T)` (-100 at padding), the gates' balance loss `()` ->
@@ -208,7 +223,7 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, logits_processor=None, ban_history: bool = True, ban_repeats: bool = True,
                  banned_item_ids: torch.LongTensor | None = None, encoder_query_weight: float = 0.0, shared_item_penalty: float | None = None,
-                 **kwargs):
+                 candidate_count: int | None = None, **kwargs):
         """`generate()` with GeniusRec's bans added: special tokens (but EOS), the row's history (`ban_history`), items
         already in the session (`ban_repeats`).
 
@@ -230,6 +245,14 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
                 ML-1M share most of their items (often the same set reordered). Session 1 is what
                 `num_return_sequences=1` returns. Costs k searches; returns token ids only (no
                 `return_dict_in_generate`).
+            candidate_count (`int`, *optional*): the two-stage decode for large catalogs. The first step's state of
+                each user retrieves that user's `candidate_count` best items by dot product (the catalog scored in
+                chunks, the user's banned items left out), and every step scores only those candidates: no
+                `(beams, catalog)` tensor per step, a step's cost independent of the catalog's size. Log-probabilities
+                are normalised over the candidates, so the scores differ from a full decode and the sessions can too;
+                with enough candidates they agree (measured on ML-1M in BENCHMARKS.md, "Two-stage decode"). Beam
+                search of fixed-length sessions only (`min_new_tokens == max_new_tokens`, no per-step outputs); needs
+                `candidate_count >= max_new_tokens + num_beams`. None (default): every step scores the whole catalog.
         Returns:
             `(batch_size * num_return_sequences, 1 + length)` token ids starting with `[SEP]`.
         """
@@ -246,7 +269,7 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
                              "or a precomputed encoder_outputs (model.get_encoder()(...))")
         if shared_item_penalty is not None and (kwargs.get("num_return_sequences") or 1) > 1:
             return self._generate_alternatives(input_ids, attention_mask, logits_processor, ban_history, ban_repeats, banned_item_ids,
-                                               encoder_query_weight, float(shared_item_penalty), **kwargs)
+                                               encoder_query_weight, float(shared_item_penalty), candidate_count=candidate_count, **kwargs)
         check_decoder_attention_mask(kwargs.get("decoder_attention_mask"))
         processors = LogitsProcessorList(logits_processor or [])
         wanted = kwargs.get("min_new_tokens") or 0
@@ -267,12 +290,27 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         # model: two threads generating with one model do not see each other's options
         if encoder_query_weight:
             kwargs["encoder_query_weight"] = float(encoder_query_weight)
+        if candidate_count is not None:
+            check_candidate_count(candidate_count, exact, kwargs, self.config, self.generation_config)
+            kwargs["candidate_count"] = int(candidate_count)
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors, **kwargs)
+
+    def _validate_model_kwargs(self, model_kwargs: dict):
+        """transformers' check of the model kwargs (given a copy), less `candidate_count`: a decoding option read by
+        [`_beam_search`], never a model input."""
+        model_kwargs.pop("candidate_count", None)
+        super()._validate_model_kwargs(model_kwargs)
 
     def _beam_search(self, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False, **model_kwargs):
         """transformers' beam search, or, for sessions of a fixed length (EOS banned), [`exact_length_beam_search`]:
         the same sequences with less bookkeeping (see `beam_search.py`)."""
-        if takes_lean_path(generation_config, logits_processor, stopping_criteria, synced_gpus, model_kwargs):
+        lean = takes_lean_path(generation_config, logits_processor, stopping_criteria, synced_gpus, model_kwargs)
+        if model_kwargs.get("candidate_count"):
+            if not lean:
+                raise ValueError("candidate_count decodes fixed-length sessions by beam search only: drop output_scores / "
+                                 "return_dict_in_generate / custom stopping criteria, or candidate_count")
+            return candidate_beam_search(self, input_ids, logits_processor, generation_config, **model_kwargs)
+        if lean:
             return exact_length_beam_search(self, input_ids, logits_processor, generation_config, **model_kwargs)
         return super()._beam_search(input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus, **model_kwargs)
 
@@ -297,6 +335,23 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         width = max(s.shape[1] for s in sessions)
         padded = [F.pad(s, (0, width - s.shape[1]), value=self.config.pad_token_id) for s in sessions]
         return torch.stack(padded, dim=1).flatten(0, 1)  # (B, k, L) -> (B * k, L): a user's sessions consecutive
+
+
+def check_candidate_count(candidate_count, exact: bool, kwargs: dict, config, generation_config) -> None:
+    """`generate(candidate_count=C)` is valid: an int, beam search over fixed-length sessions, and at least
+    `max_new_tokens + num_beams` candidates (no more than the catalog's items); else one line naming the fix."""
+    num_items = config.vocab_size - config.num_special_tokens
+    beams = kwargs.get("num_beams") or generation_config.num_beams or 1
+    length = kwargs["max_new_tokens"]
+    if isinstance(candidate_count, bool) or not isinstance(candidate_count, int):
+        raise ValueError(f"candidate_count must be an int (items retrieved per user), got {candidate_count!r}")
+    if beams < 2 or kwargs.get("do_sample"):
+        raise ValueError("candidate_count is a beam-search decode: pass num_beams >= 2 (and no do_sample), or drop candidate_count")
+    if not exact:
+        raise ValueError("candidate_count decodes sessions of a fixed length: pass min_new_tokens equal to max_new_tokens")
+    if not length + beams <= candidate_count <= num_items:
+        raise ValueError(f"candidate_count must be in [max_new_tokens + num_beams, catalog items] = [{length + beams}, {num_items}], "
+                         f"got {candidate_count}")
 
 
 def check_session_labels(labels: torch.LongTensor, config: GeniusRecConfig) -> None:

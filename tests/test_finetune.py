@@ -154,6 +154,16 @@ def test_session_decodings(stage1):
     mixed = generate_sessions(model, view, k=4, num_beams=3, batch_size=4, decoding="beam", first_step_weight=1.0, encoder_query_weight=1.0,
                               progress=False)
     assert all(len(set(s)) == 4 and not set(s) & set(view[row]["seen_items"].tolist()) for row, s in enumerate(mixed))
+    # the two-stage decode reaches generate(): sessions from each user's candidates only, valid as every decoding
+    seen = []
+    original = model.generate
+    model.generate = lambda **kw: seen.append(kw.get("candidate_count")) or original(**kw)
+    few = generate_sessions(model, view, k=4, num_beams=3, batch_size=4, candidate_count=7, progress=False)
+    model.generate = original
+    assert seen and set(seen) == {7}
+    assert all(len(set(s)) == 4 and not set(s) & set(view[row]["seen_items"].tolist()) for row, s in enumerate(few))
+    with pytest.raises(ValueError, match="candidate_count is a GeniusRec beam decoding"):
+        generate_sessions(model, view, k=4, decoding="first_step", candidate_count=7)
 
 
 def test_mmr_trades_relevance_for_diversity(stage1):

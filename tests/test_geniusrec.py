@@ -736,3 +736,73 @@ def test_session_beam_cache_writes_in_place_and_reorders_like_a_dynamic_cache():
     assert ours.get_seq_length() == theirs.get_seq_length() == 2
     with pytest.raises(ValueError, match="holds 4 positions"):
         ours.update(torch.randn(6, 2, 3, 3), torch.randn(6, 2, 3, 3), 0)
+
+
+def restricted_to(model, candidates: torch.Tensor):
+    """A forward hook that sets every logit outside each user's candidates `(users, C)` to -inf (over that user's
+    consecutive rows): a full-catalog decode whose log-softmax runs over the candidates alone."""
+    allowed = torch.zeros(candidates.shape[0], model.config.vocab_size, dtype=torch.bool).scatter_(1, candidates, True)
+
+    def hook(module, args, output):
+        rows = output.logits.shape[0]
+        mask = allowed.repeat_interleave(rows // allowed.shape[0], dim=0)
+        output.logits.masked_fill_(~mask.unsqueeze(1), float("-inf"))
+        return output
+
+    return model.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("options", [{}, {"use_cache": False}, {"num_return_sequences": 2}, {"encoder_query_weight": 1.5},
+                                     {"bias": True}, {"first_step_mix": 0.5}, {"shared_item_penalty": float("inf"), "num_return_sequences": 2}])
+def test_candidate_decode_equals_the_full_decode_restricted_to_the_candidates(options):
+    """`generate(candidate_count=C)` is exactly beam search over each user's C retrieved items: the same sessions as the
+    full-catalog search with every other logit at -inf before the log-softmax, candidates = the first step's top C
+    (history left out, item bias added), for every option the candidate space supports."""
+    from modeling_geniusrec.generation import FirstStepMixLogitsProcessor, ItemBiasLogitsProcessor
+
+    model = tiny()
+    hist, ts, _ = batch()
+    options = dict(options)
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=4, max_new_tokens=5, min_new_tokens=5)
+    bias = torch.linspace(-2, 2, VOCAB) if options.pop("bias", False) else None
+    mix = options.pop("first_step_mix", 0.0)
+    processors = lambda: ([ItemBiasLogitsProcessor(bias)] if bias is not None else []) + (  # noqa: E731
+        [FirstStepMixLogitsProcessor(mix, 4)] if mix else [])
+    count = 12
+    encoded = model.get_encoder()(hist, timestamps=ts, next_timestamps=ts[:, -1] + 60)
+    start = torch.full((3, 1), model.config.decoder_start_token_id)
+    state = model.session_states(start, encoded, encoder_query_weight=options.get("encoder_query_weight", 0.0))[:, -1]
+    candidates = model.top_k_items(state, count, exclude=hist, item_bias=bias)[1]
+    fast = model.generate(**inputs, candidate_count=count, logits_processor=processors(), **options)
+    handle = restricted_to(model, candidates)
+    try:
+        reference = model.generate(**inputs, logits_processor=processors(), **options)
+    finally:
+        handle.remove()
+    assert torch.equal(fast, reference)
+    per_user = fast.shape[0] // 3
+    for row, session in enumerate(fast[:, 1:].tolist()):  # every item a candidate of its user, none from the history
+        assert set(session) <= set(candidates[row // per_user].tolist()) and not set(session) & set(hist[row // per_user].tolist())
+    assert torch.equal(model.generate(**inputs, logits_processor=processors(), **options), model.generate(
+        **inputs, logits_processor=processors(), **options))  # the hook is gone: the full decode is itself again
+
+
+def test_candidate_count_refuses_what_it_cannot_decode():
+    from transformers import LogitsProcessor
+
+    class Custom(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            return scores
+
+    model = tiny()
+    hist, ts, _ = batch()
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, max_new_tokens=5)
+    for kwargs, message in [(dict(num_beams=4, min_new_tokens=5, candidate_count=8), r"= \[9, 36\], got 8"),
+                            (dict(num_beams=4, min_new_tokens=5, candidate_count=12.0), "must be an int"),
+                            (dict(num_beams=4, candidate_count=12), "min_new_tokens equal to max_new_tokens"),
+                            (dict(num_beams=1, min_new_tokens=5, candidate_count=12), "num_beams >= 2"),
+                            (dict(num_beams=4, min_new_tokens=5, candidate_count=12, logits_processor=[Custom()]), "cannot apply Custom"),
+                            (dict(num_beams=4, min_new_tokens=5, candidate_count=12, output_scores=True, return_dict_in_generate=True),
+                             "fixed-length sessions by beam search only")]:
+        with pytest.raises(ValueError, match=message):
+            model.generate(**inputs, **kwargs)

@@ -90,6 +90,9 @@ class EvaluateArguments:
     encoder_query_weight: float = field(default=0.0, metadata={"help": "with --task sessions and GeniusRec: score items with the decoder "
                                                                            "state plus this weight times the encoder's next-item query, at "
                                                                            "every step (0: off)"})
+    candidate_count: int | None = field(default=None, metadata={"help": "with --task sessions and a GeniusRec beam decoding: the two-stage "
+                                                                        "decode, every step scoring only each user's N items retrieved "
+                                                                        "by its first step (large catalogs; default: the whole catalog)"})
     alternatives: int = field(default=0, metadata={"help": "with --task sessions and GeniusRec: also generate this many sessions per user "
                                                           "(generate(num_return_sequences=N, shared_item_penalty=...)) and report the first "
                                                           "session's and the best one's recall and their item overlap, with and without the "
@@ -120,6 +123,8 @@ def check_arguments(parser, args) -> None:
         parser.error(f"--alternatives must be 0 (off) or >= 2 sessions per user, got {args.alternatives}")
     if args.max_length is not None and args.max_length < 1:
         parser.error(f"--max_length must be >= 1, got {args.max_length}")
+    if args.candidate_count is not None and args.candidate_count < 1:
+        parser.error(f"--candidate_count must be >= 1 (items retrieved per user), got {args.candidate_count}")
     if not 0.0 <= args.mmr_trade_off <= 1.0:
         parser.error(f"--mmr_trade_off must be in [0, 1], got {args.mmr_trade_off}")
 
@@ -175,9 +180,9 @@ def main(argv=None):
         metrics.update(session_table(model, store, items, dataset, args.holdout_length, args.num_beams, filter_history=filter_history,
                                      decoding=args.decoding, stage1=stage1, popularity_penalty=args.popularity_penalty,
                                      first_step_weight=args.first_step_weight, encoder_query_weight=args.encoder_query_weight,
-                                     mmr_trade_off=args.mmr_trade_off))
+                                     mmr_trade_off=args.mmr_trade_off, candidate_count=args.candidate_count))
         metrics.update(decoding=args.decoding, popularity_penalty=args.popularity_penalty, first_step_weight=args.first_step_weight,
-                       encoder_query_weight=args.encoder_query_weight, mmr_trade_off=args.mmr_trade_off)
+                       encoder_query_weight=args.encoder_query_weight, mmr_trade_off=args.mmr_trade_off, candidate_count=args.candidate_count)
         if args.alternatives:
             from .evaluation.sessions import alternative_sessions, alternatives_report
 

@@ -94,7 +94,7 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
                       filter_history: str = "full", decoding: str = "beam", num_samples: int = 20, seed: int = 0,
                       item_bias: torch.Tensor | None = None, first_step_weight: float = 0.0,
                       encoder_query_weight: float = 0.0, item_vectors: torch.Tensor | None = None,
-                      mmr_trade_off: float = 1.0) -> list[list[int]]:
+                      mmr_trade_off: float = 1.0, candidate_count: int | None = None) -> list[list[int]]:
     """A session of exactly `k` items per user of `dataset` (token ids), with the history's times and the request
     time, and the user's seen items (`filter_history`) banned. `model` is GeniusRec (the decoder writes the session)
     or a stage-1 model (HSTU / SASRec `generate()`: each item appended to the history in turn). Rows are batched by
@@ -107,7 +107,8 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
     `(vocab_size,)` is added to the scores of every step (first_step: to the ranking), e.g. [`popularity_bias`]. `first_step_weight` (GeniusRec's beam
     decodings) adds that weight times the first step's scores to every later step ([`FirstStepMixLogitsProcessor`]).
     `encoder_query_weight` (GeniusRec) leans every step toward the encoder's next-item query: states `s_t + w * u`
-    (see `GeniusRecForSessionGeneration.generate`)."""
+    (see `GeniusRecForSessionGeneration.generate`). `candidate_count` (GeniusRec's beam decodings) is the two-stage
+    decode: every step scores only each user's `candidate_count` retrieved items (`generate(candidate_count=...)`)."""
     if decoding not in DECODINGS:
         raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
     sessions = [None] * len(dataset)
@@ -115,6 +116,8 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
     device = next(model.parameters()).device
     if (first_step_weight or encoder_query_weight) and not seq2seq:
         raise ValueError("first_step_weight / encoder_query_weight are GeniusRec decodings (a decoder over an encoder's query)")
+    if candidate_count and not (seq2seq and decoding in ("beam", "beam_vote", "mmr")):
+        raise ValueError("candidate_count is a GeniusRec beam decoding (beam, beam_vote or mmr)")
     if decoding == "mmr" and item_vectors is None:
         raise ValueError("decoding='mmr' needs item_vectors (the vectors its similarity is measured on)")
     if decoding == "sample_vote":
@@ -139,6 +142,8 @@ def generate_sessions(model, dataset: NextItemDataset, k: int = 10, num_beams: i
             rows_per_user = options.get("num_return_sequences", 1) if options.get("do_sample") else num_beams
             mix, mix_processors = decoding_mix(first_step_weight, encoder_query_weight, rows_per_user)
             options.update(mix)
+            if candidate_count:
+                options["candidate_count"] = candidate_count
             processors = ([ItemBiasLogitsProcessor(item_bias)] if item_bias is not None else []) + mix_processors
             if processors:
                 options["logits_processor"] = processors
@@ -277,13 +282,15 @@ def session_perplexity(model, dataset: NextItemDataset, batch_size: int = 128) -
 
 def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, num_beams: int = 10, batch_size: int = 64,
                   stage1=None, filter_history: str = "full", decoding: str = "beam", popularity_penalty: float = 0.0,
-                  first_step_weight: float = 0.0, encoder_query_weight: float = 0.0, mmr_trade_off: float = 1.0) -> dict:
+                  first_step_weight: float = 0.0, encoder_query_weight: float = 0.0, mmr_trade_off: float = 1.0,
+                  candidate_count: int | None = None) -> dict:
     """Generated sessions on a split view scored against the real next items, with the popularity baseline
     (`popularity_*`) and, given a stage-1 model, its top-k list (`hstu_*`) in the same table. `model` is GeniusRec
     (with the teacher-forced perplexity of the real sessions) or a stage-1 model, whose beam-search session (its
     `generate()`) is then the row, beside its own top-k list (`hstu_*`). `popularity_penalty` alpha adds
     [`popularity_bias`] to the model's decoding (the baselines are left as they are); `first_step_weight` and
-    `encoder_query_weight` as [`generate_sessions`]; decoding `mmr` re-ranks with the ILD vectors and `mmr_trade_off`."""
+    `encoder_query_weight` and `candidate_count` as [`generate_sessions`]; decoding `mmr` re-ranks with the ILD vectors
+    and `mmr_trade_off`."""
     import time
 
     seq2seq = getattr(model.config, "is_encoder_decoder", False)
@@ -294,7 +301,7 @@ def session_table(model, store, items, dataset: NextItemDataset, k: int = 10, nu
     bias = popularity_bias(counts, popularity_penalty) if popularity_penalty else None
     sessions = generate_sessions(model, dataset, k, num_beams, batch_size, filter_history=filter_history, decoding=decoding, item_bias=bias,
                                  first_step_weight=first_step_weight, encoder_query_weight=encoder_query_weight,
-                                 item_vectors=report["vectors"], mmr_trade_off=mmr_trade_off)
+                                 item_vectors=report["vectors"], mmr_trade_off=mmr_trade_off, candidate_count=candidate_count)
     out = session_report(sessions, dataset, **report)
     out["sessions_per_second"] = len(sessions) / (time.time() - start)
     if seq2seq:
