@@ -7,11 +7,14 @@
 Steps, each its own process under `/usr/bin/time -v`, in order:
 `generate` (`data_scripts.make_synthetic_amazon`, `--rows` reviews), `prepare` (`data_scripts.amazon_reviews`,
 5-core, 2 workers), `pretrain` (`train.pretrain`, the per-position sampled softmax, `--pretrain_steps` steps, no
-validation), `evaluate` (`train.evaluate`: full ranking of `--eval_users` test users over the whole catalog, scores in
-chunks of 1,024 users x 65,536 items), `sessions` (`generate()` with 10 beams and 10 items for `--session_users` users,
-a GeniusRec built on the pretrained encoder: speed does not depend on the decoder's weights) and `add_items`
-(`--new_items` new items appended to that model). A step whose `<work>/<step>.done` exists is not run again (its
-recorded figures are reused), so the chain continues across sessions; the results file is rewritten after every step.
+validation during training; the final validation on a seeded `--eval_users` sample, `--max_eval_users`),
+`evaluate` (`train.evaluate`: full ranking of `--eval_users` test users over the whole catalog, scores in chunks of
+1,024 users x 65,536 items), `sessions` (`generate()` with 10 beams and 10 items for `--session_users` users,
+`--session_batch` per call, a GeniusRec built on the pretrained encoder: speed does not depend on the decoder's
+weights), `sessions_two_stage` (the same users through the two-stage decode, `generate(candidate_count=
+--candidate_count)`, `--two_stage_batch` per call) and `add_items` (`--new_items` new items appended to that model).
+A step whose `<work>/<step>.done` exists is not run again (its recorded figures are reused), so the chain
+continues across sessions; the results file is rewritten after every step.
 """
 
 import argparse
@@ -24,7 +27,7 @@ import time
 
 from train.evaluation.results import provenance, write_json_atomic
 
-STEPS = ("generate", "prepare", "pretrain", "evaluate", "sessions", "add_items")
+STEPS = ("generate", "prepare", "pretrain", "evaluate", "sessions", "sessions_two_stage", "add_items")
 
 
 def parse_time_v(text: str) -> dict:
@@ -48,11 +51,15 @@ def commands(args) -> dict:
                     f"{w}/raw/meta_Synthetic.jsonl.gz", "--out", f"{w}/data", "--workers", "2", "--quiet"],
         "pretrain": [py, "-m", "train.pretrain", "--config", "train/configs/ml-1m-hstu.json", "--dataset", f"{w}/data", "--output_dir",
                      f"{w}/hstu", "--max_length", str(args.max_length), "--max_steps", str(args.pretrain_steps), "--eval_strategy", "no",
-                     "--save_strategy", "no", "--load_best_model_at_end", "false", "--evaluate_test", "false", "--disable_tqdm", "true"],
+                     "--save_strategy", "no", "--load_best_model_at_end", "false", "--evaluate_test", "false", "--disable_tqdm", "true",
+                     "--max_eval_users", str(args.eval_users)],
         "evaluate": [py, "-m", "train.evaluate", "--model", f"{w}/hstu", "--dataset", f"{w}/data", "--max_users", str(args.eval_users),
                      "--output", f"{w}/evaluate.json"],
         "sessions": [py, "-m", "benchmarks.books_scale", "--step", "sessions", "--work", w, "--session_users", str(args.session_users),
                      "--session_batch", str(args.session_batch), "--output", f"{w}/sessions.json"],
+        "sessions_two_stage": [py, "-m", "benchmarks.books_scale", "--step", "sessions", "--work", w, "--session_users", str(args.session_users),
+                               "--session_batch", str(args.two_stage_batch), "--candidate_count", str(args.candidate_count),
+                               "--output", f"{w}/sessions_two_stage.json"],
         "add_items": [py, "-m", "benchmarks.books_scale", "--step", "add_items", "--work", w, "--new_items", str(args.new_items),
                       "--output", f"{w}/add_items.json"],
     }
@@ -60,7 +67,8 @@ def commands(args) -> dict:
 
 def sessions_step(args) -> dict:
     """`generate()` for the first `--session_users` test users, `--session_batch` at a time: `(batch x 10 beams,
-    catalog)` scores per step is the largest tensor."""
+    catalog)` scores per step is the largest tensor; with `--candidate_count C` the two-stage decode, whose largest
+    are retrieval's `(batch, min(catalog, 65,536))` chunk and the steps' `(batch x 10, C)`."""
     import torch
 
     from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed
@@ -78,13 +86,23 @@ def sessions_step(args) -> dict:
         for lo in range(0, users, args.session_batch):
             rows = list(range(lo, min(lo + args.session_batch, users)))
             batch = collator.pad_histories([view[i] for i in rows])
-            out = model.generate(**batch, banned_item_ids=view.filter_items("full", rows), num_beams=10, max_new_tokens=10, min_new_tokens=10)
+            out = model.generate(**batch, banned_item_ids=view.filter_items("full", rows), num_beams=10, max_new_tokens=10, min_new_tokens=10,
+                                 candidate_count=args.candidate_count)
             lengths.append(out.shape[1] - 1)
     wall = time.time() - start
-    model.save_pretrained(f"{args.work}/geniusrec")
-    tokenizer.save_pretrained(f"{args.work}/geniusrec")
+    if not args.candidate_count:  # the model add_items grows
+        model.save_pretrained(f"{args.work}/geniusrec")
+        tokenizer.save_pretrained(f"{args.work}/geniusrec")
+    if args.candidate_count:
+        from modeling_geniusrec import scoring
+
+        largest = max(min(args.session_batch, scoring.SCORE_CHUNK_ROWS) * min(model.config.vocab_size, scoring.SCORE_CHUNK_ITEMS),
+                      args.session_batch * 10 * args.candidate_count)
+    else:
+        largest = args.session_batch * 10 * model.config.vocab_size
     return {"users": users, "catalog": model.config.vocab_size, "seconds": round(wall, 2), "sessions_per_second": round(users / wall, 2),
-            "items_per_session": max(lengths), "largest_scores_tensor_mb": round(args.session_batch * 10 * model.config.vocab_size * 4 / 2**20, 1)}
+            "items_per_session": max(lengths), "users_per_call": args.session_batch, "candidate_count": args.candidate_count,
+            "largest_scores_tensor_mb": round(largest * 4 / 2**20, 1)}
 
 
 def add_items_step(args) -> dict:
@@ -136,7 +154,7 @@ def run_chain(args) -> dict:
         figures = {"command": open(done).read().strip(), **parse_time_v(open(os.path.join(args.work, f"{step}.time")).read())}
         figures.update(throughput(step, figures, args))
         inner = os.path.join(args.work, f"{step}.json")
-        if step in ("sessions", "add_items") and os.path.exists(inner):
+        if step in ("sessions", "sessions_two_stage", "add_items") and os.path.exists(inner):
             figures.update(json.load(open(inner)))
         if step == "prepare" and os.path.exists(os.path.join(args.work, "data", "stats.json")):
             stats = json.load(open(os.path.join(args.work, "data", "stats.json")))
@@ -160,11 +178,16 @@ def main(argv=None):
     p.add_argument("--eval_users", type=int, default=10_000, help="evaluate: test users ranked over the whole catalog")
     p.add_argument("--session_users", type=int, default=1_000, help="sessions: users to generate for")
     p.add_argument("--session_batch", type=int, default=8, help="sessions: users per generate() call")
+    p.add_argument("--candidate_count", type=int, default=None, help="sessions_two_stage: items retrieved per user (default 1,000 there; "
+                   "the sessions step decodes over the whole catalog)")
+    p.add_argument("--two_stage_batch", type=int, default=64, help="sessions_two_stage: users per generate() call")
     p.add_argument("--new_items", type=int, default=1_000, help="add_items: items appended")
     p.add_argument("--step", choices=["sessions", "add_items"], default=None, help=argparse.SUPPRESS)  # one in-process step
     p.add_argument("--output", required=True, help="results JSON")
     args = p.parse_args(argv)
     args.argv = argv
+    if not args.step and args.candidate_count is None:
+        args.candidate_count = 1_000
     if args.step:
         out = (sessions_step if args.step == "sessions" else add_items_step)(args)
         write_json_atomic(args.output, out)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .scoring import chunked_top_k
+
 
 class CatalogMixin:
     """`add_items` / `resize_token_embeddings` for a model whose item table is `get_input_embeddings()` (tied to
@@ -51,8 +53,10 @@ class CatalogMixin:
         for kind, rows in content.items():  # the first kind with rows decides (text before image by insertion order)
             reference = tables[kind][old_ids].float()
             centre = reference.mean(0, keepdim=True)
-            similarity = F.normalize(rows.float() - centre, dim=-1) @ F.normalize(reference - centre, dim=-1).T  # (n, old items)
-            nearest = old_ids[similarity.topk(min(neighbours, reference.shape[0]), dim=1).indices]
+            reference = F.normalize(reference - centre, dim=-1)
+            queries = F.normalize(rows.float() - centre, dim=-1)
+            # cosine of centred rows, scored in chunks (never a (new items, old items) matrix at once)
+            nearest = old_ids[chunked_top_k(queries, reference, min(neighbours, reference.shape[0]))]
             return weight[nearest].mean(1)
         return weight[old_ids].mean(0, keepdim=True).expand(num_items, weight.shape[1]).clone()
 

@@ -3,11 +3,21 @@
 A host model defines `item_vectors(start, end)` (unit-normalised item vectors of token ids `[start, end)`) and has
 `config.logit_scale` (the inverse temperature); scores are `logit_scale * cos(query, item)`. The catalog is scored
 in chunks, so a 1,000,000-item catalog never builds a `(B, N, V)` tensor.
+
+The chunk bound: every inference path that scores against the whole catalog (ranking evaluation, `top_k_items`, the
+two-stage decode's retrieval, `add_items`' content neighbours) scores at most `SCORE_CHUNK_ROWS` rows against at most
+`SCORE_CHUNK_ITEMS` items at once, so no float tensor larger than about `SCORE_CHUNK_ROWS x SCORE_CHUNK_ITEMS` (256 MB
+in float32) spans the catalog (`tests/test_scale.py` watches every operator's output to check it). Read at call
+time: set them on this module to trade memory for speed. The full-catalog beam search (`generate()` without
+`candidate_count`) is the exception by design: its `(users x beams, catalog)` step scores grow with the batch.
 """
 
 from typing import Iterator
 
 import torch
+
+SCORE_CHUNK_ROWS = 1024  # query rows scored against the catalog at once
+SCORE_CHUNK_ITEMS = 65536  # catalog items scored at once
 
 
 def scale_scores(cosines: torch.Tensor, config, inplace: bool = False) -> torch.Tensor:
@@ -22,32 +32,52 @@ def item_scores(queries: torch.Tensor, item_matrix: torch.Tensor, config, inplac
     return scale_scores(queries @ item_matrix.T, config, inplace=inplace)
 
 
+def chunked_top_k(queries: torch.Tensor, keys: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices `(M, k)` of the `k` keys `(N, D)` with the largest dot product with each query `(M, D)`, best first,
+    scored `SCORE_CHUNK_ROWS x SCORE_CHUNK_ITEMS` at a time (a running top-k over key chunks)."""
+    out = []
+    for lo in range(0, queries.shape[0], SCORE_CHUNK_ROWS):
+        rows = queries[lo : lo + SCORE_CHUNK_ROWS]
+        best_scores = rows.new_empty(rows.shape[0], 0)
+        best_ids = torch.empty(rows.shape[0], 0, dtype=torch.long, device=rows.device)
+        for start in range(0, keys.shape[0], SCORE_CHUNK_ITEMS):
+            chunk = rows @ keys[start : start + SCORE_CHUNK_ITEMS].T
+            scores = torch.cat([best_scores, chunk], dim=1)
+            ids = torch.cat([best_ids, torch.arange(start, start + chunk.shape[1], device=rows.device).expand(rows.shape[0], -1)], dim=1)
+            best_scores, index = scores.topk(min(k, scores.shape[1]), dim=1)
+            best_ids = ids.gather(1, index)
+        out.append(best_ids)
+    return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long, device=queries.device)
+
+
 class ItemScoringMixin:
     """`iter_item_scores` and `top_k_items` over `self.item_vectors(...)` and `self.config.logit_scale`."""
 
     def item_vectors(self, start: int = 0, end: int | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def iter_item_scores(self, user_embeddings: torch.Tensor, chunk_size: int = 65536) -> Iterator[tuple[int, torch.Tensor]]:
+    def iter_item_scores(self, user_embeddings: torch.Tensor, chunk_size: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """Scores every item in chunks, so a 1,000,000-item catalog never builds a `(B, N, V)` tensor.
 
         Args:
             user_embeddings: `(M, D)` unit-normalised user states (e.g. `outputs.user_embeddings`).
+            chunk_size: items per chunk (default `SCORE_CHUNK_ITEMS`).
         Yields:
             `(first_token_id, scores)` with scores `(M, chunk)` = `logit_scale * cos` for token ids
             `first_token_id .. first_token_id + chunk - 1`; special tokens are skipped.
         """
         start = self.config.num_special_tokens if getattr(self.config, "filter_special_tokens", True) else 0
+        chunk_size = chunk_size or SCORE_CHUNK_ITEMS
         for lo in range(start, self.config.vocab_size, chunk_size):
             hi = min(lo + chunk_size, self.config.vocab_size)
             yield lo, scale_scores(user_embeddings @ self.item_vectors(lo, hi).T, self.config)
 
     @torch.no_grad()
     def top_k_items(
-        self, user_embeddings: torch.Tensor, k: int, exclude: torch.Tensor | None = None, chunk_size: int = 65536,
+        self, user_embeddings: torch.Tensor, k: int, exclude: torch.Tensor | None = None, chunk_size: int | None = None,
         item_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k items per user with a running top-k over catalog chunks.
+        """Top-k items per user with a running top-k over catalog chunks (`SCORE_CHUNK_ROWS` users at a time).
 
         Args:
             user_embeddings: `(M, D)`.
@@ -67,10 +97,15 @@ class ItemScoringMixin:
         if exclude is not None and (exclude.dim() != 2 or exclude.shape[0] != user_embeddings.shape[0]):
             raise ValueError(f"exclude must have shape ({user_embeddings.shape[0]}, L), one row of token ids per user; "
                              f"got {tuple(exclude.shape)}")
-        best_scores = user_embeddings.new_full((user_embeddings.shape[0], 0), float("-inf"))
-        best_ids = torch.zeros((user_embeddings.shape[0], 0), dtype=torch.long, device=user_embeddings.device)
         if item_bias is not None and item_bias.shape != (self.config.vocab_size,):
             raise ValueError(f"item_bias must have shape ({self.config.vocab_size},), got {tuple(item_bias.shape)}")
+        if user_embeddings.shape[0] > SCORE_CHUNK_ROWS:  # row chunks: at most SCORE_CHUNK_ROWS x chunk scores at once
+            rows = range(0, user_embeddings.shape[0], SCORE_CHUNK_ROWS)
+            parts = [self.top_k_items(user_embeddings[lo : lo + SCORE_CHUNK_ROWS], k,
+                                      None if exclude is None else exclude[lo : lo + SCORE_CHUNK_ROWS], chunk_size, item_bias) for lo in rows]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        best_scores = user_embeddings.new_full((user_embeddings.shape[0], 0), float("-inf"))
+        best_ids = torch.zeros((user_embeddings.shape[0], 0), dtype=torch.long, device=user_embeddings.device)
         for lo, scores in self.iter_item_scores(user_embeddings, chunk_size):
             if item_bias is not None:
                 scores = scores + item_bias[lo : lo + scores.shape[1]].to(scores.device, scores.dtype)
@@ -88,4 +123,4 @@ class ItemScoringMixin:
         return best_scores, best_ids
 
 
-__all__ = ["ItemScoringMixin", "item_scores", "scale_scores"]
+__all__ = ["ItemScoringMixin", "chunked_top_k", "item_scores", "scale_scores", "SCORE_CHUNK_ROWS", "SCORE_CHUNK_ITEMS"]

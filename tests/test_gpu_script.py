@@ -96,11 +96,14 @@ def test_books_scale_chain_runs_every_step_and_resumes(tmp_path):
     assert parsed == {"wall_s": 62.5, "peak_rss_mb": 2.0}
     out = tmp_path / "books.json"
     args = ["--work", str(tmp_path / "w"), "--rows", "100000", "--pretrain_steps", "2", "--eval_users", "20", "--session_users", "4",
-            "--session_batch", "2", "--new_items", "5", "--output", str(out)]
+            "--session_batch", "2", "--candidate_count", "30", "--two_stage_batch", "4", "--new_items", "5", "--output", str(out)]
     results = books_scale.main(args)
     steps = results["steps"]
     assert list(steps) == list(books_scale.STEPS) and all(s["wall_s"] > 0 and s["peak_rss_mb"] > 0 for s in steps.values())
     assert steps["prepare"]["items"] > 0 and steps["sessions"]["items_per_session"] == 10 and steps["add_items"]["new_items"] == 5
     assert steps["generate"]["reviews_per_second"] > 0 and json.loads(out.read_text())["commit"]
+    two_stage = steps["sessions_two_stage"]
+    assert two_stage["candidate_count"] == 30 and two_stage["items_per_session"] == 10 and steps["sessions"]["candidate_count"] is None
+    assert "--max_eval_users 20" in steps["pretrain"]["command"]
     stamp = os.path.getmtime(tmp_path / "w" / "pretrain.time")
     assert books_scale.main(args)["steps"]["pretrain"] == steps["pretrain"] and os.path.getmtime(tmp_path / "w" / "pretrain.time") == stamp

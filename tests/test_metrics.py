@@ -198,7 +198,9 @@ def test_evaluation_pads_filter_lists_per_chunk_not_for_the_whole_view(monkeypat
     padded = []
     real = processed.pad_item_lists
     monkeypatch.setattr(processed, "pad_item_lists", lambda lists, *a: padded.append(len(lists)) or real(lists, *a))
-    monkeypatch.setattr(ranking, "FILTER_CHUNK_ROWS", 5)
+    from modeling_geniusrec import scoring
+
+    monkeypatch.setattr(scoring, "SCORE_CHUNK_ROWS", 5)
     chunked = ranking.evaluate_next_item(model, view, batch_size=5, progress=False)
     assert padded and max(padded) <= 5 and chunked == pytest.approx(whole, abs=1e-12)
     padded.clear()

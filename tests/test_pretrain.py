@@ -62,6 +62,27 @@ def test_evaluate_reproduces_training_metrics(dataset_dir, trained):
             assert {"head_ndcg@10", "tail_ndcg@10"} <= set(results["metrics"]["test"])  # the bucket table in the results file
 
 
+def test_max_eval_users_validates_and_tests_a_seeded_sample(dataset_dir, trained, tmp_path):
+    """`--max_eval_users N`: validation and test read a seeded sample of N users (recorded), whose metrics are those of
+    the same model on the same users; without it every user is evaluated."""
+    from data_scripts.processed import NextItemDataset, load_processed
+    from data_scripts.splits import SequenceStore
+    from modeling_geniusrec import HSTUForNextItemPrediction
+    from train.evaluation.ranking import evaluate_next_item
+    from train.pretrain import sample_users
+
+    out, results = trained
+    assert results["evaluated_users"] == {"validation": 150, "test": 150}
+    sampled = pretrain.main(["--dataset", str(dataset_dir), "--output_dir", str(tmp_path / "s"), "--num_train_epochs", "1", *TINY,
+                             "--max_eval_users", "40"])
+    assert sampled["evaluated_users"] == {"validation": 40, "test": 40} and sampled["config"]["max_eval_users"] == 40
+    model = HSTUForNextItemPrediction.from_pretrained(tmp_path / "s")
+    view = sample_users(NextItemDataset(SequenceStore.from_dataset(load_processed(str(dataset_dir))[0]), "test", 20), 40)
+    assert len(set(view.users.tolist())) == 40
+    by_hand = evaluate_next_item(model, view, progress=False)
+    assert by_hand["ndcg@10"] == pytest.approx(sampled["metrics"]["test"]["ndcg@10"], abs=1e-6)
+
+
 def test_reference_protocol_changes_the_split(dataset_dir, tmp_path):
     store = SequenceStore.from_dataset(load_processed(str(dataset_dir))[0])
     loo = NextItemDataset(store, "train", 50)

@@ -14,6 +14,7 @@ import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
@@ -99,6 +100,10 @@ class DataArguments:
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
     evaluate_test: bool = field(default=True, metadata={"help": "score the test split at the end; false for runs that only choose "
                                                                  "settings on validation (the test split stays unread)"})
+    max_eval_users: int = field(default=None, metadata={"help": "validate and test on a seeded sample of this many users of each view (the same "
+                                                                 "users every epoch; recorded in the results) instead of all: for catalogs "
+                                                                 "where a full-ranking pass over every user costs more than training "
+                                                                 "(default: all users)"})
     max_train_seconds: float = field(default=None, metadata={"help": "stop at the first epoch end past this many seconds of training in this sitting "
                                                                        "(validation included); the best checkpoint so far is tested"})
 
@@ -204,6 +209,7 @@ def main(argv=None):
             "model": model_args.model_type,
             "config": {**asdict(model_args), **asdict(data_args), "model_config": trainer.model.config.to_dict()},
             "dataset": {k: stats[k] for k in ("users", "items", "interactions")},
+            "evaluated_users": {"validation": len(eval_set), "test": len(test_set)},
             "seed": training_args.seed,
             "epochs": trainer.state.epoch,
             "best_epoch": _best_epoch(trainer.state),
@@ -238,6 +244,8 @@ def check_arguments(parser, model_args, data_args, training_args) -> None:
         parser.error("--dataset is required (a processed folder, e.g. data/ml-1m)")
     if data_args.max_length < 1:
         parser.error(f"--max_length must be >= 1, got {data_args.max_length}")
+    if data_args.max_eval_users is not None and data_args.max_eval_users < 1:
+        parser.error(f"--max_eval_users must be >= 1 (or left out: every user), got {data_args.max_eval_users}")
     if data_args.streaming and training_args.max_steps <= 0:
         parser.error("--streaming needs --max_steps (a stream has no length)")
 
@@ -254,9 +262,17 @@ def build_datasets(store, sequences, data_args, training_args):
     else:
         train_set = NextItemDataset(store, "train", **split_kwargs)
     eval_split = "test" if data_args.protocol == "hstu-reference" else "validation"
-    eval_set = NextItemDataset(store, eval_split, **split_kwargs).order_by_length()
-    test_set = NextItemDataset(store, "test", **split_kwargs).order_by_length()
+    eval_set = sample_users(NextItemDataset(store, eval_split, **split_kwargs), data_args.max_eval_users).order_by_length()
+    test_set = sample_users(NextItemDataset(store, "test", **split_kwargs), data_args.max_eval_users).order_by_length()
     return train_set, eval_set, test_set
+
+
+def sample_users(view: NextItemDataset, count: int | None, seed: int = 0) -> NextItemDataset:
+    """Keeps a seeded random `count` rows of an evaluation view (all of them when `count` is None or not smaller), in
+    the view's order; the same seed picks the same row indices in every view of the same users."""
+    if count is not None and count < len(view):
+        view.select(np.sort(np.random.default_rng(seed).choice(len(view), count, replace=False)))
+    return view
 
 
 def _stopped_by(state, args, out_of_time: bool = False) -> str:

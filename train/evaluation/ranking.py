@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data_scripts.processed import NextItemCollator, NextItemDataset
+from modeling_geniusrec import scoring
 
 DEFAULT_KS = (10, 50, 200)
 
@@ -22,8 +23,8 @@ def target_ranks(
     user_embeddings: torch.Tensor,
     targets: torch.Tensor,
     histories: torch.Tensor | None = None,
-    user_chunk_size: int = 1024,
-    item_chunk_size: int = 65536,
+    user_chunk_size: int | None = None,
+    item_chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Ranks of each target among all items.
 
@@ -32,10 +33,14 @@ def target_ranks(
         user_embeddings: `(M, D)`.
         targets: `(M,)` target token ids.
         histories: `(M, L)` token ids to filter per user (pad / negative values ignored), or None for no filtering.
+        user_chunk_size, item_chunk_size: rows and items scored at once (default `modeling_geniusrec.scoring`'s
+            `SCORE_CHUNK_ROWS` / `SCORE_CHUNK_ITEMS`).
     Returns:
         `(M,)` long tensor of 0-based ranks.
     """
     num_special = model.config.num_special_tokens
+    user_chunk_size = user_chunk_size or scoring.SCORE_CHUNK_ROWS
+    item_chunk_size = item_chunk_size or scoring.SCORE_CHUNK_ITEMS
     ranks = []
     for lo in range(0, user_embeddings.shape[0], user_chunk_size):
         users = user_embeddings[lo : lo + user_chunk_size]
@@ -108,8 +113,6 @@ def bucket_metrics(ranks, targets, buckets: np.ndarray, names=("head", "torso", 
     return out
 
 
-FILTER_CHUNK_ROWS = 1024  # rows whose filter lists are padded together (compute_metrics)
-
 
 def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=None, buckets: np.ndarray | None = None):
     """`compute_metrics` for the Trainer, bound to the evaluated split view `dataset`: ranks each row's target (from
@@ -129,9 +132,10 @@ def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=No
                                "predictions: rebind it with make_compute_metrics(..., <the evaluated dataset>)")
         # the filter lists are padded per chunk of rows (one padded (rows, longest history) matrix for a whole
         # catalog-scale view would be as wide as its longest history: tens of GB on the Books-scale data)
-        ranks = torch.cat([target_ranks(model, states[lo : lo + FILTER_CHUNK_ROWS], targets[lo : lo + FILTER_CHUNK_ROWS],
-                                        dataset.filter_items(filter_history, range(lo, min(lo + FILTER_CHUNK_ROWS, len(targets)))))
-                           for lo in range(0, len(targets), FILTER_CHUNK_ROWS)])
+        chunk = scoring.SCORE_CHUNK_ROWS
+        ranks = torch.cat([target_ranks(model, states[lo : lo + chunk], targets[lo : lo + chunk],
+                                        dataset.filter_items(filter_history, range(lo, min(lo + chunk, len(targets)))))
+                           for lo in range(0, len(targets), chunk)])
         metrics = ranking_metrics(ranks, ks or DEFAULT_KS)
         if buckets is not None:
             metrics.update(bucket_metrics(ranks, targets, buckets))
