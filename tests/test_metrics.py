@@ -236,6 +236,35 @@ def test_stage2_vs_encoder_aggregates_seeds_by_hand(tmp_path):
     assert out["seeds"] == [42, 43, 44] and json.loads((tmp_path / "out.json").read_text())["target_met"] is True
 
 
+def test_paired_seeds_compares_variant_and_baseline_seed_by_seed(tmp_path):
+    """benchmarks.paired_seeds: files paired by recorded seed (in any order), per-seed relative change overall and per
+    bucket, its mean and 95% t-interval, the bucket sizes; a missing test split or a seed mismatch is refused."""
+    import json
+    import math
+
+    from benchmarks import paired_seeds
+
+    def write(name, seed, ndcg, tail, test=True):
+        metrics = {"ndcg@10": ndcg, "hr@10": 2 * ndcg, "tail_ndcg@10": tail, "tail_hr@10": 2 * tail, "users": 100, "tail_users": 7}
+        (tmp_path / name).write_text(json.dumps({"metrics": {"test": metrics if test else {}}, "seed": seed, "epochs": 4}))
+        return str(tmp_path / name)
+
+    base = [write(f"b{s}.json", s, 0.2, 0.1) for s in (42, 43, 44)]
+    var = [write(f"v{s}.json", s, 0.2 * r, 0.1 * t) for s, r, t in ((44, 1.03, 1.2), (42, 1.02, 0.8), (43, 1.025, 1.0))]
+    out = paired_seeds.main(["--baseline", *base, "--variant", *var, "--output", str(tmp_path / "out.json")])
+    row = out["test"]["ndcg@10"]
+    assert out["seeds"] == [42, 43, 44] and row["relative_per_seed"] == pytest.approx([0.02, 0.025, 0.03])
+    half = 4.303 * 0.005 / math.sqrt(3)
+    assert row["ci95"] == pytest.approx([0.025 - half, 0.025 + half]) and row["interval_includes_zero"] is False
+    assert out["test"]["tail_ndcg@10"]["relative_per_seed"] == pytest.approx([-0.2, 0.0, 0.2])
+    assert out["test"]["tail_ndcg@10"]["interval_includes_zero"] is True and out["bucket_users"]["tail"] == 7
+    assert "head_ndcg@10" not in out["test"] and json.loads((tmp_path / "out.json").read_text())["runs"]["variant"]["44"]["epochs"] == 4
+    with pytest.raises(SystemExit, match="different seeds"):
+        paired_seeds.main(["--baseline", *base, "--variant", *var[:2], "--output", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="no test metrics"):
+        paired_seeds.main(["--baseline", write("n.json", 42, 0.2, 0.1, test=False), "--variant", var[1], "--output", str(tmp_path / "x.json")])
+
+
 def test_provenance_names_command_machine_date_commit():
     from train.evaluation.results import provenance
 
