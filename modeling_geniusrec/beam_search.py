@@ -18,17 +18,18 @@ covers, and transformers' otherwise.
 
 [`candidate_beam_search`] is the same loop over a per-user candidate set (`generate(candidate_count=C)`): the first
 step's state retrieves each user's `C` best items (the catalog scored in chunks, banned items left out) and every step
-scores only those, so no step builds a `(beams, catalog)` tensor. It reads GeniusRec's own logits processors in
-candidate space (bans, item bias, shared-item penalty; the first-step mix, which is column-agnostic, as is) and
-refuses any other.
+scores only those, so no step builds a `(beams, catalog)` tensor. Its softmax counts the candidates plus what the full
+decode's softmax counts and then bans (the special tokens, the user's history), so with every eligible item retrieved
+it returns the full decode's sessions, and with fewer it leaves out only the mass of the items it did not retrieve. It
+reads GeniusRec's own logits processors in candidate space (bans, item bias, shared-item penalty; the first-step mix,
+which is column-agnostic, as is) and refuses any other.
 """
 
 import torch
 from transformers import LogitsProcessorList
 
 LEAN_MODEL_KWARGS = {"encoder_outputs", "use_cache", "cache", "encoder_query_weight", "candidate_count", "attention_mask", "past_key_values",
-                     "cache_position",
-                     "timestamps", "next_timestamps", "output_attentions", "output_hidden_states", "return_dict"}
+                     "cache_position", "timestamps", "next_timestamps", "output_attentions", "output_hidden_states", "return_dict"}
 
 
 class SessionBeamCache:
@@ -168,6 +169,34 @@ def candidate_processors(logits_processor, candidate_ids: torch.LongTensor, beam
     return history, ban_repeats, additive, column_agnostic
 
 
+def normalizer_extras(history: torch.LongTensor | None, candidate_ids: torch.LongTensor, retrieved: torch.Tensor, num_special: int):
+    """The items outside the candidates that the full decode's softmax counts and then bans, per user: the special
+    tokens and the banned history (deduplicated; without the ones retrieval returned, which happens when a user has
+    fewer eligible items than candidates). Returns ids `(users, E)` and a validity mask `(users, E)`."""
+    users, device = candidate_ids.shape[0], candidate_ids.device
+    specials = torch.arange(num_special, device=device).expand(users, -1)
+    if history is None:
+        return specials, torch.ones_like(specials, dtype=torch.bool)
+    ordered = history.to(device).sort(dim=1).values
+    valid = ordered >= num_special
+    valid[:, 1:] &= ordered[:, 1:] != ordered[:, :-1]  # each banned item once
+    if bool(torch.isinf(retrieved).any()):  # banned items inside the candidates are counted there already
+        valid &= ~(ordered.unsqueeze(-1) == candidate_ids.unsqueeze(1)).any(-1)
+    ids = torch.cat([specials, ordered.clamp(min=0)], dim=1)
+    return ids, torch.cat([torch.ones_like(specials, dtype=torch.bool), valid], dim=1)
+
+
+def candidate_log_probs(states: torch.Tensor, vectors: torch.Tensor, extra_vectors: torch.Tensor, extra_bias: torch.Tensor,
+                        scale: float) -> torch.Tensor:
+    """Log-probabilities of the candidates `(users * rows_per_user, C)` for states `(users, rows_per_user, D)`: scores
+    `scale * state . item` normalised over the candidates `(users, C, D)` and the extra items `(users, E, D)` (with
+    `extra_bias` `(users, E)`, -inf where a slot is empty), in float32."""
+    logits = torch.bmm(states, vectors.transpose(1, 2)).float() * scale  # (users, rows, C)
+    extra = torch.bmm(states, extra_vectors.transpose(1, 2)).float() * scale + extra_bias.unsqueeze(1)  # (users, rows, E)
+    normaliser = torch.logsumexp(torch.cat([logits, extra], dim=-1), dim=-1, keepdim=True)
+    return (logits - normaliser).view(-1, logits.shape[-1])
+
+
 def item_bias_of(logits_processor) -> torch.Tensor | None:
     """The summed `(vocab_size,)` item bias of the [`ItemBiasLogitsProcessor`]s (what retrieval ranks with), or None."""
     from .generation import ItemBiasLogitsProcessor
@@ -182,8 +211,11 @@ def candidate_beam_search(model, input_ids: torch.LongTensor, logits_processor: 
     """[`exact_length_beam_search`] over each user's `candidate_count` retrieved items (see the module docstring).
 
     Args and returns as [`exact_length_beam_search`]; `model_kwargs["encoder_outputs"]` must hold one row per user
-    (what GeniusRec's `generate()` passes). Step scores are `log_softmax` over the candidates `(rows, C)`, then the
-    processors in candidate space; the largest tensor that grows with the catalog is retrieval's `(users, chunk)`."""
+    (what GeniusRec's `generate()` passes). Step scores `(rows, C)` are the candidates' log-probabilities normalised
+    over the candidates, the special tokens and the user's banned history ([`normalizer_extras`]: what the full
+    decode's softmax counts besides the items it can pick), then the processors in candidate space: with every
+    eligible item a candidate, the full decode's scores. The largest tensor that grows with the catalog is retrieval's
+    `(users, chunk)`."""
     beams = generation_config.num_beams
     rows, start = input_ids.shape
     users, steps = rows // beams, generation_config.max_length - start
@@ -199,7 +231,13 @@ def candidate_beam_search(model, input_ids: torch.LongTensor, logits_processor: 
     state = model.session_states(first, encoder_outputs, session_ids=first, cache=cache, encoder_query_weight=weight)[:, -1]  # (users, D)
     retrieved, candidate_ids = model.top_k_items(state, candidate_count, exclude=history, item_bias=item_bias_of(logits_processor))  # (users, C)
     _, ban_repeats, additive, column_agnostic = candidate_processors(logits_processor, candidate_ids, beams)
-    vectors = model.item_vectors()[candidate_ids].to(state.dtype)  # (users, C, D)
+    matrix = model.item_vectors()
+    vectors = matrix[candidate_ids].to(state.dtype)  # (users, C, D)
+    # the softmax also counts what the full decode's counts and bans afterwards: the special tokens and the banned
+    # history (no candidates), so that with every other item retrieved the scores are the full decode's
+    extra_ids, extra_mask = normalizer_extras(history, candidate_ids, retrieved, model.config.num_special_tokens)
+    extra_vectors = matrix[extra_ids].to(state.dtype)  # (users, E, D)
+    extra_bias = torch.where(extra_mask, 0.0, float("-inf"))  # (users, E): -inf at padding and duplicates
     scale = model.config.logit_scale
     eos = generation_config._eos_token_tensor
     keep = max(2, 1 + (eos.shape[0] if eos is not None else 0)) * beams  # transformers' beams_to_keep
@@ -212,13 +250,11 @@ def candidate_beam_search(model, input_ids: torch.LongTensor, logits_processor: 
     scores[:, 0] = 0.0
     for step in range(steps):
         if step == 0:  # a user's beams are identical: one state per user, expanded
-            logits = torch.bmm(vectors, state.unsqueeze(-1)).squeeze(-1) * scale  # (users, C)
-            log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32).repeat_interleave(beams, dim=0)
+            log_probs = candidate_log_probs(state.unsqueeze(1), vectors, extra_vectors, extra_bias, scale).repeat_interleave(beams, dim=0)
         else:
             decoder_input = sequences[:, -1:] if use_cache else sequences
             state = model.session_states(decoder_input, encoder_outputs, session_ids=sequences, cache=cache, encoder_query_weight=weight)[:, -1]
-            logits = torch.bmm(state.view(users, beams, -1), vectors.transpose(1, 2)).view(rows, candidate_count) * scale
-            log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+            log_probs = candidate_log_probs(state.view(users, beams, -1), vectors, extra_vectors, extra_bias, scale)
         if ban_repeats:
             log_probs += used
         if additive is not None:

@@ -249,8 +249,10 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
                 each user retrieves that user's `candidate_count` best items by dot product (the catalog scored in
                 chunks, the user's banned items left out), and every step scores only those candidates: no
                 `(beams, catalog)` tensor per step, a step's cost independent of the catalog's size. Log-probabilities
-                are normalised over the candidates, so the scores differ from a full decode and the sessions can too;
-                with enough candidates they agree (measured on ML-1M in BENCHMARKS.md, "Two-stage decode"). Beam
+                are normalised over the candidates, the special tokens and the banned history (what the full decode's
+                softmax counts besides the items it can pick), so with every eligible item retrieved the sessions are
+                the full decode's, and with fewer only the mass of the items not retrieved is missing (measured on
+                ML-1M in BENCHMARKS.md, "Two-stage decode"). Beam
                 search of fixed-length sessions only (`min_new_tokens == max_new_tokens`, no per-step outputs); needs
                 `candidate_count >= max_new_tokens + num_beams`. None (default): every step scores the whole catalog.
         Returns:

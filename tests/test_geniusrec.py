@@ -738,10 +738,13 @@ def test_session_beam_cache_writes_in_place_and_reorders_like_a_dynamic_cache():
         ours.update(torch.randn(6, 2, 3, 3), torch.randn(6, 2, 3, 3), 0)
 
 
-def restricted_to(model, candidates: torch.Tensor):
-    """A forward hook that sets every logit outside each user's candidates `(users, C)` to -inf (over that user's
-    consecutive rows): a full-catalog decode whose log-softmax runs over the candidates alone."""
+def restricted_to(model, candidates: torch.Tensor, history: torch.Tensor):
+    """A forward hook that sets every logit outside each user's candidates `(users, C)`, history `(users, L)` and the
+    special tokens to -inf (over that user's consecutive rows): a full-catalog decode whose log-softmax counts only
+    those (the ban processor then bans the history and the special tokens, as in every decode)."""
     allowed = torch.zeros(candidates.shape[0], model.config.vocab_size, dtype=torch.bool).scatter_(1, candidates, True)
+    allowed.scatter_(1, history, True)
+    allowed[:, : model.config.num_special_tokens] = True
 
     def hook(module, args, output):
         rows = output.logits.shape[0]
@@ -756,8 +759,9 @@ def restricted_to(model, candidates: torch.Tensor):
                                      {"bias": True}, {"first_step_mix": 0.5}, {"shared_item_penalty": float("inf"), "num_return_sequences": 2}])
 def test_candidate_decode_equals_the_full_decode_restricted_to_the_candidates(options):
     """`generate(candidate_count=C)` is exactly beam search over each user's C retrieved items: the same sessions as the
-    full-catalog search with every other logit at -inf before the log-softmax, candidates = the first step's top C
-    (history left out, item bias added), for every option the candidate space supports."""
+    full-catalog search whose log-softmax counts only the candidates, the history and the special tokens, candidates =
+    the first step's top C (history left out, item bias added), for every option the candidate space supports; with
+    every item a candidate, the full decode itself."""
     from modeling_geniusrec.generation import FirstStepMixLogitsProcessor, ItemBiasLogitsProcessor
 
     model = tiny()
@@ -774,7 +778,7 @@ def test_candidate_decode_equals_the_full_decode_restricted_to_the_candidates(op
     state = model.session_states(start, encoded, encoder_query_weight=options.get("encoder_query_weight", 0.0))[:, -1]
     candidates = model.top_k_items(state, count, exclude=hist, item_bias=bias)[1]
     fast = model.generate(**inputs, candidate_count=count, logits_processor=processors(), **options)
-    handle = restricted_to(model, candidates)
+    handle = restricted_to(model, candidates, hist)
     try:
         reference = model.generate(**inputs, logits_processor=processors(), **options)
     finally:
@@ -783,8 +787,9 @@ def test_candidate_decode_equals_the_full_decode_restricted_to_the_candidates(op
     per_user = fast.shape[0] // 3
     for row, session in enumerate(fast[:, 1:].tolist()):  # every item a candidate of its user, none from the history
         assert set(session) <= set(candidates[row // per_user].tolist()) and not set(session) & set(hist[row // per_user].tolist())
-    assert torch.equal(model.generate(**inputs, logits_processor=processors(), **options), model.generate(
-        **inputs, logits_processor=processors(), **options))  # the hook is gone: the full decode is itself again
+    full = model.generate(**inputs, logits_processor=processors(), **options)  # the hook is gone: the full decode
+    everything = model.generate(**inputs, candidate_count=VOCAB - 4, logits_processor=processors(), **options)  # all items retrieved
+    assert torch.equal(everything, full)
 
 
 def test_candidate_count_refuses_what_it_cannot_decode():
