@@ -1,5 +1,6 @@
 """GeniusRec's decoder layers: multi-head attention (eager or SDPA; self-attention cached, cross-attention over keys and
-values projected once per history and read once per beam group) and the pre-norm decoder layer."""
+values projected once per history and read once per beam group), the pre-norm decoder layer, and the count confidence
+that weights an item's content in its output vector."""
 
 import torch
 import torch.nn.functional as F
@@ -110,3 +111,19 @@ def zero_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Li
     layer = nn.Linear(in_features, out_features, bias=bias)
     layer.zero_init = True
     return layer
+
+
+class CountConfidence(nn.Module):
+    """How much an item's output vector trusts its content over its ID: `sigmoid(bias + slope * log(1 + n))` for
+    training interaction counts `n` (given as `log(1 + n)` `(..., )` -> `(..., )`), two learned scalars (see
+    `GeniusRecConfig.content_output_confidence`)."""
+
+    INITIAL_BIAS, INITIAL_SLOPE = 4.0, -1.0
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor(self.INITIAL_BIAS))
+        self.slope = nn.Parameter(torch.tensor(self.INITIAL_SLOPE))
+
+    def forward(self, log_counts: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.bias + self.slope * log_counts)

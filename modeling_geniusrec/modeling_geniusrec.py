@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput
 
 from .catalog import CatalogMixin
 from .configuration_geniusrec import GeniusRecConfig
-from .decoder_layers import GeniusRecDecoderLayer, zero_linear
+from .decoder_layers import CountConfidence, GeniusRecDecoderLayer, zero_linear
 from .experts import ExpertContext, build_expert
 from .modeling_hstu import HSTUModel
 from .modeling_sequential import (
@@ -118,22 +118,6 @@ class ItemOutputEmbeddings(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         return self._model.item_output_matrix()
-
-
-class CountConfidence(nn.Module):
-    """How much an item's output vector trusts its content over its ID: `sigmoid(bias + slope * log(1 + n))` for
-    training interaction counts `n` (given as `log(1 + n)` `(..., )` -> `(..., )`), two learned scalars (see
-    `GeniusRecConfig.content_output_confidence`)."""
-
-    INITIAL_BIAS, INITIAL_SLOPE = 4.0, -1.0
-
-    def __init__(self):
-        super().__init__()
-        self.bias = nn.Parameter(torch.tensor(self.INITIAL_BIAS))
-        self.slope = nn.Parameter(torch.tensor(self.INITIAL_SLOPE))
-
-    def forward(self, log_counts: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.bias + self.slope * log_counts)
 
 
 class GeniusRecPreTrainedModel(CatalogMixin, PreTrainedModel):
