@@ -757,15 +757,19 @@ def restricted_to(model, candidates: torch.Tensor, history: torch.Tensor):
 
 @pytest.mark.parametrize("options", [{}, {"use_cache": False}, {"num_return_sequences": 2}, {"encoder_query_weight": 1.5},
                                      {"bias": True}, {"first_step_mix": 0.5}, {"shared_item_penalty": float("inf"), "num_return_sequences": 2}])
-def test_candidate_decode_equals_the_full_decode_restricted_to_the_candidates(options):
+def test_candidate_decode_equals_the_full_decode_restricted_to_the_candidates(options, monkeypatch):
     """`generate(candidate_count=C)` is exactly beam search over each user's C retrieved items: the same sessions as the
     full-catalog search whose log-softmax counts only the candidates, the history and the special tokens, candidates =
     the first step's top C (history left out, item bias added), for every option the candidate space supports; with
     every item a candidate, the full decode itself."""
     from modeling_geniusrec.generation import FirstStepMixLogitsProcessor, ItemBiasLogitsProcessor
 
+    from modeling_geniusrec.beam_search import NormaliserExtras
+
+    monkeypatch.setattr(NormaliserExtras, "GROUP_USERS", 2)  # the 3 users' extra items in two groups of their own widths
     model = tiny()
     hist, ts, _ = batch()
+    hist[1, 4:] = 0  # users with histories of different lengths (padding), as in a real batch
     options = dict(options)
     inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=4, max_new_tokens=5, min_new_tokens=5)
     bias = torch.linspace(-2, 2, VOCAB) if options.pop("bias", False) else None
