@@ -59,3 +59,6 @@ $PY -m benchmarks.paired_seeds --baseline $RES/ml-1m-geniusrec-b16-no-text-seed{
 $PY -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m --num_train_epochs 15 --evaluate_test false \
     --text_embeddings text-minilm.safetensors --content_adapter mlp --output_dir runs/s27/b16-hstu-text-15ep \
     --results_file $RES/ml-1m-content-stage1-b16-text-15ep.json
+# Text initialising the ID table (PCA of MiniLM; no text in the item vectors), the same 15 epochs.
+$PY -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m --num_train_epochs 15 --evaluate_test false \
+    --item_id_init text-minilm.safetensors --output_dir runs/s27/b16-hstu-idinit-15ep --results_file $RES/ml-1m-content-stage1-b16-idinit-15ep.json
