@@ -62,3 +62,11 @@ $PY -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset 
 # Text initialising the ID table (PCA of MiniLM; no text in the item vectors), the same 15 epochs.
 $PY -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m --num_train_epochs 15 --evaluate_test false \
     --item_id_init text-minilm.safetensors --output_dir runs/s27/b16-hstu-idinit-15ep --results_file $RES/ml-1m-content-stage1-b16-idinit-15ep.json
+# The two available text models on the tail bucket: the chosen variant with SmolLM2 instead of MiniLM.
+$PY -m data_scripts.embed --dataset data/ml-1m --text_model smollm2 --output_name text-smollm2.safetensors
+for seed in 42 43 44; do
+  $PY -m train.finetune $B16 --seed $seed --use_text_embeddings true --text_embeddings text-smollm2.safetensors --content_output false \
+      --output_dir runs/s27/b16-smollm2-expert-only-$seed --results_file $RES/ml-1m-geniusrec-b16-smollm2-expert-only-seed$seed.json
+done
+$PY -m benchmarks.paired_seeds --baseline $RES/ml-1m-geniusrec-b16-no-text-seed{42,43,44}.json \
+    --variant $RES/ml-1m-geniusrec-b16-smollm2-expert-only-seed{42,43,44}.json --output $RES/ml-1m-geniusrec-b16-smollm2-vs-no-text.json
