@@ -142,7 +142,7 @@ def exact_length_beam_search(model, input_ids: torch.LongTensor, logits_processo
     return sequences.view(users, beams, -1)[:, :count].reshape(users * count, -1)
 
 
-def candidate_processors(logits_processor, candidate_ids: torch.LongTensor, beams: int):
+def candidate_processors(logits_processor, candidate_ids: torch.LongTensor | None):
     """GeniusRec's processors read in candidate space, for candidates `(users, C)` (token ids): returns (the history to
     leave out of retrieval `(users, L)` or None, whether repeats are banned, an additive `(users, C)` term for the
     item bias and shared-item penalties or None, the column-agnostic processors to call on `(rows, C)` scores)."""
@@ -254,11 +254,11 @@ def candidate_beam_search(model, input_ids: torch.LongTensor, logits_processor: 
     weight = model_kwargs.get("encoder_query_weight") or 0.0
     use_cache = model_kwargs.get("use_cache", True) is not False
     cache = SessionBeamCache(steps + start) if use_cache else None
-    history, _, _, _ = candidate_processors(logits_processor, None, beams)
+    history, _, _, _ = candidate_processors(logits_processor, None)
     first = input_ids[::beams]
     state = model.session_states(first, encoder_outputs, session_ids=first, cache=cache, encoder_query_weight=weight)[:, -1]  # (users, D)
     retrieved, candidate_ids = model.top_k_items(state, candidate_count, exclude=history, item_bias=item_bias_of(logits_processor))  # (users, C)
-    _, ban_repeats, additive, column_agnostic = candidate_processors(logits_processor, candidate_ids, beams)
+    _, ban_repeats, additive, column_agnostic = candidate_processors(logits_processor, candidate_ids)
     matrix = model.item_vectors()
     vectors = matrix[candidate_ids].to(state.dtype)  # (users, C, D)
     # the softmax also counts what the full decode's counts and bans afterwards: the special tokens and the banned

@@ -762,9 +762,8 @@ def test_candidate_decode_equals_the_full_decode_restricted_to_the_candidates(op
     full-catalog search whose log-softmax counts only the candidates, the history and the special tokens, candidates =
     the first step's top C (history left out, item bias added), for every option the candidate space supports; with
     every item a candidate, the full decode itself."""
-    from modeling_geniusrec.generation import FirstStepMixLogitsProcessor, ItemBiasLogitsProcessor
-
     from modeling_geniusrec.beam_search import NormaliserExtras
+    from modeling_geniusrec.generation import FirstStepMixLogitsProcessor, ItemBiasLogitsProcessor
 
     monkeypatch.setattr(NormaliserExtras, "GROUP_USERS", 2)  # the 3 users' extra items in two groups of their own widths
     model = tiny()
