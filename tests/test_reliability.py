@@ -181,7 +181,13 @@ def test_recommend_names_unknown_users_and_serves_geniusrec(raw, tmp_path, capsy
                    "--max_length", "20", "--disable_tqdm", "true", "--num_attention_heads", "2", "--intermediate_size", "16"])
     capsys.readouterr()
     recommend.main(["--model", str(stage2), "--dataset", str(raw / "data"), "--num_users", "2", "--k", "4"])
-    assert capsys.readouterr().out.count("  4. ") == 2
+    full = capsys.readouterr().out
+    assert full.count("  4. ") == 2
+    recommend.main(["--model", str(stage2), "--dataset", str(raw / "data"), "--num_users", "2", "--k", "4", "--candidate_count", "14"])
+    assert capsys.readouterr().out.count("  4. ") == 2  # the two-stage decode serves the same command
+    with pytest.raises(SystemExit):
+        recommend.main(["--model", str(run), "--dataset", str(raw / "data"), "--candidate_count", "14"])
+    assert "--candidate_count is a GeniusRec decode" in capsys.readouterr().err
 
 
 def test_model_entry_points_give_a_clear_error_or_a_correct_result():

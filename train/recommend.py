@@ -15,9 +15,10 @@ from .evaluation.sessions import next_item_top_k
 from .runner import load_checkpoint, tune_cpu_allocator
 
 
-def print_next_item_recommendations(model, store, tokenizer, items, dataset, num_users=3, k=10, users=None, num_beams=10):
-    """Prints each user's top-k next items (stage-1 models) or generated k-item session (GeniusRec, beam search), with
-    titles; the user's whole history is never recommended."""
+def print_next_item_recommendations(model, store, tokenizer, items, dataset, num_users=3, k=10, users=None, num_beams=10,
+                                    candidate_count=None):
+    """Prints each user's top-k next items (stage-1 models) or generated k-item session (GeniusRec, beam search; with
+    `candidate_count`, the two-stage decode), with titles; the user's whole history is never recommended."""
     titles, first = items["title"], NUM_SPECIAL_TOKENS  # token id -> items row: id - NUM_SPECIAL_TOKENS
     positions = {int(u): i for i, u in enumerate(dataset.users)}
     index = {raw: row for row, raw in enumerate(store.user_ids)}
@@ -33,7 +34,7 @@ def print_next_item_recommendations(model, store, tokenizer, items, dataset, num
     if getattr(model.config, "is_encoder_decoder", False):
         batch = NextItemCollator(model.config.pad_token_id).pad_histories(examples)
         out = model.generate(**batch, banned_item_ids=excluded_items(examples, "full"), num_beams=num_beams,
-                             max_new_tokens=k, min_new_tokens=k)
+                             max_new_tokens=k, min_new_tokens=k, candidate_count=candidate_count)
         ids = out[:, 1 : k + 1]
     else:
         ids = next_item_top_k(model, examples, k)
@@ -53,6 +54,9 @@ class RecommendArguments:
     k: int = field(default=10, metadata={"help": "recommendations per user"})
     split: str = field(default="test", metadata={"help": "which history to recommend from", "choices": ["validation", "test"]})
     max_length: int | None = field(default=None, metadata={"help": "history length (default: the model's max_position_embeddings)"})
+    candidate_count: int | None = field(default=None, metadata={"help": "GeniusRec: the two-stage decode for large catalogs, every step "
+                                                                        "scoring only each user's N items retrieved by its first step "
+                                                                        "(default: the whole catalog)"})
 
 
 def main(argv=None):
@@ -60,13 +64,18 @@ def main(argv=None):
     (args,) = parse_args(parser, argv)
     if args.k < 1:
         parser.error(f"--k must be >= 1, got {args.k}")
+    if args.candidate_count is not None and args.candidate_count < 1:
+        parser.error(f"--candidate_count must be >= 1 (items retrieved per user), got {args.candidate_count}")
     tune_cpu_allocator()  # inference: reuse large freed blocks (see its docstring)
     sequences, items, tokenizer, _ = load_processed(args.dataset)
     model = load_checkpoint(args.model, tokenizer=tokenizer).eval()
     store = SequenceStore.from_dataset(sequences)
     encoder = getattr(model.config, "encoder_config", model.config)
     dataset = NextItemDataset(store, args.split, args.max_length or encoder.max_position_embeddings)
-    print_next_item_recommendations(model, store, tokenizer, items, dataset, args.num_users, args.k, args.users)
+    if args.candidate_count and not getattr(model.config, "is_encoder_decoder", False):
+        parser.error("--candidate_count is a GeniusRec decode (a stage-1 checkpoint ranks the whole catalog in chunks already)")
+    print_next_item_recommendations(model, store, tokenizer, items, dataset, args.num_users, args.k, args.users,
+                                    candidate_count=args.candidate_count)
 
 
 if __name__ == "__main__":
