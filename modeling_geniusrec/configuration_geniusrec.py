@@ -51,6 +51,11 @@ class GeniusRecConfig(PretrainedConfig):
             learned per content kind from `a = 4`, `b = -1` (an item with 20 interactions starts at 0.72, one with
             3,000 at 0.02, a new item at 0.98). So the content can move tail and new items without moving head items,
             whose ID vectors are well trained.
+        content_gate_confidence (`bool`, *optional*, defaults to `False`):
+            The expert gate also reads two count features per session position through a zero-initialised linear map:
+            the mean `log(1 + n)` of the history's items and that of the position's input item (`[SEP]`: 0), both
+            divided by 10, so that it can learn when content is worth trusting (users whose history
+            is rare items lean on the content experts). Needs the item counts, as `content_output_confidence`.
         next_item_loss_weight (`float`, *optional*, defaults to 1.0):
             Weight of the first session position (the next item) in the session loss, relative to the later ones
             (1.0: a plain mean over session tokens).
@@ -100,6 +105,7 @@ class GeniusRecConfig(PretrainedConfig):
         content_output: bool = True,
         content_output_norm: bool = True,
         content_output_confidence: bool = False,
+        content_gate_confidence: bool = False,
         next_item_loss_weight: float = 1.0,
         session_set_loss_weight: float = 0.0,
         encoder_loss_weight: float = 0.0,
@@ -132,6 +138,7 @@ class GeniusRecConfig(PretrainedConfig):
         self.content_output = content_output
         self.content_output_norm = content_output_norm
         self.content_output_confidence = bool(content_output_confidence)
+        self.content_gate_confidence = bool(content_gate_confidence)
         self.next_item_loss_weight = next_item_loss_weight
         self.session_set_loss_weight = session_set_loss_weight
         if encoder_loss_weight < 0:

@@ -127,3 +127,20 @@ class CountConfidence(nn.Module):
 
     def forward(self, log_counts: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.bias + self.slope * log_counts)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` `(B, N)` over the positions where `mask` `(B, N)` is set -> `(B,)` (0 for an empty row)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def count_features(log_counts: torch.Tensor, history_log_count: torch.Tensor, decoder_input_ids: torch.LongTensor, group: int) -> torch.Tensor:
+    """The gate's count features `(B, t, 2)` (`GeniusRecConfig.content_gate_confidence`): the history's mean
+    `log(1 + n)` `(B_h,)` (repeated over each history's `group` decoder rows) and that of each position's input item,
+    both divided by `COUNT_FEATURE_SCALE` (a fixed 10: `log(1 + 22,000)`, so features stay about in [0, 1])."""
+    history = history_log_count.repeat_interleave(group).unsqueeze(1).expand(decoder_input_ids.shape)
+    return torch.stack([history, log_counts[decoder_input_ids]], dim=-1) / COUNT_FEATURE_SCALE
+
+
+COUNT_FEATURE_SCALE = 10.0

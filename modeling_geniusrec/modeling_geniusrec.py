@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput
 
 from .catalog import CatalogMixin
 from .configuration_geniusrec import GeniusRecConfig
-from .decoder_layers import CountConfidence, GeniusRecDecoderLayer, zero_linear
+from .decoder_layers import CountConfidence, GeniusRecDecoderLayer, count_features, masked_mean, zero_linear
 from .experts import ExpertContext, build_expert
 from .modeling_hstu import HSTUModel
 from .modeling_sequential import (
@@ -212,12 +212,13 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             if config.content_output:  # LayerNorm first for raw LM states of any scale (content_output_norm)
                 norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if getattr(config, "content_output_norm", True) else nn.Identity()
                 self.content_output[kind] = nn.Sequential(norm, zero_linear(dim, d, bias=False))
-        self.content_confidence = nn.ModuleDict()
-        if getattr(config, "content_output_confidence", False) and len(self.content_output):
-            self.content_confidence = nn.ModuleDict({kind: CountConfidence() for kind in self.content_output})
+        output_confidence = getattr(config, "content_output_confidence", False) and len(self.content_output)
+        self.content_confidence = nn.ModuleDict({kind: CountConfidence() for kind in self.content_output} if output_confidence else {})
+        if output_confidence or getattr(config, "content_gate_confidence", False):
             self.register_buffer("item_log_counts", torch.zeros(config.vocab_size))  # log(1 + training interactions)
         self.experts = nn.ModuleDict({name: build_expert(config, name, kind) for name, kind in config.expert_types.items()})
         self.gate = nn.Linear(d, len(self.experts))
+        self.gate_confidence = zero_linear(2, len(self.experts), bias=False) if getattr(config, "content_gate_confidence", False) else None
         self.output_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.output_projection = zero_linear(d, d)
         self.output_embeddings = ItemOutputEmbeddings(self)
@@ -260,8 +261,8 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
         """Training interactions per token id `(vocab_size,)` (what `content_output_confidence` reads, stored as
         `log(1 + n)` in the `item_log_counts` buffer and saved with the checkpoint)."""
         if getattr(self, "item_log_counts", None) is None:
-            raise ValueError("this model has no item counts: build it with content_output_confidence=True and a content table in "
-                             "its output vectors (content_output=True)")
+            raise ValueError("this model has no item counts: build it with content_gate_confidence=True, or content_output_confidence=True "
+                             "and a content table in its output vectors (content_output=True)")
         counts = torch.as_tensor(counts, dtype=torch.float32, device=self.item_log_counts.device)
         if counts.shape != self.item_log_counts.shape or bool((counts < 0).any()):
             raise ValueError(f"item counts must be {tuple(self.item_log_counts.shape)} non-negative numbers (one per token id), "
@@ -309,6 +310,8 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
                                         cross_keys=torch.stack([k for k, _ in cross], dim=1),
                                         cross_values=torch.stack([v for _, v in cross], dim=1), hidden_states=encoded.hidden_states,
                                         attentions=encoded.attentions, history_states=states if return_history_states else None)
+        if self.gate_confidence is not None:  # the history's mean log count, a gate feature at every session position
+            output["history_log_count"] = masked_mean(self.item_log_counts[input_ids], attention_mask)
         for name, expert in self.experts.items():
             state = expert.encode(self, input_ids)
             if state is not None:
@@ -406,7 +409,11 @@ class GeniusRecModel(GeniusRecPreTrainedModel):
             user = user.repeat_interleave(group, dim=0)  # (B, D)
         state, all_hidden, self_weights, cross_weights = self._decode(decoder_input_ids, past, user, encoder_outputs, self_cache,
                                                                       output_hidden_states, output_attentions)
-        gate_weights = torch.softmax(self.gate(state), dim=-1)  # (B, T, E)
+        gate_logits = self.gate(state)
+        if self.gate_confidence is not None:
+            gate_logits = gate_logits + self.gate_confidence(count_features(self.item_log_counts, encoder_outputs["history_log_count"],
+                                                                            decoder_input_ids, group))
+        gate_weights = torch.softmax(gate_logits, dim=-1)  # (B, T, E)
         mixed = self._mix_experts(state, gate_weights, encoder_outputs, session_ids, past, group)
         final = F.normalize(user.unsqueeze(1) + self.output_projection(self.output_norm(mixed)), dim=-1)
         output = GeniusRecOutput(

@@ -453,14 +453,55 @@ def test_finetune_fills_the_item_counts_from_the_training_split(content_data, ca
     data = str(content_data / "data")
     out = content_data / "confidence"
     finetune.main(["--dataset", data, "--output_dir", str(out), "--use_text_embeddings", "true", "--text_embeddings", "text-walk.safetensors",
-                   "--content_output_confidence", "true", "--num_train_epochs", "1", "--num_hidden_layers", "1", "--intermediate_size", "16",
+                   "--content_output_confidence", "true", "--content_gate_confidence", "true", "--num_train_epochs", "1", "--num_hidden_layers", "1", "--intermediate_size", "16",
                    "--max_length", "20", "--per_device_train_batch_size", "64", "--evaluate_test", "false", "--disable_tqdm", "true"])
     model = GeniusRecForSessionGeneration.from_pretrained(out)
     sequences, _, tokenizer, _ = load_processed(data)
     store = protocol_store(SequenceStore.from_dataset(sequences), "leave-one-out", len(tokenizer))
     counts, _ = item_user_counts(store, "leave-one-out", 10, model.config.vocab_size)
-    assert counts.max() > 10
+    assert counts.max() > 10 and model.model.gate_confidence is not None and model.config.content_gate_confidence
     torch.testing.assert_close(model.model.item_log_counts, torch.log1p(torch.as_tensor(counts, dtype=torch.float32)))
     with pytest.raises(SystemExit):
         finetune.main(["--dataset", data, "--output_dir", str(out / "x"), "--content_output_confidence", "true"])
     assert "--content_output_confidence weights content" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        finetune.main(["--dataset", data, "--output_dir", str(out / "y"), "--content_gate_confidence", "true"])
+    assert "--content_gate_confidence weighs content experts" in capsys.readouterr().err
+
+
+def test_gate_count_features_start_as_nothing_read_inputs_only_and_survive_saving(tmp_path):
+    """`content_gate_confidence`: the gate adds a zero-initialised map of two count features (the history's mean
+    log count, the position's input item's); at zero it is the plain model; the features are computed by hand; a
+    session item's count reaches the gate only at the positions after it; cached == uncached; save/load keeps it."""
+    from modeling_geniusrec.decoder_layers import count_features
+
+    from .test_geniusrec import VOCAB as GV
+    from .test_geniusrec import batch, tiny
+
+    hist, ts, labels = batch()
+    inputs = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, labels=labels)
+    plain, model = tiny(image=0), tiny(image=0, content_gate_confidence=True)
+    model.load_state_dict(plain.state_dict(), strict=False)
+    counts = torch.arange(GV, dtype=torch.float32) * 10
+    model.model.set_item_counts(counts)
+    with torch.no_grad():
+        model.model.gate_confidence.weight.zero_()
+    torch.testing.assert_close(model(**inputs).logits, plain(**inputs).logits, rtol=0, atol=0)  # zero map: the plain model
+    with torch.no_grad():
+        model.model.gate_confidence.weight.normal_(0, 3.0)
+    out = model(**inputs)
+    log_counts = torch.log1p(counts)
+    decoder = torch.cat([torch.full((3, 1), model.config.decoder_start_token_id), labels[:, :-1]], dim=1)
+    expected = torch.stack([log_counts[hist].mean(1, keepdim=True).expand(decoder.shape), log_counts[decoder]], -1) / 10.0
+    encoded = model.model.encode(hist, timestamps=ts, next_timestamps=ts[:, -1] + 60)
+    torch.testing.assert_close(count_features(model.model.item_log_counts, encoded["history_log_count"], decoder, 1), expected)
+    with torch.no_grad():  # the second session item's count: read from position 2 on (its input), never before
+        model.model.item_log_counts[labels[0, 1]] += 5.0
+    moved = model(**inputs).gate_weights
+    torch.testing.assert_close(moved[0, :2], out.gate_weights[0, :2], rtol=0, atol=0)
+    assert not torch.allclose(moved[0, 2], out.gate_weights[0, 2])
+    gen = dict(input_ids=hist, timestamps=ts, next_timestamps=ts[:, -1] + 60, num_beams=3, max_new_tokens=4, min_new_tokens=4)
+    assert torch.equal(model.generate(**gen), model.generate(**gen, use_cache=False))
+    model.save_pretrained(tmp_path)
+    loaded = GeniusRecForSessionGeneration.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded(**inputs).gate_weights, moved, rtol=0, atol=0)

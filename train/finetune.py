@@ -76,6 +76,9 @@ class ModelArguments:
                                                                               "output vector by a learned confidence from its training "
                                                                               "interactions (tail and new items lean on content, head "
                                                                               "items on their IDs)"})
+    content_gate_confidence: bool = field(default=False, metadata={"help": "the expert gate also reads the history's and each position's "
+                                                                            "item training counts (a zero-initialised map), to learn "
+                                                                            "when content is worth trusting"})
     content_preprocessing: str = field(default="whiten", metadata={"help": "what is done to stage 2's own content tables first: raw, "
                                                                              "center, whiten or shrink (an encoder's tables stay as stage 1 "
                                                                              "made them)", "choices": ["raw", "center", "whiten", "shrink"]})
@@ -133,7 +136,7 @@ def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
                   next_item_loss_weight=model_args.next_item_loss_weight,
                   session_set_loss_weight=model_args.session_set_loss_weight, content_output=model_args.content_output,
                   encoder_loss_weight=model_args.encoder_loss_weight,
-                  content_output_confidence=model_args.content_output_confidence,
+                  content_output_confidence=model_args.content_output_confidence, content_gate_confidence=model_args.content_gate_confidence,
                   content_output_norm=False)  # the tables are preprocessed (mean row norm 1): no LayerNorm blow-up
     if model_args.encoder_path:
         stage1 = load_checkpoint(model_args.encoder_path, ("hstu",), tokenizer)  # refuses a GeniusRec or foreign checkpoint
@@ -229,8 +232,11 @@ def check_arguments(parser, model_args, data_args) -> None:
         parser.error(f"--max_length must be >= 1, got {data_args.max_length}")
     if model_args.freeze_encoder and (model_args.encoder_loss_weight or model_args.encoder_learning_rate is not None):
         parser.error("--encoder_loss_weight and --encoder_learning_rate train the encoder: drop --freeze_encoder (or those flags)")
-    if model_args.content_output_confidence and not (model_args.content_output and not model_args.init_from and (
-            model_args.use_text_embeddings or model_args.use_image_embeddings or model_args.content)):
+    has_content = model_args.use_text_embeddings or model_args.use_image_embeddings or model_args.content
+    if model_args.content_gate_confidence and not (has_content and not model_args.init_from):
+        parser.error("--content_gate_confidence weighs content experts in the gate: it needs a content table (--use_text_embeddings / "
+                     "--use_image_embeddings / --content), and no --init_from")
+    if model_args.content_output_confidence and not (model_args.content_output and not model_args.init_from and has_content):
         parser.error("--content_output_confidence weights content in the output item vectors: it needs --content_output true and a "
                      "content table (--use_text_embeddings / --use_image_embeddings / --content), and no --init_from")
 
