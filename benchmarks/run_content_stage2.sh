@@ -70,3 +70,8 @@ for seed in 42 43 44; do
 done
 $PY -m benchmarks.paired_seeds --baseline $RES/ml-1m-geniusrec-b16-no-text-seed{42,43,44}.json \
     --variant $RES/ml-1m-geniusrec-b16-smollm2-expert-only-seed{42,43,44}.json --output $RES/ml-1m-geniusrec-b16-smollm2-vs-no-text.json
+# Gate count features (--content_gate_confidence), alone and with count confidence, on seed-42 validation.
+$PY -m train.finetune $B16 --seed 42 --evaluate_test false $TEXT --content_output false --content_gate_confidence true \
+    --output_dir runs/s27/b16-gate-confidence-lr2e-4-42 --results_file $RES/ml-1m-content-stage2-ablation-b16-gate-confidence-lr2e-4-seed42.json
+$PY -m train.finetune $B16 --seed 42 --evaluate_test false $TEXT --content_output_confidence true --content_gate_confidence true \
+    --output_dir runs/s27/b16-both-confidence-lr2e-4-42 --results_file $RES/ml-1m-content-stage2-ablation-b16-both-confidence-lr2e-4-seed42.json
