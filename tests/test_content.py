@@ -453,7 +453,8 @@ def test_finetune_fills_the_item_counts_from_the_training_split(content_data, ca
     data = str(content_data / "data")
     out = content_data / "confidence"
     finetune.main(["--dataset", data, "--output_dir", str(out), "--use_text_embeddings", "true", "--text_embeddings", "text-walk.safetensors",
-                   "--content_output_confidence", "true", "--content_gate_confidence", "true", "--num_train_epochs", "1", "--num_hidden_layers", "1", "--intermediate_size", "16",
+                   "--content_output_confidence", "true", "--content_gate_confidence", "true",
+                   "--num_train_epochs", "1", "--num_hidden_layers", "1", "--intermediate_size", "16",
                    "--max_length", "20", "--per_device_train_batch_size", "64", "--evaluate_test", "false", "--disable_tqdm", "true"])
     model = GeniusRecForSessionGeneration.from_pretrained(out)
     sequences, _, tokenizer, _ = load_processed(data)
