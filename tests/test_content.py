@@ -506,3 +506,34 @@ def test_gate_count_features_start_as_nothing_read_inputs_only_and_survive_savin
     model.save_pretrained(tmp_path)
     loaded = GeniusRecForSessionGeneration.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(loaded(**inputs).gate_weights, moved, rtol=0, atol=0)
+
+
+def test_item_id_anchor_keeps_text_initialised_rows_near_their_text(content_data, capsys):
+    """`--item_id_anchor`: weights 1 / (1 + training count) over items with text (special tokens 0), summing to 1; a
+    strong anchor keeps the trained ID rows near their text rows, where an unanchored run moves them away; refused
+    without `--item_id_init`."""
+    from data_scripts.embedders import pca_rows
+    from train.pretrain import anchor_weights
+
+    rows = torch.ones(6, 2)
+    rows[4] = 0  # no text
+    weights = anchor_weights([0, 0, 0, 0, 9, 1, 3][:6], rows, 4)
+    torch.testing.assert_close(weights, torch.tensor([0, 0, 0, 0, 0, 1.0]))  # item 4 has no text: only item 5 is anchored
+    weights = anchor_weights([5, 5, 5, 5, 0, 3], torch.ones(6, 2), 4)
+    torch.testing.assert_close(weights, torch.tensor([0, 0, 0, 0, 1.0, 0.25]) / 1.25)
+    from safetensors.torch import load_file
+
+    data = str(content_data / "data")
+    common = ["--dataset", data, "--num_train_epochs", "2", *TINY, "--hidden_size", "8", "--qk_head_dim", "4", "--v_head_dim", "4",
+              "--item_id_init", "text-walk.safetensors", "--evaluate_test", "false"]
+    text = load_file(str(content_data / "data" / "embeddings" / "text-walk.safetensors"))["embeddings"]
+    moved = {}
+    for name, extra in (("free", []), ("anchored", ["--item_id_anchor", "100000"])):
+        pretrain.main([*common, "--output_dir", str(content_data / f"anchor-{name}"), *extra])
+        model = HSTUForNextItemPrediction.from_pretrained(content_data / f"anchor-{name}")
+        init = pca_rows(text, 8, model.config.initializer_range)
+        moved[name] = (model.get_input_embeddings().weight[4:] - init[4:]).norm(dim=-1).mean().item()
+    assert moved["anchored"] < 0.2 * moved["free"], moved
+    with pytest.raises(SystemExit):
+        pretrain.main(["--dataset", data, "--output_dir", str(content_data / "x"), "--item_id_anchor", "1"])
+    assert "--item_id_anchor pulls ID rows" in capsys.readouterr().err

@@ -75,6 +75,10 @@ class ModelArguments:
     item_id_init: str = field(default=None, metadata={"help": "initialise the ID table from a content file under <dataset>/embeddings/: "
                                                               "its leading principal components (centred), scaled to the init's std; "
                                                               "items without content keep the random init"})
+    item_id_anchor: float = field(default=0.0, metadata={"help": "with --item_id_init: add this weight x the mean over items of "
+                                                                "w_i ||E_i - init_i||^2, w_i proportional to 1 / (1 + the item's training "
+                                                                "interactions): rare items' ID rows stay near their text rows, frequent "
+                                                                "ones move freely (0: off)"})
     item_id_dropout: float = field(default=0.0, metadata={"help": "probability of dropping an item's ID vector per training batch "
                                                                   "(content must carry the item, as for a new one)"})
 
@@ -143,6 +147,7 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size
             present = content_present(rows)
             weight[present] = rows[present].to(weight)
         model.config.item_id_init = model_args.item_id_init
+        model.item_id_anchor_rows = rows  # what --item_id_anchor pulls rare items back to (not a weight: never saved)
     return model
 
 
@@ -188,10 +193,17 @@ def main(argv=None):
     selecting = not reference and training_args.eval_strategy != "no"
     clock = WallClockCallback(data_args.max_train_seconds)
     callbacks = [clock] + ([EarlyStoppingCallback(data_args.early_stopping_patience)] if selecting else [])
-    trainer = Trainer(
+    anchor = {}
+    if model_args.item_id_anchor:
+        from .evaluation.baselines import item_user_counts
+
+        counts, _ = item_user_counts(store, data_args.protocol, data_args.holdout_length, len(tokenizer))
+        anchor = dict(anchor_rows=model.item_id_anchor_rows, anchor_strength=model_args.item_id_anchor,
+                      anchor_weights=anchor_weights(counts, model.item_id_anchor_rows, tokenizer.num_special_tokens))
+    trainer = (AnchoredTrainer if anchor else Trainer)(
         model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
         data_collator=NextItemCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-        preprocess_logits_for_metrics=keep_user_embeddings, callbacks=callbacks,
+        preprocess_logits_for_metrics=keep_user_embeddings, callbacks=callbacks, **anchor,
     )
     quiet_trainer(trainer, training_args.log_level)
     data_args.filter_history = resolve_filter_history(data_args.filter_history, data_args.protocol)
@@ -232,6 +244,37 @@ def main(argv=None):
         return results
 
 
+def anchor_weights(counts, rows: torch.Tensor, num_special: int) -> torch.Tensor:
+    """`--item_id_anchor`'s per-item weights `(vocab_size,)`: `1 / (1 + training interactions)` for items with a text row,
+    0 for special tokens and items without one, normalised to sum 1."""
+    from modeling_geniusrec.modeling_sequential import content_present
+
+    weights = 1.0 / (1.0 + torch.as_tensor(counts, dtype=torch.float32))
+    weights[:num_special] = 0.0
+    weights = weights * content_present(rows).float()
+    return weights / weights.sum().clamp(min=1e-12)
+
+
+class AnchoredTrainer(Trainer):
+    """`Trainer` whose training loss adds `anchor_strength * sum_i anchor_weights_i ||E_i - anchor_rows_i||^2` over the
+    ID table `E` (`--item_id_anchor`): text keeps rare items' ID rows near their text rows while frequent items move."""
+
+    def __init__(self, *args, anchor_rows: torch.Tensor, anchor_weights: torch.Tensor, anchor_strength: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.anchor_rows, self.anchor_weights, self.anchor_strength = anchor_rows, anchor_weights, anchor_strength
+
+    def anchor_loss(self, model) -> torch.Tensor:
+        table = self.accelerator.unwrap_model(model).get_input_embeddings().weight
+        rows, weights = self.anchor_rows.to(table), self.anchor_weights.to(table)
+        return self.anchor_strength * (weights * (table - rows).pow(2).sum(-1)).sum()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training:
+            loss = loss + self.anchor_loss(model)
+        return (loss, outputs) if return_outputs else loss
+
+
 def check_arguments(parser, model_args, data_args, training_args) -> None:
     """Argument combinations `parse_with_config` cannot see on its own (one `parser.error` line each); the deprecated
     `--softmax_temperature t` becomes `--logit_scale 1/t` with a FutureWarning."""
@@ -244,6 +287,10 @@ def check_arguments(parser, model_args, data_args, training_args) -> None:
         parser.error("--dataset is required (a processed folder, e.g. data/ml-1m)")
     if data_args.max_length < 1:
         parser.error(f"--max_length must be >= 1, got {data_args.max_length}")
+    if model_args.item_id_anchor and not model_args.item_id_init:
+        parser.error("--item_id_anchor pulls ID rows toward their text rows: it needs --item_id_init <file> (the rows)")
+    if model_args.item_id_anchor < 0:
+        parser.error(f"--item_id_anchor must be >= 0, got {model_args.item_id_anchor}")
     if data_args.max_eval_users is not None and data_args.max_eval_users < 1:
         parser.error(f"--max_eval_users must be >= 1 (or left out: every user), got {data_args.max_eval_users}")
     if data_args.streaming and training_args.max_steps <= 0:
