@@ -75,3 +75,9 @@ $PY -m train.finetune $B16 --seed 42 --evaluate_test false $TEXT --content_outpu
     --output_dir runs/s27/b16-gate-confidence-lr2e-4-42 --results_file $RES/ml-1m-content-stage2-ablation-b16-gate-confidence-lr2e-4-seed42.json
 $PY -m train.finetune $B16 --seed 42 --evaluate_test false $TEXT --content_output_confidence true --content_gate_confidence true \
     --output_dir runs/s27/b16-both-confidence-lr2e-4-42 --results_file $RES/ml-1m-content-stage2-ablation-b16-both-confidence-lr2e-4-seed42.json
+# Text anchoring rare IDs: the ID-init run plus --item_id_anchor 10 / 100, the same 15 epochs.
+for w in 10 100; do
+  $PY -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m --num_train_epochs 15 --evaluate_test false \
+      --item_id_init text-minilm.safetensors --item_id_anchor $w --output_dir runs/s27/b16-hstu-anchor$w-15ep \
+      --results_file $RES/ml-1m-content-stage1-b16-anchor$w-15ep.json
+done
