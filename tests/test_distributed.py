@@ -3,6 +3,7 @@ global batch."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -19,11 +20,41 @@ ARGS = ["--hidden_size", "16", "--qk_head_dim", "8", "--v_head_dim", "8", "--max
         "--use_cpu", "true", "--seed", "7"]
 
 
-def run(cmd, tmp_path):
+def run(cmd, tmp_path, timeout=300):
+    """Runs `cmd` in its own session; on a timeout the whole session (the launcher and its ranks) is killed, so a hung
+    rank never outlives the test, and the failure says so."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{' '.join(cmd[:4])} ... did not end in {timeout} s (every process of it killed); its stderr ends:\n{stderr[-2000:]}")
+    assert process.returncode == 0, stderr[-3000:]
+    return subprocess.CompletedProcess(cmd, process.returncode, stdout, stderr)
+
+
+def test_leave_together_lets_gloo_settle_before_destroying_the_group(monkeypatch):
+    """The exit order that keeps a rank from deadlocking in gloo's destructor: barrier, a pause that releases the GIL,
+    then destroy (one process: the barrier only)."""
+    import time
+
+    import torch
+
+    from train import runner
+
+    calls = []
+    trainer = type("T", (), {"accelerator": type("A", (), {"wait_for_everyone": lambda self: calls.append("barrier")})()})()
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(time, "sleep", lambda seconds: calls.append(("sleep", seconds)))
+    runner.leave_together(trainer)
+    assert calls == ["barrier", ("sleep", runner.GLOO_SETTLE_SECONDS), "destroy"] and runner.GLOO_SETTLE_SECONDS >= 0.05
+    calls.clear()
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    runner.leave_together(trainer)
+    assert calls == ["barrier"]
 
 
 def test_two_process_ddp_matches_one_process(tmp_path):

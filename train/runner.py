@@ -283,14 +283,26 @@ def evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set, va
     return metrics
 
 
+GLOO_SETTLE_SECONDS = 0.2  # leave_together's pause after the last barrier (the GIL released)
+
+
 def leave_together(trainer) -> None:
     """The end of a run under `accelerate launch`: every rank waits for the others (rank 0 may still be writing
     results and plots), then the process group is destroyed. A rank that exits while another still works, with the
-    group alive, can abort in gloo's threads ("terminate called without an active exception"). One process: no-op."""
+    group alive, can abort in gloo's threads ("terminate called without an active exception"). One process: no-op.
+
+    Between the barrier and the destruction each rank sleeps `GLOO_SETTLE_SECONDS`, which releases the GIL: gloo's
+    worker thread frees the barrier's work objects after the barrier returns, and freeing their tensors takes the
+    GIL. The group's C++ destructor, run when its last Python holder goes (DDP's reducer, freed with the model when
+    the command returns), joins that thread while holding the GIL; if the thread still waits for the GIL, both wait
+    forever (pytorch/pytorch#56297; seen once in `.ci/run`: a DPO rank hung at exit in `~ProcessGroupGloo`)."""
+    import time
+
     import torch
 
     trainer.accelerator.wait_for_everyone()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        time.sleep(GLOO_SETTLE_SECONDS)
         torch.distributed.destroy_process_group()
 
 
