@@ -32,21 +32,30 @@ def item_scores(queries: torch.Tensor, item_matrix: torch.Tensor, config, inplac
     return scale_scores(queries @ item_matrix.T, config, inplace=inplace)
 
 
+def no_top_k(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The empty start `(M, 0)` scores and ids of a running top-k for queries `rows` `(M, D)`."""
+    return rows.new_empty(rows.shape[0], 0), torch.empty(rows.shape[0], 0, dtype=torch.long, device=rows.device)
+
+
+def merge_top_k(best_scores: torch.Tensor, best_ids: torch.Tensor, scores: torch.Tensor, first_id: int, k: int):
+    """One step of a running top-k over chunks: the best `k` of the kept `(M, <= k)` scores / ids and a chunk's scores
+    `(M, n)` for ids `first_id .. first_id + n - 1`, best first."""
+    ids = torch.arange(first_id, first_id + scores.shape[1], device=scores.device).expand_as(scores)
+    all_scores = torch.cat([best_scores, scores], dim=1)
+    best_scores, index = all_scores.topk(min(k, all_scores.shape[1]), dim=1)
+    return best_scores, torch.cat([best_ids, ids], dim=1).gather(1, index)
+
+
 def chunked_top_k(queries: torch.Tensor, keys: torch.Tensor, k: int) -> torch.Tensor:
     """Indices `(M, k)` of the `k` keys `(N, D)` with the largest dot product with each query `(M, D)`, best first,
     scored `SCORE_CHUNK_ROWS x SCORE_CHUNK_ITEMS` at a time (a running top-k over key chunks)."""
     out = []
     for lo in range(0, queries.shape[0], SCORE_CHUNK_ROWS):
         rows = queries[lo : lo + SCORE_CHUNK_ROWS]
-        best_scores = rows.new_empty(rows.shape[0], 0)
-        best_ids = torch.empty(rows.shape[0], 0, dtype=torch.long, device=rows.device)
+        best = no_top_k(rows)
         for start in range(0, keys.shape[0], SCORE_CHUNK_ITEMS):
-            chunk = rows @ keys[start : start + SCORE_CHUNK_ITEMS].T
-            scores = torch.cat([best_scores, chunk], dim=1)
-            ids = torch.cat([best_ids, torch.arange(start, start + chunk.shape[1], device=rows.device).expand(rows.shape[0], -1)], dim=1)
-            best_scores, index = scores.topk(min(k, scores.shape[1]), dim=1)
-            best_ids = ids.gather(1, index)
-        out.append(best_ids)
+            best = merge_top_k(*best, rows @ keys[start : start + SCORE_CHUNK_ITEMS].T, start, k)
+        out.append(best[1])
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long, device=queries.device)
 
 
@@ -104,8 +113,7 @@ class ItemScoringMixin:
             parts = [self.top_k_items(user_embeddings[lo : lo + SCORE_CHUNK_ROWS], k,
                                       None if exclude is None else exclude[lo : lo + SCORE_CHUNK_ROWS], chunk_size, item_bias) for lo in rows]
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        best_scores = user_embeddings.new_full((user_embeddings.shape[0], 0), float("-inf"))
-        best_ids = torch.zeros((user_embeddings.shape[0], 0), dtype=torch.long, device=user_embeddings.device)
+        best = no_top_k(user_embeddings)
         for lo, scores in self.iter_item_scores(user_embeddings, chunk_size):
             if item_bias is not None:
                 scores = scores + item_bias[lo : lo + scores.shape[1]].to(scores.device, scores.dtype)
@@ -115,12 +123,8 @@ class ItemScoringMixin:
                 rows = torch.arange(scores.shape[0], device=scores.device).unsqueeze(1).expand_as(local)
                 scores = scores.clone()
                 scores[rows[ok], local[ok]] = float("-inf")
-            ids = torch.arange(lo, lo + scores.shape[1], device=scores.device).expand_as(scores)
-            all_scores = torch.cat([best_scores, scores], dim=1)
-            all_ids = torch.cat([best_ids, ids], dim=1)
-            best_scores, idx = all_scores.topk(min(k, all_scores.shape[1]), dim=1)
-            best_ids = all_ids.gather(1, idx)
-        return best_scores, best_ids
+            best = merge_top_k(*best, scores, lo, k)
+        return best
 
 
 __all__ = ["ItemScoringMixin", "chunked_top_k", "item_scores", "scale_scores", "SCORE_CHUNK_ROWS", "SCORE_CHUNK_ITEMS"]
