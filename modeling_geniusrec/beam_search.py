@@ -142,31 +142,38 @@ def exact_length_beam_search(model, input_ids: torch.LongTensor, logits_processo
     return sequences.view(users, beams, -1)[:, :count].reshape(users * count, -1)
 
 
-def candidate_processors(logits_processor, candidate_ids: torch.LongTensor | None):
-    """GeniusRec's processors read in candidate space, for candidates `(users, C)` (token ids): returns (the history to
-    leave out of retrieval `(users, L)` or None, whether repeats are banned, an additive `(users, C)` term for the
-    item bias and shared-item penalties or None, the column-agnostic processors to call on `(rows, C)` scores)."""
+def candidate_processors(logits_processor):
+    """GeniusRec's processors sorted for the candidate space: returns (the history to leave out of retrieval `(users, L)`
+    or None, whether repeats are banned, the summed item bias `(vocab_size,)` or None (retrieval ranks with it), the
+    shared-item penalty processors, the column-agnostic processors to call on `(rows, C)` scores). Any other
+    processor reads the whole catalog's scores and is refused."""
     from .generation import BanItemsLogitsProcessor, FirstStepMixLogitsProcessor, ItemBiasLogitsProcessor, SharedItemPenaltyLogitsProcessor
 
-    history, ban_repeats, additive, column_agnostic = None, False, None, []
+    history, ban_repeats, biases, penalties, column_agnostic = None, False, [], [], []
     for processor in logits_processor:
         if isinstance(processor, BanItemsLogitsProcessor):
             history = processor.history if processor.ban_history else None
             ban_repeats = processor.ban_repeats
         elif isinstance(processor, FirstStepMixLogitsProcessor):
             column_agnostic.append(processor)
-        elif isinstance(processor, (ItemBiasLogitsProcessor, SharedItemPenaltyLogitsProcessor)) and candidate_ids is not None:
-            if isinstance(processor, ItemBiasLogitsProcessor):
-                term = processor.bias.to(candidate_ids.device)[candidate_ids]
-            else:
-                items = processor.items.to(candidate_ids.device)
-                hit = (candidate_ids.unsqueeze(-1) == items.unsqueeze(1)).any(-1)  # (users, C): in an earlier session
-                term = torch.where(hit, -processor.penalty, 0.0)
-            additive = term.float() if additive is None else additive + term.float()
-        elif not isinstance(processor, (ItemBiasLogitsProcessor, SharedItemPenaltyLogitsProcessor)):
+        elif isinstance(processor, ItemBiasLogitsProcessor):
+            biases.append(processor.bias)
+        elif isinstance(processor, SharedItemPenaltyLogitsProcessor):
+            penalties.append(processor)
+        else:
             raise ValueError(f"candidate_count cannot apply {type(processor).__name__} (it reads the whole catalog's scores): drop it "
                              "or candidate_count")
-    return history, ban_repeats, additive, column_agnostic
+    return history, ban_repeats, torch.stack(biases).sum(0) if biases else None, penalties, column_agnostic
+
+
+def candidate_terms(candidate_ids: torch.LongTensor, bias: torch.Tensor | None, penalties: list) -> torch.Tensor | None:
+    """The item bias and shared-item penalties read at each user's candidates `(users, C)`: an additive `(users, C)`
+    float term, or None when there are none."""
+    terms = [] if bias is None else [bias.to(candidate_ids.device)[candidate_ids].float()]
+    for processor in penalties:
+        hit = (candidate_ids.unsqueeze(-1) == processor.items.to(candidate_ids.device).unsqueeze(1)).any(-1)  # in an earlier session
+        terms.append(torch.where(hit, -processor.penalty, 0.0).float())
+    return torch.stack(terms).sum(0) if terms else None
 
 
 def normalizer_extras(history: torch.LongTensor | None, candidate_ids: torch.LongTensor, retrieved: torch.Tensor, num_special: int):
@@ -225,14 +232,6 @@ def candidate_log_probs(states: torch.Tensor, vectors: torch.Tensor, extras: Nor
     return (logits - normaliser).view(-1, logits.shape[-1])
 
 
-def item_bias_of(logits_processor) -> torch.Tensor | None:
-    """The summed `(vocab_size,)` item bias of the [`ItemBiasLogitsProcessor`]s (what retrieval ranks with), or None."""
-    from .generation import ItemBiasLogitsProcessor
-
-    biases = [p.bias for p in logits_processor if isinstance(p, ItemBiasLogitsProcessor)]
-    return None if not biases else torch.stack(biases).sum(0)
-
-
 @torch.no_grad()
 def candidate_beam_search(model, input_ids: torch.LongTensor, logits_processor: LogitsProcessorList, generation_config,
                           candidate_count: int, **model_kwargs) -> torch.LongTensor:
@@ -254,11 +253,11 @@ def candidate_beam_search(model, input_ids: torch.LongTensor, logits_processor: 
     weight = model_kwargs.get("encoder_query_weight") or 0.0
     use_cache = model_kwargs.get("use_cache", True) is not False
     cache = SessionBeamCache(steps + start) if use_cache else None
-    history, _, _, _ = candidate_processors(logits_processor, None)
+    history, ban_repeats, bias, penalties, column_agnostic = candidate_processors(logits_processor)
     first = input_ids[::beams]
     state = model.session_states(first, encoder_outputs, session_ids=first, cache=cache, encoder_query_weight=weight)[:, -1]  # (users, D)
-    retrieved, candidate_ids = model.top_k_items(state, candidate_count, exclude=history, item_bias=item_bias_of(logits_processor))  # (users, C)
-    _, ban_repeats, additive, column_agnostic = candidate_processors(logits_processor, candidate_ids)
+    retrieved, candidate_ids = model.top_k_items(state, candidate_count, exclude=history, item_bias=bias)  # (users, C)
+    additive = candidate_terms(candidate_ids, bias, penalties)
     matrix = model.item_vectors()
     vectors = matrix[candidate_ids].to(state.dtype)  # (users, C, D)
     # the softmax also counts what the full decode's counts and bans afterwards: the special tokens and the banned
