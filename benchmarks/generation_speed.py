@@ -136,8 +136,10 @@ def profile_parts(model, kwargs) -> dict:
     """Cumulative seconds per part of one cached `generate()` under cProfile (which adds some overhead to every call):
     the encoder, the decoder steps (GeniusRecModel's forward, called once per generated token), the head (the
     generation model's forward: decoder steps plus the logits over the catalog), the logits processors, the
-    log-softmax, the beam search as a whole (transformers' `_beam_search` or GeniusRec's `exact_length_beam_search`)
-    and `beam_search_other`: the search minus the head, the processors and the log-softmax (top-k, reordering, copies)."""
+    log-softmax, the two-stage decode's candidate scores (`candidate_log_probs`, with `--candidate_count`), the beam
+    search as a whole (transformers' `_beam_search` or GeniusRec's `exact_length_beam_search` / `candidate_beam_search`)
+    and `beam_search_other`: the search minus the head (or the decoder steps), the candidate scores, the processors and
+    the log-softmax (top-k, reordering, copies)."""
     profiler = cProfile.Profile()
     with torch.no_grad():
         profiler.runcall(model.generate, use_cache=True, **kwargs)
@@ -155,11 +157,13 @@ def profile_parts(model, kwargs) -> dict:
         "logits_processors": _cumulative(stats, lambda path, fn: fn == "__call__" and path.endswith("logits_process.py")),
         "log_softmax": round(sum(v[3] for (path, _, fn), v in stats.items() if "log_softmax" in fn and not path.endswith(".py"))
                              or _cumulative(stats, lambda path, fn: fn == "log_softmax" and path.endswith("functional.py")), 3),
+        "candidate_scores": _cumulative(stats, lambda path, fn: fn == "candidate_log_probs"),  # the two-stage decode's head
         "beam_search_total": _cumulative(stats, lambda path, fn: (fn == "_beam_search" and path.endswith("utils.py"))
-                                         or fn == "exact_length_beam_search"),
+                                         or fn in ("exact_length_beam_search", "candidate_beam_search")),
         "generate_total": _cumulative(stats, lambda path, fn: fn == "generate" and path.endswith("utils.py")),
     }
-    inside = out["head"] + out["logits_processors"] + out["log_softmax"]
+    # the head holds the decoder steps; the two-stage decode has no head call, its steps and candidate scores count instead
+    inside = max(out["head"], out["decoder_steps"]) + out["candidate_scores"] + out["logits_processors"] + out["log_softmax"]
     out["beam_search_other"] = round(out["beam_search_total"] - inside, 3)
     return out
 

@@ -233,5 +233,8 @@ def test_generation_speed_benchmark_compares_the_two_beam_search_loops(setup, tm
     from modeling_geniusrec.beam_search import takes_lean_path
 
     assert module.takes_lean_path is takes_lean_path  # the switch lasted one run
-    two_stage = generation_speed.main([*common, "--candidate_count", "20"])  # cached == uncached there too, agreement reported
+    two_stage = generation_speed.main([*common, "--candidate_count", "20", "--profile"])  # cached == uncached there too, agreement reported
     assert two_stage["identical_outputs"] and two_stage["candidate_count"] == 20 and 0.0 <= two_stage["same_as_full_catalog"] <= 1.0
+    parts = two_stage["profile_seconds"]
+    # the two-stage search is the profiled search (its candidate scores: under a millisecond at this size)
+    assert "candidate_scores" in parts and parts["beam_search_total"] >= parts["decoder_steps"] > 0 and parts["head"] == 0

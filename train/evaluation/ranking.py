@@ -113,7 +113,6 @@ def bucket_metrics(ranks, targets, buckets: np.ndarray, names=("head", "torso", 
     return out
 
 
-
 def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=None, buckets: np.ndarray | None = None):
     """`compute_metrics` for the Trainer, bound to the evaluated split view `dataset`: ranks each row's target (from
     the dataset, the one home of the evaluation target) among all items, from the gathered `(M, D)` query states
