@@ -196,7 +196,7 @@ def normalizer_extras(history: torch.LongTensor | None, candidate_ids: torch.Lon
 class NormaliserExtras:
     """The extra items' share of each step's softmax ([`normalizer_extras`]), computed per group of users of similar
     extra counts: a user's banned history is as long as that user's, and padding every user to the batch's longest
-    (821 items in the first 256 ML-1M test users, most have far fewer) would score mostly padding. Users are sorted by
+    (on ML-1M, hundreds of items for the heaviest users, far fewer for most) would score mostly padding. Users are sorted by
     their count of extra items and taken `GROUP_USERS` at a time, each group padded to its own longest."""
 
     GROUP_USERS = 64
