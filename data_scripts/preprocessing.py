@@ -71,6 +71,12 @@ class InteractionLog:
         self.items.append(i)
         self.timestamps.append(timestamp)
 
+    def extend(self, users: np.ndarray, items: np.ndarray, timestamps: np.ndarray) -> None:
+        """Appends a batch of rows whose ids are already interned (`user_index` / `item_index` values)."""
+        self.users.frombytes(np.ascontiguousarray(users, dtype=np.int32).tobytes())
+        self.items.frombytes(np.ascontiguousarray(items, dtype=np.int32).tobytes())
+        self.timestamps.frombytes(np.ascontiguousarray(timestamps, dtype=np.int64).tobytes())
+
     def __len__(self) -> int:
         return len(self.users)
 
@@ -89,11 +95,12 @@ def natural_order(names: np.ndarray) -> np.ndarray:
     return np.argsort(np.array([str(n) for n in names]), kind="stable")
 
 
-def iterative_k_core(users: np.ndarray, items: np.ndarray, user_k: int, item_k: int):
+def iterative_k_core(users: np.ndarray, items: np.ndarray, user_k: int, item_k: int, trace: list | None = None):
     """Row mask of the maximal sub-log where every user has >= user_k rows and every item >= item_k rows.
 
     Repeatedly drops rows of users/items under their threshold until nothing changes (a fixed point; removing
-    only what violates the bound keeps it maximal). Returns `(keep_mask, rounds)`.
+    only what violates the bound keeps it maximal). Returns `(keep_mask, rounds)`; `trace`, when given, receives
+    `(users removed, items removed, rows removed)` per round.
     """
     keep = np.ones(len(users), dtype=bool)
     rounds = 0
@@ -105,6 +112,9 @@ def iterative_k_core(users: np.ndarray, items: np.ndarray, user_k: int, item_k: 
         user_count = np.bincount(users[keep], minlength=num_users)
         item_count = np.bincount(items[keep], minlength=num_items)
         new_keep = keep & (user_count[users] >= user_k) & (item_count[items] >= item_k)
+        if trace is not None and not np.array_equal(new_keep, keep):
+            trace.append((int(((user_count > 0) & (user_count < user_k)).sum()), int(((item_count > 0) & (item_count < item_k)).sum()),
+                          int((keep & ~new_keep).sum())))
         if np.array_equal(new_keep, keep):
             return keep, rounds
         keep = new_keep
@@ -136,12 +146,15 @@ def process_log(log: InteractionLog, *, user_k: int = 0, item_k: int = 0, keep_d
         first.sort()
         counts["duplicates_removed"] = int(len(key) - len(first))
         users, items, timestamps = users[first], items[first], timestamps[first]
-    keep, rounds = iterative_k_core(users, items, user_k, item_k)
+    trace = []
+    keep, rounds = iterative_k_core(users, items, user_k, item_k, trace)
     counts["k_core_rounds"] = rounds
     counts["removed_by_k_core"] = int((~keep).sum())
     users, items, timestamps = users[keep], items[keep], timestamps[keep]
     if len(users) == 0:
-        raise ValueError(f"nothing survives the {user_k}/{item_k}-core: lower --user-k / --item-k")
+        steps = "; ".join(f"round {n}: {u:,} users and {i:,} items under the bound, {r:,} events removed"
+                          for n, (u, i, r) in enumerate(trace, start=1))
+        raise ValueError(f"nothing survives the {user_k}/{item_k}-core of {len(keep):,} events ({steps}): lower --user_k / --item_k")
 
     user_names = np.array(list(log.user_index), dtype=object)
     item_names = np.array(list(log.item_index), dtype=object)
