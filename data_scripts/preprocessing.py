@@ -136,16 +136,27 @@ def process_log(log: InteractionLog, *, user_k: int = 0, item_k: int = 0, keep_d
     if len(log) == 0:
         raise ValueError("no interactions were read: check the input files and the rating threshold")
     users, items, timestamps = log.arrays()
-    rows = np.arange(len(users), dtype=np.int64)
-    order = np.lexsort((rows, timestamps, users))  # user, then time, then file order (stable ties)
+    user_names = np.array(list(log.user_index), dtype=object)
+    item_names = np.array(list(log.item_index), dtype=object)
+    # one sort gives the final order: users in the natural order of their raw ids, then time; np.lexsort is stable,
+    # so ties in time keep the file's row order
+    first_rank = np.empty(len(user_names), dtype=np.int32)
+    first_rank[natural_order(user_names)] = np.arange(len(user_names), dtype=np.int32)
+    order = np.lexsort((timestamps, first_rank[users]))
     users, items, timestamps = users[order], items[order], timestamps[order]
-    counts = {"interactions_read": int(len(order)), "distinct_users_read": len(log.user_index), "distinct_items_read": len(log.item_index)}
+    del order
+    counts = {"interactions_read": int(len(users)), "distinct_users_read": len(log.user_index), "distinct_items_read": len(log.item_index)}
     if not keep_duplicates:
         key = users.astype(np.int64) * (int(items.max()) + 1) + items
-        _, first = np.unique(key, return_index=True)  # index of the earliest event of each (user, item)
-        first.sort()
-        counts["duplicates_removed"] = int(len(key) - len(first))
-        users, items, timestamps = users[first], items[first], timestamps[first]
+        by_key = np.argsort(key, kind="stable")  # within a (user, item), the earliest row first
+        sorted_key = key[by_key]
+        first = np.ones(len(key), dtype=bool)
+        first[1:] = sorted_key[1:] != sorted_key[:-1]
+        keep_first = np.zeros(len(key), dtype=bool)
+        keep_first[by_key[first]] = True  # the earliest event of each (user, item), rows kept in order
+        del key, by_key, sorted_key, first
+        counts["duplicates_removed"] = int(len(keep_first) - keep_first.sum())
+        users, items, timestamps = users[keep_first], items[keep_first], timestamps[keep_first]
     trace = []
     keep, rounds = iterative_k_core(users, items, user_k, item_k, trace)
     counts["k_core_rounds"] = rounds
@@ -156,8 +167,6 @@ def process_log(log: InteractionLog, *, user_k: int = 0, item_k: int = 0, keep_d
                           for n, (u, i, r) in enumerate(trace, start=1))
         raise ValueError(f"nothing survives the {user_k}/{item_k}-core of {len(keep):,} events ({steps}): lower --user_k / --item_k")
 
-    user_names = np.array(list(log.user_index), dtype=object)
-    item_names = np.array(list(log.item_index), dtype=object)
     kept_users, kept_items = np.unique(users), np.unique(items)
     item_order = kept_items[natural_order(item_names[kept_items])]
     item_token = np.full(len(item_names), -1, dtype=np.int64)
@@ -165,9 +174,9 @@ def process_log(log: InteractionLog, *, user_k: int = 0, item_k: int = 0, keep_d
     user_order = kept_users[natural_order(user_names[kept_users])]
     user_rank = np.full(len(user_names), -1, dtype=np.int64)
     user_rank[user_order] = np.arange(len(user_order))
-    # reorder rows by the users' natural order; a stable sort keeps each user's chronological order
-    regroup = np.argsort(user_rank[users], kind="stable")
-    users, items, timestamps = users[regroup], items[regroup], timestamps[regroup]
+    if (np.diff(user_rank[users]) < 0).any():  # k-core changed which order is natural (e.g. the last non-numeric id left)
+        regroup = np.argsort(user_rank[users], kind="stable")  # stable: each user's chronological order stays
+        users, items, timestamps = users[regroup], items[regroup], timestamps[regroup]
     lengths = np.bincount(user_rank[users], minlength=len(user_order))
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     return ProcessedLog(

@@ -1,5 +1,7 @@
 """`geniusrec` console command: one subcommand per job, each the same as its `python -m` module.
 
+    geniusrec interactions --events events.csv --items items.csv --out data/mine
+    geniusrec check data/mine
     geniusrec prepare-movielens --variant ml-1m --out data/ml-1m
     geniusrec prepare-amazon --reviews Books.jsonl.gz --meta meta_Books.jsonl.gz --out data/books
     geniusrec embed --dataset data/ml-1m --text_model smollm2
@@ -17,6 +19,9 @@ import sys
 from data_scripts.arguments import run_cli
 
 SUBCOMMANDS = {
+    "interactions": ("data_scripts.interactions", "your own events (CSV / Parquet / JSON Lines / datasets) to a processed dataset folder"),
+    "check": ("data_scripts.check", "validate a processed dataset folder against the data contract"),
+    "make-synthetic-events": ("data_scripts.make_synthetic_events", "write a synthetic events log (benchmarks, tests)"),
     "prepare-movielens": ("data_scripts.movielens", "MovieLens to a processed dataset folder"),
     "prepare-amazon": ("data_scripts.amazon_reviews", "Amazon Reviews 2023 to a processed dataset folder"),
     "make-synthetic-amazon": ("data_scripts.make_synthetic_amazon", "write synthetic Amazon-format files for scale tests"),
@@ -25,7 +30,7 @@ SUBCOMMANDS = {
     "finetune": ("train.finetune", "stage 2: fine-tune GeniusRec to generate sessions"),
     "pairs": ("train.build_preference_pairs", "DPO preference pairs from a stage-2 checkpoint (train view only)"),
     "dpo": ("train.dpo", "stage 3: TRL DPOTrainer (+ PEFT LoRA) toward novelty and diversity"),
-    "pipeline": ("train.pipeline", "the whole chain on MovieLens-1M in one command"),
+    "pipeline": ("train.pipeline", "the whole chain (MovieLens-1M or --dataset DIR) in one command"),
     "evaluate": ("train.evaluate", "full-ranking metrics of a checkpoint or a baseline"),
     "recommend": ("train.recommend", "print recommendations for users"),
 }

@@ -1,7 +1,8 @@
-"""The whole chain in one command: prepare MovieLens, embed item texts, pretrain HSTU, fine-tune GeniusRec, evaluate,
-and print recommendation sessions with movie titles and a metrics table.
+"""The whole chain in one command: prepare MovieLens (or take your processed folder), embed item texts, pretrain HSTU,
+fine-tune GeniusRec, evaluate, and print recommendation sessions with item titles and a metrics table.
 
     python -m train.pipeline                      # MovieLens-1M offline, about 5 minutes on 2 CPU cores
+    python -m train.pipeline --dataset data/mine --work_dir runs/mine   # any processed folder (data_scripts.interactions)
     python -m train.pipeline --fast --raw_dir tests_fixture/ --text_model none   # seconds: a smoke run
 
 Each step is skipped when its output exists (delete the folder under --work_dir to redo it).
@@ -16,6 +17,7 @@ import torch
 
 from data_scripts import embed, movielens
 from data_scripts.arguments import make_parser, parse_args, run_cli
+from data_scripts.check import check_folder
 from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed
 from data_scripts.splits import SequenceStore
 from modeling_geniusrec import GeniusRecForSessionGeneration
@@ -25,9 +27,11 @@ from .evaluation.results import format_table
 
 
 def run(args) -> dict:
-    data = os.path.join(args.work_dir, "data")
+    data = args.dataset or os.path.join(args.work_dir, "data")
     stage1, stage2 = os.path.join(args.work_dir, "hstu"), os.path.join(args.work_dir, "geniusrec")
-    if not os.path.exists(os.path.join(data, "stats.json")):
+    if args.dataset:
+        check_folder(args.dataset)  # a folder built by hand: name its first violation before any training
+    elif not os.path.exists(os.path.join(data, "stats.json")):
         movielens.main(["--variant", args.variant, "--out", data] + (["--raw_dir", args.raw_dir] if args.raw_dir else []))
     use_text = args.text_model != "none"
     if use_text and not os.path.exists(os.path.join(data, "embeddings", "text.safetensors")):
@@ -71,7 +75,9 @@ def print_sessions(checkpoint: str, data: str, num_users: int, length: int) -> N
 @dataclass
 class PipelineArguments:
     work_dir: str = field(default="runs/pipeline", metadata={"help": "where data and checkpoints go"})
-    variant: str = field(default="ml-1m", metadata={"help": "MovieLens variant (default ml-1m, offline)"})
+    dataset: str | None = field(default=None, metadata={"help": "a processed dataset folder (python -m data_scripts.interactions) "
+                                                                "instead of MovieLens; its item embeddings go to <dataset>/embeddings/"})
+    variant: str = field(default="ml-1m", metadata={"help": "MovieLens variant (default ml-1m, offline), when no --dataset"})
     raw_dir: str | None = field(default=None, metadata={"help": "official MovieLens files instead of the offline copy"})
     text_model: str = field(default="minilm", metadata={"help": "text embedder: minilm / smollm2 (offline), a model id or path, or none"})
     pretrain_epochs: int = field(default=10, metadata={"help": "HSTU epochs (default 10)"})
