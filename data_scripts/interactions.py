@@ -60,13 +60,27 @@ class BadRows:
         return f"{self.count:,} rows with {self.reason} (first: {examples})"
 
 
-def intern(array: pa.Array, index: dict) -> np.ndarray:
-    """Global int32 ids of a batch of raw ids, `index` (raw id -> id) grown in first-seen order; one dictionary
-    lookup per distinct value of the batch, not per row."""
-    encoded = pc.dictionary_encode(array)
-    lookup = np.fromiter((index.setdefault(v, len(index)) for v in encoded.dictionary.to_pylist()), dtype=np.int32,
-                         count=len(encoded.dictionary))
-    return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+class Interner:
+    """Raw ids -> int32 ids in first-seen order, vectorised in Arrow: per batch, the distinct values are looked up in
+    the ids known so far (`pyarrow.compute.index_in`) and the new ones appended; no Python object per row."""
+
+    def __init__(self):
+        self.known = pa.array([], type=pa.string())
+
+    def __call__(self, array: pa.Array) -> np.ndarray:
+        encoded = pc.dictionary_encode(array)
+        distinct = encoded.dictionary
+        position = pc.index_in(distinct, value_set=self.known)
+        new = position.is_null().to_numpy(zero_copy_only=False)
+        lookup = position.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+        lookup[new] = np.arange(len(self.known), len(self.known) + int(new.sum()), dtype=np.int32)
+        if new.any():
+            self.known = pa.concat_arrays([self.known, distinct.filter(pa.array(new))])
+        return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+
+    def index(self) -> dict:
+        """`{raw id: id}` in id order (what [`InteractionLog`] keeps)."""
+        return {value: number for number, value in enumerate(self.known.to_pylist())}
 
 
 def as_text(array: pa.Array) -> pa.Array:
@@ -107,6 +121,7 @@ class EventReader:
                     "item": BadRows(f"a missing or empty item id in column {args.item_column!r}"),
                     "rating": BadRows(f"a missing or non-numeric rating in column {args.rating_column!r}")}
         self.rows_read = self.filtered_out = self.below_rating = 0
+        self.user_ids, self.item_ids = Interner(), Interner()
         self.first, self.last = None, None
 
     def columns(self) -> dict[str, str]:
@@ -156,7 +171,7 @@ class EventReader:
         if len(seconds):
             self.first = int(seconds.min()) if self.first is None else min(self.first, int(seconds.min()))
             self.last = int(seconds.max()) if self.last is None else max(self.last, int(seconds.max()))
-            self.log.extend(intern(users, self.log.user_index), intern(items, self.log.item_index), seconds)
+            self.log.extend(self.user_ids(users), self.item_ids(items), seconds)
 
     def finish(self, source: str) -> dict:
         a = self.args
@@ -169,6 +184,7 @@ class EventReader:
                              f"{self.below_rating:,} below --min_rating, {sum(b.count for b in problems):,} bad rows): check the "
                              "filters and the columns")
         check_range(self.first, self.last, self.unit, a.time_column)
+        self.log.user_index, self.log.item_index = self.user_ids.index(), self.item_ids.index()
         return {"rows_read": self.rows_read, "time_unit": self.unit, "time_unit_from": self.unit_how,
                 "rows_removed_by_filter": self.filtered_out, "rows_below_min_rating": self.below_rating,
                 "bad_rows": {name: {"count": b.count, "first_rows": b.rows} for name, b in self.bad.items() if b.count},
@@ -264,13 +280,13 @@ def build(args) -> dict:
             bar.update(batch.num_rows)
     read_stats = reader.finish(source)
     read_seconds = time.time() - start
-    processed = process_log(reader.log, user_k=args.user_k, item_k=args.item_k, keep_duplicates=args.keep_duplicates)
-    rows, missing = item_table(args, processed.item_raw_ids, meta, names)
-    kept = set(processed.item_raw_ids)
     unknown_events = 0
     if args.items:
         known = np.array([raw in meta for raw in reader.log.item_index], dtype=bool)
         unknown_events = int((~known[np.frombuffer(reader.log.items, dtype=np.int32)]).sum())
+    processed = process_log(reader.log, user_k=args.user_k, item_k=args.item_k, keep_duplicates=args.keep_duplicates)
+    rows, missing = item_table(args, processed.item_raw_ids, meta, names)
+    kept = set(processed.item_raw_ids)
     parameters = {k: v for k, v in vars(args).items() if k not in ("out", "quiet")}
     extra = {"source": source, **read_stats, "items_table": args.items, "items_without_metadata": missing,
              "events_with_item_missing_from_items": unknown_events,

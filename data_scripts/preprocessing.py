@@ -80,6 +80,11 @@ class InteractionLog:
     def __len__(self) -> int:
         return len(self.users)
 
+    def release_rows(self) -> None:
+        """Drops the rows (not the ids): `process_log` calls it once it holds its own sorted copy, so a large log is
+        not held twice."""
+        self.users, self.items, self.timestamps = array("i"), array("i"), array("q")
+
     def arrays(self):
         return (
             np.frombuffer(self.users, dtype=np.int32),
@@ -120,6 +125,28 @@ def iterative_k_core(users: np.ndarray, items: np.ndarray, user_k: int, item_k: 
         keep = new_keep
 
 
+def first_of_each_pair(users: np.ndarray, items: np.ndarray, rows_per_slice: int = 1 << 23) -> np.ndarray:
+    """Row mask of the first row of each (user, item) pair, for rows grouped by user (users contiguous, e.g. sorted).
+    Works on slices of whole users of about `rows_per_slice` rows, so its memory does not grow with the log."""
+    keep = np.zeros(len(users), dtype=bool)
+    starts = np.flatnonzero(np.concatenate([[True], users[1:] != users[:-1]])) if len(users) else np.zeros(0, dtype=np.int64)
+    width = int(items.max(initial=0)) + 1
+    lo = 0
+    while lo < len(users):
+        index = np.searchsorted(starts, lo + rows_per_slice)  # the slice ends where a user starts
+        hi = int(starts[index]) if index < len(starts) else len(users)
+        change = np.ones(hi - lo, dtype=bool)
+        change[1:] = users[lo + 1 : hi] != users[lo : hi - 1]
+        key = np.cumsum(change, dtype=np.int64) * width + items[lo:hi]  # (user within the slice, item)
+        by_key = np.argsort(key, kind="stable")  # within a (user, item), the earliest row first
+        sorted_key = key[by_key]
+        first = np.ones(hi - lo, dtype=bool)
+        first[1:] = sorted_key[1:] != sorted_key[:-1]
+        keep[lo + by_key[first]] = True
+        lo = hi
+    return keep
+
+
 @dataclass
 class ProcessedLog:
     user_raw_ids: list  # kept users, natural order of raw ids
@@ -138,25 +165,24 @@ def process_log(log: InteractionLog, *, user_k: int = 0, item_k: int = 0, keep_d
     users, items, timestamps = log.arrays()
     user_names = np.array(list(log.user_index), dtype=object)
     item_names = np.array(list(log.item_index), dtype=object)
-    # one sort gives the final order: users in the natural order of their raw ids, then time; np.lexsort is stable,
-    # so ties in time keep the file's row order
+    counts = {"interactions_read": int(len(users)), "distinct_users_read": len(log.user_index), "distinct_items_read": len(log.item_index)}
+    # one sort gives the final order: users in the natural order of their raw ids, then time, then row order (both
+    # sorts are stable); a log already in time order (most are) needs the sort by user only
     first_rank = np.empty(len(user_names), dtype=np.int32)
     first_rank[natural_order(user_names)] = np.arange(len(user_names), dtype=np.int32)
-    order = np.lexsort((timestamps, first_rank[users]))
+    ranks = first_rank[users]
+    in_time_order = bool((timestamps[1:] >= timestamps[:-1]).all())
+    order = np.argsort(ranks, kind="stable") if in_time_order else np.lexsort((timestamps, ranks))
+    del ranks
     users, items, timestamps = users[order], items[order], timestamps[order]
     del order
-    counts = {"interactions_read": int(len(users)), "distinct_users_read": len(log.user_index), "distinct_items_read": len(log.item_index)}
+    log.release_rows()
     if not keep_duplicates:
-        key = users.astype(np.int64) * (int(items.max()) + 1) + items
-        by_key = np.argsort(key, kind="stable")  # within a (user, item), the earliest row first
-        sorted_key = key[by_key]
-        first = np.ones(len(key), dtype=bool)
-        first[1:] = sorted_key[1:] != sorted_key[:-1]
-        keep_first = np.zeros(len(key), dtype=bool)
-        keep_first[by_key[first]] = True  # the earliest event of each (user, item), rows kept in order
-        del key, by_key, sorted_key, first
+        keep_first = first_of_each_pair(users, items)
         counts["duplicates_removed"] = int(len(keep_first) - keep_first.sum())
-        users, items, timestamps = users[keep_first], items[keep_first], timestamps[keep_first]
+        if counts["duplicates_removed"]:
+            users, items, timestamps = users[keep_first], items[keep_first], timestamps[keep_first]
+        del keep_first
     trace = []
     keep, rounds = iterative_k_core(users, items, user_k, item_k, trace)
     counts["k_core_rounds"] = rounds
@@ -167,7 +193,8 @@ def process_log(log: InteractionLog, *, user_k: int = 0, item_k: int = 0, keep_d
                           for n, (u, i, r) in enumerate(trace, start=1))
         raise ValueError(f"nothing survives the {user_k}/{item_k}-core of {len(keep):,} events ({steps}): lower --user_k / --item_k")
 
-    kept_users, kept_items = np.unique(users), np.unique(items)
+    kept_users = np.flatnonzero(np.bincount(users, minlength=len(user_names)))
+    kept_items = np.flatnonzero(np.bincount(items, minlength=len(item_names)))
     item_order = kept_items[natural_order(item_names[kept_items])]
     item_token = np.full(len(item_names), -1, dtype=np.int64)
     item_token[item_order] = np.arange(num_special, num_special + len(item_order))
@@ -284,6 +311,7 @@ def write_processed(out_dir: str, processed: ProcessedLog, item_rows: list[dict]
         datasets.Dataset(table).save_to_disk(os.path.join(tmp, "sequences"))
         datasets.Dataset.from_list(item_rows).save_to_disk(os.path.join(tmp, "items"))
         tokenizer = ItemTokenizer.from_raw_ids(processed.item_raw_ids)
+        tokenizer.item_titles = {row["raw_id"]: row["title"] for row in item_rows if row.get("title") not in (None, "", row["raw_id"])}
         tokenizer.save_pretrained(os.path.join(tmp, "tokenizer"))
         stats = {
             "users": len(processed.user_raw_ids),
