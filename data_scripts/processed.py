@@ -289,6 +289,19 @@ def check_table_catalog(path: str, table, metadata: dict, dataset_dir: str) -> N
                          f"to another dataset; compute it with `python -m data_scripts.embed --dataset {dataset_dir}`")
 
 
+def dataset_name(stats: dict, dataset_dir: str) -> str:
+    """A readable name of a processed dataset for model cards: "MovieLens-1M", "Amazon Reviews 2023 (Books)", or the
+    folder's name for one's own data."""
+    parameters = stats.get("parameters") or {}
+    if parameters.get("reviews"):
+        category = os.path.basename(str(parameters["reviews"])).split(".")[0]
+        return f"Amazon Reviews 2023 ({category})"
+    variant = parameters.get("variant")
+    if variant and "events" not in parameters and str(variant).startswith("ml-"):
+        return "MovieLens-" + str(variant)[3:].upper()
+    return os.path.basename(os.path.abspath(dataset_dir))
+
+
 def load_processed(dataset_dir: str):
     """Opens a processed-dataset folder: `(sequences Dataset, items Dataset, tokenizer, stats dict)`.
 
@@ -308,6 +321,8 @@ def load_processed(dataset_dir: str):
     sequences = datasets.load_from_disk(os.path.join(dataset_dir, "sequences"))
     items = datasets.load_from_disk(os.path.join(dataset_dir, "items"))
     tokenizer = ItemTokenizer.from_pretrained(os.path.join(dataset_dir, "tokenizer"))
+    if not tokenizer.item_titles and "title" in items.column_names:  # folders written before titles lived in the tokenizer
+        tokenizer.item_titles = {raw: title for raw, title in zip(items["raw_id"], items["title"]) if title not in (None, "", raw)}
     stats_file = os.path.join(dataset_dir, "stats.json")
     try:
         with open(stats_file) as f:
@@ -319,4 +334,4 @@ def load_processed(dataset_dir: str):
 
 
 __all__ = ["FILTER_MODES", "resolve_filter_history", "pad_item_lists", "excluded_items", "NextItemDataset", "streaming_train_examples",
-           "NextItemCollator", "SessionTrainingDataset", "SessionCollator", "load_item_embeddings", "load_processed"]
+           "NextItemCollator", "SessionTrainingDataset", "SessionCollator", "load_item_embeddings", "load_processed", "dataset_name"]

@@ -4,6 +4,7 @@ Importing the package registers its configs, models and tokenizer with the Auto 
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_geniusrec import GeniusRecConfig
 from .configuration_hstu import HSTUConfig
@@ -15,6 +16,8 @@ from .modeling_hstu import HSTUForNextItemPrediction, HSTUModel, HSTUPreTrainedM
 from .modeling_sasrec import SASRecForNextItemPrediction, SASRecModel, SASRecPreTrainedModel
 from .modeling_sequential import NextItemPredictionOutput, SequentialRecOutput
 from .modeling_session_generation import GeniusRecForSessionGeneration
+from .pipeline_next_items import NextItemsPipeline
+from .recommendation import RecommendationWarning, recommend
 from .tokenization_items import ItemTokenizer, escape_item_id, unescape_item_id
 
 __version__ = "0.1.0"
@@ -32,6 +35,7 @@ AutoModel.register(GeniusRecConfig, GeniusRecModel, exist_ok=True)
 AutoModelForSeq2SeqLM.register(GeniusRecConfig, GeniusRecForSessionGeneration, exist_ok=True)
 AutoModelForCausalLM.register(GeniusRecConfig, GeniusRecForSessionGeneration, exist_ok=True)
 AutoTokenizer.register(GeniusRecConfig, fast_tokenizer_class=ItemTokenizer, exist_ok=True)
+PIPELINE_REGISTRY.register_pipeline("next-items", pipeline_class=NextItemsPipeline, pt_model=AutoModelForCausalLM)
 
 __all__ = [
     "GeniusRecConfig",
@@ -53,6 +57,9 @@ __all__ = [
     "NextItemPredictionOutput",
     "SequentialRecOutput",
     "ItemTokenizer",
+    "NextItemsPipeline",
+    "recommend",
+    "RecommendationWarning",
     "escape_item_id",
     "unescape_item_id",
 ]

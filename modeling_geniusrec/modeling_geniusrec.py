@@ -28,6 +28,7 @@ from .catalog import CatalogMixin
 from .configuration_geniusrec import GeniusRecConfig
 from .decoder_layers import CountConfidence, GeniusRecDecoderLayer, count_features, masked_mean, zero_linear
 from .experts import ExpertContext, build_expert
+from .hub import CheckpointFilesMixin
 from .modeling_hstu import HSTUModel
 from .modeling_sequential import (
     SequentialRecOutput,
@@ -120,7 +121,7 @@ class ItemOutputEmbeddings(nn.Module):
         return self._model.item_output_matrix()
 
 
-class GeniusRecPreTrainedModel(CatalogMixin, PreTrainedModel):
+class GeniusRecPreTrainedModel(CheckpointFilesMixin, CatalogMixin, PreTrainedModel):
     config_class = GeniusRecConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True

@@ -15,6 +15,7 @@ from transformers.utils import ModelOutput
 
 from .catalog import CatalogMixin
 from .configuration_sequential import SequentialRecConfig
+from .hub import CheckpointFilesMixin
 from .scoring import ItemScoringMixin, scale_scores
 
 
@@ -297,7 +298,7 @@ def init_recommender_weights(module: nn.Module, std: float) -> None:
             init.normal_(param, mean=0.0, std=std)
 
 
-class SequentialRecPreTrainedModel(PreTrainedModel):
+class SequentialRecPreTrainedModel(CheckpointFilesMixin, PreTrainedModel):
     """Weight initialisation and common plumbing of the next-item recommenders."""
 
     config_class = SequentialRecConfig

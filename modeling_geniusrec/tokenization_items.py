@@ -13,6 +13,8 @@ tokenizes back to exactly those ids, which is how TRL's DPOTrainer feeds text to
 ['Toy Story (1995)', 'Heat (1995)']
 """
 
+import json
+import os
 from typing import Iterable, Sequence
 from urllib.parse import unquote
 
@@ -47,10 +49,50 @@ def unescape_item_id(token: str) -> str:
     return unquote(token, errors="strict")
 
 
+TITLES_FILE = "item_titles.json"
+
+
 class ItemTokenizer(PreTrainedTokenizerFast):
-    """Word-level tokenizer over item tokens; adds `encode_items` / `decode_items` for raw item ids."""
+    """Word-level tokenizer over item tokens; adds `encode_items` / `decode_items` for raw item ids, and carries the
+    items' titles (`item_titles`, raw id -> title, saved as `item_titles.json` beside `tokenizer.json`), so that a
+    checkpoint folder alone turns token ids into raw ids and titles (`titles_of`)."""
 
     model_input_names = ["input_ids", "attention_mask"]
+    vocab_files_names = {"tokenizer_file": "tokenizer.json", "titles_file": TITLES_FILE}
+
+    # no __init__ of our own: transformers loads a subclass that defines one through a slower, lossy path
+
+    @property
+    def item_titles(self) -> dict:
+        """`{raw id: title}`, read on first use from the folder's `item_titles.json` (empty when it has none)."""
+        if getattr(self, "_item_titles", None) is None:
+            path = self.init_kwargs.get("titles_file")
+            titles = {}
+            if path and os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    titles = dict(json.load(f))
+            self._item_titles = titles
+        return self._item_titles
+
+    @item_titles.setter
+    def item_titles(self, titles: dict) -> None:
+        self._item_titles = dict(titles or {})
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedTokenizerFast.save_pretrained`, plus `item_titles.json` when the tokenizer has titles."""
+        files = tuple(super().save_pretrained(save_directory, *args, **kwargs))
+        if self.item_titles:
+            path = os.path.join(str(save_directory), TITLES_FILE)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.item_titles, f, ensure_ascii=False)
+            os.replace(tmp, path)
+            files += (path,)
+        return files
+
+    def titles_of(self, token_ids: Iterable[int]) -> list[str]:
+        """Token ids -> titles (the raw id where the tokenizer has no title for an item); special tokens are skipped."""
+        return [self.item_titles.get(raw, raw) for raw in self.decode_items(token_ids)]
 
     @classmethod
     def from_raw_ids(cls, raw_ids: Iterable[str], **kwargs) -> "ItemTokenizer":

@@ -10,18 +10,36 @@ from modeling_geniusrec import HSTUConfig, HSTUForNextItemPrediction, ItemTokeni
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_readme_usage_snippet_runs(tmp_path):
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    snippet = re.search(r"## Usage\n\n```python\n(.*?)```", readme, re.S).group(1)
-    tokenizer = ItemTokenizer.from_raw_ids(["Toy Story (1995)", "Heat (1995)"] + [f"Movie {i}" for i in range(20)])
-    tokenizer.save_pretrained(tmp_path / "tokenizer")
+def tiny_checkpoints(root):
+    """What `make quickstart` leaves under runs/quickstart, in miniature: an HSTU and a GeniusRec folder (random tiny
+    weights) with a MovieLens-like vocabulary carrying titles, saved the way training saves them."""
+    from modeling_geniusrec import GeniusRecConfig, GeniusRecForSessionGeneration
+
+    raw = ["Toy Story (1995)", "Heat (1995)"] + [f"Movie {i} (2000)" for i in range(30)]
+    tokenizer = ItemTokenizer.from_raw_ids(raw)
+    tokenizer.item_titles = {r: r for r in raw}
     torch.manual_seed(0)
-    HSTUForNextItemPrediction(HSTUConfig(vocab_size=len(tokenizer), hidden_size=16, qk_head_dim=8, v_head_dim=8)).save_pretrained(tmp_path / "model")
-    snippet = snippet.replace('"runs/ml-1m-hstu"', repr(str(tmp_path / "model"))).replace('"data/ml-1m/tokenizer"', repr(str(tmp_path / "tokenizer")))
-    namespace = {}
-    exec(compile(snippet, "README.md", "exec"), namespace)
-    assert namespace["top"].shape == (1, 10)
-    assert not {"Toy Story (1995)", "Heat (1995)"} & set(tokenizer.decode_items(namespace["top"][0].tolist()))
+    encoder = HSTUConfig(vocab_size=len(tokenizer), hidden_size=16, qk_head_dim=8, v_head_dim=8, num_attention_heads=2,
+                         max_position_embeddings=20)
+    models = {"hstu": HSTUForNextItemPrediction(encoder),
+              "geniusrec": GeniusRecForSessionGeneration(GeniusRecConfig(encoder_config=encoder, intermediate_size=32, max_session_length=10))}
+    for name, model in models.items():
+        model.save_pretrained(root / "runs" / "quickstart" / name)
+        tokenizer.save_pretrained(root / "runs" / "quickstart" / name)
+
+
+def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys):
+    """Every ```python block of README.md, run as written in a folder holding the quick start's checkpoint paths."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 4
+    tiny_checkpoints(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for number, block in enumerate(blocks, start=1):
+        exec(compile(block, f"README.md python block {number}", "exec"), {})
+    out = capsys.readouterr().out
+    assert "'item_id'" in out and "'title'" in out and "Movie" in out
+    assert (tmp_path / "runs" / "grown" / "config.json").exists()
 
 
 def write_own_data(folder, users=60, items=30):

@@ -30,6 +30,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from data_scripts.arguments import make_parser, run_cli
 from modeling_geniusrec import GeniusRecForSessionGeneration
 
+from .evaluation.reporting import write_model_card
 from .evaluation.results import provenance, write_json_atomic
 from .runner import (
     leave_together,
@@ -121,8 +122,13 @@ def main(argv=None):
         if trainer.is_world_process_zero():  # one writer under `accelerate launch`
             model = trainer.accelerator.unwrap_model(trainer.model)
             merged = copy.deepcopy(model).merge_and_unload() if script_args.use_peft else model  # keep the adapter model intact
+            merged.model_card = None  # the stage-2 card read at load time does not describe this model: its own is written below
             merged.save_pretrained(merged_dir)
             tokenizer.save_pretrained(merged_dir)
+            write_model_card(merged_dir, {"model": "geniusrec (DPO)", "metrics": {}, "protocol": "preference pairs from the train view",
+                                          "dataset": {"name": "the pairs' dataset"}, "command": summary.get("command"), "seed": dpo_args.seed,
+                                          "epochs": dpo_args.num_train_epochs, "wall_time_s": summary["wall_time_s"],
+                                          "machine": summary.get("machine"), "date": summary.get("date")})
             write_json_atomic(os.path.join(dpo_args.output_dir, "dpo_summary.json"), summary)
             pickled = os.path.join(dpo_args.output_dir, "training_args.bin")
             if os.path.exists(pickled):

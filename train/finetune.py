@@ -25,6 +25,7 @@ from data_scripts.processed import (
     NextItemDataset,
     SessionCollator,
     SessionTrainingDataset,
+    dataset_name,
     load_item_embeddings,
     load_processed,
     resolve_filter_history,
@@ -212,6 +213,7 @@ def main(argv=None):
                                                                    filter_history=data_args.filter_history))
         results = {
             "metrics": metrics, "protocol": data_args.protocol, "filter_history": data_args.filter_history, "model": "geniusrec",
+            "dataset": {"name": dataset_name(stats, data_args.dataset), **{k: stats[k] for k in ("users", "items", "interactions")}},
             "config": {**asdict(model_args), **asdict(data_args), "model_config": model.config.to_dict()},
             "seed": training_args.seed, "epochs": trainer.state.epoch, **clock.timings(trainer.state.epoch),
             **started, "resumed_from": resumed,

@@ -19,7 +19,7 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 from data_scripts.arguments import make_parser, run_cli
-from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed, resolve_filter_history, streaming_train_examples
+from data_scripts.processed import NextItemCollator, NextItemDataset, dataset_name, load_processed, resolve_filter_history, streaming_train_examples
 from data_scripts.splits import SequenceStore, protocol_store
 
 from .console import quiet_trainer
@@ -100,7 +100,7 @@ class DataArguments:
     streaming: bool = field(default=False, metadata={"help": "stream training rows from the Arrow shards, split across processes "
                                                              "(large datasets; needs --max_steps)"})
     num_shards: int = field(default=8, metadata={"help": "shards of the streamed training data"})
-    show_recommendations: int = field(default=0, metadata={"help": "print top-10 titles for this many test users"})
+    show_recommendations: int = field(default=0, metadata={"help": "print top-10 titles for this many users (from their whole history)"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
     evaluate_test: bool = field(default=True, metadata={"help": "score the test split at the end; false for runs that only choose "
                                                                  "settings on validation (the test split stays unread)"})
@@ -220,7 +220,7 @@ def main(argv=None):
             "filter_history": data_args.filter_history,
             "model": model_args.model_type,
             "config": {**asdict(model_args), **asdict(data_args), "model_config": trainer.model.config.to_dict()},
-            "dataset": {k: stats[k] for k in ("users", "items", "interactions")},
+            "dataset": {"name": dataset_name(stats, data_args.dataset), **{k: stats[k] for k in ("users", "items", "interactions")}},
             "evaluated_users": {"validation": len(eval_set), "test": len(test_set)},
             "seed": training_args.seed,
             "epochs": trainer.state.epoch,
@@ -237,9 +237,9 @@ def main(argv=None):
             write_run_results(results, training_args.output_dir, data_args.results_file)
             _print_table(results)
             if data_args.show_recommendations:
-                from .recommend import print_next_item_recommendations
+                from .recommend import print_recommendations_for
 
-                print_next_item_recommendations(trainer.model, store, tokenizer, items, test_set, data_args.show_recommendations)
+                print_recommendations_for(trainer.model, tokenizer, data_args.dataset, data_args.show_recommendations)
         leave_together(trainer)
         return results
 

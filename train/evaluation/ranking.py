@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from data_scripts.processed import NextItemCollator, NextItemDataset
 from modeling_geniusrec import scoring
+from modeling_geniusrec.recommendation import next_item_queries
 
 DEFAULT_KS = (10, 50, 200)
 
@@ -144,12 +145,9 @@ def make_compute_metrics(model_ref, dataset, filter_history: str = "full", ks=No
 
 
 def query_states(model, batch) -> torch.Tensor:
-    """The `(B, D)` states that rank the next item: the encoder's last state for stage-1 models, the decoder's first
-    step (after `[SEP]`) for GeniusRec, so that GeniusRec's numbers are its own and not the encoder's."""
-    if getattr(model.config, "is_encoder_decoder", False):
-        start = torch.full((batch["input_ids"].shape[0], 1), model.config.decoder_start_token_id, device=batch["input_ids"].device)
-        return model(**batch, decoder_input_ids=start).last_hidden_state[:, 0]
-    return model(**batch).user_embeddings
+    """The `(B, D)` states that rank the next item ([`modeling_geniusrec.recommendation.next_item_queries`]: the
+    encoder's last state for stage-1 models, the decoder's first step for GeniusRec)."""
+    return next_item_queries(model, batch)
 
 
 def keep_user_embeddings(logits, labels):

@@ -1,6 +1,7 @@
 """Model cards and plots written next to every checkpoint (PNG, matplotlib's Agg backend: no screen needed)."""
 
 import os
+import re
 
 import matplotlib
 import torch
@@ -76,37 +77,75 @@ def _table(metrics: dict) -> str:
     return "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n| " + " | ".join(f"{metrics[k]:.4f}" for k in keys) + " |"
 
 
+CARD_METRICS = ("hr@10", "ndcg@10", "mrr", "session_recall@10", "session_ndcg@10")
+
+
+def _model_index(name: str, dataset: str, results: dict) -> list[str]:
+    """YAML lines of the card's `model-index`: the test metrics the Hub shows beside the model."""
+    test = (results.get("metrics") or {}).get("test") or {}
+    shown = [k for k in CARD_METRICS if isinstance(test.get(k), (int, float))]
+    if not shown:
+        return []
+    slug = re.sub(r"[^a-z0-9]+", "-", dataset.lower()).strip("-") or "dataset"
+    lines = ["model-index:", f"- name: {name}", "  results:", "  - task:", "      type: next-items", "      name: Next-item recommendation",
+             "    dataset:", f"      name: {dataset}", f"      type: {slug}", "    metrics:"]
+    for key in shown:
+        lines += [f"    - type: {key}", f"      value: {float(test[key]):.4f}", f"      name: {key.upper()} (test, {results.get('protocol')})"]
+    return lines
+
+
+def usage_snippet(output_dir: str) -> list[str]:
+    """A usage block that runs as written from the folder's parent (or with the Hub repo id in its place)."""
+    from modeling_geniusrec import ItemTokenizer
+
+    try:
+        tokenizer = ItemTokenizer.from_pretrained(output_dir)
+        examples = tokenizer.decode_items([tokenizer.num_special_tokens, tokenizer.num_special_tokens + 1])
+    except (OSError, ValueError):
+        examples = ["item-1", "item-2"]
+    return ["```python", "from transformers import pipeline", "",
+            f"recommender = pipeline(\"next-items\", model={output_dir!r}, trust_remote_code=True)",
+            f"history = {{\"items\": {examples!r}, \"timestamps\": [978300760, 978301968]}}  # raw ids, oldest first; times in seconds (optional)",
+            "print(recommender(history, k=10))  # [{'item_id': ..., 'title': ..., 'score': ...}, ...]", "```"]
+
+
 def write_model_card(output_dir: str, results: dict, dataset_stats: dict | None = None) -> str:
-    """README.md model card: data, config, metrics with their protocol, intended use and limits."""
-    protocol = results["protocol"]
+    """README.md model card: YAML metadata (library, pipeline, dataset, model-index with the test metrics), data,
+    metrics with their protocol, a usage snippet that runs as written, intended use and limits. Also kept on the
+    saved model (`model_card`), so `save_pretrained` / `push_to_hub` of the loaded model carry it."""
+    protocol = results.get("protocol", "?")
     label = "HSTU reference protocol (no validation split; test scored every epoch)" if protocol == "hstu-reference" else protocol
-    lines = [
-        "---", "library_name: transformers", "tags: [recommendation, sequential-recommendation, geniusrec]", "license: mit", "---", "",
-        f"# GeniusRec {results['model']} checkpoint", "",
-        f"Trained with `{results['command']}` on {results.get('machine', '?')} ({results.get('date', '?')}), seed {results.get('seed')}, "
-        f"{results.get('epochs')} epochs, {results.get('wall_time_s')} s.", "",
-        "## Data", "",
-        f"Processed dataset: {dataset_stats or results.get('dataset', {})}. Split protocol: **{label}**.", "",
-        "## Metrics", "",
-        "Full ranking over all items, the user's history filtered; one target per user.", "",
-    ]
+    dataset = (results.get("dataset") or {}).get("name") or "unknown"
+    name = os.path.basename(os.path.abspath(output_dir))
+    lines = ["---", "library_name: transformers", "pipeline_tag: other", "tags: [recommendation, sequential-recommendation, next-items, geniusrec]",
+             "license: mit", f"datasets: [{dataset}]", *_model_index(name, dataset, results), "---", "",
+             f"# GeniusRec {results.get('model', '')} checkpoint", "",
+             f"Trained with `{results.get('command', '?')}` on {results.get('machine', '?')} ({results.get('date', '?')}), seed "
+             f"{results.get('seed')}, {results.get('epochs')} epochs, {results.get('wall_time_s')} s.", "",
+             "## Data", "",
+             f"Dataset: **{dataset}** ({dataset_stats or {k: v for k, v in (results.get('dataset') or {}).items() if k != 'name'}}). "
+             f"Split protocol: **{label}**.", "",
+             "## Metrics", "",
+             "Full ranking over all items, the user's history filtered; one target per user (sessions: the next items of each user).", ""]
     for split in ("validation", "test"):
-        if results["metrics"].get(split):
+        if (results.get("metrics") or {}).get(split):
             lines += [f"**{split}**", "", _table(results["metrics"][split]), ""]
-    lines += [
-        "## Use", "",
-        "```python", "import modeling_geniusrec  # or trust_remote_code=True without the package",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        f"model = AutoModelForCausalLM.from_pretrained('{os.path.basename(os.path.abspath(output_dir))}')", "```", "",
-        "Intended use: research on sequential and generative recommendation; ranking or generating items of the catalog "
-        "this checkpoint was trained on (its tokenizer maps raw item ids to token ids).", "",
-        "## Limits", "",
-        "- New items join without retraining: `model.add_items(n, content={'text': rows})` appends them (their content "
-        "decides their vectors; without content rows they get the mean item vector and rank poorly until trained); "
-        "`tokenizer.add_items(raw_ids)` gives them the same ids. Old items keep their scores bit for bit.",
-        "- Numbers hold for this dataset and protocol only; popularity bias of the data is learned, not corrected.",
-        "- Trained on CPU for a bounded time unless stated otherwise: see the epochs above.", "",
-    ]
+    lines += ["## Use", "",
+              "The folder carries its item vocabulary with titles (`AutoTokenizer`), the model code and the `next-items` pipeline, so "
+              "it runs without the geniusrec package (`trust_remote_code=True`):", "", *usage_snippet(output_dir), "",
+              "A history is raw item ids, oldest first; `timestamps` (seconds) are optional: without them every event and the request "
+              "sit at one instant; the request is at the latest event's time unless `request_time` is given. Items of the history are "
+              "never recommended. With transformers' API: `AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`, and "
+              "`generate(input_ids=..., timestamps=..., next_timestamps=..., num_beams=10, max_new_tokens=10, min_new_tokens=10)` for "
+              "sessions (timestamps are required there).", "",
+              "Intended use: research on sequential and generative recommendation; ranking or generating items of the catalog "
+              "this checkpoint was trained on.", "",
+              "## Limits", "",
+              "- New items join without retraining: `model.add_items(n, content={'text': rows})` appends them (their content "
+              "decides their vectors; without content rows they get the mean item vector and rank poorly until trained); "
+              "`tokenizer.add_items(raw_ids)` gives them the same ids. Old items keep their scores bit for bit.",
+              "- Numbers hold for this dataset and protocol only; popularity bias of the data is learned, not corrected.",
+              "- Trained on CPU for a bounded time unless stated otherwise: see the epochs above.", ""]
     path = os.path.join(output_dir, "README.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
