@@ -60,6 +60,16 @@ def check_folder(folder: str) -> dict:
         tokenizer = ItemTokenizer.from_pretrained(os.path.join(folder, "tokenizer"))
     except Exception as error:  # noqa: BLE001 - any failure to load is the violation
         fail(folder, f"tokenizer/ does not load as an item tokenizer ({error.__class__.__name__}: {error})")
+    vocab = check_tokenizer(folder, tokenizer, stats)
+    table = datasets.load_from_disk(os.path.join(folder, "sequences")).with_format("arrow")[:]
+    users, interactions = check_sequences(folder, table, stats, vocab)
+    check_items(folder, datasets.load_from_disk(os.path.join(folder, "items")), tokenizer, vocab)
+    check_embeddings(folder, vocab)
+    return {"users": len(users), "items": vocab - NUM_SPECIAL_TOKENS, "interactions": interactions}
+
+
+def check_tokenizer(folder: str, tokenizer, stats: dict) -> int:
+    """The special tokens come first and the sizes agree with stats.json; returns the vocabulary size."""
     specials = tokenizer.convert_ids_to_tokens(list(range(NUM_SPECIAL_TOKENS)))
     if specials != list(SPECIAL_TOKENS.values()):
         fail(folder, f"tokenizer/: the first tokens must be {list(SPECIAL_TOKENS.values())}, got {specials}")
@@ -67,7 +77,15 @@ def check_folder(folder: str) -> dict:
     if stats["vocab_size"] != vocab or stats["items"] != vocab - NUM_SPECIAL_TOKENS:
         fail(folder, f"stats.json says vocab_size {stats['vocab_size']} / items {stats['items']}, the tokenizer has {vocab} tokens "
                      f"({vocab - NUM_SPECIAL_TOKENS} items)")
-    table = datasets.load_from_disk(os.path.join(folder, "sequences")).with_format("arrow")[:]
+    return vocab
+
+
+def first_bad(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def check_sequences(folder: str, table, stats: dict, vocab: int) -> tuple[list, int]:
+    """Columns, dtypes, one row per user, lengths, item tokens, times; returns `(user ids, interactions)`."""
     for column, types in SEQUENCE_TYPES.items():
         if column not in table.column_names:
             fail(folder, f"sequences/ has no column {column!r} (columns: {table.column_names})")
@@ -86,7 +104,6 @@ def check_folder(folder: str) -> dict:
     items, times = table.column("item_ids").combine_chunks(), table.column("timestamps").combine_chunks()
     item_offsets, time_offsets = np.asarray(items.offsets), np.asarray(times.offsets)
     item_lengths, time_lengths = np.diff(item_offsets), np.diff(time_offsets)
-    first_bad = lambda mask: int(np.flatnonzero(mask)[0])  # noqa: E731
     if (item_lengths != time_lengths).any():
         r = first_bad(item_lengths != time_lengths)
         fail(folder, f"sequences/ user {users[r]!r}: {item_lengths[r]} items but {time_lengths[r]} timestamps (lengths differ)")
@@ -111,7 +128,11 @@ def check_folder(folder: str) -> dict:
                      "chronological)")
     if int(item_offsets[-1]) != stats["interactions"]:
         fail(folder, f"sequences/ holds {int(item_offsets[-1])} interactions, stats.json says {stats['interactions']}")
-    item_table = datasets.load_from_disk(os.path.join(folder, "items"))
+    return users, int(item_offsets[-1])
+
+
+def check_items(folder: str, item_table, tokenizer, vocab: int) -> None:
+    """One row per item token, in token order, with the tokenizer's raw ids."""
     for column in ("id", "raw_id", "title", "text"):
         if column not in item_table.column_names:
             fail(folder, f"items/ has no column {column!r} (columns: {item_table.column_names})")
@@ -125,6 +146,10 @@ def check_folder(folder: str) -> dict:
     for r, (expected, found) in enumerate(zip(raw, item_table["raw_id"])):
         if expected != found:
             fail(folder, f"items/ row {r}: raw_id {found!r}, but the tokenizer's token {r + NUM_SPECIAL_TOKENS} is {expected!r}")
+
+
+def check_embeddings(folder: str, vocab: int) -> None:
+    """Every `embeddings/*.safetensors` has one row per token id."""
     embeddings = os.path.join(folder, "embeddings")
     for name in sorted(os.listdir(embeddings)) if os.path.isdir(embeddings) else []:
         if name.endswith(".safetensors"):
@@ -134,7 +159,6 @@ def check_folder(folder: str) -> dict:
                 shape = f.get_slice("embeddings").get_shape()
             if shape[0] != vocab:
                 fail(folder, f"embeddings/{name} has {shape[0]} rows, expected {vocab} (one per token id)")
-    return {"users": len(users), "items": vocab - NUM_SPECIAL_TOKENS, "interactions": int(item_offsets[-1])}
 
 
 @dataclass
