@@ -99,6 +99,8 @@ def run_one(args, batch_wait_ms: float, bodies: list[bytes]) -> dict:
                "--batch_wait_ms", str(batch_wait_ms), "--max_batch", str(args.max_batch)]
     if args.candidate_count:
         command += ["--candidate_count", str(args.candidate_count)]
+    if args.exported:
+        command += ["--exported", "true"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -139,6 +141,7 @@ class LoadArguments:
     batch_wait_ms: list[float] = field(default_factory=lambda: [0.0, 2.0], metadata={"help": "server batching windows to compare", "nargs": "+"})
     max_batch: int = field(default=64, metadata={"help": "the server's --max_batch"})
     candidate_count: int | None = field(default=None, metadata={"help": "the server's --candidate_count (GeniusRec sessions)"})
+    exported: bool = field(default=False, metadata={"help": "the server's --exported (the torch.export encoder)"})
     timeout: float = field(default=600, metadata={"help": "seconds a run may take before it is stopped"})
     output: str | None = field(default=None, metadata={"help": "results JSON"})
 
@@ -153,7 +156,7 @@ def main(argv=None):
         print(f"batch_wait_ms {wait:>4}: {row['requests_per_s']:7.1f} requests/s  p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  "
               f"errors {row['errors']}  model calls {row['model_calls']}", flush=True)
     if args.output:
-        write_json_atomic(args.output, {"rows": rows, "model": args.model, "session": args.session, "k": args.k,
+        write_json_atomic(args.output, {"rows": rows, "model": args.model, "session": args.session, "k": args.k, "exported": args.exported,
                                         **provenance("python -m benchmarks.serve_load", argv)})
     return rows
 

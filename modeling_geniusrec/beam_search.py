@@ -256,7 +256,7 @@ def candidate_beam_search(model, input_ids: torch.LongTensor, logits_processor: 
     history, ban_repeats, bias, penalties, column_agnostic = candidate_processors(logits_processor)
     first = input_ids[::beams]
     state = model.session_states(first, encoder_outputs, session_ids=first, cache=cache, encoder_query_weight=weight)[:, -1]  # (users, D)
-    retrieved, candidate_ids = model.top_k_items(state, candidate_count, exclude=history, item_bias=bias)  # (users, C)
+    retrieved, candidate_ids = model.top_k_items(state, candidate_count, exclude=history, item_bias=bias, pad_exhausted=False)  # (users, C)
     additive = candidate_terms(candidate_ids, bias, penalties)
     matrix = model.item_vectors()
     vectors = matrix[candidate_ids].to(state.dtype)  # (users, C, D)

@@ -60,6 +60,34 @@ class BanItemsLogitsProcessor(LogitsProcessor):
         return scores
 
 
+def eligible_counts(config, banned: torch.LongTensor) -> torch.LongTensor:
+    """`(B,)` how many catalog items each row may still get: the items outside its `banned` ids `(B, S)` (pad and
+    special ids ignored, repeats counted once)."""
+    num_items = config.vocab_size - config.num_special_tokens
+    items = torch.where(banned >= config.num_special_tokens, banned, torch.full_like(banned, -1))
+    distinct = torch.sort(items, dim=1).values
+    first = torch.ones_like(distinct, dtype=torch.bool)
+    first[:, 1:] = distinct[:, 1:] != distinct[:, :-1]
+    return num_items - ((distinct >= 0) & first).sum(1)
+
+
+def check_sessions_fit(config, banned: torch.LongTensor | None, length: int, sessions: int = 1) -> None:
+    """The rule for exhausted catalogs in `generate()`: a session never holds a banned (seen) or repeated item, so a row
+    whose unseen items are fewer than the `length` items asked (times `sessions` alternatives that share no item) is
+    refused in one line naming the row and how many remain. (`modeling_geniusrec.recommend` returns shorter sessions
+    instead.)"""
+    if banned is None or length <= 0:
+        return
+    left = eligible_counts(config, banned)
+    short = torch.nonzero(left < length * sessions).flatten()
+    if len(short):
+        row = int(short[0])
+        raise ValueError(f"row {row} has only {int(left[row])} items outside its history, fewer than the {length * sessions} asked "
+                         f"({sessions} session(s) of {length}): a session never repeats or returns a seen item; ask for at most "
+                         f"{int(left[row]) // sessions} items (max_new_tokens / min_new_tokens), or use modeling_geniusrec.recommend, "
+                         "which returns shorter sessions")
+
+
 class SharedItemPenaltyLogitsProcessor(LogitsProcessor):
     """Lowers, per user, the scores of the items of that user's earlier returned sessions by `penalty`
     (`float("inf")`: bans them), so that the next session is an alternative rather than a reordering.
@@ -124,5 +152,5 @@ class FirstStepMixLogitsProcessor(LogitsProcessor):
         return (scores.view(users, self.group, -1) + self.weight * self.first.unsqueeze(1)).view(scores.shape)
 
 
-__all__ = ["BanItemsLogitsProcessor", "SharedItemPenaltyLogitsProcessor", "ItemBiasLogitsProcessor", "FirstStepMixLogitsProcessor",
-           "group_beams", "ungroup_beams"]
+__all__ = ["eligible_counts", "check_sessions_fit", "BanItemsLogitsProcessor", "SharedItemPenaltyLogitsProcessor", "ItemBiasLogitsProcessor",
+           "FirstStepMixLogitsProcessor", "group_beams", "ungroup_beams"]

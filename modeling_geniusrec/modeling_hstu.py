@@ -56,12 +56,17 @@ def _bucket_thresholds(num_buckets: int, scale: float) -> torch.Tensor:
     return torch.where(reachable, hi, torch.full_like(hi, 2**63 - 1))
 
 
+def tracing() -> bool:
+    """Whether `torch.compile` or `torch.export` is tracing: data-dependent checks and branches are skipped then."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 def time_buckets(query_times: torch.Tensor, key_times: torch.Tensor, num_buckets: int, scale: float) -> torch.Tensor:
     """`(B, N)` query times, `(B, N)` key times (seconds) -> `(B, N, N)` bucket ids in `[0, num_buckets]`:
     `clamp(floor(ln(max(|t_q - t_k|, 1)) / scale), 0, num_buckets)`, computed by `bucketize` against exact
     integer thresholds (the same numbers as the float64 formula, several times faster)."""
     delta = (query_times.unsqueeze(2) - key_times.unsqueeze(1)).abs_()
-    if torch.compiler.is_compiling():  # the thresholds' bisection is data-dependent: compiled code uses the formula itself
+    if tracing():  # the thresholds' bisection is data-dependent: compiled / exported code uses the formula itself
         return _bucket_formula(delta.clamp(min=1), num_buckets, scale)
     thresholds = _bucket_thresholds(num_buckets, float(scale)).to(delta.device)
     return torch.bucketize(delta, thresholds, right=True)
@@ -183,8 +188,10 @@ class HSTUModel(HSTUPreTrainedModel):
         """Time of each query: the next event's time `t_{i+1}`; at the last item `next_timestamps` if given."""
         if not self.config.use_next_event_time:
             return timestamps
-        following = torch.cat([timestamps[:, 1:], timestamps[:, -1:]], dim=1)
-        has_next = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+        # roll rather than slice-and-cat: the same values, and no (N - 1)-long slice for torch.export to specialise on
+        following = timestamps.roll(-1, dims=1)
+        not_last = torch.arange(mask.shape[1], device=mask.device) < mask.shape[1] - 1
+        has_next = mask.roll(-1, dims=1) & not_last
         fallback = timestamps if next_timestamps is None else next_timestamps.view(-1, 1).expand_as(timestamps)
         return torch.where(has_next, following, fallback)
 
@@ -243,7 +250,7 @@ class HSTUModel(HSTUPreTrainedModel):
             [`SequentialRecOutput`] with `last_hidden_state` `(batch_size, sequence_length, hidden_size)`.
         """
         config = self.config
-        compiling = torch.compiler.is_compiling()
+        compiling = tracing()
         if compiling:  # torch.compile(fullgraph=True) / torch.export: the value checks are data-dependent; run them eagerly
             mask = (input_ids != config.pad_token_id) if attention_mask is None else attention_mask.bool()
         else:

@@ -404,11 +404,18 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
         session is `out[:, history_length:]`."""
         from transformers.generation import LogitsProcessorList
 
-        from .generation import BanItemsLogitsProcessor
+        from .generation import BanItemsLogitsProcessor, check_sessions_fit
 
         if input_ids is None:
             raise ValueError("generate() needs the history: input_ids (batch_size, history_length) with timestamps and next_timestamps")
+        window = self.config.max_position_embeddings
+        if input_ids.shape[1] > window:
+            raise ValueError(f"the history has {input_ids.shape[1]} items, more than the model reads ({window}): pass the latest "
+                             f"{window} (input_ids[:, -{window}:], with their timestamps) and the whole history as banned_item_ids")
+        check_inputs(self.config, input_ids, attention_mask, timestamps)  # before beams expand the rows: errors name the caller's rows
         kwargs.setdefault("max_new_tokens", 10)  # exactly this many items: EOS is banned below, so no min-length processor is needed
+        if ban_history:
+            check_sessions_fit(self.config, input_ids if banned_item_ids is None else banned_item_ids, kwargs["max_new_tokens"])
         processors = LogitsProcessorList(logits_processor or [])
         processors.append(BanItemsLogitsProcessor(self.config, input_ids if banned_item_ids is None else banned_item_ids, ban_history,
                                                   ban_repeats=True, ban_eos=True))

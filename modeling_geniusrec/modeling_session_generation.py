@@ -10,7 +10,7 @@ from transformers.generation import LogitsProcessorList
 
 from .beam_search import candidate_beam_search, exact_length_beam_search, takes_lean_path
 from .configuration_geniusrec import GeniusRecConfig
-from .generation import BanItemsLogitsProcessor, SharedItemPenaltyLogitsProcessor
+from .generation import BanItemsLogitsProcessor, SharedItemPenaltyLogitsProcessor, check_sessions_fit
 from .modeling_geniusrec import (
     GeniusRecEncoderOutput,
     GeniusRecModel,
@@ -20,7 +20,7 @@ from .modeling_geniusrec import (
     resolve_view,
     shift_right,
 )
-from .modeling_sequential import last_positions, next_item_loss, resolve_output_flags
+from .modeling_sequential import check_inputs, last_positions, next_item_loss, resolve_output_flags
 from .scoring import ItemScoringMixin, scale_scores
 
 
@@ -273,6 +273,8 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             return self._generate_alternatives(input_ids, attention_mask, logits_processor, ban_history, ban_repeats, banned_item_ids,
                                                encoder_query_weight, float(shared_item_penalty), candidate_count=candidate_count, **kwargs)
         check_decoder_attention_mask(kwargs.get("decoder_attention_mask"))
+        if input_ids is not None:  # before beams expand the rows: errors name the caller's rows
+            check_inputs(self.config.encoder_config, input_ids, attention_mask, kwargs.get("timestamps"))
         processors = LogitsProcessorList(logits_processor or [])
         wanted = kwargs.get("min_new_tokens") or 0
         if wanted > self.config.vocab_size - self.config.num_special_tokens:
@@ -282,6 +284,8 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
             raise ValueError(f"banned_item_ids has {banned_item_ids.shape[0]} rows but input_ids has {input_ids.shape[0]}")
         banned = input_ids if banned_item_ids is None else banned_item_ids
         kwargs.setdefault("max_new_tokens", self.config.max_session_length)
+        if ban_history:
+            check_sessions_fit(self.config, banned, wanted)
         # a session of exactly max_new_tokens items: EOS is banned by our processor rather than by transformers'
         # min-length processors (the same sessions; those copy the whole score matrix twice per step)
         exact = wanted >= kwargs["max_new_tokens"]
@@ -324,6 +328,8 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         if kwargs.get("return_dict_in_generate"):
             raise ValueError("shared_item_penalty returns token ids only: drop return_dict_in_generate (or shared_item_penalty)")
         count = kwargs.pop("num_return_sequences")
+        if ban_history and penalty == float("inf"):  # k sessions that share no item need k times the items
+            check_sessions_fit(self.config, input_ids if banned_item_ids is None else banned_item_ids, kwargs.get("min_new_tokens") or 0, count)
         sessions, earlier = [], None
         for _ in range(count):
             processors = list(logits_processor or [])

@@ -148,7 +148,7 @@ def _eligible(model, row: dict) -> int:
 @torch.no_grad()
 def recommend(model, tokenizer, histories: list, k: int = 10, session: bool | None = None, unknown: str = "error",
               num_beams: int = 10, num_return_sequences: int = 1, candidate_count: int | None = None, truncate: bool = True,
-              warn: bool = True) -> list[dict]:
+              warn: bool = True, queries=None) -> list[dict]:
     """Recommendations for each history (see the module docstring).
 
     Args:
@@ -162,6 +162,8 @@ def recommend(model, tokenizer, histories: list, k: int = 10, session: bool | No
         num_beams, num_return_sequences, candidate_count: GeniusRec's beam search, alternative sessions (sharing no
             item) and two-stage decode (`generate()`'s arguments).
         truncate: a history longer than the model's window keeps its latest events (True) or is refused (False).
+        queries: for the top-k path, a function of the padded batch returning the `(B, D)` user states in place of
+            [`next_item_queries`] (e.g. an exported encoder, `modeling_geniusrec.export`).
     Returns:
         One dict per history: `items` (a list of `{"item_id", "title", "score"}`, best first or in session order),
         `alternatives` (lists like `items`, when `num_return_sequences > 1`), `notes` (what was dropped or cut short),
@@ -208,7 +210,8 @@ def recommend(model, tokenizer, histories: list, k: int = 10, session: bool | No
         if session:
             lists = _sessions(model, batch, length, num_beams, count, candidate_count, eligible)
         else:
-            scores, ids = model.top_k_items(next_item_queries(model, batch), length, exclude=batch["banned"])
+            states = next_item_queries(model, batch) if queries is None else queries(batch)
+            scores, ids = model.top_k_items(states, length, exclude=batch["banned"])
             lists = [[list(zip(ids[r].tolist(), scores[r].tolist()))] for r in range(len(members))]
         for index, alternatives in zip(members, lists):
             decoded = _decode_all(tokenizer, alternatives, set(rows[index]["banned"]))

@@ -59,6 +59,20 @@ def chunked_top_k(queries: torch.Tensor, keys: torch.Tensor, k: int) -> torch.Te
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long, device=queries.device)
 
 
+def fill_exhausted(scores: torch.Tensor, ids: torch.Tensor, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rule for exhausted catalogs in a top-k list: a slot no eligible item could fill (its score is -inf: every
+    remaining item is excluded) holds `pad_token_id` with score -inf, never an excluded item; a `UserWarning` says how
+    many rows are short."""
+    empty = torch.isneginf(scores)
+    if bool(empty.any()):
+        import warnings
+
+        warnings.warn(f"{int(empty.any(1).sum())} row(s) have fewer eligible items than k: their last slots hold the pad id with score "
+                      "-inf (modeling_geniusrec.recommend returns shorter lists instead)", UserWarning, stacklevel=3)
+        ids = ids.masked_fill(empty, pad_token_id)
+    return scores, ids
+
+
 class ItemScoringMixin:
     """`iter_item_scores` and `top_k_items` over `self.item_vectors(...)` and `self.config.logit_scale`."""
 
@@ -84,7 +98,7 @@ class ItemScoringMixin:
     @torch.no_grad()
     def top_k_items(
         self, user_embeddings: torch.Tensor, k: int, exclude: torch.Tensor | None = None, chunk_size: int | None = None,
-        item_bias: torch.Tensor | None = None,
+        item_bias: torch.Tensor | None = None, pad_exhausted: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k items per user with a running top-k over catalog chunks (`SCORE_CHUNK_ROWS` users at a time).
 
@@ -93,8 +107,11 @@ class ItemScoringMixin:
             k: number of items to return.
             exclude: `(M, L)` token ids to leave out per row (e.g. the history); pad ids are ignored.
             item_bias: `(vocab_size,)` added to every row's scores before ranking (e.g. a popularity penalty).
+            pad_exhausted: the rule below (default); False leaves the excluded items at score -inf in those slots, for
+                callers that mask them themselves (the two-stage decode's retrieval).
         Returns:
-            `(scores, token_ids)`, each `(M, k)`, best first.
+            `(scores, token_ids)`, each `(M, k)`, best first. A row with fewer than `k` items left outside `exclude` ends
+            with `pad_token_id` at score -inf (and a warning): an excluded item is never returned.
         """
         if user_embeddings.dim() != 2 or user_embeddings.shape[1] != self.config.hidden_size:
             raise ValueError(f"user_embeddings must have shape (num_users, {self.config.hidden_size}), got {tuple(user_embeddings.shape)}")
@@ -111,7 +128,8 @@ class ItemScoringMixin:
         if user_embeddings.shape[0] > SCORE_CHUNK_ROWS:  # row chunks: at most SCORE_CHUNK_ROWS x chunk scores at once
             rows = range(0, user_embeddings.shape[0], SCORE_CHUNK_ROWS)
             parts = [self.top_k_items(user_embeddings[lo : lo + SCORE_CHUNK_ROWS], k,
-                                      None if exclude is None else exclude[lo : lo + SCORE_CHUNK_ROWS], chunk_size, item_bias) for lo in rows]
+                                      None if exclude is None else exclude[lo : lo + SCORE_CHUNK_ROWS], chunk_size, item_bias,
+                                      pad_exhausted) for lo in rows]
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         best = no_top_k(user_embeddings)
         for lo, scores in self.iter_item_scores(user_embeddings, chunk_size):
@@ -124,7 +142,7 @@ class ItemScoringMixin:
                 scores = scores.clone()
                 scores[rows[ok], local[ok]] = float("-inf")
             best = merge_top_k(*best, scores, lo, k)
-        return best
+        return fill_exhausted(*best, self.config.pad_token_id) if pad_exhausted else best
 
 
 __all__ = ["ItemScoringMixin", "chunked_top_k", "item_scores", "scale_scores", "SCORE_CHUNK_ROWS", "SCORE_CHUNK_ITEMS"]

@@ -32,7 +32,9 @@ SUBCOMMANDS = {
     "dpo": ("train.dpo", "stage 3: TRL DPOTrainer (+ PEFT LoRA) toward novelty and diversity"),
     "pipeline": ("train.pipeline", "the whole chain (MovieLens-1M or --dataset DIR) in one command"),
     "evaluate": ("train.evaluate", "full-ranking metrics of a checkpoint or a baseline"),
-    "recommend": ("train.recommend", "print recommendations for users"),
+    "recommend": ("train.recommend", "recommendations from whole histories: printed, or to a file for all users"),
+    "serve": ("train.serve", "an HTTP endpoint over a checkpoint (FastAPI + uvicorn)"),
+    "export": ("train.export", "torch.export of a stage-1 encoder (dynamic batch and length), checked against eager"),
 }
 
 

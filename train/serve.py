@@ -74,9 +74,9 @@ class Batcher:
     """Collects requests for up to `wait` seconds (or `max_batch` of them) and answers them with one model call per
     group of equal options, in a worker thread so the event loop keeps accepting requests."""
 
-    def __init__(self, model, tokenizer, wait: float, max_batch: int, candidate_count: int | None):
+    def __init__(self, model, tokenizer, wait: float, max_batch: int, candidate_count: int | None, queries=None):
         self.model, self.tokenizer, self.wait, self.max_batch = model, tokenizer, wait, max_batch
-        self.candidate_count = candidate_count
+        self.candidate_count, self.queries = candidate_count, queries
         self.queue: asyncio.Queue | None = None
         self.calls = self.batched_requests = 0
 
@@ -84,7 +84,8 @@ class Batcher:
         self.calls += 1
         self.batched_requests += len(histories)
         extra = {"candidate_count": self.candidate_count} if options["session"] and self.candidate_count else {}
-        return recommend(self.model, self.tokenizer, histories, warn=False, truncate=False, **options, **extra)
+        queries = self.queries if not options["session"] else None
+        return recommend(self.model, self.tokenizer, histories, warn=False, truncate=False, queries=queries, **options, **extra)
 
     async def submit(self, history: dict, options: dict) -> dict:
         if self.wait <= 0:
@@ -125,14 +126,16 @@ class Batcher:
 
 
 def build_app(model, tokenizer, max_body_bytes: int = 1 << 20, max_k: int = 1000, max_alternatives: int = 5, batch_wait_ms: float = 2.0,
-              max_batch: int = 64, candidate_count: int | None = None):
-    """The ASGI app (FastAPI) around one loaded model; every route is a thin shell over `recommend`."""
+              max_batch: int = 64, candidate_count: int | None = None, exported: bool = False):
+    """The ASGI app (FastAPI) around one loaded model; every route is a thin shell over `recommend`. `exported`: top-k
+    lists take the user states from the folder's `torch.export` program (`python -m train.export`) instead of the
+    eager model."""
     import orjson
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
     app = FastAPI(title="GeniusRec", description=__doc__.split("\n\n")[0], docs_url=None, redoc_url=None)
-    batcher = Batcher(model, tokenizer, batch_wait_ms / 1000, max_batch, candidate_count)
+    batcher = Batcher(model, tokenizer, batch_wait_ms / 1000, max_batch, candidate_count, exported_queries(model) if exported else None)
     app.state.batcher = batcher
     num_items = model.config.vocab_size - model.config.num_special_tokens
 
@@ -189,6 +192,17 @@ def build_app(model, tokenizer, max_body_bytes: int = 1 << 20, max_k: int = 1000
     return app
 
 
+def exported_queries(model):
+    """User states from the checkpoint's exported encoder (`train.export`), as `recommend(queries=...)` takes them."""
+    from modeling_geniusrec.export import ENCODER_FILE, load_exported
+
+    folder = model.name_or_path
+    if not os.path.isfile(os.path.join(folder, ENCODER_FILE)):
+        raise ValueError(f"{folder!r} has no {ENCODER_FILE}: run `python -m train.export --model {folder}` first")
+    module, _, _ = load_exported(folder)
+    return lambda batch: module(batch["input_ids"], batch["attention_mask"], batch["timestamps"], batch["next_timestamps"])
+
+
 def load_for_serving(path: str):
     """`(model, tokenizer)` of a checkpoint folder (its own tokenizer), in eval mode, loaded strictly."""
     from transformers import AutoTokenizer
@@ -212,6 +226,7 @@ class ServeArguments:
     max_k: int = field(default=1000, metadata={"help": "largest k a request may ask"})
     max_alternatives: int = field(default=5, metadata={"help": "largest num_return_sequences (GeniusRec)"})
     candidate_count: int | None = field(default=None, metadata={"help": "GeniusRec sessions through the two-stage decode over N items"})
+    exported: bool = field(default=False, metadata={"help": "top-k lists from the folder's exported encoder (python -m train.export)"})
     threads: int | None = field(default=None, metadata={"help": "torch threads (default: torch's)"})
     log_level: str = field(default="warning", metadata={"help": "uvicorn's log level", "choices": ["critical", "error", "warning", "info", "debug"]})
 
@@ -230,7 +245,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     model, tokenizer = load_for_serving(args.model)
     app = build_app(model, tokenizer, args.max_body_bytes, args.max_k, args.max_alternatives, args.batch_wait_ms, args.max_batch,
-                    args.candidate_count)
+                    args.candidate_count, args.exported)
     print(f"serving {args.model} ({model.config.model_type}, {model.config.vocab_size - model.config.num_special_tokens:,} items) on "
           f"http://{args.host}:{args.port}  (POST /recommend, GET /health, GET /items/{{id}})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
