@@ -38,7 +38,12 @@ def model_window(model) -> int:
 
 
 def parse_history(history, index: int) -> dict:
-    """A history as a dict `{"items", "timestamps", "request_time", "user_id"}` from a dict or a plain list of ids."""
+    """A history as a dict `{"items", "timestamps", "request_time", "user_id"}` from a dict or a plain list of ids.
+
+    `tokens` (token ids of the model's vocabulary, e.g. a processed dataset's row) may stand in for `items`: they skip
+    the raw-id lookup; `timestamps` then may be an array too."""
+    if isinstance(history, dict) and "tokens" in history:
+        return parse_token_history(history, index)
     if isinstance(history, dict):
         unexpected = set(history) - {"items", "timestamps", "request_time", "user_id"}
         if unexpected:
@@ -75,18 +80,50 @@ def parse_history(history, index: int) -> dict:
     return out
 
 
+def parse_token_history(history: dict, index: int) -> dict:
+    """A history given as token ids (`tokens`) with optional `timestamps`, `request_time`, `user_id`."""
+    import numpy as np
+
+    unexpected = set(history) - {"tokens", "timestamps", "request_time", "user_id"}
+    if unexpected:
+        raise ValueError(f"history {index}: unknown fields {sorted(unexpected)} beside 'tokens'")
+    tokens = np.asarray(history["tokens"], dtype=np.int64).reshape(-1)
+    if not len(tokens):
+        raise ValueError(f"history {index}: 'tokens' is empty")
+    times = history.get("timestamps")
+    times = np.zeros(len(tokens), dtype=np.int64) if times is None else np.asarray(times, dtype=np.int64).reshape(-1)
+    if len(times) != len(tokens) or (times < 0).any() or (np.diff(times) < 0).any():
+        raise ValueError(f"history {index}: 'timestamps' must be one non-negative time per token, in chronological order")
+    return {**history, "tokens": tokens, "timestamps": times}
+
+
+def raw_index(tokenizer) -> dict:
+    """`{raw item id: token id}` of the tokenizer's items, built once per tokenizer size (a history's lookups are then
+    one dict access per item, no escaping)."""
+    cached = getattr(tokenizer, "_raw_index_cache", None)
+    if cached is None or cached[0] != len(tokenizer):
+        first = tokenizer.num_special_tokens
+        raws = tokenizer.decode_items(list(range(first, len(tokenizer))))
+        cached = (len(tokenizer), {raw: token for token, raw in enumerate(raws, start=first)})
+        tokenizer._raw_index_cache = cached
+    return cached[1]
+
+
 def encode_history(tokenizer, history: dict, index: int, unknown: str, window: int, truncate: bool) -> tuple[dict | None, list[str]]:
     """Token ids and times of one parsed history: `({"input_ids", "timestamps", "next_timestamp", "banned"}, notes)`;
     `None` when nothing known is left."""
     notes = []
-    known = tokenizer.get_vocab()
-    from .tokenization_items import escape_item_id
-
+    if "tokens" in history:
+        ids, times = history["tokens"], history["timestamps"]
+        if (ids < tokenizer.num_special_tokens).any() or (ids >= len(tokenizer)).any():
+            raise ValueError(f"history {index}: token ids outside the catalog's items [{tokenizer.num_special_tokens}, {len(tokenizer)})")
+        return _window(ids.tolist(), times.tolist(), history, index, window, truncate, notes, say_cut=False)
+    known = raw_index(tokenizer)
     ids, times, missing = [], [], []
     raw_times = history.get("timestamps")
     for position, raw in enumerate(history["items"]):
-        token = known.get(escape_item_id(raw))
-        if token is None or token < tokenizer.num_special_tokens:
+        token = known.get(raw)
+        if token is None:
             missing.append(raw)
             continue
         ids.append(token)
@@ -98,10 +135,16 @@ def encode_history(tokenizer, history: dict, index: int, unknown: str, window: i
         notes.append(f"{len(missing)} unknown item id(s) left out: {missing[:3]}")
     if not ids:
         raise ValueError(f"history {index}: no item of the history is in the model's catalog")
+    return _window(ids, times, history, index, window, truncate, notes)
+
+
+def _window(ids: list, times: list, history: dict, index: int, window: int, truncate: bool, notes: list, say_cut: bool = True):
+    """The model's input (the latest `window` events), the request time and the banned items (all of them)."""
     if len(ids) > window:
         if not truncate:
             raise ValueError(f"history {index} has {len(ids)} items, more than the model reads ({window}); send the latest {window}")
-        notes.append(f"history of {len(ids)} items: the model reads the latest {window}, every item stays excluded")
+        if say_cut:
+            notes.append(f"history of {len(ids)} items: the model reads the latest {window}, every item stays excluded")
     request = history.get("request_time")
     request = request if request is not None else times[-1]
     return {"input_ids": ids[-window:], "timestamps": times[-window:], "next_timestamp": request, "banned": sorted(set(ids))}, notes

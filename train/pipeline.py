@@ -18,8 +18,7 @@ import torch
 from data_scripts import embed, movielens
 from data_scripts.arguments import make_parser, parse_args, run_cli
 from data_scripts.check import check_folder
-from data_scripts.processed import NextItemCollator, NextItemDataset, load_processed
-from data_scripts.splits import SequenceStore
+from data_scripts.processed import load_processed
 from modeling_geniusrec import GeniusRecForSessionGeneration
 
 from . import finetune, pretrain
@@ -57,19 +56,18 @@ def run(args) -> dict:
 
 @torch.no_grad()
 def print_sessions(checkpoint: str, data: str, num_users: int, length: int) -> None:
+    """The generated next session of the first `num_users` users, from their whole history (what `train.recommend`
+    and the `next-items` pipeline return), with titles."""
+    from modeling_geniusrec.recommendation import recommend
+
+    from .recommend import dataset_histories
+
     model = GeniusRecForSessionGeneration.from_pretrained(checkpoint).eval()
-    sequences, items, tokenizer, _ = load_processed(data)
-    store = SequenceStore.from_dataset(sequences)
-    dataset = NextItemDataset(store, "test", model.config.encoder_config.max_position_embeddings)
-    rows = range(min(num_users, len(dataset)))
-    batch = NextItemCollator().pad_histories([dataset[i] for i in rows])  # the history, its times and the request time
-    out = model.generate(**batch, banned_item_ids=dataset.filter_items("full", rows), num_beams=5, max_new_tokens=length,
-                         min_new_tokens=length)
-    titles, first = items["title"], model.config.num_special_tokens  # token id -> items row: id - num_special_tokens
-    for row, user in enumerate(dataset.users[: len(out)]):
-        recent = "; ".join(titles[int(t) - first] for t in batch["input_ids"][row][batch["attention_mask"][row]][-3:])
-        print(f"\nuser {store.user_ids[int(user)]} (recently: {recent})\n  next session: " +
-              " -> ".join(titles[int(t) - first] for t in out[row, 1:] if int(t) >= first))
+    tokenizer = load_processed(data)[2]
+    histories = dataset_histories(data, tokenizer, "full", None)[:num_users]
+    for history, result in zip(histories, recommend(model, tokenizer, histories, k=length, num_beams=5)):
+        recent = "; ".join(tokenizer.titles_of([int(t) for t in history["tokens"][-3:]]))
+        print(f"\nuser {history['user_id']} (recently: {recent})\n  next session: " + " -> ".join(i["title"] for i in result["items"]))
 
 
 @dataclass

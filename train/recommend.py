@@ -64,8 +64,7 @@ def dataset_histories(dataset_dir: str, tokenizer, view: str, users: list[str] |
     for row in rows:
         items, times = store.row(row)
         end = ends.get(row, len(items))
-        history = {"user_id": store.user_ids[row], "items": tokenizer.decode_items(items[:end].tolist()),
-                   "timestamps": [int(t) for t in times[:end]]}
+        history = {"user_id": store.user_ids[row], "tokens": items[:end], "timestamps": times[:end]}  # token ids: no raw-id round trip
         if end < len(items):
             history["request_time"] = int(times[end])  # the protocol's request time: the target's
         out.append(history)
@@ -220,8 +219,8 @@ def decoding(args) -> dict:
 def print_recommendations(model, tokenizer, histories: list[dict], args) -> list[dict]:
     results = recommend(model, tokenizer, histories, **decoding(args))
     for history, result in zip(histories, results):
-        titles = tokenizer.item_titles or {}
-        recent = "; ".join(titles.get(i, i) for i in history["items"][-3:])
+        recent = "; ".join(tokenizer.titles_of([int(t) for t in history["tokens"][-3:]]) if "tokens" in history else
+                           [(tokenizer.item_titles or {}).get(i, i) for i in history["items"][-3:]])
         print(f"\nuser {history.get('user_id')}  (last: {recent})")
         for rank, item in enumerate(result["items"], start=1):
             print(f"  {rank:2d}. {item['title']}   [{item['item_id']}]  {item['score']:.3f}")
