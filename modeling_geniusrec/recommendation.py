@@ -97,14 +97,23 @@ def parse_token_history(history: dict, index: int) -> dict:
     return {**history, "tokens": tokens, "timestamps": times}
 
 
+def raw_ids(tokenizer) -> list:
+    """The raw ids of the tokenizer's items in token order (index = token id - num_special_tokens), built once per
+    tokenizer size."""
+    cached = getattr(tokenizer, "_raw_ids_cache", None)
+    if cached is None or cached[0] != len(tokenizer):
+        cached = (len(tokenizer), tokenizer.decode_items(list(range(tokenizer.num_special_tokens, len(tokenizer)))))
+        tokenizer._raw_ids_cache = cached
+    return cached[1]
+
+
 def raw_index(tokenizer) -> dict:
     """`{raw item id: token id}` of the tokenizer's items, built once per tokenizer size (a history's lookups are then
     one dict access per item, no escaping)."""
     cached = getattr(tokenizer, "_raw_index_cache", None)
     if cached is None or cached[0] != len(tokenizer):
         first = tokenizer.num_special_tokens
-        raws = tokenizer.decode_items(list(range(first, len(tokenizer))))
-        cached = (len(tokenizer), {raw: token for token, raw in enumerate(raws, start=first)})
+        cached = (len(tokenizer), {raw: token for token, raw in enumerate(raw_ids(tokenizer), start=first)})
         tokenizer._raw_index_cache = cached
     return cached[1]
 
@@ -191,7 +200,7 @@ def _eligible(model, row: dict) -> int:
 @torch.no_grad()
 def recommend(model, tokenizer, histories: list, k: int = 10, session: bool | None = None, unknown: str = "error",
               num_beams: int = 10, num_return_sequences: int = 1, candidate_count: int | None = None, truncate: bool = True,
-              warn: bool = True, queries=None) -> list[dict]:
+              warn: bool = True, queries=None, batch_size: int | None = None) -> list[dict]:
     """Recommendations for each history (see the module docstring).
 
     Args:
@@ -243,7 +252,11 @@ def recommend(model, tokenizer, histories: list, k: int = 10, session: bool | No
     for index, length in enumerate(lengths):
         if length > 0:
             groups.setdefault(length, []).append(index)
-    for length, members in groups.items():
+    batches, batch_size = [], batch_size or (128 if session else 64)
+    for length, members in groups.items():  # within a group, histories of similar length share a batch: little padding
+        members = sorted(members, key=lambda i: len(rows[i]["input_ids"]))
+        batches += [(length, members[lo : lo + batch_size]) for lo in range(0, len(members), batch_size)]
+    for length, members in batches:
         batch = pad_batch([rows[i] for i in members], model.config.pad_token_id, device)
         eligible = min(_eligible(model, rows[i]) for i in members)
         count = max(1, min(num_return_sequences, eligible // length))  # alternatives share no item: each needs `length` of its own
@@ -293,13 +306,14 @@ def _decode_all(tokenizer, alternatives, banned: set) -> list[list[dict]]:
     special token, a banned (seen) item, an item already returned to this user (in this list or an earlier
     alternative) or a score of -inf (nothing eligible was left) is never returned."""
     first, titles, used, out = tokenizer.num_special_tokens, getattr(tokenizer, "item_titles", {}) or {}, set(banned), []
+    raw_of = raw_ids(tokenizer)
     for pairs in alternatives:
         kept = []
         for token, score in pairs:
             if token >= first and token not in used and score != float("-inf"):
                 kept.append((token, score))
                 used.add(token)
-        raw = tokenizer.decode_items([t for t, _ in kept])
+        raw = [raw_of[t - first] for t, _ in kept]
         out.append([{"item_id": r, "title": titles.get(r, r), "score": round(float(s), 6)} for r, (_, s) in zip(raw, kept)])
     return out
 

@@ -37,8 +37,9 @@ class BadRequest(ValueError):
         self.status = status
 
 
-def check_request(body, model, tokenizer, max_k: int, max_alternatives: int) -> tuple[dict, dict]:
-    """`(history, options)` of a request body, or `BadRequest` naming the first problem (before any model call)."""
+def check_request(body, model, tokenizer, max_k: int, max_alternatives: int) -> tuple[dict, dict, list]:
+    """`(history as token ids, options, notes)` of a request body, or `BadRequest` naming the first problem (before any
+    model call). The history is parsed and looked up once, here; the batch then runs on its token ids."""
     if not isinstance(body, dict):
         raise BadRequest(422, "the body must be a JSON object with 'items' (raw item ids, oldest first)")
     unknown_fields = sorted(set(body) - FIELDS)
@@ -63,11 +64,11 @@ def check_request(body, model, tokenizer, max_k: int, max_alternatives: int) -> 
         raise BadRequest(422, f"'num_return_sequences' must be 1, or up to {max_alternatives} with 'session': true (GeniusRec)")
     history = {key: body[key] for key in ("items", "timestamps", "request_time") if key in body}
     try:
-        parsed = parse_history(history, 0)
-        encode_history(tokenizer, parsed, 0, options["unknown"], model_window(model), truncate=False)
+        row, notes = encode_history(tokenizer, parse_history(history, 0), 0, options["unknown"], model_window(model), truncate=False)
     except ValueError as error:
         raise BadRequest(422, str(error).replace("history 0: ", "").replace("history 0 ", "the history ")) from None
-    return parsed, options
+    tokens = {"tokens": row["input_ids"], "timestamps": row["timestamps"], "request_time": int(row["next_timestamp"])}
+    return tokens, options, notes
 
 
 class Batcher:
@@ -180,11 +181,11 @@ def build_app(model, tokenizer, max_body_bytes: int = 1 << 20, max_k: int = 1000
         except orjson.JSONDecodeError as exc:
             return error(400, f"the body is not valid JSON ({str(exc).splitlines()[0]})")
         try:
-            history, options = check_request(body, model, tokenizer, max_k, max_alternatives)
+            history, options, notes = check_request(body, model, tokenizer, max_k, max_alternatives)
         except BadRequest as exc:
             return error(exc.status, str(exc))
         result = await batcher.submit(history, options)
-        answer = {"items": result["items"], "notes": result["notes"]}
+        answer = {"items": result["items"], "notes": notes + result["notes"]}
         if "alternatives" in result:
             answer["alternatives"] = result["alternatives"]
         return answer
