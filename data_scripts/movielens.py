@@ -154,6 +154,20 @@ def load_offline(variant: str, cache_dir: str, log, bad, min_rating, bad_meta):
     return meta, f"{requirement} ({inter})"
 
 
+def text_encoding(file: str) -> str:
+    """"utf-8-sig" when the whole file is UTF-8 (the official CSV layouts), else "latin-1" (what the .dat layouts use),
+    with a note naming the file and the first line that is not UTF-8, instead of a decode error without either."""
+    with open(file, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                print(f"note: {file} line {number} is not UTF-8 (byte 0x{line[error.start]:02x}): reading the file as latin-1, as the "
+                      ".dat layouts are", file=sys.stderr)
+                return "latin-1"
+    return "utf-8-sig"
+
+
 def load_raw_dir(raw_dir: str, log, bad, min_rating, bad_meta):
     layout = require_files(raw_dir, LAYOUTS)
     path = lambda name: f"{raw_dir.rstrip('/')}/{name}"  # noqa: E731
@@ -167,7 +181,8 @@ def load_raw_dir(raw_dir: str, log, bad, min_rating, bad_meta):
         with open(path("ratings.csv"), encoding="utf-8-sig") as f:
             next(f)
             read_ratings(f, lambda line: line.rstrip("\n").split(","), log, bad, min_rating, start_line=2)
-        with open(path("movies.csv"), encoding="utf-8-sig", newline="") as f:
+        encoding = text_encoding(path("movies.csv"))
+        with open(path("movies.csv"), encoding=encoding, newline="") as f:
             for number, row in enumerate(csv.DictReader(f), start=2):
                 bad_meta.total += 1
                 try:

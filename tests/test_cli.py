@@ -61,3 +61,22 @@ def test_one_flag_convention_with_deprecated_spellings_and_config(tmp_path, caps
     with pytest.raises(SystemExit):
         make_parser(EvaluateArguments).parse_args(["--help"])
     assert "(default: 256)" in capsys.readouterr().out  # --help shows every default
+
+
+def test_the_console_command_works_from_a_folder_with_its_own_train_py(tmp_path):
+    """`geniusrec <job>` (the documented interface) runs our job from any folder, even one holding a `train.py` or a
+    `train/` package of the user's, which `python -m train.pretrain` would run instead (issue 41)."""
+    import os
+    import subprocess
+    import sys
+
+    command = os.path.join(os.path.dirname(sys.executable), "geniusrec")
+    if not os.path.exists(command):
+        pytest.skip("the geniusrec console command is not installed in this environment (pip install -e .)")
+    (tmp_path / "train.py").write_text("print('my own training script')\n")
+    (tmp_path / "data_scripts.py").write_text("print('my own data script')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for job, words in (("pretrain", "--output_dir"), ("interactions", "--events"), ("recommend", "--histories"), ("serve", "--port")):
+        result = subprocess.run([command, job, "--help"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert words in result.stdout and "my own" not in result.stdout + result.stderr

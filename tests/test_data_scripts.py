@@ -249,3 +249,14 @@ def test_ctrl_c_while_the_reader_pool_forks_is_not_lost(tmp_path, monkeypatch):
         amazon_reviews.read_reviews(str(tmp_path / "raw" / "Synthetic.jsonl.gz"), InteractionLog(), MalformedRows("reviews"), progress=False,
                                     workers=2)
     pools[0].join()  # terminated: join returns (a pool left running would block here until closed)
+
+
+def test_a_latin1_byte_in_movies_csv_reads_like_the_dat_layout(tmp_path, capsys):
+    """Issue 41: a non-UTF-8 byte in the CSV layout's movies.csv stopped preparation with a bare codec error."""
+    write_ml_csv(tmp_path / "raw")
+    movies = (tmp_path / "raw" / "movies.csv").read_bytes().replace("Amélie".encode("utf-8"), "Amélie".encode("latin-1"))
+    (tmp_path / "raw" / "movies.csv").write_bytes(movies)
+    movielens.main(["--raw_dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out")])
+    assert "movies.csv line 5 is not UTF-8 (byte 0xe9)" in capsys.readouterr().err
+    _, items, _, _ = read_back(tmp_path / "out")
+    assert "Amélie" in items["title"]

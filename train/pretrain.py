@@ -319,6 +319,9 @@ def sample_users(view: NextItemDataset, count: int | None, seed: int = 0) -> Nex
     the view's order; the same seed picks the same row indices in every view of the same users."""
     if count is not None and count < len(view):
         view.select(np.sort(np.random.default_rng(seed).choice(len(view), count, replace=False)))
+    elif count is not None:
+        print(f"note: --max_eval_users {count} is not below the {view.split} view's {len(view)} users: every user is evaluated",
+              file=sys.stderr)
     return view
 
 
