@@ -7,7 +7,8 @@ For each `--batch_wait_ms`, the server starts in its own process (`python -m tra
 `--concurrency` clients (asyncio, one keep-alive connection each, in this process) send `--requests` requests in all,
 each the whole history of a dataset user (its latest `window` events with their times, users in turn), then the
 server is stopped. Bounded: a run that exceeds `--timeout` seconds is stopped and reported as such. Loopback only.
-Recorded per row: requests/s, p50 / p90 / p99 / max latency (ms), errors, the model calls the server made.
+Recorded per row: requests/s, p50 / p90 / p99 / max latency (ms), errors, the model calls the server made; a run cut
+by `--timeout` reports the requests answered until then (`stopped_by_timeout`).
 """
 
 import asyncio
@@ -77,12 +78,18 @@ async def client(port: int, bodies: list[bytes], latencies: list, errors: list):
         writer.close()
 
 
-async def load(port: int, bodies: list[bytes], concurrency: int):
+async def load(port: int, bodies: list[bytes], concurrency: int, timeout: float | None = None):
+    """`(wall seconds, latencies, errors, stopped)`: every request answered, or those answered within `timeout` seconds
+    (`stopped` True: the clients were cancelled there)."""
     latencies, errors = [], []
     shares = [bodies[i::concurrency] for i in range(concurrency)]
     start = time.perf_counter()
-    await asyncio.gather(*(client(port, share, latencies, errors) for share in shares if share))
-    return time.perf_counter() - start, latencies, errors
+    try:
+        await asyncio.wait_for(asyncio.gather(*(client(port, share, latencies, errors) for share in shares if share)), timeout)
+        stopped = False
+    except asyncio.TimeoutError:
+        stopped = True
+    return time.perf_counter() - start, latencies, errors, stopped
 
 
 def get(port: int, path: str) -> dict:
@@ -114,7 +121,7 @@ def run_one(args, batch_wait_ms: float, bodies: list[bytes]) -> dict:
                     raise RuntimeError(f"the server did not start: {reason}") from None
                 time.sleep(0.2)
         asyncio.run(load(port, bodies[: args.concurrency], args.concurrency))  # warm-up: one request per client
-        wall, latencies, errors = asyncio.run(asyncio.wait_for(load(port, bodies, args.concurrency), args.timeout))
+        wall, latencies, errors, stopped = asyncio.run(load(port, bodies, args.concurrency, args.timeout))
         health = get(port, "/health")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -127,6 +134,7 @@ def run_one(args, batch_wait_ms: float, bodies: list[bytes]) -> dict:
             "requests_per_s": round(len(latencies) / wall, 1), "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p90_ms": round(float(np.percentile(ms, 90)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
             "max_ms": round(float(ms.max()), 1), "errors": len(errors), "model_calls": health["batched_calls"],
+            "stopped_by_timeout": stopped, "requests_asked": len(bodies),
             "server_command": " ".join(["python", *command[1:]]).replace(str(port), "PORT")}
 
 
@@ -154,7 +162,9 @@ def main(argv=None):
         row = run_one(args, wait, bodies)
         rows.append(row)
         print(f"batch_wait_ms {wait:>4}: {row['requests_per_s']:7.1f} requests/s  p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  "
-              f"errors {row['errors']}  model calls {row['model_calls']}", flush=True)
+              f"errors {row['errors']}  model calls {row['model_calls']}"
+              + (f"  (stopped after {args.timeout:.0f} s: {row['requests']} of {len(bodies)} answered)" if row["stopped_by_timeout"] else ""),
+              flush=True)
     if args.output:
         write_json_atomic(args.output, {"rows": rows, "model": args.model, "session": args.session, "k": args.k, "exported": args.exported,
                                         **provenance("python -m benchmarks.serve_load", argv)})

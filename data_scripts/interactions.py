@@ -60,16 +60,27 @@ class BadRows:
         return f"{self.count:,} rows with {self.reason} (first: {examples})"
 
 
-def unify_ids(chunks: list) -> tuple[list[np.ndarray], pa.Array]:
-    """Per-batch dictionary-encoded ids -> `(int32 ids per batch, the distinct raw ids in first-seen order)`.
+class Interner:
+    """Raw ids -> int32 ids in first-seen order, vectorised in Arrow: per batch, the distinct values are looked up in
+    the ids known so far (`pyarrow.compute.index_in`) and the new ones appended; no Python object per row."""
 
-    One pass of Arrow's `unify_dictionaries` (a C++ hash table kept across batches) replaces a lookup per batch in the
-    ids known so far: no Python object per row or per distinct id of a batch."""
-    if not chunks:
-        return [], pa.array([], type=pa.string())
-    unified = pa.chunked_array(chunks).unify_dictionaries()
-    ids = [chunk.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False) for chunk in unified.chunks]
-    return ids, unified.chunk(0).dictionary
+    def __init__(self):
+        self.known = pa.array([], type=pa.string())
+
+    def __call__(self, array: pa.Array) -> np.ndarray:
+        encoded = pc.dictionary_encode(array)
+        distinct = encoded.dictionary
+        position = pc.index_in(distinct, value_set=self.known)
+        new = position.is_null().to_numpy(zero_copy_only=False)
+        lookup = position.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+        lookup[new] = np.arange(len(self.known), len(self.known) + int(new.sum()), dtype=np.int32)
+        if new.any():
+            self.known = pa.concat_arrays([self.known, distinct.filter(pa.array(new))])
+        return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+
+    def index(self) -> dict:
+        """`{raw id: id}` in id order (what [`InteractionLog`] keeps)."""
+        return {value: number for number, value in enumerate(self.known.to_pylist())}
 
 
 def as_text(array: pa.Array) -> pa.Array:
@@ -110,7 +121,7 @@ class EventReader:
                     "item": BadRows(f"a missing or empty item id in column {args.item_column!r}"),
                     "rating": BadRows(f"a missing or non-numeric rating in column {args.rating_column!r}")}
         self.rows_read = self.filtered_out = self.below_rating = 0
-        self.batches: list[tuple] = []  # (users, items: dictionary-encoded per batch, seconds), unified in finish()
+        self.user_ids, self.item_ids = Interner(), Interner()
         self.first, self.last = None, None
 
     def columns(self) -> dict[str, str]:
@@ -160,7 +171,7 @@ class EventReader:
         if len(seconds):
             self.first = int(seconds.min()) if self.first is None else min(self.first, int(seconds.min()))
             self.last = int(seconds.max()) if self.last is None else max(self.last, int(seconds.max()))
-            self.batches.append((pc.dictionary_encode(users), pc.dictionary_encode(items), seconds))
+            self.log.extend(self.user_ids(users), self.item_ids(items), seconds)
 
     def finish(self, source: str) -> dict:
         a = self.args
@@ -168,18 +179,12 @@ class EventReader:
         if problems and a.on_bad_rows == "error":
             raise ValueError(f"{source}: {'; '.join(b.describe() for b in problems)}. Fix those rows, or pass --on_bad_rows skip to "
                              "drop and count them")
-        users, user_names = unify_ids([b[0] for b in self.batches])
-        items, item_names = unify_ids([b[1] for b in self.batches])
-        for user_ids, item_ids, (_, _, seconds) in zip(users, items, self.batches):
-            self.log.extend(user_ids, item_ids, seconds)
-        self.batches = []
-        self.log.user_index = {raw: number for number, raw in enumerate(user_names.to_pylist())}
-        self.log.item_index = {raw: number for number, raw in enumerate(item_names.to_pylist())}
         if len(self.log) == 0:
             raise ValueError(f"{source}: no events left of {self.rows_read:,} rows read ({self.filtered_out:,} removed by --filter, "
                              f"{self.below_rating:,} below --min_rating, {sum(b.count for b in problems):,} bad rows): check the "
                              "filters and the columns")
         check_range(self.first, self.last, self.unit, a.time_column)
+        self.log.user_index, self.log.item_index = self.user_ids.index(), self.item_ids.index()
         return {"rows_read": self.rows_read, "time_unit": self.unit, "time_unit_from": self.unit_how,
                 "rows_removed_by_filter": self.filtered_out, "rows_below_min_rating": self.below_rating,
                 "bad_rows": {name: {"count": b.count, "first_rows": b.rows} for name, b in self.bad.items() if b.count},

@@ -4,7 +4,6 @@ Importing the package registers its configs, models and tokenizer with the Auto 
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_geniusrec import GeniusRecConfig
 from .configuration_hstu import HSTUConfig
@@ -16,7 +15,6 @@ from .modeling_hstu import HSTUForNextItemPrediction, HSTUModel, HSTUPreTrainedM
 from .modeling_sasrec import SASRecForNextItemPrediction, SASRecModel, SASRecPreTrainedModel
 from .modeling_sequential import NextItemPredictionOutput, SequentialRecOutput
 from .modeling_session_generation import GeniusRecForSessionGeneration
-from .pipeline_next_items import NextItemsPipeline
 from .recommendation import RecommendationWarning, recommend
 from .tokenization_items import ItemTokenizer, escape_item_id, unescape_item_id
 
@@ -35,7 +33,16 @@ AutoModel.register(GeniusRecConfig, GeniusRecModel, exist_ok=True)
 AutoModelForSeq2SeqLM.register(GeniusRecConfig, GeniusRecForSessionGeneration, exist_ok=True)
 AutoModelForCausalLM.register(GeniusRecConfig, GeniusRecForSessionGeneration, exist_ok=True)
 AutoTokenizer.register(GeniusRecConfig, fast_tokenizer_class=ItemTokenizer, exist_ok=True)
-PIPELINE_REGISTRY.register_pipeline("next-items", pipeline_class=NextItemsPipeline, pt_model=AutoModelForCausalLM)
+
+
+def __getattr__(name):
+    """`modeling_geniusrec.NextItemsPipeline` on first use: transformers' pipelines module takes seconds to import, which
+    every command that loads a model or writes a dataset would otherwise pay."""
+    if name == "NextItemsPipeline":
+        from .pipeline_next_items import NextItemsPipeline
+
+        return NextItemsPipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "GeniusRecConfig",

@@ -8,9 +8,11 @@ import shutil
 
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from .pipeline_next_items import PIPELINE_INFO
-
 CARD_FILE = "README.md"
+# what config.json names (`custom_pipelines`): transformers' `pipeline("next-items", model=folder, trust_remote_code=True)`
+# loads the class from the folder's copy of pipeline_next_items.py (kept here, so that loading a model never imports
+# transformers' pipelines module, which costs seconds)
+PIPELINE_INFO = {"next-items": {"impl": "pipeline_next_items.NextItemsPipeline", "pt": ["AutoModelForCausalLM"], "tf": [], "type": "text"}}
 
 
 class CheckpointFilesMixin:
@@ -42,9 +44,7 @@ class CheckpointFilesMixin:
 
 def save_pipeline_code(folder: str) -> list[str]:
     """Copies the pipeline's module and the package modules it imports into `folder` (what `trust_remote_code` runs)."""
-    from . import pipeline_next_items
-
-    source = pipeline_next_items.__file__
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipeline_next_items.py")
     copied = []
     for path in [source, *get_relative_import_files(source)]:
         target = os.path.join(folder, os.path.basename(path))
@@ -54,4 +54,4 @@ def save_pipeline_code(folder: str) -> list[str]:
     return copied
 
 
-__all__ = ["CheckpointFilesMixin", "save_pipeline_code", "CARD_FILE"]
+__all__ = ["CheckpointFilesMixin", "save_pipeline_code", "CARD_FILE", "PIPELINE_INFO"]

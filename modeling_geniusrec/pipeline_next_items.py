@@ -15,12 +15,12 @@ rule for users who have seen nearly everything are those of [`recommendation.rec
 `train.recommend` and `train.serve` all call.
 """
 
-from transformers import AutoTokenizer, Pipeline
+from transformers import AutoModelForCausalLM, AutoTokenizer, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .recommendation import recommend
 
 TASK = "next-items"
-PIPELINE_INFO = {TASK: {"impl": "pipeline_next_items.NextItemsPipeline", "pt": ["AutoModelForCausalLM"], "tf": [], "type": "text"}}
 
 
 def is_one_history(inputs) -> bool:
@@ -78,4 +78,8 @@ class NextItemsPipeline(Pipeline):
         return model_outputs["items"]
 
 
-__all__ = ["NextItemsPipeline", "PIPELINE_INFO", "TASK"]
+# importing this module registers the task, so `pipeline("next-items", model=model, tokenizer=tokenizer)` works on
+# in-memory objects too (folders name it in config.json: see hub.py)
+PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=NextItemsPipeline, pt_model=AutoModelForCausalLM)
+
+__all__ = ["NextItemsPipeline", "TASK"]

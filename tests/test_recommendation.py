@@ -228,3 +228,17 @@ def test_folder_alone_runs_the_pipeline_without_the_package(runs, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         assert json.loads(result.stdout.strip().splitlines()[-1]) == json.loads(json.dumps(expected))
         torch.manual_seed(0)
+
+
+def test_load_test_is_bounded_and_answers_every_request(runs, tmp_path):
+    """benchmarks.serve_load: the server on loopback in its own process, stopped at the end; every request answered (or
+    the run cut at --timeout, reporting what was answered)."""
+    from benchmarks import serve_load
+
+    rows = serve_load.main(["--model", str(runs / "hstu"), "--dataset", str(runs / "data"), "--requests", "40", "--concurrency", "4",
+                            "--batch_wait_ms", "0", "2", "--output", str(tmp_path / "load.json")])
+    assert [r["requests"] for r in rows] == [40, 40] and all(r["errors"] == 0 and not r["stopped_by_timeout"] for r in rows)
+    cut = serve_load.main(["--model", str(runs / "hstu"), "--dataset", str(runs / "data"), "--requests", "4000", "--concurrency", "2",
+                           "--batch_wait_ms", "0", "--timeout", "1"])[0]
+    assert cut["stopped_by_timeout"] and 0 < cut["requests"] < 4000
+    assert json.loads((tmp_path / "load.json").read_text())["rows"][1]["model_calls"] <= 40
