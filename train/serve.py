@@ -73,13 +73,20 @@ def check_request(body, model, tokenizer, max_k: int, max_alternatives: int) -> 
 
 class Batcher:
     """Collects requests for up to `wait` seconds (or `max_batch` of them) and answers them with one model call per
-    group of equal options, in a worker thread so the event loop keeps accepting requests."""
+    group of equal options. Model calls run one at a time on one worker thread (torch uses every core for each), so
+    the event loop keeps accepting requests and concurrent calls never oversubscribe the cores."""
 
     def __init__(self, model, tokenizer, wait: float, max_batch: int, candidate_count: int | None, queries=None):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.model, self.tokenizer, self.wait, self.max_batch = model, tokenizer, wait, max_batch
         self.candidate_count, self.queries = candidate_count, queries
         self.queue: asyncio.Queue | None = None
         self.calls = self.batched_requests = 0
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geniusrec-model")
+
+    async def call(self, histories: list[dict], options: dict) -> list[dict]:
+        return await asyncio.get_running_loop().run_in_executor(self.worker, self.run, histories, options)
 
     def run(self, histories: list[dict], options: dict) -> list[dict]:
         self.calls += 1
@@ -90,7 +97,7 @@ class Batcher:
 
     async def submit(self, history: dict, options: dict) -> dict:
         if self.wait <= 0:
-            return (await asyncio.to_thread(self.run, [history], options))[0]
+            return (await self.call([history], options))[0]
         if self.queue is None:
             self.queue = asyncio.Queue()
             asyncio.get_running_loop().create_task(self.loop())
@@ -115,7 +122,7 @@ class Batcher:
                 groups.setdefault(tuple(sorted(item[1].items())), []).append(item)
             for key, members in groups.items():
                 try:
-                    results = await asyncio.to_thread(self.run, [m[0] for m in members], dict(key))
+                    results = await self.call([m[0] for m in members], dict(key))
                 except Exception as error:  # noqa: BLE001 - a failure reaches every waiting request, never the loop
                     for member in members:
                         if not member[2].done():
