@@ -118,9 +118,9 @@ def raw_index(tokenizer) -> dict:
     return cached[1]
 
 
-def encode_history(tokenizer, history: dict, index: int, unknown: str, window: int, truncate: bool) -> tuple[dict | None, list[str]]:
+def encode_history(tokenizer, history: dict, index: int, unknown: str, window: int, truncate: bool) -> tuple[dict, list[str]]:
     """Token ids and times of one parsed history: `({"input_ids", "timestamps", "next_timestamp", "banned"}, notes)`;
-    `None` when nothing known is left."""
+    a `ValueError` when no item of it is in the catalog (or, under `unknown="error"`, any is not)."""
     notes = []
     if "tokens" in history:
         ids, times = history["tokens"], history["timestamps"]
@@ -184,13 +184,31 @@ def next_item_queries(model, batch: dict) -> torch.Tensor:
     return model(**inputs).user_embeddings
 
 
-def session_scores(model, batch: dict, sessions: torch.Tensor) -> torch.Tensor:
-    """`(B, L)` the decoder's logit for each session item at its position (teacher-forced over the session)."""
+def session_scores(model, batch: dict, sessions: torch.Tensor, item_matrix: torch.Tensor | None = None) -> torch.Tensor:
+    """`(B, L)` the decoder's logit for each session item at its position (teacher-forced over the session).
+    `item_matrix`: `model.item_vectors()` `(vocab_size, D)` when the caller has it already (computed here otherwise)."""
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "timestamps", "next_timestamps")}
     start = torch.full((sessions.shape[0], 1), model.config.decoder_start_token_id, device=sessions.device)
     states = model(**inputs, decoder_input_ids=torch.cat([start, sessions[:, :-1]], dim=1)).last_hidden_state  # (B, L, D)
-    vectors = model.item_vectors(0, model.config.vocab_size)[sessions]  # (B, L, D)
+    matrix = model.item_vectors(0, model.config.vocab_size) if item_matrix is None else item_matrix
+    vectors = matrix[sessions]  # (B, L, D)
     return scale_scores((states * vectors).sum(-1), model.config)
+
+
+def list_lengths(model, rows: list[dict], notes: list[list], k: int, warn: bool) -> list[int]:
+    """The rule for exhausted catalogs: each history's list is `k` items or as many unseen items as remain (a note per
+    short one, and one `RecommendationWarning` per call)."""
+    lengths = []
+    for row, note in zip(rows, notes):
+        length = max(min(k, _eligible(model, row)), 0)
+        if length < k:
+            note.append(f"only {length} items of the catalog are not in the history: returning {length} instead of {k}")
+        lengths.append(length)
+    if warn and any(n < k for n in lengths):
+        short = sum(n < k for n in lengths)
+        warnings.warn(f"{short} of {len(rows)} histories leave fewer than k={k} unseen items: their lists are shorter (see 'notes')",
+                      RecommendationWarning, stacklevel=3)
+    return lengths
 
 
 def _eligible(model, row: dict) -> int:
@@ -236,16 +254,7 @@ def recommend(model, tokenizer, histories: list, k: int = 10, session: bool | No
     parsed = [parse_history(h, i) for i, h in enumerate(histories)]
     encoded = [encode_history(tokenizer, h, i, unknown, window, truncate) for i, h in enumerate(parsed)]
     rows, notes = [e[0] for e in encoded], [e[1] for e in encoded]
-    lengths = []
-    for row, note in zip(rows, notes):
-        length = min(k, _eligible(model, row))
-        if length < k:
-            note.append(f"only {max(length, 0)} items of the catalog are not in the history: returning {max(length, 0)} instead of {k}")
-        lengths.append(max(length, 0))
-    if warn and any(n < k for n in lengths):
-        short = sum(n < k for n in lengths)
-        warnings.warn(f"{short} of {len(rows)} histories leave fewer than k={k} unseen items: their lists are shorter (see 'notes')",
-                      RecommendationWarning, stacklevel=2)
+    lengths = list_lengths(model, rows, notes, k, warn)
     device = next(model.parameters()).device
     results = [{"items": [], "notes": note} for note in notes]
     groups = {}
@@ -253,6 +262,7 @@ def recommend(model, tokenizer, histories: list, k: int = 10, session: bool | No
         if length > 0:
             groups.setdefault(length, []).append(index)
     batches, batch_size = [], batch_size or (128 if session else 64)
+    item_matrix = model.item_vectors(0, model.config.vocab_size) if session and groups else None  # the session scores' items: once
     for length, members in groups.items():  # within a group, histories of similar length share a batch: little padding
         members = sorted(members, key=lambda i: len(rows[i]["input_ids"]))
         batches += [(length, members[lo : lo + batch_size]) for lo in range(0, len(members), batch_size)]
@@ -264,7 +274,7 @@ def recommend(model, tokenizer, histories: list, k: int = 10, session: bool | No
             for i in members:
                 notes[i].append(f"{count} alternative session(s) of {length} unseen items fit, not {num_return_sequences}")
         if session:
-            lists = _sessions(model, batch, length, num_beams, count, candidate_count, eligible)
+            lists = _sessions(model, batch, length, num_beams, count, candidate_count, eligible, item_matrix)
         else:
             states = next_item_queries(model, batch) if queries is None else queries(batch)
             scores, ids = model.top_k_items(states, length, exclude=batch["banned"])
@@ -280,7 +290,7 @@ def recommend(model, tokenizer, histories: list, k: int = 10, session: bool | No
     return results
 
 
-def _sessions(model, batch, length, num_beams, num_return_sequences, candidate_count, eligible):
+def _sessions(model, batch, length, num_beams, num_return_sequences, candidate_count, eligible, item_matrix):
     """GeniusRec's generated sessions: per row, `num_return_sequences` lists of `(token id, score)`."""
     beams = max(1, min(num_beams, eligible))
     alternatives = num_return_sequences > 1
@@ -293,7 +303,7 @@ def _sessions(model, batch, length, num_beams, num_return_sequences, candidate_c
                          if use_candidates else None)
     sessions = out[:, 1 : length + 1]
     repeat = {k: v.repeat_interleave(num_return_sequences, dim=0) for k, v in batch.items()}
-    scores = session_scores(model, repeat, sessions)
+    scores = session_scores(model, repeat, sessions, item_matrix)
     lists = []
     for row in range(batch["input_ids"].shape[0]):
         lists.append([list(zip(sessions[r].tolist(), scores[r].tolist()))

@@ -37,8 +37,8 @@ FORMATS = (".parquet", ".jsonl", ".csv")
 COLUMNS = ("user_id", "rank", "item_id", "title", "score")
 
 
-def dataset_histories(dataset_dir: str, tokenizer, view: str, users: list[str] | None, max_length: int | None = None) -> list[dict]:
-    """Histories of a processed dataset's users (raw ids), from their whole history (`full`) or a protocol view."""
+def dataset_histories(dataset_dir: str, tokenizer, view: str, users: list[str] | None) -> list[dict]:
+    """Histories of a processed dataset's users (as token ids), from their whole history (`full`) or a protocol view."""
     from data_scripts.processed import load_processed
     from data_scripts.splits import SequenceStore, split_users
 
@@ -91,8 +91,10 @@ def read_histories(path: str) -> list[dict]:
     return histories
 
 
-def rows_of(results: list[dict]) -> dict:
-    """Columns of the output table: one row per user and rank."""
+def rows_of(results: list[dict]):
+    """The output table (Arrow): one row per user and rank, columns `COLUMNS`."""
+    import pyarrow as pa
+
     table = {c: [] for c in COLUMNS}
     for result in results:
         for rank, item in enumerate(result["items"], start=1):
@@ -101,29 +103,30 @@ def rows_of(results: list[dict]) -> dict:
             table["item_id"].append(item["item_id"])
             table["title"].append(item["title"])
             table["score"].append(item["score"])
-    return table
+    types = {"user_id": pa.string(), "rank": pa.int32(), "item_id": pa.string(), "title": pa.string(), "score": pa.float32()}
+    return pa.table({c: pa.array(table[c], types[c]) for c in COLUMNS})
 
 
-def write_table(table: dict, path: str) -> None:
-    """Writes `table` to `path` (format from its extension) through a temp file renamed into place."""
-    import pyarrow as pa
+def temp_beside(path: str) -> str:
+    """`.<name>.<pid>.tmp` beside `path`: where a file is written before it is renamed into place."""
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
 
-    tmp = f"{os.path.join(os.path.dirname(path), '.' + os.path.basename(path))}.{os.getpid()}.tmp"
-    arrow = pa.table({"user_id": pa.array(table["user_id"], pa.string()), "rank": pa.array(table["rank"], pa.int32()),
-                      "item_id": pa.array(table["item_id"], pa.string()), "title": pa.array(table["title"], pa.string()),
-                      "score": pa.array(table["score"], pa.float32())})
+
+def write_table(table, path: str) -> None:
+    """Writes an Arrow `table` to `path` (format from its extension) through a temp file renamed into place."""
+    tmp = temp_beside(path)
     try:
         if path.endswith(".parquet"):
             import pyarrow.parquet as pq
 
-            pq.write_table(arrow, tmp)
+            pq.write_table(table, tmp)
         elif path.endswith(".csv"):
             import pyarrow.csv as pcsv
 
-            pcsv.write_csv(arrow, tmp)
+            pcsv.write_csv(table, tmp)
         else:
             with open(tmp, "w", encoding="utf-8") as f:
-                for row in arrow.to_pylist():
+                for row in table.to_pylist():
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
     except BaseException:
@@ -136,8 +139,8 @@ def join_parts(parts: list[str], output: str) -> None:
     """Concatenates the part files (in order) into `output`, written atomically."""
     import pyarrow as pa
 
-    if output.endswith(".jsonl"):
-        tmp = f"{os.path.join(os.path.dirname(output), '.' + os.path.basename(output))}.{os.getpid()}.tmp"
+    if output.endswith(".jsonl"):  # lines: concatenated as text
+        tmp = temp_beside(output)
         with open(tmp, "w", encoding="utf-8") as out:
             for part in parts:
                 with open(part, encoding="utf-8") as f:
@@ -151,9 +154,9 @@ def join_parts(parts: list[str], output: str) -> None:
     else:
         import pyarrow.csv as pcsv
 
-        table = pa.concat_tables([pcsv.read_csv(p, convert_options=pcsv.ConvertOptions(
-            column_types={"user_id": pa.string(), "item_id": pa.string(), "title": pa.string()})) for p in parts])
-    write_table(table.to_pydict(), output)
+        schema = rows_of([]).schema  # read back with the written types (ids stay text)
+        table = pa.concat_tables([pcsv.read_csv(p, convert_options=pcsv.ConvertOptions(column_types=schema)) for p in parts])
+    write_table(table, output)
 
 
 def manifest_of(args, count: int) -> dict:
@@ -163,10 +166,15 @@ def manifest_of(args, count: int) -> dict:
             "candidate_count": args.candidate_count}
 
 
+def parts_path(output: str) -> str:
+    """`.<output>.parts/` beside the output: where the chunks are written before they are joined."""
+    return os.path.join(os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.parts")
+
+
 def parts_folder(output: str, manifest: dict, overwrite: bool) -> str:
-    """`.<output>.parts/` beside the output, holding this command's manifest: a folder left by the same command is
-    resumed; one of another command is refused (or, with `--overwrite`, started afresh)."""
-    folder = os.path.join(os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.parts")
+    """[`parts_path`], holding this command's manifest: a folder left by the same command is resumed; one of another
+    command is refused (or, with `--overwrite`, started afresh)."""
+    folder = parts_path(output)
     marker = os.path.join(folder, "manifest.json")
     if os.path.isdir(folder):
         previous = json.load(open(marker)) if os.path.exists(marker) else None
@@ -186,10 +194,11 @@ def write_all(model, tokenizer, histories: list[dict], args, rank: int = 0, worl
     from tqdm.auto import tqdm
 
     manifest = manifest_of(args, len(histories))
-    folder = parts_folder(args.output, manifest, args.overwrite) if rank == 0 else None
+    if rank == 0:
+        parts_folder(args.output, manifest, args.overwrite)
     if barrier:
         barrier()
-    folder = folder or os.path.join(os.path.dirname(os.path.abspath(args.output)), f".{os.path.basename(args.output)}.parts")
+    folder = parts_path(args.output)
     ext = os.path.splitext(args.output)[1]
     chunks = list(range(0, len(histories), args.chunk_size))
     parts = [os.path.join(folder, f"part-{i:05d}{ext}") for i in range(len(chunks))]
