@@ -80,3 +80,10 @@ def test_the_console_command_works_from_a_folder_with_its_own_train_py(tmp_path)
         result = subprocess.run([command, job, "--help"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
         assert words in result.stdout and "my own" not in result.stdout + result.stderr
+    from .test_readme import write_own_data  # and the README's own-data commands for real, from that folder
+
+    write_own_data(tmp_path)
+    for line in (["interactions", "--events", "events.csv", "--items", "items.csv", "--out", "data/mine"], ["check", "data/mine"]):
+        result = subprocess.run([command, *line], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0 and "my own" not in result.stdout + result.stderr, result.stderr[-2000:]
+    assert "ok: data/mine" in result.stdout and (tmp_path / "data" / "mine" / "stats.json").exists()

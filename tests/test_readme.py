@@ -61,10 +61,13 @@ def write_own_data(folder, users=60, items=30):
 
 
 def test_readme_own_data_commands_run_as_written(tmp_path, monkeypatch, capsys):
-    """The four command lines of README "Your own data", each run in-process through its module's `main` (the same
-    parser as `python -m`), in a folder holding such an events.csv / items.csv."""
+    """The four command lines of README "Your own data" (`geniusrec <job> ...`), each run in-process through the
+    subcommand's module `main` (the same parser as the console command), in a folder holding such an events.csv /
+    items.csv."""
     import importlib
     import shlex
+
+    from train.cli import SUBCOMMANDS
 
     readme = open(os.path.join(ROOT, "README.md")).read()
     block = re.search(r"## Your own data\n.*?```bash\n(.*?)```", readme, re.S).group(1)
@@ -75,11 +78,11 @@ def test_readme_own_data_commands_run_as_written(tmp_path, monkeypatch, capsys):
     text_model = "minilm" if "--text_model minilm" in block else None
     for line in lines:
         words = shlex.split(line)
-        assert words[:2] == ["python", "-m"], line
-        argv = words[3:]
+        assert words[0] == "geniusrec" and words[1] in SUBCOMMANDS, line
+        argv = words[2:]
         if text_model and os.environ.get("GENIUSREC_SLOW") != "1":  # the MiniLM wheel is a download: tests use a tiny text model
             argv = [tiny_text_model(tmp_path) if a == text_model else a for a in argv]
-        importlib.import_module(words[2]).main(argv)
+        importlib.import_module(SUBCOMMANDS[words[1]][0]).main(argv)
     out = capsys.readouterr().out
     assert "ok: data/mine" in out and "next session: Product" in out and "user u1" in out
 

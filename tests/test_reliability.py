@@ -549,3 +549,57 @@ def test_a_checkpoint_with_nan_weights_is_named(raw, tmp_path):
     save_file(weights, str(tmp_path / "run" / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ValueError, match="hold NaN or infinite values"):
         load_checkpoint(str(tmp_path / "run"))
+
+
+def test_resume_auto_recovers_from_a_kill_during_the_first_save(raw, tmp_path, monkeypatch):
+    """Killed while writing the first checkpoint: the folder holds only a checkpoint without trainer_state.json. The
+    same `auto` command must start over (with a note) and finish; before, it skipped the checkpoint and exited, so a
+    scheduler repeating the command failed forever."""
+    from transformers import Trainer
+
+    args = ["--dataset", str(raw / "data"), "--num_train_epochs", "2", "--output_dir", str(tmp_path / "run"), *TINY,
+            "--resume_from_checkpoint", "auto"]
+    real = Trainer._save_optimizer_and_scheduler
+
+    def killed(self, output_dir):
+        real(self, output_dir)
+        raise KeyboardInterrupt  # after the weights and optimizer, before trainer_state.json: a save cut short
+
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.main(args)
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", real)
+    cut = list((tmp_path / "run").glob("checkpoint-*"))
+    assert len(cut) == 1 and not (cut[0] / "trainer_state.json").exists() and (cut[0] / "model.safetensors").exists()
+    done = pretrain.main(args)
+    assert done["resumed_from"] is None and done["epochs"] == 2
+    assert (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_resume_refuses_another_runs_checkpoint_before_loading_it(raw, tmp_path, monkeypatch):
+    """A folder holding an HSTU run's checkpoints: a SASRec command, the same command on another dataset, and the same
+    command with another hidden size are each refused in one line naming what the folder holds and what the command
+    asks, before the Trainer loads any weight (it loads non-strictly); the matching command still resumes."""
+    from transformers import Trainer
+
+    other = tmp_path / "other"
+    write_learnable_ml(other / "raw", users=30, items=25)
+    movielens.main(["--raw_dir", str(other / "raw"), "--out", str(other / "data")])
+    common = [*TINY, "--num_train_epochs", "1", "--keep_checkpoints", "true", "--output_dir", str(tmp_path / "run"),
+              "--resume_from_checkpoint", "auto"]
+    pretrain.main(["--dataset", str(raw / "data"), *common])
+    assert list((tmp_path / "run").glob("checkpoint-*"))
+
+    def never(self, *a, **k):
+        raise AssertionError("a checkpoint of another run was loaded")
+
+    monkeypatch.setattr(Trainer, "_load_from_checkpoint", never)
+    cases = [(["--dataset", str(raw / "data"), "--model_type", "sasrec"], "holds a hstu run .* trains a sasrec run.*another model type"),
+             (["--dataset", str(other / "data")], "another dataset \\(catalog fingerprint\\)"),
+             (["--dataset", str(raw / "data"), "--hidden_size", "24"], "another config shape \\(hidden_size 16 vs 24")]
+    for extra, message in cases:
+        with pytest.raises(ValueError, match=message):
+            pretrain.main([*common, *extra, "--num_train_epochs", "2"])
+    monkeypatch.undo()
+    again = pretrain.main(["--dataset", str(raw / "data"), *common, "--num_train_epochs", "2"])
+    assert again["resumed_from"] and again["epochs"] == 2

@@ -109,7 +109,7 @@ def main(argv=None):
                          processing_class=tokenizer, peft_config=peft_config, data_collator=collator)
     with output_dir_lock(dpo_args.output_dir, "python -m train.dpo " + " ".join(sys.argv[1:] if argv is None else argv)):
         start = time.time()
-        trainer.train(resume_from_checkpoint=resume_checkpoint(dpo_args))
+        trainer.train(resume_from_checkpoint=resume_checkpoint(dpo_args, model))
         wall = time.time() - start
         trainer.save_model(dpo_args.output_dir)  # the adapter with PEFT, else the full model
         merged_dir = os.path.join(dpo_args.output_dir, "merged")

@@ -200,7 +200,7 @@ def main(argv=None):
     unwrapped = lambda: trainer.accelerator.unwrap_model(trainer.model)  # noqa: E731
     trainer.compute_metrics = make_compute_metrics(unwrapped, eval_set, data_args.filter_history)
     with output_dir_lock(training_args.output_dir, "python -m train.finetune " + " ".join(sys.argv[1:] if argv is None else argv)):
-        resumed = resume_checkpoint(training_args)
+        resumed = resume_checkpoint(training_args, model)
         trainer.train(resume_from_checkpoint=resumed)
         metrics = {split: m for split, m in evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set).items()
                    if m}  # no test entry without --evaluate_test

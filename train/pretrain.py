@@ -210,7 +210,7 @@ def main(argv=None):
     unwrapped = lambda: trainer.accelerator.unwrap_model(trainer.model)  # noqa: E731
     trainer.compute_metrics = make_compute_metrics(unwrapped, eval_set, data_args.filter_history)
     with output_dir_lock(training_args.output_dir, "python -m train.pretrain " + " ".join(sys.argv[1:] if argv is None else argv)):
-        resumed = resume_checkpoint(training_args)
+        resumed = resume_checkpoint(training_args, model)
         trainer.train(resume_from_checkpoint=resumed)
         metrics = evaluate_splits(trainer, unwrapped, store, data_args, eval_set, test_set, validate=not reference)
         save_final_checkpoint(trainer, training_args.output_dir, data_args.keep_checkpoints)

@@ -43,11 +43,18 @@ def tune_cpu_allocator(enabled: bool | None = None) -> bool:
                ((m_mmap_threshold, 1 << 30), (m_trim_threshold, 1 << 31), (m_top_pad, 256 << 20)))
 
 
-def resume_checkpoint(training_args):
+def resume_checkpoint(training_args, model=None):
     """`--resume_from_checkpoint` as `Trainer.train` takes it: a folder, or `true`/`last` for the newest
     `checkpoint-*` under `--output_dir` (an error when there is none, rather than silently starting over), or `auto`:
     the newest checkpoint when there is one, else a fresh start (with a note), refusing a folder that holds a
-    finished run; the one command a long run is started and continued with.
+    finished run; the one command a long run is started and continued with. Under `auto`, a folder whose only
+    checkpoints were cut short (killed during the first save) is a fresh start too, with a note, so a scheduler that
+    repeats the same command recovers.
+
+    With `model` (the model the command built), the chosen checkpoint must hold the same run: the same model type,
+    the same catalog (fingerprint) and the same parameter names and shapes, checked from `config.json` and the
+    weights file's header before the Trainer loads anything (it loads non-strictly); otherwise one line names what
+    the folder holds and what the command asks.
 
     Resuming also restores every stateful callback saved in the checkpoint's `trainer_state.json` (transformers'
     `restore_callback_states_from_checkpoint`): early stopping's patience counter is training state, and a counter
@@ -71,8 +78,14 @@ def resume_checkpoint(training_args):
         for entry in found:  # the newest complete one: a save cut short (disk full, killed) is skipped with a note
             problem = checkpoint_problem(os.path.join(folder, entry))
             if problem is None:
+                if model is not None:
+                    check_same_run(os.path.join(folder, entry), model)
                 return os.path.join(folder, entry)
             print(f"note: skipping {os.path.join(folder, entry)}: {problem} (an interrupted save)", file=sys.stderr)
+        if lowered == "auto":  # every checkpoint was cut short (killed during the first save): nothing to resume
+            print(f"note: --resume_from_checkpoint auto: no complete checkpoint in {folder!r}, starting from scratch", file=sys.stderr)
+            training_args.resume_from_checkpoint = None
+            return None
         raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-* folder{' that is complete' if found else ''} in {folder!r}; "
                                 "pass the checkpoint folder itself or drop the flag to start from scratch")
     if not os.path.isdir(value):
@@ -80,7 +93,54 @@ def resume_checkpoint(training_args):
     problem = checkpoint_problem(value)
     if problem is not None:
         raise ValueError(f"--resume_from_checkpoint {value!r}: {problem} (an interrupted save); resume from an earlier checkpoint-* folder")
+    if model is not None:
+        check_same_run(value, model)
     return value
+
+
+def _run_summary(config: dict) -> str:
+    """'a hstu run (catalog 1efffd4b..., hidden_size 50, 2 layers)' from a config dict, for refusals."""
+    parts = [f"catalog {config.get('catalog_fingerprint') or 'unknown'}"]
+    parts += [f"{key} {config[key]}" for key in ("vocab_size", "hidden_size", "num_hidden_layers") if config.get(key) is not None]
+    return f"a {config.get('model_type', 'unknown')} run ({', '.join(parts)})"
+
+
+def check_same_run(checkpoint: str, model) -> None:
+    """Refuses, before any weight is loaded, a Trainer checkpoint that holds another run than the one `model` starts:
+    another model type, another catalog (dataset fingerprint), or other parameter names or shapes (another config
+    shape). The Trainer's own loading is non-strict (missing and unexpected keys are only warned about), which made
+    a SASRec command load an HSTU checkpoint and an HSTU command on another dataset resume silently with the old
+    catalog's weights under the new catalog's fingerprint."""
+    import json
+
+    config_file = os.path.join(checkpoint, "config.json")
+    if not os.path.isfile(config_file):
+        return  # an adapter-only checkpoint (PEFT): the Trainer loads it through PEFT, which checks its own keys
+    with open(config_file) as f:
+        held = json.load(f)
+    asked = model.config.to_dict()
+    refuse = f"--resume_from_checkpoint: {checkpoint} holds {_run_summary(held)} but this command trains {_run_summary(asked)}"
+    fix = "; use another --output_dir (or the command that started that run)"
+    if held.get("model_type") != asked.get("model_type"):
+        raise ValueError(f"{refuse}: another model type{fix}")
+    if held.get("catalog_fingerprint") and asked.get("catalog_fingerprint") and held["catalog_fingerprint"] != asked["catalog_fingerprint"]:
+        raise ValueError(f"{refuse}: another dataset (catalog fingerprint){fix}")
+    weights = os.path.join(checkpoint, "model.safetensors")
+    if not os.path.isfile(weights):
+        return
+    from safetensors import safe_open
+
+    with safe_open(weights, framework="pt") as f:
+        stored = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    state = model.state_dict()
+    present = {tensor.data_ptr() for name, tensor in state.items() if name in stored}
+    wrong = [name for name in stored if name not in state or tuple(state[name].shape) != stored[name]]
+    wrong += [name for name, tensor in state.items() if name not in stored and tensor.data_ptr() not in present]  # tied copies are not saved
+    if wrong:
+        differing = [f"{key} {held[key]} vs {asked[key]}" for key in sorted(held) if key in asked and held[key] != asked[key]
+                     and not isinstance(held[key], dict) and key not in ("transformers_version", "_name_or_path", "architectures", "dtype")]
+        detail = ", ".join(differing[:4]) if differing else f"{len(wrong)} parameters differ, e.g. {wrong[0]}"
+        raise ValueError(f"{refuse}: another config shape ({detail}){fix}")
 
 
 def checkpoint_problem(folder: str) -> str | None:
