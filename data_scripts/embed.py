@@ -115,7 +115,10 @@ def main(argv=None):
         report["image"] = {"dim": vectors.shape[1], "embedded": int(mask.sum()), "missing": len(failures)}
         if failures:
             print(f"{len(failures)} of {len(sources)} items have no usable image (zero rows, mask 0)")
-    print(report)
+    for kind, entry in report.items():
+        what = f"{entry['items']:,} item texts ({entry['items_per_second']:,} items/s)" if kind == "text" else \
+            f"{entry['embedded']:,} item images ({entry['missing']:,} missing)"
+        print(f"embedded {what}: {entry['dim']} dimensions, in {os.path.join(args.dataset, 'embeddings')}")
     return report
 
 

@@ -84,7 +84,7 @@ def test_readme_own_data_commands_run_as_written(tmp_path, monkeypatch, capsys):
             argv = [tiny_text_model(tmp_path) if a == text_model else a for a in argv]
         importlib.import_module(SUBCOMMANDS[words[1]][0]).main(argv)
     out = capsys.readouterr().out
-    assert "ok: data/mine" in out and "next session: Product" in out and "user u1" in out
+    assert "ok: data/mine" in out and "GeniusRec session" in out and "Product" in out and "user u1" in out
 
 
 def tiny_text_model(tmp_path):

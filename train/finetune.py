@@ -48,6 +48,7 @@ from .runner import (
     output_dir_lock,
     parse_with_config,
     resume_checkpoint,
+    sample_users,
     save_final_checkpoint,
     write_run_results,
 )
@@ -110,10 +111,16 @@ class DataArguments:
     early_stopping_patience: int = field(default=5, metadata={"help": "epochs without validation NDCG@10 gain"})
     num_beams: int = field(default=10, metadata={"help": "beams for session generation"})
     stage1_baseline: str = field(default=None, metadata={"help": "stage-1 checkpoint (same split) whose top-k list is the session baseline"})
+    first_step_weight: float = field(default=0.0, metadata={"help": "sessions protocol's test table: the decoder's first-step scores "
+                                                                     "mixed into every step with this weight (train.evaluate's flag)"})
+    encoder_query_weight: float = field(default=0.0, metadata={"help": "sessions protocol's test table: the encoder's own next-item "
+                                                                        "scores mixed into every step with this weight (train.evaluate's flag)"})
     results_file: str = field(default=None, metadata={"help": "results JSON (default <output_dir>/results.json)"})
     evaluate_test: bool = field(default=True, metadata={"help": "score the test split at the end (false while comparing variants: "
                                                                  "choose on validation, read the test once for the winner)"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
+    max_eval_users: int = field(default=None, metadata={"help": "validate and test (the session table included) on a seeded sample of "
+                                                                 "this many users of each view, recorded in the results (default: all)"})
 
 
 def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
@@ -172,7 +179,8 @@ def first_step_states(logits, labels):
     return hidden[:, 0]
 
 
-def main(argv=None):
+def main(argv=None, summary: bool = True):
+    """`python -m train.finetune`; `summary=False` leaves out the final console tables (the pipeline prints its own)."""
     parser = make_parser((ModelArguments, DataArguments, TrainingArguments), description=__doc__, config=True)
     parser.set_defaults(
         output_dir="runs/finetune", num_train_epochs=20, per_device_train_batch_size=128, per_device_eval_batch_size=256,
@@ -209,11 +217,13 @@ def main(argv=None):
         if data_args.protocol == "sessions" and data_args.evaluate_test and trainer.is_world_process_zero():
             stage1 = load_checkpoint(data_args.stage1_baseline, ("hstu", "sasrec"), tokenizer) if data_args.stage1_baseline else None
             metrics["test"].update(session_eval.session_table(model, store, items, test_set, data_args.holdout_length, data_args.num_beams,
-                                                              stage1=stage1,
-                                                                   filter_history=data_args.filter_history))
+                                                              stage1=stage1, filter_history=data_args.filter_history,
+                                                              first_step_weight=data_args.first_step_weight,
+                                                              encoder_query_weight=data_args.encoder_query_weight))
         results = {
             "metrics": metrics, "protocol": data_args.protocol, "filter_history": data_args.filter_history, "model": "geniusrec",
             "dataset": {"name": dataset_name(stats, data_args.dataset), **{k: stats[k] for k in ("users", "items", "interactions")}},
+            "evaluated_users": {"validation": len(eval_set), "test": len(test_set)},
             "config": {**asdict(model_args), **asdict(data_args), "model_config": model.config.to_dict()},
             "seed": training_args.seed, "epochs": trainer.state.epoch, **clock.timings(trainer.state.epoch),
             **started, "resumed_from": resumed,
@@ -221,7 +231,7 @@ def main(argv=None):
         }
         if trainer.is_world_process_zero():
             results["gate_weights"] = gate_statistics(model, store, test_set if data_args.evaluate_test else eval_set, collator)
-            report(results, model, training_args.output_dir, data_args.results_file)
+            report(results, model, training_args.output_dir, data_args.results_file, summary)
         leave_together(trainer)
         return results
 
@@ -269,15 +279,17 @@ def build_datasets(store, data_args, eos_token_id):
     split = dict(protocol=data_args.protocol, holdout_length=data_args.holdout_length)
     train_set = SessionTrainingDataset(store, data_args.max_length, data_args.target_length, data_args.protocol, eos_token_id,
                                        data_args.holdout_length, data_args.samples_per_user)
-    eval_set = NextItemDataset(store, "validation", data_args.max_length, **split).order_by_length()
-    test_set = NextItemDataset(store, "test", data_args.max_length, **split).order_by_length()
+    eval_set = sample_users(NextItemDataset(store, "validation", data_args.max_length, **split), data_args.max_eval_users).order_by_length()
+    test_set = sample_users(NextItemDataset(store, "test", data_args.max_length, **split), data_args.max_eval_users).order_by_length()
     return train_set, eval_set, test_set
 
 
-def report(results: dict, model, output_dir: str, results_file: str | None) -> None:
-    """Writes the results (to `--results_file` and the run folder), the model card, plots, and the console tables."""
+def report(results: dict, model, output_dir: str, results_file: str | None, summary: bool = True) -> None:
+    """Writes the results (to `--results_file` and the run folder), the model card, plots, and (`summary`) the console tables."""
     write_run_results(results, output_dir, results_file)
     plot_gate_weights(results["gate_weights"], model.config.expert_names, os.path.join(output_dir, "plots", "gate_weights.png"))
+    if not summary:
+        return
     metrics = results["metrics"]
     print(f"\nGeniusRec ({results['protocol']}, history filter: {results['filter_history']}), {results['epochs']:.0f} epochs, "
           f"{results['wall_time_s']} s")

@@ -14,7 +14,6 @@ import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
@@ -35,6 +34,7 @@ from .runner import (
     output_dir_lock,
     parse_with_config,
     resume_checkpoint,
+    sample_users,
     save_final_checkpoint,
     write_run_results,
 )
@@ -166,7 +166,8 @@ def load_content_tables(dataset: str, model_args: ModelArguments) -> dict:
     return tables
 
 
-def main(argv=None):
+def main(argv=None, summary: bool = True):
+    """`python -m train.pretrain`; `summary=False` leaves out the final console table (the pipeline prints its own)."""
     parser = make_parser((ModelArguments, DataArguments, TrainingArguments), description=__doc__, config=True)
     parser.set_defaults(
         output_dir="runs/pretrain", num_train_epochs=100, per_device_train_batch_size=128, per_device_eval_batch_size=256,
@@ -235,7 +236,8 @@ def main(argv=None):
         }
         if trainer.is_world_process_zero():
             write_run_results(results, training_args.output_dir, data_args.results_file)
-            _print_table(results)
+            if summary:
+                _print_table(results)
             if data_args.show_recommendations:
                 from .recommend import print_recommendations_for
 
@@ -312,17 +314,6 @@ def build_datasets(store, sequences, data_args, training_args):
     eval_set = sample_users(NextItemDataset(store, eval_split, **split_kwargs), data_args.max_eval_users).order_by_length()
     test_set = sample_users(NextItemDataset(store, "test", **split_kwargs), data_args.max_eval_users).order_by_length()
     return train_set, eval_set, test_set
-
-
-def sample_users(view: NextItemDataset, count: int | None, seed: int = 0) -> NextItemDataset:
-    """Keeps a seeded random `count` rows of an evaluation view (all of them when `count` is None or not smaller), in
-    the view's order; the same seed picks the same row indices in every view of the same users."""
-    if count is not None and count < len(view):
-        view.select(np.sort(np.random.default_rng(seed).choice(len(view), count, replace=False)))
-    elif count is not None:
-        print(f"note: --max_eval_users {count} is not below the {view.split} view's {len(view)} users: every user is evaluated",
-              file=sys.stderr)
-    return view
 
 
 def _stopped_by(state, args, out_of_time: bool = False) -> str:

@@ -422,3 +422,14 @@ def remove_resume_checkpoints(output_dir: str) -> None:
             shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
 
 
+def sample_users(view, count: int | None, seed: int = 0):
+    """Keeps a seeded random `count` rows of an evaluation view (all of them when `count` is None or not smaller), in
+    the view's order; the same seed picks the same row indices in every view of the same users."""
+    if count is not None and count < len(view):
+        import numpy as np
+
+        view.select(np.sort(np.random.default_rng(seed).choice(len(view), count, replace=False)))
+    elif count is not None:
+        print(f"note: --max_eval_users {count} is not below the {view.split} view's {len(view)} users: every user is evaluated",
+              file=sys.stderr)
+    return view
