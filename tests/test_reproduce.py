@@ -62,7 +62,8 @@ def test_every_command_names_an_existing_module_and_flags_it_accepts():
             stale += [f"{name}: {module} has no {word}" for word in rest if re.fullmatch(r"--[\w-]+", word) and word not in flags_of[key]]
             for nested in (rest[i + 1] for i, word in enumerate(rest[:-1]) if word == "--dpo_args"):  # train.dpo's own flags
                 flags_of.setdefault(("train.dpo", None), accepted_flags("train.dpo", []))
-                stale += [f"{name}: train.dpo has no {w}" for w in shlex.split(nested) if w.startswith("--") and w not in flags_of[("train.dpo", None)]]
+                dpo_flags = flags_of[("train.dpo", None)]
+                stale += [f"{name}: train.dpo has no {w}" for w in shlex.split(nested) if w.startswith("--") and w not in dpo_flags]
     assert not stale, "\n".join(stale)
 
 
