@@ -66,6 +66,13 @@ class SequentialRecConfig(PretrainedConfig):
         content_preprocessing (`dict[str, str]`, *optional*, defaults to `{}`):
             What was done to each content table before it was stored (e.g. `{"text": "whiten"}`): a record, read
             by reports; the stored tables are already preprocessed.
+        future_items (`int`, *optional*, defaults to 1):
+            The dense multi-item objective: in training, every position t also predicts the items at t+2 .. t+k
+            (k = `future_items`) of the training window, each through its own head (a `hidden_size` square map,
+            identity at initialisation, then renormalised) and the same loss as the next item; 1 = next item only.
+            Ranking always uses the next-item state (the heads only shape training).
+        future_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the mean of the k-1 further-ahead losses added to the next-item loss.
     """
 
     def __init__(
@@ -94,8 +101,14 @@ class SequentialRecConfig(PretrainedConfig):
         content_adapter: str = "linear",
         item_id_dropout: float = 0.0,
         content_preprocessing: dict | None = None,
+        future_items: int = 1,
+        future_loss_weight: float = 1.0,
         **kwargs,
     ):
+        if isinstance(future_items, bool) or not isinstance(future_items, int) or future_items < 1:
+            raise ValueError(f"future_items must be an integer >= 1 (1 = next item only), got {future_items!r}")
+        if future_loss_weight < 0:
+            raise ValueError(f"future_loss_weight must be >= 0, got {future_loss_weight}")
         if loss_type not in ("sampled_softmax", "full_softmax"):
             raise ValueError(f"loss_type must be 'sampled_softmax' or 'full_softmax', got {loss_type!r}")
         if loss_type == "sampled_softmax" and num_negatives < 1:
@@ -136,6 +149,8 @@ class SequentialRecConfig(PretrainedConfig):
         self.content_adapter = content_adapter
         self.item_id_dropout = float(item_id_dropout)
         self.content_preprocessing = dict(content_preprocessing or {})
+        self.future_items = future_items
+        self.future_loss_weight = float(future_loss_weight)
         if kwargs.get("tie_word_embeddings", True) is False:  # the output side is the (normalised) item table by design
             # a warning, not an error: PEFT's merge writes tie_word_embeddings=False into configs it saves
             warnings.warn("tie_word_embeddings=False is ignored: items are scored by cosine against their own (input) vectors, so "

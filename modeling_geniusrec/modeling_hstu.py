@@ -28,6 +28,7 @@ from .modeling_sequential import (
     SequentialRecPreTrainedModel,
     check_inputs,
     check_time_inputs,
+    future_heads,
     position_ids_from_mask,
     resolve_output_flags,
 )
@@ -296,6 +297,7 @@ class HSTUForNextItemPrediction(NextItemPredictionMixin, HSTUPreTrainedModel, Ge
     def __init__(self, config: HSTUConfig):
         super().__init__(config)
         self.model = HSTUModel(config)
+        self.future_heads = future_heads(config)  # the dense multi-item objective (config.future_items > 1), else None
         self.post_init()
 
     def forward(

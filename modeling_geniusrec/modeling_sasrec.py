@@ -21,6 +21,7 @@ from .modeling_sequential import (
     SequentialRecOutput,
     SequentialRecPreTrainedModel,
     check_inputs,
+    future_heads,
     position_ids_from_mask,
     resolve_output_flags,
 )
@@ -139,6 +140,7 @@ class SASRecForNextItemPrediction(NextItemPredictionMixin, SASRecPreTrainedModel
     def __init__(self, config: SASRecConfig):
         super().__init__(config)
         self.model = SASRecModel(config)
+        self.future_heads = future_heads(config)  # the dense multi-item objective (config.future_items > 1), else None
         self.post_init()
 
     def forward(

@@ -154,6 +154,37 @@ def shift_labels(labels: torch.Tensor, length: int) -> torch.Tensor:
     return shifted
 
 
+def future_labels(labels: torch.Tensor, length: int, offset: int) -> torch.Tensor:
+    """Targets `offset` items ahead in the causal-LM convention of [`shift_labels`]: position t predicts
+    `labels[:, t + offset]` (`offset=1` is the next item), -100 where the labels end. `labels` is `(B, N)` or
+    `(B, N + 1)`; the targets are read from `labels` only, so they never reach past what the batch supervises (the
+    training window and its next item). Returns `(B, N)`."""
+    if offset < 1:
+        raise ValueError(f"offset must be >= 1, got {offset}")
+    shifted = labels[:, offset:]
+    if shifted.shape[1] < length:
+        shifted = F.pad(shifted, (0, length - shifted.shape[1]), value=-100)
+    return shifted[:, :length]
+
+
+class FutureItemHeads(nn.Module):
+    """The dense multi-item objective's heads: one `(D, D)` map per offset 2..k (identity at initialisation), applied
+    to the unit-normalised state and renormalised, so that offset j is scored like the next item."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(config.future_items - 1, config.hidden_size, config.hidden_size))
+
+    def forward(self, hidden: torch.Tensor, offset: int) -> torch.Tensor:
+        """`(B, N, D)` states -> `(B, N, D)` unit-normalised states for predicting the item `offset` (>= 2) ahead."""
+        return F.normalize(hidden @ self.weight[offset - 2].T, dim=-1)
+
+
+def future_heads(config) -> FutureItemHeads | None:
+    """The heads a model with `config.future_items > 1` trains with, else None."""
+    return FutureItemHeads(config) if getattr(config, "future_items", 1) > 1 else None
+
+
 def resolve_output_flags(config, output_hidden_states=None, return_dict=None) -> tuple[bool, bool]:
     """The transformers convention: an explicit argument wins, else the config's default."""
     hidden = config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -290,6 +321,9 @@ def init_recommender_weights(module: nn.Module, std: float) -> None:
     elif isinstance(module, nn.LayerNorm) and module.weight is not None:
         init.ones_(module.weight)
         init.zeros_(module.bias)
+    if isinstance(module, FutureItemHeads):  # further-ahead heads start as the next-item state
+        for offset in range(module.weight.shape[0]):
+            init.eye_(module.weight[offset])
     if isinstance(module, ItemInputEmbeddings):  # frozen content tables start empty (filled by set_item_embeddings / loading)
         for kind in module.content_kinds:
             init.zeros_(module.content_table(kind))
@@ -457,6 +491,21 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
         """
         return next_item_loss(self.config, hidden, labels, self.item_vectors, self.training_excluded_items(hidden.device), self.training)
 
+    def future_items_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The dense multi-item objective's extra term: the mean over offsets 2..k of the next-item loss of
+        predicting the item `offset` ahead (targets from [`future_labels`]) from that offset's head.
+
+        Args:
+            hidden: `(B, N, D)` unit-normalised states.
+            labels: `(B, N)` or `(B, N + 1)` labels in the causal-LM convention (what `forward` takes).
+        Returns:
+            `()` the mean over offsets (each the mean over its supervised positions).
+        """
+        length = hidden.shape[1]
+        losses = [self.next_item_loss(self.future_heads(hidden, offset), future_labels(labels, length, offset))
+                  for offset in range(2, self.config.future_items + 1)]
+        return torch.stack(losses).mean()
+
     def _next_item_forward(
         self, input_ids, attention_mask, labels, return_logits, encoder_kwargs, return_dict=None, logits_to_keep=None
     ) -> NextItemPredictionOutput:
@@ -467,6 +516,8 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
         mask = (input_ids != self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
         user_embeddings = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_positions(mask)]
         loss = self.next_item_loss(hidden, shift_labels(labels, input_ids.shape[1])) if labels is not None else None
+        if loss is not None and self.training and getattr(self, "future_heads", None) is not None:
+            loss = loss + self.config.future_loss_weight * self.future_items_loss(hidden, labels)
         if logits_to_keep == 1:  # generation: only the next item after each row's last real position, (B, 1, V)
             logits = scale_scores(user_embeddings @ self.item_vectors().T, self.config).unsqueeze(1)
         else:
@@ -494,6 +545,9 @@ __all__ = [
     "check_time_inputs",
     "resolve_output_flags",
     "shift_labels",
+    "future_labels",
+    "future_heads",
+    "FutureItemHeads",
     "init_recommender_weights",
     "position_ids_from_mask",
     "last_positions",

@@ -81,6 +81,9 @@ class ModelArguments:
                                                                 "ones move freely (0: off)"})
     item_id_dropout: float = field(default=0.0, metadata={"help": "probability of dropping an item's ID vector per training batch "
                                                                   "(content must carry the item, as for a new one)"})
+    future_items: int = field(default=1, metadata={"help": "the dense multi-item objective: every position also predicts the items "
+                                                           "2..k ahead in its training window, one head per offset (1: next item only)"})
+    future_loss_weight: float = field(default=1.0, metadata={"help": "weight of the mean further-ahead loss (with --future_items > 1)"})
 
 
 @dataclass
@@ -126,7 +129,8 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, vocab_size
     )
     tables = load_content_tables(data_args.dataset, model_args)
     common.update(content_embedding_dims={kind: table.shape[1] for kind, table in tables.items()}, content_adapter=model_args.content_adapter,
-                  item_id_dropout=model_args.item_id_dropout,
+                  item_id_dropout=model_args.item_id_dropout, future_items=model_args.future_items,
+                  future_loss_weight=model_args.future_loss_weight,
                   content_preprocessing={kind: model_args.content_preprocessing for kind in tables})
     if model_args.model_type == "hstu":
         config = config_class(qk_head_dim=model_args.qk_head_dim, v_head_dim=model_args.v_head_dim,
