@@ -119,6 +119,12 @@ def more_recipes(Recipe, RES: str, S2: str, ENC: str) -> dict:
             "chosen on seed-42 validation, then seeds 43 / 44 of the winner (see BENCHMARKS stage 1)",
             [schedule.format(flags=cosine, seed=42, name="cosine40", suffix="-validation") + " --evaluate_test false",
              schedule.format(flags=plateau, seed=42, name="plateau", suffix="-validation") + " --evaluate_test false"], ["data"]),
+        "dense-ablation": Recipe(
+            "issue 42: the dense multi-item objective (--future_items k) on the batch-16 recipe, 15 epochs, validation only, "
+            "against the constant-rate run's epoch 15 (ml-1m-hstu-cpu-fast.json)",
+            [f"python -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m --num_train_epochs 15 --future_items {k} "
+             f"--seed 42 --evaluate_test false --resume_from_checkpoint auto --output_dir runs/s42/dense-k{k}-15ep "
+             f"--results_file {RES}/ml-1m-hstu-dense-k{k}-15ep-validation.json" for k in (3, 2)], ["data"]),
         "history-ml1m": Recipe(
             "docs/history.md: the first MovieLens-1M chain (batch-shared negatives encoder, sessions17, the DPO sweep), superseded rows",
             [f"python -m train.pretrain --config train/configs/ml-1m-hstu-shared512.json --dataset data/ml-1m --output_dir runs/ml-1m-hstu "
