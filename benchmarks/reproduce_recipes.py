@@ -107,6 +107,10 @@ def more_recipes(Recipe, RES: str, S2: str, ENC: str) -> dict:
                          f"--session true --batch_wait_ms 5 0 --candidate_count 100 --timeout 300 --output {RES}/ml-1m-serve-load-geniusrec.json",
                          f"python -m benchmarks.serve_load --model {quick}/hstu --dataset {quick}/data --requests 5000 --concurrency 32 "
                          f"--batch_wait_ms 2 5 --exported true --output {RES}/ml-1m-serve-load-hstu-exported.json"], ["quickstart-folder"]),
+        "sessions-by-popularity": Recipe(
+            "README plot: list vs session recall by target popularity bucket (quick-start models, 1,000 sampled test users)",
+            [f"python -m benchmarks.sessions_by_popularity --geniusrec {quick}/geniusrec --stage1 {quick}/hstu --dataset {quick}/data "
+             f"--max_users 1000 --label 'quick-start models' --output {RES}/sessions-by-popularity-quickstart.json"], ["quickstart-folder"]),
         "quickstart-folder": Recipe("the quick start's checkpoints under runs/quickstart (what the batch and serving benchmarks load)",
                                     ["python -m train.pipeline --work_dir runs/quickstart"]),
         "events-reader": Recipe("README scale: your own events, 1M / 10M / 100M synthetic rows from Parquet and CSV",

@@ -2,7 +2,8 @@
 tail, `train.evaluation.buckets`), how many the encoder's top-10 list and GeniusRec's generated session recover.
 
     python -m benchmarks.sessions_by_popularity --geniusrec runs/quickstart/geniusrec --stage1 runs/quickstart/hstu \\
-        --dataset runs/quickstart/data --max_users 1000 --output benchmarks/results/sessions-by-popularity.json
+        --dataset runs/quickstart/data --max_users 1000 --label "quick-start models" \\
+        --output benchmarks/results/sessions-by-popularity-quickstart.json
 
 Sessions protocol, test view (each user's last 10 items held out; the models must come from the same split), the
 whole history banned; GeniusRec decodes with beam search mixing the first step and the encoder query into every step
@@ -32,6 +33,7 @@ class SessionsByPopularityArguments:
     first_step_weight: float = field(default=1.0, metadata={"help": "the first step's scores mixed into every step"})
     encoder_query_weight: float = field(default=2.0, metadata={"help": "the encoder's query mixed into every step"})
     output: str = field(default=None, metadata={"help": "results JSON (the PNG goes beside it)"})
+    label: str = field(default="", metadata={"help": "what the models are, for the plot's title (e.g. quick-start models)"})
 
 
 def bucket_recall(lists: list, targets: list, bucket: np.ndarray) -> dict:
@@ -60,7 +62,8 @@ def plot(result: dict, path: str) -> None:
         ax.bar(np.arange(3) + (offset - 0.5) * 0.38, values, width=0.38, label=label)
     ax.set_xticks(np.arange(3), [f"{n}\n({result['list'][n + '_held_out']:,} held out)" for n in names])
     ax.set_ylabel("recall of the next 10 items")
-    ax.set_title(f"Sessions vs list by target popularity ({result['users']:,} test users)", fontsize=9)
+    label = f"; {result['label']}" if result.get("label") else ""
+    ax.set_title(f"Sessions vs list by target popularity ({result['users']:,} test users{label})", fontsize=9)
     ax.legend(fontsize=8)
     save_figure(fig, path)
 
@@ -86,7 +89,8 @@ def main(argv=None) -> dict:
     sessions = generate_sessions(model, view, 10, args.num_beams, first_step_weight=args.first_step_weight,
                                  encoder_query_weight=args.encoder_query_weight)
     lists = next_item_lists(stage1, view, 10)
-    result = {"users": len(view), "list": bucket_recall(lists, targets, bucket), "session": bucket_recall(sessions, targets, bucket),
+    result = {"users": len(view), "label": args.label, "list": bucket_recall(lists, targets, bucket),
+              "session": bucket_recall(sessions, targets, bucket),
               "buckets": description, "models": {"geniusrec": args.geniusrec, "stage1": args.stage1},
               "decoding": {"num_beams": args.num_beams, "first_step_weight": args.first_step_weight,
                            "encoder_query_weight": args.encoder_query_weight},
