@@ -204,12 +204,14 @@ def write_all(model, tokenizer, histories: list[dict], args, rank: int = 0, worl
     parts = [os.path.join(folder, f"part-{i:05d}{ext}") for i in range(len(chunks))]
     mine = [i for i in range(len(chunks)) if i % world == rank]
     done = skipped = 0
+    short = []  # (user, note) of the histories whose lists came back shorter than k: said once, after the run
     start = time.time()
     for i in tqdm(mine, desc=f"recommending (process {rank})" if world > 1 else "recommending", unit=" chunks", disable=args.quiet):
         if os.path.exists(parts[i]):
             skipped += 1
             continue
-        results = recommend(model, tokenizer, histories[chunks[i] : chunks[i] + args.chunk_size], **decoding(args))
+        results = recommend(model, tokenizer, histories[chunks[i] : chunks[i] + args.chunk_size], **decoding(args), warn=False)
+        short += [(r.get("user_id"), r["notes"][-1]) for r in results if len(r["items"]) < args.k and r["notes"]]
         write_table(rows_of(results), parts[i])
         done += 1
     if barrier:
@@ -217,7 +219,8 @@ def write_all(model, tokenizer, histories: list[dict], args, rank: int = 0, worl
     if rank == 0:
         join_parts(parts, args.output)
         shutil.rmtree(folder, ignore_errors=True)
-    return {"users": len(histories), "chunks_written": done, "chunks_resumed": skipped, "seconds": round(time.time() - start, 2)}
+    return {"users": len(histories), "chunks_written": done, "chunks_resumed": skipped, "seconds": round(time.time() - start, 2),
+            "short_lists": len(short), "short_example": short[0] if short else None}
 
 
 def decoding(args) -> dict:
@@ -329,6 +332,10 @@ def main(argv=None):
         print(f"wrote {args.output}: {summary['users']:,} users x up to {args.k} items in {summary['seconds']:.1f} s"
               + (f" by {state.num_processes} processes" if state.num_processes > 1 else "")
               + (f" ({summary['chunks_resumed']} chunks resumed)" if summary["chunks_resumed"] else ""))
+    if summary["short_lists"]:  # per process: each says what its own chunks held
+        user, note = summary["short_example"]
+        print(f"note: {summary['short_lists']:,} users have fewer than k={args.k} unseen items left: their lists are shorter "
+              f"(fewer rows in the file), e.g. user {user}: {note}", file=sys.stderr)
     return summary
 
 
