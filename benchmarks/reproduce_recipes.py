@@ -3,7 +3,16 @@
 SEEDS = (42, 43, 44)
 
 
+def seed_files(RES: str, pattern: str) -> str:
+    return " ".join(f"{RES}/{pattern.format(seed=s)}" for s in SEEDS)
+
+
 def more_recipes(Recipe, RES: str, S2: str, ENC: str) -> dict:
+    """The content recipes and the speed, scale and history ones, in that order."""
+    return {**content_recipes(Recipe, RES, S2), **other_recipes(Recipe, RES)}
+
+
+def content_recipes(Recipe, RES: str, S2: str) -> dict:
     text = "--use_text_embeddings true --text_embeddings text-minilm.safetensors"
     b16 = ("--config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --encoder_path runs/ml-1m-hstu-cpu-fast "
            "--next_item_loss_weight 100 --learning_rate 0.0002")
@@ -11,7 +20,7 @@ def more_recipes(Recipe, RES: str, S2: str, ENC: str) -> dict:
     budget_text = "--text_embeddings text-smollm2.safetensors --content_adapter mlp"
 
     def files(pattern):
-        return " ".join(f"{RES}/{pattern.format(seed=s)}" for s in SEEDS)
+        return seed_files(RES, pattern)
 
     def finetune(flags, name, seed=42, results=None):
         return (f"python -m train.finetune {flags} --seed {seed} --output_dir runs/s27/{name} "
@@ -25,12 +34,6 @@ def more_recipes(Recipe, RES: str, S2: str, ENC: str) -> dict:
                    f"--results_file {RES}/ml-1m-cold-geniusrec-text-fast.json --disable_tqdm true")
     embed = "python -m data_scripts.embed --dataset data/ml-1m --text_model {model} --output_name text-{model}.safetensors --quiet"
     ablation = "python -m benchmarks.content_ablation --dataset data/ml-1m --epochs 10 --max_length 50 --output_prefix " + f"{RES}/ml-1m-content-ablation"
-    quick = "runs/quickstart"
-    schedule = ("python -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m {flags} --seed {seed} "
-                "--resume_from_checkpoint auto --output_dir runs/s1/{name}-{seed} --results_file " + RES + "/ml-1m-hstu-schedule-{name}-seed{seed}{suffix}.json")
-    cosine = "--num_train_epochs 40 --lr_scheduler_type cosine"
-    plateau = ("--lr_scheduler_type reduce_lr_on_plateau --lr_scheduler_kwargs '{\"mode\":\"max\",\"factor\":0.1,\"patience\":3}' "
-               "--early_stopping_patience 8")
     return {
         "embeddings": Recipe("item text embeddings of ML-1M with the offline models (MiniLM, SmolLM2)",
                              [embed.format(model="minilm"), embed.format(model="smollm2")], ["data"]),
@@ -84,6 +87,21 @@ def more_recipes(Recipe, RES: str, S2: str, ENC: str) -> dict:
                f"python -m benchmarks.paired_seeds --baseline {files('ml-1m-geniusrec-b16-no-text-seed{seed}.json')} --variant "
                f"{files('ml-1m-geniusrec-b16-smollm2-expert-only-seed{seed}.json')} --output {RES}/ml-1m-geniusrec-b16-smollm2-vs-no-text.json"],
             ["stage1-cpu-fast", "embeddings"]),
+    }
+
+
+def other_recipes(Recipe, RES: str) -> dict:
+    quick = "runs/quickstart"
+
+    def files(pattern):
+        return seed_files(RES, pattern)
+
+    schedule = ("python -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m {flags} --seed {seed} "
+                "--resume_from_checkpoint auto --output_dir runs/s1/{name}-{seed} --results_file " + RES + "/ml-1m-hstu-schedule-{name}-seed{seed}{suffix}.json")
+    cosine = "--num_train_epochs 40 --lr_scheduler_type cosine"
+    plateau = ("--lr_scheduler_type reduce_lr_on_plateau --lr_scheduler_kwargs '{\"mode\":\"max\",\"factor\":0.1,\"patience\":3}' "
+               "--early_stopping_patience 8")
+    return {
         "stage2-ml100k": Recipe(
             "BENCHMARKS stage 2 on MovieLens-100K: the ML-1M recipe unchanged, 3 seeds (no target)",
             ["python -m data_scripts.movielens --variant ml-100k --out data/ml-100k",

@@ -12,6 +12,14 @@ from transformers import PretrainedConfig
 from .tokenization_items import EOS_TOKEN_ID, NUM_SPECIAL_TOKENS, PAD_TOKEN_ID, SEP_TOKEN_ID, UNK_TOKEN_ID
 
 
+def _check_future_items(future_items, future_loss_weight) -> None:
+    """The dense multi-item objective's settings: `future_items` an integer >= 1, a non-negative weight."""
+    if isinstance(future_items, bool) or not isinstance(future_items, int) or future_items < 1:
+        raise ValueError(f"future_items must be an integer >= 1 (1 = next item only), got {future_items!r}")
+    if future_loss_weight < 0:
+        raise ValueError(f"future_loss_weight must be >= 0, got {future_loss_weight}")
+
+
 class SequentialRecConfig(PretrainedConfig):
     r"""
     Base configuration of a next-item recommender over an item vocabulary.
@@ -105,10 +113,7 @@ class SequentialRecConfig(PretrainedConfig):
         future_loss_weight: float = 1.0,
         **kwargs,
     ):
-        if isinstance(future_items, bool) or not isinstance(future_items, int) or future_items < 1:
-            raise ValueError(f"future_items must be an integer >= 1 (1 = next item only), got {future_items!r}")
-        if future_loss_weight < 0:
-            raise ValueError(f"future_loss_weight must be >= 0, got {future_loss_weight}")
+        _check_future_items(future_items, future_loss_weight)
         if loss_type not in ("sampled_softmax", "full_softmax"):
             raise ValueError(f"loss_type must be 'sampled_softmax' or 'full_softmax', got {loss_type!r}")
         if loss_type == "sampled_softmax" and num_negatives < 1:
@@ -149,8 +154,7 @@ class SequentialRecConfig(PretrainedConfig):
         self.content_adapter = content_adapter
         self.item_id_dropout = float(item_id_dropout)
         self.content_preprocessing = dict(content_preprocessing or {})
-        self.future_items = future_items
-        self.future_loss_weight = float(future_loss_weight)
+        self.future_items, self.future_loss_weight = future_items, float(future_loss_weight)
         if kwargs.get("tie_word_embeddings", True) is False:  # the output side is the (normalised) item table by design
             # a warning, not an error: PEFT's merge writes tie_word_embeddings=False into configs it saves
             warnings.warn("tie_word_embeddings=False is ignored: items are scored by cosine against their own (input) vectors, so "
