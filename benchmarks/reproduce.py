@@ -48,9 +48,10 @@ def seed_files(pattern: str) -> str:
     return " ".join(f"{RES}/{pattern.format(seed=seed)}" for seed in SEEDS)
 
 
-def stage1(name: str, extra: str = "", config: str = "ml-1m-hstu") -> str:
-    return (f"python -m train.pretrain --config train/configs/{config}.json --dataset data/ml-1m {extra} --output_dir runs/{name} "
-            f"--results_file {RES}/{name}.json").replace("  ", " ")
+def stage1(name: str, extra: str = "", config: str = "ml-1m-hstu", results: str | None = None) -> str:
+    """`train.pretrain` on ML-1M into `runs/<name>`, results in `benchmarks/results/<results or name>.json`."""
+    return " ".join(["python -m train.pretrain", f"--config train/configs/{config}.json --dataset data/ml-1m", *([extra] if extra else []),
+                     f"--output_dir runs/{name} --results_file {RES}/{results or name}.json"])
 
 
 def dpo_frontier() -> list[str]:
@@ -139,7 +140,7 @@ RECIPES: dict[str, Recipe] = {
     "stage1-gpu": Recipe("README next item / speed: HSTU and HSTU-large on one GPU (installs carried wheels; run on the GPU machine)",
                          [f"benchmarks/gpu_ml1m.sh --output {RES}/gpu-ml1m.json"]),
     "sasrec": Recipe("README next item: SASRec 2x50, full softmax, tuned on validation (one run)",
-                     [stage1("ml-1m-sasrec-full", config="ml-1m-sasrec-full").replace(f"{RES}/ml-1m-sasrec-full.json", f"{RES}/ml-1m-sasrec.json")],
+                     [stage1("ml-1m-sasrec-full", config="ml-1m-sasrec-full", results="ml-1m-sasrec")],
                      ["data"]),
     "time-to-quality": Recipe(
         "README speed: training seconds to validation NDCG@10 .1893 on 2 cores, from the stage-1 results files",

@@ -148,10 +148,7 @@ def shift_labels(labels: torch.Tensor, length: int) -> torch.Tensor:
     if labels.dim() != 2 or labels.shape[1] not in (length, length + 1):
         raise ValueError(f"labels must have shape (batch_size, {length}) like input_ids (causal-LM convention: shifted inside) or "
                          f"(batch_size, {length + 1}) with the next item appended; got {tuple(labels.shape)}")
-    shifted = labels[:, 1:]
-    if shifted.shape[1] < length:
-        shifted = F.pad(shifted, (0, length - shifted.shape[1]), value=-100)
-    return shifted
+    return future_labels(labels, length, 1)
 
 
 def future_labels(labels: torch.Tensor, length: int, offset: int) -> torch.Tensor:
@@ -182,7 +179,7 @@ class FutureItemHeads(nn.Module):
 
 def future_heads(config) -> FutureItemHeads | None:
     """The heads a model with `config.future_items > 1` trains with, else None."""
-    return FutureItemHeads(config) if getattr(config, "future_items", 1) > 1 else None
+    return FutureItemHeads(config) if config.future_items > 1 else None
 
 
 def resolve_output_flags(config, output_hidden_states=None, return_dict=None) -> tuple[bool, bool]:
@@ -516,7 +513,7 @@ class NextItemPredictionMixin(ItemScoringMixin, CatalogMixin):
         mask = (input_ids != self.config.pad_token_id) if attention_mask is None else attention_mask.bool()
         user_embeddings = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_positions(mask)]
         loss = self.next_item_loss(hidden, shift_labels(labels, input_ids.shape[1])) if labels is not None else None
-        if loss is not None and self.training and getattr(self, "future_heads", None) is not None:
+        if loss is not None and self.training and self.future_heads is not None:
             loss = loss + self.config.future_loss_weight * self.future_items_loss(hidden, labels)
         if logits_to_keep == 1:  # generation: only the next item after each row's last real position, (B, 1, V)
             logits = scale_scores(user_embeddings @ self.item_vectors().T, self.config).unsqueeze(1)

@@ -31,7 +31,7 @@ def run(args) -> dict:
     data = args.dataset or os.path.join(args.work_dir, "data")
     stage1, stage2 = os.path.join(args.work_dir, "hstu"), os.path.join(args.work_dir, "geniusrec")
     protocol = args.protocol or ("leave-one-out" if args.dataset else "sessions")
-    step("1/4 data", None if args.dataset else data)
+    step("1/4 data", None if args.dataset else os.path.join(data, "stats.json"))
     if args.dataset:
         check_folder(args.dataset)  # a folder built by hand: name its first violation before any training
     elif not os.path.exists(os.path.join(data, "stats.json")):
@@ -42,13 +42,13 @@ def run(args) -> dict:
     size = ["--hidden_size", "16", "--qk_head_dim", "8", "--v_head_dim", "8", "--max_length", "20"] if args.fast else ["--max_length", "100"]
     common = ["--disable_tqdm", str(args.fast).lower(), "--seed", str(args.seed), "--protocol", protocol,
               *(["--max_eval_users", str(args.max_eval_users)] if args.max_eval_users else [])]
-    step(f"2/4 stage 1: the HSTU encoder, {args.pretrain_epochs} epochs ({protocol} split)", stage1)
+    step(f"2/4 stage 1: the HSTU encoder, {args.pretrain_epochs} epochs ({protocol} split)", os.path.join(stage1, "results.json"))
     if not os.path.exists(os.path.join(stage1, "results.json")):
         # the per-position recipe of BENCHMARKS.md "Stage 1" (128 sampled negatives at every position, batch 16), shortened
         pretrain.main(["--dataset", data, "--output_dir", stage1, "--num_train_epochs", str(args.pretrain_epochs),
                        "--negatives_sharing", "position", "--num_negatives", "32" if args.fast else "128",
                        "--per_device_train_batch_size", "32" if args.fast else "16", *size, *common], summary=False)
-    step(f"3/4 stage 2: the GeniusRec decoder, {args.finetune_epochs} epoch(s), encoder frozen", stage2)
+    step(f"3/4 stage 2: the GeniusRec decoder, {args.finetune_epochs} epoch(s), encoder frozen", os.path.join(stage2, "results.json"))
     if not os.path.exists(os.path.join(stage2, "results.json")):
         # the benchmark's stage-2 recipe (train/configs/ml-1m-geniusrec.json): frozen encoder, next item weighted;
         # text enters through the expert only (content-aware output vectors cost accuracy on ML-1M: BENCHMARKS.md);
@@ -69,10 +69,10 @@ def run(args) -> dict:
     return results
 
 
-def step(title: str, folder: str | None) -> None:
-    """A stage header; a stage whose output folder already holds results is skipped (the header says so)."""
-    done = folder is not None and os.path.exists(os.path.join(folder, "results.json" if "stage" in title else "stats.json"))
-    print(f"\n== {title}" + (f": {folder} exists, skipped" if done else ""), flush=True)
+def step(title: str, output: str | None) -> None:
+    """A stage header; a stage whose `output` (the file it writes last) exists is skipped, and the header says so."""
+    done = output is not None and os.path.exists(output)
+    print(f"\n== {title}" + (f": {os.path.dirname(output)} exists, skipped" if done else ""), flush=True)
 
 
 def print_tables(results: dict, protocol: str, users: str = "test users", k: int = 10) -> None:
