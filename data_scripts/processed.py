@@ -197,6 +197,40 @@ class SessionTrainingDataset(torch.utils.data.Dataset):
         }
 
 
+class PrefixSessionDataset(SessionTrainingDataset):
+    """Stage-2 examples for prefix packing (`train.finetune --prefix_samples P`): per user and epoch, the train view's
+    last `max_length + 1` items as one window (the per-position stage-1 example) and P distinct split positions drawn
+    in it; the decoder trains on all P from one encoder pass (`modeling_geniusrec.prefix_sessions`).
+
+    A split at window position p reads the history `window[: p + 1]` (request time: the next item's) and targets the
+    next `target_length` items (+ EOS when that many exist before the train view's end, as in
+    [`SessionTrainingDataset`]). `encoder_targets` are the next item after every window position (stage 1's targets).
+    Nothing at or after the train view's end is ever an input or a label. Unlike [`SessionTrainingDataset`], a split's
+    history is cut at the window's start, not `max_length` items before the split.
+    """
+
+    def __init__(self, store: SequenceStore, max_length: int, target_length: int = 10, protocol: str = "leave-one-out",
+                 eos_token_id: int = EOS_TOKEN_ID, holdout_length: int = 10, prefix_samples: int = 8):
+        super().__init__(store, max_length, target_length, protocol, eos_token_id, holdout_length, samples_per_user=1)
+        if prefix_samples < 1:
+            raise ValueError(f"prefix_samples must be >= 1, got {prefix_samples}")
+        self.prefix_samples = prefix_samples
+
+    def __getitem__(self, index: int) -> dict:
+        items, times = self.store.row(int(self.users[index]))
+        end = int(self.bounds[index][0])  # the train view is items[:end]
+        lo = max(0, end - 1 - self.max_length)
+        window = items[lo:end]  # inputs window[:-1], next items window[1:]
+        n = len(window) - 1
+        chosen = np.sort(np.random.choice(n, size=min(self.prefix_samples, n), replace=False))
+        sessions = []
+        for p in chosen:
+            target = window[p + 1 : p + 1 + self.target_length]
+            sessions.append(np.concatenate([target, [self.eos_token_id]]) if len(target) == self.target_length else np.asarray(target))
+        return {"input_ids": window[:-1], "timestamps": times[lo : end - 1], "next_timestamp": times[end - 1],
+                "encoder_targets": window[1:], "split_positions": chosen, "session_labels": sessions}
+
+
 class SessionCollator(NextItemCollator):
     """Pads stage-2 examples: the history as [`NextItemCollator`] and `labels` `(B, T)` = the target session + EOS
     (-100 at padding). Evaluation examples ([`NextItemDataset`]) get their target session (+ EOS when
@@ -207,6 +241,8 @@ class SessionCollator(NextItemCollator):
         self.eos_token_id, self.append_eos = eos_token_id, append_eos
 
     def __call__(self, examples: list[dict]) -> dict:
+        if "split_positions" in examples[0]:
+            return self.prefix_batch(examples)
         batch = self.pad_histories(examples)
         targets = []
         for e in examples:
@@ -220,6 +256,23 @@ class SessionCollator(NextItemCollator):
             labels[row, : len(t)] = torch.tensor(t, dtype=torch.long)
         batch["labels"] = labels
         return batch
+
+
+    def prefix_batch(self, examples: list[dict]) -> dict:
+        """[`PrefixSessionDataset`] examples: histories as above, `split_positions` `(B, P)` (-1 pads), `labels`
+        `(B, P, T)` and `encoder_targets` `(B, N)` (-100 pads)."""
+        batch = self.pad_histories(examples)
+        splits = max(len(e["split_positions"]) for e in examples)
+        width = max(len(s) for e in examples for s in e["session_labels"])
+        positions = torch.full((len(examples), splits), -1, dtype=torch.long)
+        labels = torch.full((len(examples), splits, width), -100, dtype=torch.long)
+        encoder_targets = torch.full(batch["input_ids"].shape, -100, dtype=torch.long)
+        for row, e in enumerate(examples):
+            positions[row, : len(e["split_positions"])] = torch.as_tensor(e["split_positions"], dtype=torch.long)
+            for slot, session in enumerate(e["session_labels"]):
+                labels[row, slot, : len(session)] = torch.tensor(session, dtype=torch.long)
+            encoder_targets[row, : len(e["encoder_targets"])] = torch.tensor(e["encoder_targets"], dtype=torch.long)
+        return {**batch, "split_positions": positions, "labels": labels, "encoder_targets": encoder_targets}
 
 
 def streaming_train_examples(sequences, max_length: int, protocol: str = "leave-one-out", holdout_length: int = 10,

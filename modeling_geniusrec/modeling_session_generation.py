@@ -21,6 +21,7 @@ from .modeling_geniusrec import (
     shift_right,
 )
 from .modeling_sequential import check_inputs, last_positions, next_item_loss, resolve_output_flags
+from .prefix_sessions import prefix_encoder_outputs
 from .scoring import ItemScoringMixin, scale_scores
 
 
@@ -110,6 +111,8 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         encoder_query_weight: float = 0.0,
         decoder_attention_mask: torch.Tensor | None = None,
         view: str = "auto",
+        split_positions: torch.LongTensor | None = None,
+        encoder_targets: torch.LongTensor | None = None,
         **kwargs,
     ) -> GeniusRecOutput:
         r"""
@@ -126,12 +129,19 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
                 at `[SEP]` in column 0); mark padded labels with -100.
             view (`str`, *optional*, defaults to `"auto"`): `"seq2seq"`, `"packed"` or `"auto"` (packed when only
                 `input_ids` are given): see [`GeniusRecModel.forward`].
+            split_positions (`(batch_size, P)`, *optional*): training at P split points per window from one encoder pass
+                (-1 pads): `labels` are then `(batch_size, P, target_length)`, see [`prefix_forward`].
+            encoder_targets (`(batch_size, history_length)`, *optional*): with `split_positions`, the next item after
+                each window position (-100 at padding), the targets of the encoder's own loss (`encoder_loss_weight`); not
+                named `*labels*`, so that `Trainer` still finds the evaluation's labels when a batch has none of these.
         Returns:
             [`GeniusRecOutput`] with `logits` `(batch_size, target_length, vocab_size)`.
         """
         if cache is None and kwargs.get("past_key_values") is not None:
             cache = kwargs.pop("past_key_values")  # the older name transformers still accepts
         check_decoder_attention_mask(decoder_attention_mask)
+        if split_positions is not None:
+            return self.prefix_forward(input_ids, attention_mask, timestamps, next_timestamps, split_positions, labels, encoder_targets)
         if resolve_view(view, decoder_input_ids is None and labels is None and encoder_outputs is None) == "packed":
             return self.packed_forward(input_ids, attention_mask, timestamps, next_timestamps)
         if labels is not None:  # checked before they become decoder inputs, so that a bad label is named as one
@@ -213,6 +223,38 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         items = lambda start=0, end=None: F.normalize(encoder.embeddings.item_matrix(start, end), dim=-1)  # noqa: E731
         return next_item_loss(self.config.encoder_config, encoder_outputs.history_states, targets, items,
                               self.training_excluded_items(input_ids.device), self.training)
+
+    def prefix_forward(self, input_ids, attention_mask, timestamps, next_timestamps, split_positions, labels,
+                       encoder_targets=None) -> GeniusRecOutput:
+        """The session loss at every given split of each window from one encoder pass (see `prefix_sessions`), plus
+        `encoder_loss_weight` x stage 1's next-item loss at every window position (training only, from `encoder_targets`).
+
+        Windows `(B, N)` right-padded with their times and request time; `split_positions` `(B, P)`; `labels`
+        `(B, P, T)` (`[s_1, .., s_T, EOS]` after each split, -100 at padding). Returns [`GeniusRecOutput`] with the
+        loss and `logits` `(R, T, vocab_size)` for the R valid splits, user by user."""
+        if labels is None or labels.dim() != 3 or labels.shape[:2] != split_positions.shape:
+            raise ValueError(f"split_positions {tuple(split_positions.shape)} need labels (batch_size, P, target_length) with the same "
+                             f"first two sizes, got {None if labels is None else tuple(labels.shape)}")
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_token_id
+        encoded = self.model.encode(input_ids, attention_mask, timestamps, next_timestamps, return_history_states=True)
+        prefixed, rows, slots = prefix_encoder_outputs(self.model, encoded, input_ids, split_positions)
+        session_labels = labels[rows, slots]
+        check_session_labels(session_labels, self.config)
+        decoder_input_ids = shift_right(session_labels, self.config.decoder_start_token_id, self.config.pad_token_id)
+        out = self.model(decoder_input_ids=decoder_input_ids, encoder_outputs=prefixed, return_dict=True)
+        logits = scale_scores(out.last_hidden_state @ self.model.item_output_matrix().T, self.config, inplace=True)
+        loss = self.session_loss(logits, session_labels, out.aux_loss)
+        weight = getattr(self.config, "encoder_loss_weight", 0.0)
+        if weight > 0 and self.training:
+            if encoder_targets is None or encoder_targets.shape != input_ids.shape:
+                raise ValueError("encoder_loss_weight > 0 with split_positions needs encoder_targets shaped like input_ids")
+            encoder = self.model.encoder
+            items = lambda start=0, end=None: F.normalize(encoder.embeddings.item_matrix(start, end), dim=-1)  # noqa: E731
+            loss = loss + weight * next_item_loss(self.config.encoder_config, encoded.history_states, encoder_targets, items,
+                                                  self.training_excluded_items(input_ids.device), self.training)
+        return GeniusRecOutput(loss=loss, logits=logits, last_hidden_state=out.last_hidden_state, gate_weights=out.gate_weights,
+                               aux_loss=out.aux_loss, encoder_last_hidden_state=encoded.last_hidden_state)
 
     def packed_forward(self, input_ids, attention_mask=None, timestamps=None, next_timestamps=None) -> GeniusRecOutput:
         """Causal-LM view (see [`GeniusRecModel.packed_forward`]) with `logits` aligned to the packed row."""

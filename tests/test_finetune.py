@@ -275,3 +275,20 @@ def test_content_tables_and_expert_types_come_from_flags_or_a_config_file(stage1
         EXPERT_REGISTRY.pop("test_constant")
     with pytest.raises(ValueError, match="NAME=VALUE"):
         finetune.main([*common, "--output_dir", str(tmp_path / "bad"), "--content", "taste.safetensors"])
+
+
+def test_prefix_packing_trains_the_decoder_at_many_splits_and_the_encoder_jointly(stage1, tmp_path):
+    """--prefix_samples trains the decoder at several split points of each user's window from one encoder pass, with
+    the encoder's own loss on the same window: the encoder moves, the decoder learns the task, the run records it."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "prefix"
+    results = finetune.main(["--dataset", str(stage1 / "data"), "--encoder_path", str(stage1 / "hstu"), "--output_dir", str(out),
+                             "--num_train_epochs", "3", "--evaluate_test", "false", *DECODER, "--samples_per_user", "1",
+                             "--prefix_samples", "6", "--encoder_loss_weight", "1"])
+    assert results["config"]["prefix_samples"] == 6
+    assert results["metrics"]["validation"]["ndcg@10"] > 0.3
+    before, after = load_file(stage1 / "hstu" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert max(float((after["model.encoder." + k[len("model."):]] - v).abs().max()) for k, v in before.items() if k.startswith("model.")) > 1e-4
+    with pytest.raises(SystemExit):
+        finetune.main(["--dataset", str(stage1 / "data"), "--output_dir", str(tmp_path / "both"), *DECODER, "--prefix_samples", "4"])

@@ -4,11 +4,16 @@ Each epoch draws, per user of the train view, a split point: the source is the h
 next `--target_length` items + EOS. Validation ranks the next item with the decoder's first step (the same
 full-ranking metrics as stage 1); the best checkpoint by validation NDCG@10 is kept. With `--protocol sessions`
 the test users' sessions are then generated with beam search and scored against the real next k items, with the
-popularity and stage-1 baselines in the same table.
+popularity and stage-1 baselines in the same table. With `--prefix_samples P` (prefix packing) each user's stage-1
+window is encoded once and the decoder trains at P split points of it, beside the encoder's own next-item loss at
+every position of the window (`--encoder_loss_weight`): a joint stage 2 at about stage 1's cost per epoch
+(`modeling_geniusrec/prefix_sessions.py`; cost: BENCHMARKS "Joint stage 2").
 
     python -m train.finetune --dataset data/ml-1m --encoder_path runs/ml-1m-hstu --output_dir runs/ml-1m-geniusrec
     python -m train.finetune --dataset data/ml-1m --encoder_path runs/ml-1m-hstu-sessions --protocol sessions \\
         --stage1_baseline runs/ml-1m-hstu-sessions --use_text_embeddings --output_dir runs/ml-1m-geniusrec-sessions
+    python -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --encoder_path runs/ml-1m-hstu \
+        --freeze_encoder false --prefix_samples 4 --encoder_loss_weight 1 --output_dir runs/ml-1m-geniusrec-joint
     accelerate launch -m train.finetune --dataset data/ml-1m --encoder_path runs/ml-1m-hstu --output_dir runs/gr
 """
 
@@ -23,6 +28,7 @@ from data_scripts.arguments import make_parser, parse_mapping, run_cli
 from data_scripts.embedders import prepare_content_table
 from data_scripts.processed import (
     NextItemDataset,
+    PrefixSessionDataset,
     SessionCollator,
     SessionTrainingDataset,
     dataset_name,
@@ -106,6 +112,10 @@ class DataArguments:
     target_length: int = field(default=10, metadata={"help": "items per training target session (+ EOS)"})
     max_length: int = field(default=200, metadata={"help": "history length fed to the encoder"})
     samples_per_user: int = field(default=1, metadata={"help": "training split points drawn per user and epoch"})
+    prefix_samples: int = field(default=0, metadata={"help": "prefix packing: per user and epoch, this many split points of the "
+                                                             "stage-1 window (its last max_length + 1 train items) trained from "
+                                                             "one encoder pass, with --encoder_loss_weight's loss at every "
+                                                             "position of the same window (0: off, one encoder pass per split)"})
     filter_history: str = field(default="auto", metadata={"help": "items removed from rankings and banned from sessions: full "
                                                                      "(whole history, default), window (input window only) or none"})
     early_stopping_patience: int = field(default=5, metadata={"help": "epochs without validation NDCG@10 gain"})
@@ -242,6 +252,8 @@ def check_arguments(parser, model_args, data_args) -> None:
         parser.error("--dataset is required")
     if data_args.max_length < 1:
         parser.error(f"--max_length must be >= 1, got {data_args.max_length}")
+    if data_args.prefix_samples < 0 or (data_args.prefix_samples and data_args.samples_per_user != 1):
+        parser.error("--prefix_samples must be >= 0 and replaces --samples_per_user (leave it at 1)")
     if model_args.freeze_encoder and (model_args.encoder_loss_weight or model_args.encoder_learning_rate is not None):
         parser.error("--encoder_loss_weight and --encoder_learning_rate train the encoder: drop --freeze_encoder (or those flags)")
     has_content = model_args.use_text_embeddings or model_args.use_image_embeddings or model_args.content
@@ -277,8 +289,12 @@ def prepare_model(model_args, data_args, tokenizer, store):
 def build_datasets(store, data_args, eos_token_id):
     """(training sessions, validation users, test users); evaluation sets sorted by length (little padding per batch)."""
     split = dict(protocol=data_args.protocol, holdout_length=data_args.holdout_length)
-    train_set = SessionTrainingDataset(store, data_args.max_length, data_args.target_length, data_args.protocol, eos_token_id,
-                                       data_args.holdout_length, data_args.samples_per_user)
+    if data_args.prefix_samples:
+        train_set = PrefixSessionDataset(store, data_args.max_length, data_args.target_length, data_args.protocol, eos_token_id,
+                                         data_args.holdout_length, data_args.prefix_samples)
+    else:
+        train_set = SessionTrainingDataset(store, data_args.max_length, data_args.target_length, data_args.protocol, eos_token_id,
+                                           data_args.holdout_length, data_args.samples_per_user)
     eval_set = sample_users(NextItemDataset(store, "validation", data_args.max_length, **split), data_args.max_eval_users).order_by_length()
     test_set = sample_users(NextItemDataset(store, "test", data_args.max_length, **split), data_args.max_eval_users).order_by_length()
     return train_set, eval_set, test_set
