@@ -147,6 +147,10 @@ def other_recipes(Recipe, RES: str) -> dict:
             [f"python -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m --num_train_epochs 15 --future_items {k} "
              f"--seed 42 --evaluate_test false --resume_from_checkpoint auto --output_dir runs/s42/dense-k{k}-15ep "
              f"--results_file {RES}/ml-1m-hstu-dense-k{k}-15ep-validation.json" for k in (3, 2)], ["data"]),
+        "prefix-cost": Recipe(
+            "BENCHMARKS joint stage 2: seconds per epoch of the joint stage 2 with prefix packing (P = 2, 4, 8) against stage 1, same batches",
+            [f"python -m benchmarks.prefix_cost --dataset data/ml-1m --encoder runs/s1/cosine40-42 --steps 50 --warmup 3 --prefix 2,4,8 "
+             f"--output {RES}/prefix-cost.json"], ["stage1-schedule"]),
         "history-ml1m": Recipe(
             "docs/history.md: the first MovieLens-1M chain (batch-shared negatives encoder, sessions17, the DPO sweep), superseded rows",
             [f"python -m train.pretrain --config train/configs/ml-1m-hstu-shared512.json --dataset data/ml-1m --output_dir runs/ml-1m-hstu "

@@ -292,3 +292,11 @@ def test_prefix_packing_trains_the_decoder_at_many_splits_and_the_encoder_jointl
     assert max(float((after["model.encoder." + k[len("model."):]] - v).abs().max()) for k, v in before.items() if k.startswith("model.")) > 1e-4
     with pytest.raises(SystemExit):
         finetune.main(["--dataset", str(stage1 / "data"), "--output_dir", str(tmp_path / "both"), *DECODER, "--prefix_samples", "4"])
+
+
+def test_max_train_seconds_stops_stage_two_at_the_first_epoch_end_past_the_budget(stage1, tmp_path):
+    """A time-budget run (issue 42's same-budget comparison): training stops at the first epoch end past the budget
+    and the results say so."""
+    results = finetune.main(["--dataset", str(stage1 / "data"), "--encoder_path", str(stage1 / "hstu"), "--output_dir", str(tmp_path / "b"),
+                             "--num_train_epochs", "5", "--evaluate_test", "false", *DECODER, "--max_train_seconds", "0.001"])
+    assert results["epochs"] == 1 and results["stopped_by"] == "time_budget"

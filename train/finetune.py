@@ -131,6 +131,9 @@ class DataArguments:
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the Trainer's resume checkpoints (pickled optimizer state) after training"})
     max_eval_users: int = field(default=None, metadata={"help": "validate and test (the session table included) on a seeded sample of "
                                                                  "this many users of each view, recorded in the results (default: all)"})
+    max_train_seconds: float = field(default=None, metadata={"help": "stop at the first epoch end past this many seconds of training in "
+                                                                      "this sitting (validation included; a time-budget run); the best "
+                                                                      "checkpoint so far is tested"})
 
 
 def build_model(model_args, data_args, vocab_size, max_length, tokenizer=None):
@@ -208,7 +211,7 @@ def main(argv=None, summary: bool = True):
     model = prepare_model(model_args, data_args, tokenizer, store)
     train_set, eval_set, test_set = build_datasets(store, data_args, model.config.eos_token_id)
     collator = SessionCollator(model.config.pad_token_id, model.config.eos_token_id)
-    clock = WallClockCallback()
+    clock = WallClockCallback(data_args.max_train_seconds)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set, data_collator=collator,
                       processing_class=tokenizer, preprocess_logits_for_metrics=first_step_states,
                       optimizers=(build_optimizer(model, training_args, model_args.encoder_learning_rate), None),
@@ -236,6 +239,7 @@ def main(argv=None, summary: bool = True):
             "evaluated_users": {"validation": len(eval_set), "test": len(test_set)},
             "config": {**asdict(model_args), **asdict(data_args), "model_config": model.config.to_dict()},
             "seed": training_args.seed, "epochs": trainer.state.epoch, **clock.timings(trainer.state.epoch),
+            "stopped_by": "time_budget" if clock.stopped else "epochs_or_early_stopping",
             **started, "resumed_from": resumed,
             "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
         }
