@@ -9,7 +9,7 @@ def seed_files(RES: str, pattern: str) -> str:
 
 def more_recipes(Recipe, RES: str, S2: str, ENC: str) -> dict:
     """The content recipes and the speed, scale and history ones, in that order."""
-    return {**content_recipes(Recipe, RES, S2), **other_recipes(Recipe, RES)}
+    return {**content_recipes(Recipe, RES, S2), **other_recipes(Recipe, RES), **issue42_recipes(Recipe, RES)}
 
 
 def content_recipes(Recipe, RES: str, S2: str) -> dict:
@@ -96,11 +96,6 @@ def other_recipes(Recipe, RES: str) -> dict:
     def files(pattern):
         return seed_files(RES, pattern)
 
-    schedule = ("python -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m {flags} --seed {seed} "
-                "--resume_from_checkpoint auto --output_dir runs/s1/{name}-{seed} --results_file " + RES + "/ml-1m-hstu-schedule-{name}-seed{seed}{suffix}.json")
-    cosine = "--num_train_epochs 40 --lr_scheduler_type cosine"
-    plateau = ("--lr_scheduler_type reduce_lr_on_plateau --lr_scheduler_kwargs '{\"mode\":\"max\",\"factor\":0.1,\"patience\":3}' "
-               "--early_stopping_patience 8")
     return {
         "stage2-ml100k": Recipe(
             "BENCHMARKS stage 2 on MovieLens-100K: the ML-1M recipe unchanged, 3 seeds (no target)",
@@ -136,21 +131,6 @@ def other_recipes(Recipe, RES: str) -> dict:
                                  f"--formats parquet csv --output {RES}/interactions-speed.json"]),
         "books-scale": Recipe("README scale: Amazon Books size end to end (29.5M synthetic reviews): reader, training, ranking, sessions",
                               [f"python -m benchmarks.books_scale --work /work/books --rows 29500000 --output {RES}/books-scale.json"]),
-        "stage1-schedule": Recipe(
-            "issue 42: a learning-rate schedule inside one run (cosine over 40 epochs; step decay on plateau), batch 16, "
-            "chosen on seed-42 validation, then seeds 43 / 44 of the winner (see BENCHMARKS stage 1)",
-            [schedule.format(flags=cosine, seed=42, name="cosine40", suffix="-validation") + " --evaluate_test false",
-             schedule.format(flags=plateau, seed=42, name="plateau", suffix="-validation") + " --evaluate_test false"], ["data"]),
-        "dense-ablation": Recipe(
-            "issue 42: the dense multi-item objective (--future_items k) on the batch-16 recipe, 15 epochs, validation only, "
-            "against the constant-rate run's epoch 15 (ml-1m-hstu-cpu-fast.json)",
-            [f"python -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m --num_train_epochs 15 --future_items {k} "
-             f"--seed 42 --evaluate_test false --resume_from_checkpoint auto --output_dir runs/s42/dense-k{k}-15ep "
-             f"--results_file {RES}/ml-1m-hstu-dense-k{k}-15ep-validation.json" for k in (3, 2)], ["data"]),
-        "prefix-cost": Recipe(
-            "BENCHMARKS joint stage 2: seconds per epoch of the joint stage 2 with prefix packing (P = 2, 4, 8) against stage 1, same batches",
-            [f"python -m benchmarks.prefix_cost --dataset data/ml-1m --encoder runs/s1/cosine40-42 --steps 50 --warmup 3 --prefix 2,4,8 "
-             f"--output {RES}/prefix-cost.json"], ["stage1-schedule"]),
         "history-ml1m": Recipe(
             "docs/history.md: the first MovieLens-1M chain (batch-shared negatives encoder, sessions17, the DPO sweep), superseded rows",
             [f"python -m train.pretrain --config train/configs/ml-1m-hstu-shared512.json --dataset data/ml-1m --output_dir runs/ml-1m-hstu "
@@ -162,3 +142,48 @@ def other_recipes(Recipe, RES: str) -> dict:
              "python -m train.pretrain --config train/configs/ml-1m-hstu-shared512.json --dataset data/ml-1m --protocol sessions --num_train_epochs 40 "
              f"--output_dir runs/ml-1m-hstu-sessions --results_file {RES}/ml-1m-hstu-sessions.json"], ["data"]),
     }
+
+
+def issue42_recipes(Recipe, RES: str) -> dict:
+    """Issue 42: the stage-1 schedule over 3 seeds, the dense objective, the joint stage 2 and the same-budget pairs."""
+    schedule = ("python -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m {flags} --seed {seed} "
+                "--resume_from_checkpoint auto --output_dir runs/s1/{name}-{seed} --results_file " + RES + "/ml-1m-hstu-schedule-{name}-seed{seed}{suffix}.json")
+    cosine = "--num_train_epochs 40 --lr_scheduler_type cosine"
+    plateau = ("--lr_scheduler_type reduce_lr_on_plateau --lr_scheduler_kwargs '{\"mode\":\"max\",\"factor\":0.1,\"patience\":3}' "
+               "--early_stopping_patience 8")
+    joint = ("python -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --encoder_path runs/s1/plateau-{seed} "
+             "--freeze_encoder false --encoder_learning_rate 1e-4 --encoder_loss_weight 1 --prefix_samples {p} --per_device_train_batch_size 16 "
+             "--num_train_epochs 100 --max_train_seconds 300 --early_stopping_patience 100 --eval_on_start false --evaluate_test false "
+             "--seed {seed} --resume_from_checkpoint auto --output_dir runs/s3/joint-p{p}-{seed} --results_file " + RES + "/{file}.json")
+    ablation = [cmd for p in (2, 4) for cmd in (
+        joint.format(seed=42, p=p, file=f"ml-1m-joint-prefix{p}-seed42-validation"),
+        f"python -m train.evaluate --model runs/s3/joint-p{p}-42 --dataset data/ml-1m --split validation --rank_with encoder "
+        f"--output {RES}/ml-1m-joint-prefix{p}-seed42-validation-encoder.json")]
+    return {
+        "stage1-schedule": Recipe(
+            "README next item: a learning-rate schedule inside one run (cosine over 40 epochs; step decay on plateau), batch 16, "
+            "chosen on seed-42 validation (plateau won), the winner's seed 42 tested once, seeds 43 / 44, the 3-seed file",
+            [schedule.format(flags=cosine, seed=42, name="cosine40", suffix="-validation") + " --evaluate_test false",
+             schedule.format(flags=plateau, seed=42, name="plateau", suffix="-validation") + " --evaluate_test false",
+             "python -m train.evaluate --model runs/s1/plateau-42 --dataset data/ml-1m --split test "
+             f"--output {RES}/ml-1m-hstu-schedule-plateau-seed42-test.json",
+             *(schedule.format(flags=plateau, seed=s, name="plateau", suffix="") for s in (43, 44)),
+             f"python -m benchmarks.stage1_best --runs {RES}/ml-1m-hstu-schedule-plateau-seed42-validation.json "
+             f"{RES}/ml-1m-hstu-schedule-plateau-seed43.json {RES}/ml-1m-hstu-schedule-plateau-seed44.json "
+             f"--tests {RES}/ml-1m-hstu-schedule-plateau-seed42-test.json - - --output {RES}/ml-1m-hstu-best.json"], ["data"]),
+        "dense-ablation": Recipe(
+            "issue 42: the dense multi-item objective (--future_items k) on the batch-16 recipe, 15 epochs, validation only, "
+            "against the constant-rate run's epoch 15 (ml-1m-hstu-cpu-fast.json)",
+            [f"python -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m --num_train_epochs 15 --future_items {k} "
+             f"--seed 42 --evaluate_test false --resume_from_checkpoint auto --output_dir runs/s42/dense-k{k}-15ep "
+             f"--results_file {RES}/ml-1m-hstu-dense-k{k}-15ep-validation.json" for k in (3, 2)], ["data"]),
+        "prefix-cost": Recipe(
+            "BENCHMARKS joint stage 2: seconds per epoch of the joint stage 2 with prefix packing (P = 2, 4, 8) against stage 1, same batches",
+            [f"python -m benchmarks.prefix_cost --dataset data/ml-1m --encoder runs/s1/cosine40-42 --steps 50 --warmup 3 --prefix 2,4,8 "
+             f"--output {RES}/prefix-cost.json"], ["stage1-schedule"]),
+        "joint-ablation": Recipe(
+            "BENCHMARKS joint stage 2: prefix packing P in {2, 4} from the seed-42 stage-1 checkpoint, 300 s each, validation only, "
+            "scored with the decoder's first step and with the encoder inside",
+            ablation, ["stage1-schedule"]),
+    }
+
