@@ -435,6 +435,22 @@ def test_results_writes_leave_no_temp_file(tmp_path):
     assert not stale.exists() and other.exists()
 
 
+def test_joining_recommendation_parts_leaves_no_temp_file_when_a_part_is_missing(tmp_path):
+    """train.recommend joins its part files through the same atomic write as every results file: a failure halfway
+    (here a part gone) leaves neither a half output nor a temp file, whatever the format."""
+    from train.recommend import join_parts, rows_of, write_table
+
+    first = tmp_path / "part-00000.jsonl"
+    first.write_text('{"user_id": "1"}\n')
+    for name in ("out.jsonl", "out.parquet"):
+        if name.endswith(".parquet"):
+            write_table(rows_of([]), str(tmp_path / "part-00000.parquet"))
+            first = tmp_path / "part-00000.parquet"
+        with pytest.raises(FileNotFoundError):
+            join_parts([str(first), str(tmp_path / f"gone{first.suffix}")], str(tmp_path / name))
+        assert not (tmp_path / name).exists() and not list(tmp_path.glob(f".{name}.*"))
+
+
 def test_bad_training_values_are_one_line_errors(raw, tmp_path, capsys):
     for flag, value in (("--per_device_train_batch_size", "0"), ("--learning_rate", "-1"), ("--num_train_epochs", "0")):
         with pytest.raises(SystemExit):

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from data_scripts.arguments import make_parser, parse_args, run_cli
 from modeling_geniusrec.recommendation import recommend
 
+from .evaluation.results import atomic_path
 from .runner import load_checkpoint, tune_cpu_allocator
 
 FORMATS = (".parquet", ".jsonl", ".csv")
@@ -107,15 +108,9 @@ def rows_of(results: list[dict]):
     return pa.table({c: pa.array(table[c], types[c]) for c in COLUMNS})
 
 
-def temp_beside(path: str) -> str:
-    """`.<name>.<pid>.tmp` beside `path`: where a file is written before it is renamed into place."""
-    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-
-
 def write_table(table, path: str) -> None:
     """Writes an Arrow `table` to `path` (format from its extension) through a temp file renamed into place."""
-    tmp = temp_beside(path)
-    try:
+    with atomic_path(path) as tmp:
         if path.endswith(".parquet"):
             import pyarrow.parquet as pq
 
@@ -128,11 +123,6 @@ def write_table(table, path: str) -> None:
             with open(tmp, "w", encoding="utf-8") as f:
                 for row in table.to_pylist():
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def join_parts(parts: list[str], output: str) -> None:
@@ -140,12 +130,10 @@ def join_parts(parts: list[str], output: str) -> None:
     import pyarrow as pa
 
     if output.endswith(".jsonl"):  # lines: concatenated as text
-        tmp = temp_beside(output)
-        with open(tmp, "w", encoding="utf-8") as out:
+        with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as out:
             for part in parts:
                 with open(part, encoding="utf-8") as f:
                     shutil.copyfileobj(f, out)
-        os.replace(tmp, output)
         return
     if output.endswith(".parquet"):
         import pyarrow.parquet as pq

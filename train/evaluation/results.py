@@ -4,6 +4,7 @@ Every benchmark and training entry point writes its `results.json` through [`wri
 [`machine_description`], [`today`] and [`git_commit`] beside the numbers.
 """
 
+import contextlib
 import datetime
 import json
 import os
@@ -22,24 +23,32 @@ def machine_description() -> str:
     return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
-def write_json_atomic(path: str, payload: dict) -> None:
-    """Writes JSON to a temp file beside `path`, then renames it into place: `path` holds the old file or the new one,
-    never half of one. The temp file (`.<name>.<pid>.<random>.tmp`) is removed when writing fails (disk full, a value
-    JSON cannot hold, Ctrl-C); the temp files of killed writers (their pid gone) are removed by the next write."""
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yields a temp path beside `path` (`.<name>.<pid>.<random>.tmp`) to write; on success it is renamed onto `path`,
+    so `path` holds the old file or the new one, never half of one. The temp file is removed when writing fails (disk
+    full, a value the format cannot hold, Ctrl-C); the temp files of killed writers (their pid gone) are removed by
+    the next write to the same path."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     name = os.path.basename(path)
     remove_stale_temp_files(folder, name)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.{os.getpid()}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
+        yield tmp
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_json_atomic(path: str, payload: dict) -> None:
+    """Writes JSON to a temp file beside `path`, then renames it into place ([`atomic_path`])."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
 
 
 def remove_stale_temp_files(folder: str, name: str) -> None:
