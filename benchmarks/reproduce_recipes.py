@@ -159,6 +159,20 @@ def issue42_recipes(Recipe, RES: str) -> dict:
         joint.format(seed=42, p=p, file=f"ml-1m-joint-prefix{p}-seed42-validation"),
         f"python -m train.evaluate --model runs/s3/joint-p{p}-42 --dataset data/ml-1m --split validation --rank_with encoder "
         f"--output {RES}/ml-1m-joint-prefix{p}-seed42-validation-encoder.json")]
+    pairs = []  # the ablation's winner: P = 4, ranked by the decoder's first step (its seed-42 run is the seed-42 arm)
+    for seed in SEEDS:
+        if seed != 42:
+            pairs.append(joint.format(seed=seed, p=4, file=f"ml-1m-same-budget-geniusrec-seed{seed}-train"))
+        pairs += [f"python -m train.evaluate --model runs/s3/joint-p4-{seed} --dataset data/ml-1m --split test --rank_with model "
+                  f"--output {RES}/ml-1m-same-budget-geniusrec-seed{seed}-test.json",
+                  "python -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m "
+                  f"--init_from runs/s1/plateau-{seed} --learning_rate 1e-4 --num_train_epochs 100 --max_train_seconds 300 "
+                  f"--early_stopping_patience 100 --seed {seed} --resume_from_checkpoint auto --output_dir runs/s3/stage1-budget-{seed} "
+                  f"--results_file {RES}/ml-1m-same-budget-stage1-seed{seed}.json"]
+    pairs.append(f"python -m benchmarks.same_budget --geniusrec {RES}/ml-1m-joint-prefix4-seed42-validation.json "
+                 f"{RES}/ml-1m-same-budget-geniusrec-seed43-train.json {RES}/ml-1m-same-budget-geniusrec-seed44-train.json "
+                 f"--geniusrec_tests {seed_files(RES, 'ml-1m-same-budget-geniusrec-seed{seed}-test.json')} "
+                 f"--stage1 {seed_files(RES, 'ml-1m-same-budget-stage1-seed{seed}.json')} --output {RES}/ml-1m-geniusrec-same-budget.json")
     return {
         "stage1-schedule": Recipe(
             "README next item: a learning-rate schedule inside one run (cosine over 40 epochs; step decay on plateau), batch 16, "
@@ -185,5 +199,8 @@ def issue42_recipes(Recipe, RES: str) -> dict:
             "BENCHMARKS joint stage 2: prefix packing P in {2, 4} from the seed-42 stage-1 checkpoint, 300 s each, validation only, "
             "scored with the decoder's first step and with the encoder inside",
             ablation, ["stage1-schedule"]),
+        "same-budget": Recipe(
+            "issue 42 item 3: the joint stage 2 (P = 4, the ablation's winner) against stage 1 given the same 300 s from the same "
+            "checkpoint, 3 seeds, test read once per arm and seed", pairs, ["joint-ablation"]),
     }
 
