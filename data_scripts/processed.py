@@ -257,7 +257,6 @@ class SessionCollator(NextItemCollator):
         batch["labels"] = labels
         return batch
 
-
     def prefix_batch(self, examples: list[dict]) -> dict:
         """[`PrefixSessionDataset`] examples: histories as above, `split_positions` `(B, P)` (-1 pads), `labels`
         `(B, P, T)` and `encoder_targets` `(B, N)` (-100 pads)."""

@@ -219,10 +219,15 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         first = labels[:, 0]
         targets[rows, last_positions(mask)] = torch.where((first >= self.config.num_special_tokens), first, torch.full_like(first, -100))
+        return self.encoder_loss_at_positions(encoder_outputs.history_states, targets)
+
+    def encoder_loss_at_positions(self, history_states: torch.Tensor, targets: torch.LongTensor) -> torch.Tensor:
+        """The encoder config's next-item loss (sampled or full softmax) of states `(B, N, D)` against `targets` `(B, N)`
+        (-100: no target), over the encoder's own normalised item vectors -> `()`."""
         encoder = self.model.encoder
         items = lambda start=0, end=None: F.normalize(encoder.embeddings.item_matrix(start, end), dim=-1)  # noqa: E731
-        return next_item_loss(self.config.encoder_config, encoder_outputs.history_states, targets, items,
-                              self.training_excluded_items(input_ids.device), self.training)
+        return next_item_loss(self.config.encoder_config, history_states, targets, items,
+                              self.training_excluded_items(targets.device), self.training)
 
     def prefix_forward(self, input_ids, attention_mask, timestamps, next_timestamps, split_positions, labels,
                        encoder_targets=None) -> GeniusRecOutput:
@@ -249,10 +254,7 @@ class GeniusRecForSessionGeneration(ItemScoringMixin, GeniusRecPreTrainedModel, 
         if weight > 0 and self.training:
             if encoder_targets is None or encoder_targets.shape != input_ids.shape:
                 raise ValueError("encoder_loss_weight > 0 with split_positions needs encoder_targets shaped like input_ids")
-            encoder = self.model.encoder
-            items = lambda start=0, end=None: F.normalize(encoder.embeddings.item_matrix(start, end), dim=-1)  # noqa: E731
-            loss = loss + weight * next_item_loss(self.config.encoder_config, encoded.history_states, encoder_targets, items,
-                                                  self.training_excluded_items(input_ids.device), self.training)
+            loss = loss + weight * self.encoder_loss_at_positions(encoded.history_states, encoder_targets)
         return GeniusRecOutput(loss=loss, logits=logits, last_hidden_state=out.last_hidden_state, gate_weights=out.gate_weights,
                                aux_loss=out.aux_loss, encoder_last_hidden_state=encoded.last_hidden_state)
 

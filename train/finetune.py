@@ -12,7 +12,7 @@ every position of the window (`--encoder_loss_weight`): a joint stage 2 at about
     python -m train.finetune --dataset data/ml-1m --encoder_path runs/ml-1m-hstu --output_dir runs/ml-1m-geniusrec
     python -m train.finetune --dataset data/ml-1m --encoder_path runs/ml-1m-hstu-sessions --protocol sessions \\
         --stage1_baseline runs/ml-1m-hstu-sessions --use_text_embeddings --output_dir runs/ml-1m-geniusrec-sessions
-    python -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --encoder_path runs/ml-1m-hstu \
+    python -m train.finetune --config train/configs/ml-1m-geniusrec.json --dataset data/ml-1m --encoder_path runs/ml-1m-hstu \\
         --freeze_encoder false --prefix_samples 4 --encoder_loss_weight 1 --output_dir runs/ml-1m-geniusrec-joint
     accelerate launch -m train.finetune --dataset data/ml-1m --encoder_path runs/ml-1m-hstu --output_dir runs/gr
 """
@@ -56,6 +56,7 @@ from .runner import (
     resume_checkpoint,
     sample_users,
     save_final_checkpoint,
+    stopped_by,
     write_run_results,
 )
 
@@ -239,7 +240,7 @@ def main(argv=None, summary: bool = True):
             "evaluated_users": {"validation": len(eval_set), "test": len(test_set)},
             "config": {**asdict(model_args), **asdict(data_args), "model_config": model.config.to_dict()},
             "seed": training_args.seed, "epochs": trainer.state.epoch, **clock.timings(trainer.state.epoch),
-            "stopped_by": "time_budget" if clock.stopped else "epochs_or_early_stopping",
+            "stopped_by": stopped_by(trainer.state, training_args, clock.stopped),
             **started, "resumed_from": resumed,
             "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
         }

@@ -36,6 +36,7 @@ from .runner import (
     resume_checkpoint,
     sample_users,
     save_final_checkpoint,
+    stopped_by,
     write_run_results,
 )
 
@@ -233,7 +234,7 @@ def main(argv=None, summary: bool = True):
             **clock.timings(trainer.state.epoch),
             **started,
             "resumed_from": resumed,
-            "stopped_by": _stopped_by(trainer.state, training_args, clock.stopped),
+            "stopped_by": stopped_by(trainer.state, training_args, clock.stopped),
             "eval_history": [h for h in trainer.state.log_history if "eval_ndcg@10" in h],
             "train_loss_history": [h["loss"] for h in trainer.state.log_history if "loss" in h],
             "world_size": training_args.world_size,
@@ -318,16 +319,6 @@ def build_datasets(store, sequences, data_args, training_args):
     eval_set = sample_users(NextItemDataset(store, eval_split, **split_kwargs), data_args.max_eval_users).order_by_length()
     test_set = sample_users(NextItemDataset(store, "test", **split_kwargs), data_args.max_eval_users).order_by_length()
     return train_set, eval_set, test_set
-
-
-def _stopped_by(state, args, out_of_time: bool = False) -> str:
-    """"max_epochs" when the configured epochs (or steps) all ran, "time_budget" when `--max_train_seconds` stopped
-    it, else "early_stopping"."""
-    if out_of_time and (state.epoch or 0) < args.num_train_epochs - 1e-6:
-        return "time_budget"
-    if args.max_steps and args.max_steps > 0:
-        return "max_steps" if state.global_step >= args.max_steps else "early_stopping"
-    return "max_epochs" if (state.epoch or 0) >= args.num_train_epochs - 1e-6 else "early_stopping"
 
 
 def _best_epoch(state):

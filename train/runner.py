@@ -433,3 +433,13 @@ def sample_users(view, count: int | None, seed: int = 0):
         print(f"note: --max_eval_users {count} is not below the {view.split} view's {len(view)} users: every user is evaluated",
               file=sys.stderr)
     return view
+
+
+def stopped_by(state, args, out_of_time: bool = False) -> str:
+    """"max_epochs" when the configured epochs (or steps) all ran, "time_budget" when `--max_train_seconds` stopped
+    it, else "early_stopping"."""
+    if out_of_time and (state.epoch or 0) < args.num_train_epochs - 1e-6:
+        return "time_budget"
+    if args.max_steps and args.max_steps > 0:
+        return "max_steps" if state.global_step >= args.max_steps else "early_stopping"
+    return "max_epochs" if (state.epoch or 0) >= args.num_train_epochs - 1e-6 else "early_stopping"
