@@ -173,6 +173,20 @@ def issue42_recipes(Recipe, RES: str) -> dict:
                  f"{RES}/ml-1m-same-budget-geniusrec-seed43-train.json {RES}/ml-1m-same-budget-geniusrec-seed44-train.json "
                  f"--geniusrec_tests {seed_files(RES, 'ml-1m-same-budget-geniusrec-seed{seed}-test.json')} "
                  f"--stage1 {seed_files(RES, 'ml-1m-same-budget-stage1-seed{seed}.json')} --output {RES}/ml-1m-geniusrec-same-budget.json")
+    sessions_encoder = "runs/s1/sessions-plateau-42"
+    sessions = [schedule.format(flags=f"--protocol sessions {plateau}", seed=42, name="sessions-plateau", suffix="")
+                .replace("runs/s1/sessions-plateau-42", sessions_encoder)]
+    for seed in SEEDS:
+        model = f"runs/s3/sessions-joint-p4-{seed}"
+        test = (f"python -m train.evaluate --model {model} --dataset data/ml-1m --protocol sessions --split test --task sessions --num_beams 10 "
+                "--decoding beam --first_step_weight 1 --encoder_query_weight 2 --popularity_penalty 0")
+        sessions += [joint.format(seed=seed, p=4, file=f"ml-1m-sessions-joint-p4-seed{seed}-train")
+                     .replace(f"runs/s1/plateau-{seed}", sessions_encoder).replace(f"runs/s3/joint-p4-{seed}", model)
+                     .replace("--dataset data/ml-1m", "--dataset data/ml-1m --protocol sessions --session_set_loss_weight 3", 1),
+                     f"{test} --stage1_baseline {model} --output {RES}/ml-1m-geniusrec-sessions-joint-seed{seed}.json",
+                     f"{test} --stage1_baseline {sessions_encoder} --output {RES}/ml-1m-geniusrec-sessions-joint-vs-start-seed{seed}.json"]
+    sessions += [f"python -m benchmarks.sessions_vs_list --seeds {seed_files(RES, 'ml-1m-geniusrec-sessions-joint' + name + '-seed{seed}.json')} "
+                 f"--output {RES}/ml-1m-geniusrec-sessions-joint{name}.json" for name in ("", "-vs-start")]
     return {
         "stage1-schedule": Recipe(
             "README next item: a learning-rate schedule inside one run (cosine over 40 epochs; step decay on plateau), batch 16, "
@@ -202,5 +216,9 @@ def issue42_recipes(Recipe, RES: str) -> dict:
         "same-budget": Recipe(
             "issue 42 item 3: the joint stage 2 (P = 4, the ablation's winner) against stage 1 given the same 300 s from the same "
             "checkpoint, 3 seeds, test read once per arm and seed", pairs, ["joint-ablation"]),
+        "sessions-joint": Recipe(
+            "issue 42 item 3: the sessions row with the joint recipe (P = 4, 300 s, set loss x3) from one stage-1 sessions encoder "
+            "(the plateau recipe), 3 seeds, decoding as the sessions row's (beam, w 1, beta 2), against the list of the encoder "
+            "inside each model and of the starting encoder", sessions, ["same-budget"]),
     }
 

@@ -70,6 +70,21 @@ def test_freeze_encoder(stage1, tmp_path):
     assert decoder_before is not None
 
 
+def test_the_list_baseline_can_be_the_encoder_inside_a_geniusrec_checkpoint(stage1, tmp_path):
+    """`--stage1_baseline <GeniusRec checkpoint>` scores the list of the encoder inside it (the same encoder that
+    generates the sessions, after joint training moved it): with the encoder frozen, exactly the stage-1 list."""
+    out = tmp_path / "frozen"
+    finetune.main(["--dataset", str(stage1 / "data"), "--encoder_path", str(stage1 / "hstu"), "--output_dir", str(out), "--protocol", "sessions",
+                   "--freeze_encoder", "true", "--num_train_epochs", "1", "--evaluate_test", "false", *DECODER])
+    common = ["--model", str(out), "--dataset", str(stage1 / "data"), "--protocol", "sessions", "--holdout_length", "5", "--task", "sessions",
+              "--num_beams", "2"]
+    inside = evaluate.main([*common, "--stage1_baseline", str(out)])
+    stage1_list = evaluate.main([*common, "--stage1_baseline", str(stage1 / "hstu")])
+    for key in ("hstu_session_recall@5", "hstu_session_ndcg@5", "hstu_coverage"):
+        assert inside[key] == pytest.approx(stage1_list[key], abs=1e-12), key
+    assert inside["hstu_session_recall@5"] > inside["popularity_session_recall@5"]
+
+
 def test_finetune_picks_up_text_embeddings(stage1, tmp_path):
     from data_scripts.embed import write_embeddings
 

@@ -74,7 +74,8 @@ class EvaluateArguments:
                                                      "choices": ["next-item", "sessions", "all"]})
     num_beams: int = field(default=10, metadata={"help": "beams for session generation"})
     stage1_baseline: str | None = field(default=None, metadata={"help": "with --task sessions: a stage-1 checkpoint whose top-k list is "
-                                                                         "scored on the same users (hstu_* keys)"})
+                                                                         "scored on the same users (hstu_* keys); a GeniusRec checkpoint "
+                                                                         "(e.g. --model's own) gives its encoder's list"})
     decoding: str = field(default="beam", metadata={"help": "session decoding: beam (top beam), first_step (the first step's top-k), "
                                                             "beam_vote (all beams, Borda count), sample_vote (20 samples, Borda count), "
                                                             "mmr (all beams' items re-ranked by maximal marginal relevance on the ILD "
@@ -176,7 +177,7 @@ def main(argv=None):
             parser.error("--task sessions needs --model: a GeniusRec checkpoint (decoder sessions) or a stage-1 one (its beam search)")
         from .evaluation.sessions import session_table
 
-        stage1 = load_checkpoint(args.stage1_baseline, ("hstu", "sasrec"), tokenizer).eval() if args.stage1_baseline else None
+        stage1 = load_checkpoint(args.stage1_baseline, tokenizer=tokenizer).eval() if args.stage1_baseline else None
         metrics.update(session_table(model, store, items, dataset, args.holdout_length, args.num_beams, filter_history=filter_history,
                                      decoding=args.decoding, stage1=stage1, popularity_penalty=args.popularity_penalty,
                                      first_step_weight=args.first_step_weight, encoder_query_weight=args.encoder_query_weight,

@@ -213,18 +213,24 @@ def popularity_bias(counts, alpha: float) -> torch.Tensor:
 @torch.no_grad()
 def next_item_top_k(model, examples: list[dict], k: int = 10, filter_history: str = "full") -> torch.Tensor:
     """A stage-1 model's top-k next items for a list of split-view examples, with the user's seen items removed
-    (`full`: `seen_items`, the whole history; `window`: the input window): `(len(examples), k)`."""
+    (`full`: `seen_items`, the whole history; `window`: the input window): `(len(examples), k)`. Given a GeniusRec
+    model, the list of the encoder inside it (its next-item query, as `--rank_with encoder`): the list of the same
+    encoder that generates the sessions, after joint training has moved it."""
     model.eval()
     device = next(model.parameters()).device
     batch = NextItemCollator(model.config.pad_token_id).pad_histories(examples)
     batch = {key: value.to(device) for key, value in batch.items()}
-    out = model(**batch)
+    if getattr(model.config, "is_encoder_decoder", False):
+        users = model.get_encoder()(**batch).user_embedding
+    else:
+        users = model(**batch).user_embeddings
     exclude = excluded_items(examples, filter_history)
-    return model.top_k_items(out.user_embeddings, k, exclude=None if exclude is None else exclude.to(device))[1].cpu()
+    return model.top_k_items(users, k, exclude=None if exclude is None else exclude.to(device))[1].cpu()
 
 
 def next_item_lists(model, dataset: NextItemDataset, k: int = 10, batch_size: int = 256, filter_history: str = "full") -> list[list[int]]:
-    """The stage-1 top-k list of every user of `dataset`, read as a session: the HSTU baseline."""
+    """The stage-1 top-k list of every user of `dataset`, read as a session: the HSTU baseline (a GeniusRec `model`: its
+    encoder's list, see [`next_item_top_k`])."""
     lists = []
     for examples in _batches(dataset, batch_size, "stage-1 top-k", progress=False):
         lists += next_item_top_k(model, examples, k, filter_history).tolist()
