@@ -120,38 +120,111 @@ def parse_block(job):
     return list(users), local_users, list(items), local_items, times, bad, total
 
 
-def _ignore_sigint() -> None:
-    """Pool worker start: ignore SIGINT (the main process handles Ctrl-C and terminates the pool)."""
+def _reader_worker(conn, inherited) -> None:
+    """A reader worker's loop: parses each block it is sent and sends the result back, until it is sent None or its
+    pipe closes. SIGINT is ignored (Ctrl-C belongs to the main process, which kills the workers); the pipe ends of the
+    main process it inherited are closed, so that it sees the end of its own pipe when the main process is gone."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for other in inherited:
+        other.close()
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        try:
+            result = ("ok", parse_block(job))
+        except Exception as err:  # noqa: BLE001 - sent back and raised by the main process, with the block's line
+            result = ("error", f"{err.__class__.__name__}: {err}")
+        conn.send(result)
+
+
+def _start_workers(count: int, procs: list, conns: list) -> bool:
+    """Forks `count` reader workers into `procs`, with the main process's end of each one's pipe in `conns` (filled as
+    they start, so that the caller stops those that started if a later one fails). Returns whether a Ctrl-C came
+    while they forked: SIGINT is only recorded meanwhile (a worker inherits that harmless handler until its first
+    step ignores SIGINT), and the caller raises it once it can stop them (ignoring it instead lost it)."""
+    import multiprocessing
+    import signal
+
+    context, deferred = multiprocessing.get_context("fork"), []
+
+    def record(signum, frame):
+        deferred.append(signum)
+
+    previous = signal.signal(signal.SIGINT, record)
+    try:
+        for _ in range(count):
+            mine, theirs = context.Pipe()
+            conns.append(mine)
+            procs.append(context.Process(target=_reader_worker, args=(theirs, list(conns)), daemon=True))
+            procs[-1].start()
+            theirs.close()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return bool(deferred)
+
+
+def _parallel_results(jobs, procs: list, conns: list):
+    """The parsed blocks of `jobs`, in file order. Block n goes to worker n mod W, which holds one block at a time
+    (a second one sent before its result is read could leave both sides blocked on full pipes): this process reads
+    and decompresses the next block while the workers parse. No helper thread: stopping is kill and join, which
+    cannot hang (multiprocessing.Pool's terminate() could, joining its task thread stuck writing a 4 MB block into
+    a pipe nobody read any more)."""
+    import collections
+
+    jobs, busy = iter(jobs), collections.deque()
+    for index, conn in enumerate(conns):
+        job = next(jobs, None)
+        if job is None:
+            break
+        conn.send(job)
+        busy.append((index, job[0]))
+    while busy:
+        index, first = busy.popleft()
+        job = next(jobs, None)
+        try:
+            status, value = conns[index].recv()
+        except EOFError:
+            procs[index].join(1)
+            raise RuntimeError(f"a reader worker ended (exit code {procs[index].exitcode}) while parsing the block from line "
+                               f"{first}; --workers 1 parses in this process and shows the error") from None
+        if status == "error":
+            raise RuntimeError(f"parsing the block from line {first} failed in a reader worker: {value}")
+        if job is not None:
+            conns[index].send(job)
+            busy.append((index, job[0]))
+        yield value
+
+
+def _stop_workers(procs: list, conns: list, clean: bool) -> None:
+    """Ends the reader workers: asked to finish when the reading completed (`clean`), killed otherwise."""
+    import contextlib
+
+    for proc, conn in zip(procs, conns):
+        if clean and proc.is_alive():
+            with contextlib.suppress(OSError):  # a worker that ended meanwhile has closed its end
+                conn.send(None)
+        conn.close()
+    for proc in procs:
+        if clean:
+            proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
 
 
 def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=None, progress=True, workers: int = 1) -> None:
     """Streams the reviews into `log`. Blocks are parsed by `parse_block`, in this process (`workers=1`) or in
-    `workers` processes while this one decompresses and merges; merging is in file order, so ids and row order are
-    the same either way."""
-    import collections
-    import multiprocessing
-    import signal
-
+    `workers` forked processes while this one decompresses and merges; merging is in file order, so ids and row order
+    are the same either way. Ctrl-C or an error kills the workers and leaves no process behind."""
     import numpy as np
 
     jobs = ((first, lines, min_rating) for first, lines in iter_blocks(path, "reviews", progress))
-    pool, deferred = None, []
-    if workers > 1:
-        # Ctrl-C must reach the main process alone, which terminates the workers. While the pool forks, SIGINT is only
-        # recorded (the forked workers inherit that harmless handler and ignore SIGINT from their first step,
-        # `_ignore_sigint`); a Ctrl-C recorded there is raised once the pool exists (ignoring it instead, as before,
-        # lost a Ctrl-C sent in that window, and the reader ran to the end)
-        def record(signum, frame):
-            deferred.append(signum)
-
-        previous = signal.signal(signal.SIGINT, record)
-        try:
-            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_sigint)
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
     def merge(result) -> None:
         user_keys, users, item_keys, items, times, block_bad, total = result
@@ -166,32 +239,15 @@ def read_reviews(path: str, log: InteractionLog, bad: MalformedRows, min_rating=
         log.items.frombytes(to_global_item[np.frombuffer(items, np.int32)].tobytes())
         log.timestamps.extend(times)
 
+    procs, conns, clean = [], [], False
     try:
-        if deferred:  # a Ctrl-C during the fork, raised here where the pool is terminated
-            raise KeyboardInterrupt
-        if pool is None:
-            for job in jobs:
-                merge(parse_block(job))
-        else:
-            # this process reads the file and keeps at most 2 blocks per worker in flight, merged in file order: no
-            # pool thread ever reads the file or waits on a full pipe, so terminate() below cannot hang
-            pending = collections.deque()
-            for job in jobs:
-                pending.append(pool.apply_async(parse_block, (job,)))
-                if len(pending) >= 2 * workers:
-                    merge(pending.popleft().get())
-            while pending:
-                merge(pending.popleft().get())
-    except BaseException:
-        if pool:
-            pool.terminate()
-        raise
-    else:
-        if pool:
-            pool.close()
+        if workers > 1 and _start_workers(workers, procs, conns):
+            raise KeyboardInterrupt  # a Ctrl-C while the workers forked, raised where they are stopped
+        for result in _parallel_results(jobs, procs, conns) if procs else map(parse_block, jobs):
+            merge(result)
+        clean = True
     finally:
-        if pool:
-            pool.join()
+        _stop_workers(procs, conns, clean)
 
 
 def join_text(value) -> str:

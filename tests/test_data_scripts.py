@@ -223,9 +223,67 @@ def test_ctrl_c_during_parallel_amazon_reading_stops_everything(tmp_path):
     assert not leftovers, leftovers  # no worker outlives the command
 
 
-def test_ctrl_c_while_the_reader_pool_forks_is_not_lost(tmp_path, monkeypatch):
-    """A Ctrl-C that arrives while the worker pool is being created is raised once the pool exists (and the pool is
-    terminated), instead of being ignored with the rest of the file read to the end."""
+# Run as a child process: the worker parses each block for 1 s, and the 5th pickling of a block sends this process a
+# Ctrl-C and then takes 0.5 s more. With multiprocessing.Pool, that pickling is the task-handler thread's, caught with
+# both workers busy and the pipe empty: terminate() stopped draining the pipe, the thread then blocked writing 4 MB into
+# it, and terminate() waited on that thread forever.
+SLOW_SEND_AT_CTRL_C = """
+import os, signal, sys, time
+from multiprocessing import reduction
+from data_scripts import amazon_reviews
+from data_scripts.arguments import run_cli
+
+dumps, parse, calls = reduction.ForkingPickler.dumps, amazon_reviews.parse_block, []
+
+def slow_dumps(cls, obj, protocol=None):
+    data = dumps(obj, protocol)
+    if len(data) > 1 << 20:
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+    return data
+
+def slow_parse(job):
+    time.sleep(1.0)
+    return parse(job)
+
+reduction.ForkingPickler.dumps = classmethod(slow_dumps)
+amazon_reviews.parse_block = slow_parse
+sys.exit(run_cli(amazon_reviews.main))
+"""
+
+
+def test_ctrl_c_while_a_block_is_being_sent_to_a_worker_does_not_hang(tmp_path):
+    """The reader's rare hang on Ctrl-C (multiprocessing.Pool.terminate joining a thread stuck on a full pipe), made
+    certain by timing: the reader must exit with 130 within seconds and leave no worker behind."""
+    import signal
+    import subprocess
+    import sys
+
+    from data_scripts import make_synthetic_amazon
+
+    make_synthetic_amazon.main(["--out", str(tmp_path / "raw"), "--rows", "200000"])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SEND_AT_CTRL_C, "--reviews", str(tmp_path / "raw" / "Synthetic.jsonl.gz"),
+                             "--out", str(tmp_path / "out"), "--workers", "2", "--quiet"], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, "PYTHONPATH": root},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError("Ctrl-C while a block was being sent to a worker: the reader hung") from None
+    assert proc.returncode == 130 and b"interrupted" in err, (proc.returncode, err[-500:])
+    assert not (tmp_path / "out").exists()
+    leftovers = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert not leftovers, leftovers
+
+
+def test_ctrl_c_while_the_reader_workers_fork_is_not_lost(tmp_path, monkeypatch):
+    """A Ctrl-C that arrives while the worker processes are being created is raised once they exist (and they are
+    killed), instead of being ignored with the rest of the file read to the end."""
     import multiprocessing
     import signal
 
@@ -233,22 +291,37 @@ def test_ctrl_c_while_the_reader_pool_forks_is_not_lost(tmp_path, monkeypatch):
     from data_scripts.preprocessing import MalformedRows
 
     make_synthetic_amazon.main(["--out", str(tmp_path / "raw"), "--rows", "2000"])
-    real_get_context, pools = multiprocessing.get_context, []
+    real_get_context, started = multiprocessing.get_context, []
 
     class ForkWithCtrlC:
         def __init__(self, method):
             self.context = real_get_context(method)
+            self.Pipe = self.context.Pipe
 
-        def Pool(self, *args, **kwargs):  # noqa: N802 (multiprocessing's name)
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the fork
-            pools.append(self.context.Pool(*args, **kwargs))
-            return pools[-1]
+        def Process(self, *args, **kwargs):  # noqa: N802 (multiprocessing's name)
+            if not started:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the fork
+            started.append(self.context.Process(*args, **kwargs))
+            return started[-1]
 
     monkeypatch.setattr(multiprocessing, "get_context", ForkWithCtrlC)
     with pytest.raises(KeyboardInterrupt):
         amazon_reviews.read_reviews(str(tmp_path / "raw" / "Synthetic.jsonl.gz"), InteractionLog(), MalformedRows("reviews"), progress=False,
                                     workers=2)
-    pools[0].join()  # terminated: join returns (a pool left running would block here until closed)
+    assert len(started) == 2 and all(p.exitcode is not None for p in started)  # both forked, both ended
+    assert not multiprocessing.active_children()
+
+
+def test_a_reader_worker_that_dies_is_a_clear_error(tmp_path, monkeypatch):
+    """A worker killed from outside (the OOM killer, say) ends the reading with the block it held, not a hang."""
+    from data_scripts import make_synthetic_amazon
+    from data_scripts.preprocessing import MalformedRows
+
+    make_synthetic_amazon.main(["--out", str(tmp_path / "raw"), "--rows", "2000"])
+    monkeypatch.setattr(amazon_reviews, "parse_block", lambda job: os._exit(9))
+    with pytest.raises(RuntimeError, match=r"a reader worker ended \(exit code 9\) while parsing the block from line 1;"):
+        amazon_reviews.read_reviews(str(tmp_path / "raw" / "Synthetic.jsonl.gz"), InteractionLog(), MalformedRows("reviews"), progress=False,
+                                    workers=2)
 
 
 def test_a_latin1_byte_in_movies_csv_reads_like_the_dat_layout(tmp_path, capsys):
