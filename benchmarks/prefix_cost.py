@@ -8,7 +8,8 @@ Times `--steps` full optimizer steps (forward, backward, AdamW) of `--batch_size
 ones, for: stage 1 (the batch-16 per-position recipe's model: the HSTU checkpoint `--encoder` trained on its own),
 and GeniusRec built from it by `train.finetune`'s own code with the ML-1M decoder (`train/configs/ml-1m-geniusrec.json`),
 unfrozen, `--encoder_loss_weight 1`, for one split point per user (the unpacked path: one encoder pass per split)
-and for `--prefix_samples` P in `--prefix` (one pass per user window). Variants take turns step by step (round
+and for `--prefix_samples` P in `--prefix` (one pass per user window); with `--dense`, stage-1 checkpoints trained with the dense multi-item objective
+(`--future_items k`), each with its own loss. Variants take turns step by step (round
 robin), so a change in the machine's load falls on all of them alike. Seconds per epoch = seconds per step x steps
 in an epoch (users / batch size). Evaluation is not included. Run it alone.
 """
@@ -43,7 +44,9 @@ class CostArguments:
     steps: int = field(default=30, metadata={"help": "timed optimizer steps per variant"})
     warmup: int = field(default=3, metadata={"help": "untimed steps per variant first"})
     batch_size: int = field(default=16, metadata={"help": "users per step (the batch-16 recipe)"})
-    prefix: str = field(default="4,8", metadata={"help": "comma-separated --prefix_samples values to time"})
+    prefix: str = field(default="4,8", metadata={"help": "comma-separated --prefix_samples values to time ('' for none)"})
+    dense: str = field(default="", metadata={"help": "comma-separated stage-1 checkpoints trained with --future_items k: each is "
+                                                     "timed with its dense objective (issue 42 item 2)"})
     output: str = field(default=None, metadata={"help": "results JSON"})
 
 
@@ -60,15 +63,23 @@ def variants(args, tokenizer, store):
     users = args.batch_size * (args.steps + args.warmup)
     np.random.seed(0)
     stage1 = load_checkpoint(args.encoder, ("hstu",), tokenizer)
+    stage1.future_heads = None  # stage 1 is the next-item loss alone, also when --encoder was trained with --future_items
     data = NextItemDataset(store, "train", stage1.config.max_position_embeddings)
     out = [("stage 1 (per position)", stage1, [NextItemCollator()([data[i] for i in range(lo, lo + args.batch_size)])
                                                 for lo in range(0, users, args.batch_size)])]
+    for path in filter(None, args.dense.split(",")):
+        dense = load_checkpoint(path, ("hstu",), tokenizer)
+        name = f"stage 1 + dense objective, k = {dense.config.future_items}, weight {dense.config.future_loss_weight:g}"
+        out.append((name, dense, out[0][2]))
+    prefixes = [int(x) for x in args.prefix.split(",") if x.strip()]
+    if not prefixes:
+        return out
     model, data_args = geniusrec(args, tokenizer, store, [])
     one = SessionTrainingDataset(store, data_args.max_length, data_args.target_length, eos_token_id=model.config.eos_token_id)
     collate = SessionCollator(model.config.pad_token_id, model.config.eos_token_id)
     out.append(("GeniusRec joint, 1 split per user (unpacked)", model,
                 [collate([one[i] for i in range(lo, lo + args.batch_size)]) for lo in range(0, users, args.batch_size)]))
-    for p in (int(x) for x in args.prefix.split(",")):
+    for p in prefixes:
         model, data_args = geniusrec(args, tokenizer, store, ["--prefix_samples", str(p)])
         packed = PrefixSessionDataset(store, data_args.max_length, data_args.target_length, eos_token_id=model.config.eos_token_id,
                                       prefix_samples=p)

@@ -206,7 +206,10 @@ def issue42_recipes(Recipe, RES: str) -> dict:
              + ("" if w == 1 else f"--future_loss_weight {w} ")
              + f"--seed 42 --evaluate_test false --resume_from_checkpoint auto --output_dir runs/s42/dense-k{k}{tag}-15ep "
              f"--results_file {RES}/ml-1m-hstu-dense-k{k}{tag}-15ep-validation.json"
-             for k, w, tag in ((3, 1, ""), (2, 1, ""), (3, 0.25, "-w0.25"))], ["data"]),
+             for k, w, tag in ((3, 1, ""), (2, 1, ""), (3, 0.25, "-w0.25"))]
+            + ["python -m benchmarks.prefix_cost --dataset data/ml-1m --encoder runs/s42/dense-k2-15ep --dense "
+               f"runs/s42/dense-k2-15ep,runs/s42/dense-k3-w0.25-15ep --prefix '' --steps 60 --warmup 3 --output {RES}/dense-cost.json"],
+            ["data"]),
         "prefix-cost": Recipe(
             "BENCHMARKS joint stage 2: seconds per epoch of the joint stage 2 with prefix packing (P = 2, 4, 8) against stage 1, same batches",
             [f"python -m benchmarks.prefix_cost --dataset data/ml-1m --encoder runs/s1/cosine40-42 --steps 50 --warmup 3 --prefix 2,4,8 "

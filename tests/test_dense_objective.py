@@ -99,3 +99,10 @@ def test_no_target_comes_from_beyond_the_train_view(tmp_path, monkeypatch):
     assert len(seen) >= 4 * 2  # the next item and offsets 2, 3, 4 at every step
     saved = HSTUForNextItemPrediction.from_pretrained(tmp_path / "run")
     assert saved.config.future_items == 4 and saved.future_heads.weight.shape == (3, 16, 16)
+    from benchmarks import prefix_cost  # its cost per step against stage 1 (the same model without its future heads)
+
+    before = len(seen)
+    cost = prefix_cost.main(["--dataset", str(tmp_path / "data"), "--encoder", str(tmp_path / "run"), "--dense", str(tmp_path / "run"),
+                             "--prefix", "", "--steps", "1", "--warmup", "0", "--batch_size", "2"])
+    assert [row["variant"] for row in cost["rows"]] == ["stage 1 (per position)", "stage 1 + dense objective, k = 4, weight 1"]
+    assert len(seen) - before == 1 + 4  # one training step each: stage 1 scores the next item only, the dense variant 4 offsets
