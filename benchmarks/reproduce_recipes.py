@@ -144,6 +144,17 @@ def other_recipes(Recipe, RES: str) -> dict:
     }
 
 
+def dense_ablation(RES: str) -> list:
+    """Issue 42 item 2: the dense objective's variants, 15 epochs on seed-42 validation, then their cost per step."""
+    return [f"python -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m --num_train_epochs 15 --future_items {k} "
+            + ("" if w == 1 else f"--future_loss_weight {w} ")
+            + f"--seed 42 --evaluate_test false --resume_from_checkpoint auto --output_dir runs/s42/dense-k{k}{tag}-15ep "
+            f"--results_file {RES}/ml-1m-hstu-dense-k{k}{tag}-15ep-validation.json"
+            for k, w, tag in ((3, 1, ""), (2, 1, ""), (3, 0.25, "-w0.25"))] + [
+        "python -m benchmarks.prefix_cost --dataset data/ml-1m --encoder runs/s42/dense-k2-15ep --dense "
+        f"runs/s42/dense-k2-15ep,runs/s42/dense-k3-w0.25-15ep --prefix '' --steps 60 --warmup 3 --output {RES}/dense-cost.json"]
+
+
 def issue42_recipes(Recipe, RES: str) -> dict:
     """Issue 42: the stage-1 schedule over 3 seeds, the dense objective, the joint stage 2 and the same-budget pairs."""
     schedule = ("python -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m {flags} --seed {seed} "
@@ -202,14 +213,7 @@ def issue42_recipes(Recipe, RES: str) -> dict:
         "dense-ablation": Recipe(
             "issue 42: the dense multi-item objective (--future_items k) on the batch-16 recipe, 15 epochs, validation only, "
             "against the constant-rate run's epoch 15 (ml-1m-hstu-cpu-fast.json)",
-            [f"python -m train.pretrain --config train/configs/ml-1m-hstu-cpu-fast.json --dataset data/ml-1m --num_train_epochs 15 --future_items {k} "
-             + ("" if w == 1 else f"--future_loss_weight {w} ")
-             + f"--seed 42 --evaluate_test false --resume_from_checkpoint auto --output_dir runs/s42/dense-k{k}{tag}-15ep "
-             f"--results_file {RES}/ml-1m-hstu-dense-k{k}{tag}-15ep-validation.json"
-             for k, w, tag in ((3, 1, ""), (2, 1, ""), (3, 0.25, "-w0.25"))]
-            + ["python -m benchmarks.prefix_cost --dataset data/ml-1m --encoder runs/s42/dense-k2-15ep --dense "
-               f"runs/s42/dense-k2-15ep,runs/s42/dense-k3-w0.25-15ep --prefix '' --steps 60 --warmup 3 --output {RES}/dense-cost.json"],
-            ["data"]),
+            dense_ablation(RES), ["data"]),
         "prefix-cost": Recipe(
             "BENCHMARKS joint stage 2: seconds per epoch of the joint stage 2 with prefix packing (P = 2, 4, 8) against stage 1, same batches",
             [f"python -m benchmarks.prefix_cost --dataset data/ml-1m --encoder runs/s1/cosine40-42 --steps 50 --warmup 3 --prefix 2,4,8 "
