@@ -8,9 +8,9 @@ Times `--steps` full optimizer steps (forward, backward, AdamW) of `--batch_size
 ones, for: stage 1 (the batch-16 per-position recipe's model: the HSTU checkpoint `--encoder` trained on its own),
 and GeniusRec built from it by `train.finetune`'s own code with the ML-1M decoder (`train/configs/ml-1m-geniusrec.json`),
 unfrozen, `--encoder_loss_weight 1`, for one split point per user (the unpacked path: one encoder pass per split)
-and for `--prefix_samples` P in `--prefix` (one pass per user window); with `--dense`, stage-1 checkpoints trained with the dense multi-item objective
-(`--future_items k`), each with its own loss. Variants take turns step by step (round
-robin), so a change in the machine's load falls on all of them alike. Seconds per epoch = seconds per step x steps
+and for `--prefix_samples` P in `--prefix` (one pass per user window); with `--dense`, stage-1 checkpoints trained
+with the dense multi-item objective (`--future_items k`), each with its own loss. Variants take turns step by step
+(round robin), so a change in the machine's load falls on all of them alike. Seconds per epoch = seconds per step x steps
 in an epoch (users / batch size). Evaluation is not included. Run it alone.
 """
 
